@@ -1,0 +1,59 @@
+"""The exception tree of the protocol layer, named by the reaction each error calls for.
+
+Pure. Modelled on LDK's ``ChannelError``: the class of an exception tells its catcher what to do,
+so a peer loop needs one ``except`` per reaction, not one per cause.
+
+    ChanlabError
+    ├── MalformedMessage      bytes that do not parse: send ``warning``/``error``, drop the connection
+    ├── HandshakeFailed       BOLT 8 act failed (bad version, bad MAC, bad key): drop the connection
+    ├── UnknownEvenMessage    "it's OK to be odd" violated by the peer: fail the connection
+    ├── RejectedUpdate        *our* request is invalid (amount over balance, too many HTLCs):
+    │                         refuse it locally, the channel goes on
+    ├── PeerProtocolError     the peer broke the protocol: send ``error``, fail the channel
+    │   ├── InvalidSignature
+    │   ├── InvalidRevocation
+    │   └── InvalidStateTransition
+    └── UnsafeOperation       refused on purpose (e.g. a cheat command outside regtest)
+"""
+
+from __future__ import annotations
+
+
+class ChanlabError(Exception):
+    """Root of every error chanlab raises on purpose."""
+
+
+class MalformedMessage(ChanlabError):
+    """Input bytes that do not decode: warn the peer and disconnect."""
+
+
+class HandshakeFailed(ChanlabError):
+    """A BOLT 8 handshake act failed: close the connection, nothing else is at stake."""
+
+
+class UnknownEvenMessage(MalformedMessage):
+    """The peer sent an even message type (or TLV type) we do not understand: BOLT 1 says fail."""
+
+
+class RejectedUpdate(ChanlabError):
+    """Our own request cannot be honoured; refuse it, the channel stays as it was."""
+
+
+class PeerProtocolError(ChanlabError):
+    """The peer broke the protocol: send ``error`` and fail the channel (force-close if funded)."""
+
+
+class InvalidSignature(PeerProtocolError):
+    """A signature from the peer does not verify."""
+
+
+class InvalidRevocation(PeerProtocolError):
+    """A revealed per-commitment secret does not match, or does not fit the shachain."""
+
+
+class InvalidStateTransition(PeerProtocolError):
+    """A message arrived that the channel's current state does not allow."""
+
+
+class UnsafeOperation(ChanlabError):
+    """Refused on purpose: the operation is only allowed where it cannot cost real money."""
