@@ -9,6 +9,7 @@ so a peer loop needs one ``except`` per reaction, not one per cause.
     ├── UnknownEvenMessage    "it's OK to be odd" violated by the peer: fail the connection
     ├── RejectedUpdate        *our* request is invalid (amount over balance, too many HTLCs):
     │                         refuse it locally, the channel goes on
+    ├── InvalidOnion          an HTLC's onion does not peel (BOLT 4): fail that HTLC back
     ├── PeerProtocolError     the peer broke the protocol: send ``error``, fail the channel
     │   ├── InvalidSignature
     │   ├── InvalidRevocation
@@ -37,6 +38,18 @@ class UnknownEvenMessage(MalformedMessage):
 
 class RejectedUpdate(ChanlabError):
     """Our own request cannot be honoured; refuse it, the channel stays as it was."""
+
+
+class InvalidOnion(ChanlabError):
+    """An HTLC's onion does not peel: fail that HTLC back with ``failure_code``; the channel lives.
+
+    With the BADONION bit (0x8000) set the answer is ``update_fail_malformed_htlc`` (carrying
+    the onion's SHA256); otherwise an ``update_fail_htlc``.
+    """
+
+    def __init__(self, message: str, *, failure_code: int) -> None:
+        super().__init__(message)
+        self.failure_code = failure_code
 
 
 class PeerProtocolError(ChanlabError):

@@ -631,9 +631,10 @@ class Channel:
                     f"bad htlc_signature for HTLC {htlc_tx.htlc_output.htlc.htlc_id}")
         self.holder_commitment_signature = signature
         self.holder_htlc_signatures = htlc_signatures
+        balances = self._log.balances_msat(Side.HOLDER, number)
         self.monitor_updates.append(HolderCommitmentSigned(
-            commitment_number=number, to_broadcaster_msat=ctx.to_local_amount_sat * 1000,
-            to_countersignatory_msat=ctx.to_remote_amount_sat * 1000,
+            commitment_number=number, to_broadcaster_msat=balances[Side.HOLDER],
+            to_countersignatory_msat=balances[Side.COUNTERPARTY],
             feerate_per_kw=ctx.feerate_per_kw,
             htlcs=tuple(o.htlc for o in ctx.htlc_outputs) + ctx.trimmed_htlcs,
             counterparty_signature=signature, counterparty_htlc_signatures=htlc_signatures))

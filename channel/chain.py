@@ -1,0 +1,83 @@
+"""What a node needs from the chain and its wallet, as an interface (LDK's injected I/O).
+
+Pure: this module only declares the ``ChainBackend`` protocol. ``regtest.chain`` implements it
+on bitcoind; tests may implement it too. Keeping it here lets ``channel`` stay free of
+``regtest`` imports while the node daemon still funds, broadcasts and watches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["BlockEvent", "ChainBackend", "FundingTransaction", "TxEvent"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FundingTransaction:
+    """A signed, not yet broadcast, funding transaction and the index of the channel output."""
+
+    raw_tx: bytes
+    txid: bytes  # internal byte order
+    vout: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BlockEvent:
+    """A block connected at ``height`` with its raw transactions."""
+
+    height: int
+    block_hash: str
+    transactions: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TxEvent:
+    """A transaction that entered the mempool."""
+
+    raw_tx: bytes
+
+
+class ChainBackend(Protocol):
+    """A bitcoind (or equivalent) seen by one node: its chain, mempool and wallet."""
+
+    @property
+    def chain(self) -> str:
+        """``"regtest"``, ``"signet"``, ``"main"`` ... as bitcoind names it."""
+        ...
+
+    async def height(self) -> int: ...
+
+    async def block_at(self, height: int) -> BlockEvent: ...
+
+    async def mempool_transactions(self) -> list[bytes]: ...
+
+    def events(self) -> AsyncIterator[BlockEvent | TxEvent]:
+        """New blocks (in order, none skipped) and new mempool transactions, as they come."""
+        ...
+
+    async def broadcast(self, raw_tx: bytes) -> str:
+        """Send ``raw_tx``; returns its txid (display order). Raises on rejection."""
+        ...
+
+    async def confirmations(self, txid_hex: str) -> int:
+        """Confirmations of a transaction (0: in mempool or unknown)."""
+        ...
+
+    async def fund_output(self, script_pubkey: bytes, amount_sat: int,
+                          feerate_sat_per_vb: int) -> FundingTransaction:
+        """Build and sign (not broadcast) a wallet tx paying exactly ``amount_sat`` there."""
+        ...
+
+    async def release_inputs(self, raw_tx: bytes) -> None:
+        """Unlock the wallet inputs of a funding tx that will never be broadcast."""
+        ...
+
+    async def new_script_pubkey(self) -> bytes:
+        """A fresh P2WPKH scriptPubKey of the node's wallet (closing and sweep destination)."""
+        ...
+
+    async def wallet_balance_sat(self) -> int: ...
+
+    async def aclose(self) -> None: ...

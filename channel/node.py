@@ -1,0 +1,999 @@
+"""I/O: the node daemon: peers over BOLT 8, channels, payments, the chain, a control socket.
+
+The node is the thin shell around the pure parts. For every message from a peer it calls the
+channel state machine (``channel.state``), persists what changed in one SQLite transaction
+(``channel.store``), and only then writes the flight's replies in one ``send_many``. The chain is
+injected (``channel.chain.ChainBackend``), so this module never imports ``regtest``.
+
+Reactions follow the exception tree of ``channel.errors``:
+
+* ``MalformedMessage`` / ``UnknownEvenMessage`` from a peer: ``warning``, then disconnect;
+* ``PeerProtocolError`` on a channel: ``error`` for that channel, then force-close it;
+* ``RejectedUpdate`` from a local command: the command fails with its message, nothing else.
+
+Control: a Unix socket ``<home>/control.sock`` takes one JSON object per line,
+``{"cmd": "...", "args": {...}}``, and answers ``{"ok": true, "result": ...}`` or
+``{"ok": false, "error": "..."}``. ``chanlab <name> <command>`` is its client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bitcoin.core import CTransaction
+
+from channel.chain import BlockEvent, ChainBackend, TxEvent
+from channel.errors import (
+    ChanlabError,
+    HandshakeFailed,
+    InvalidOnion,
+    MalformedMessage,
+    PeerProtocolError,
+    RejectedUpdate,
+    UnknownEvenMessage,
+    UnsafeOperation,
+)
+from channel.invoice import Invoice
+from channel.keys import ChannelKeys
+from channel.messages import (
+    AcceptChannel,
+    ChannelReady,
+    ChannelReestablish,
+    ClosingSigned,
+    CommitmentSigned,
+    FundingCreated,
+    FundingSigned,
+    OpenChannel,
+    RevokeAndAck,
+    Shutdown,
+    UpdateAddHtlc,
+    UpdateFailHtlc,
+    UpdateFailMalformedHtlc,
+    UpdateFee,
+    UpdateFulfillHtlc,
+    decode_message,
+    encode_message,
+)
+from channel.onion import build_single_hop_onion, peel_onion
+from channel.state import (
+    Channel,
+    ChannelConfig,
+    ChannelState,
+    channel_from_record,
+    channel_to_record,
+)
+from channel.store import ChannelRow, NodeStore, PaymentRow
+from channel.transport import Transport, accept, connect
+from channel.types import CommitmentFormat, OutPoint, Side
+from channel.wire import (
+    REGTEST_CHAIN_HASH,
+    ErrorMessage,
+    Init,
+    Ping,
+    Pong,
+    UnknownMessage,
+    WarningMessage,
+    check_compatible,
+    our_features,
+    pong_for,
+)
+
+__all__ = ["Node", "NodeSettings", "load_or_create_node_key"]
+
+log = logging.getLogger("chanlab.node")
+
+FUNDING_FEERATE_SAT_PER_VB = 2
+COMMITMENT_FEERATE_PER_KW = 1000
+FINAL_CLTV_DELTA = 18
+PAYMENT_TIMEOUT_S = 60.0
+
+
+def _txid_hex(raw_tx: bytes) -> str:
+    return bytes(CTransaction.deserialize(raw_tx).GetTxid())[::-1].hex()
+
+
+def load_or_create_node_key(path: Path) -> bytes:
+    """The node's static secret, kept in ``path`` with mode 0600 (created on first start)."""
+    if path.exists():
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise UnsafeOperation(f"{path} is readable by others (mode {mode:o}); chmod 600 it")
+        secret = bytes.fromhex(path.read_text().strip())
+        if len(secret) != 32:
+            raise ValueError(f"{path} does not hold a 32-byte hex key")
+        return secret
+    secret = secrets.token_bytes(32)
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret.hex() + "\n")
+    return secret
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeSettings:
+    """How a node runs: where it lives, where it listens, its channel policy."""
+
+    name: str
+    home: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    channel_config: ChannelConfig = field(default_factory=ChannelConfig)
+    allow_cheating: bool = False
+
+
+@dataclass(slots=True)
+class _Peer:
+    node_id: bytes
+    transport: Transport
+    features: bytes = b""
+    task: asyncio.Task[None] | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass(slots=True)
+class _Handle:
+    """A channel plus the node's bookkeeping around it."""
+
+    key: str
+    peer_id: bytes
+    channel: Channel
+    funding_tx: bytes | None = None
+    opened: asyncio.Future[str] | None = None
+    closed: asyncio.Future[str] | None = None
+
+
+@dataclass(slots=True)
+class _Flight:
+    """What one step changed: persisted together, then its messages are sent together."""
+
+    handles: list[_Handle] = field(default_factory=list)
+    payments: list[PaymentRow] = field(default_factory=list)
+    kv: list[tuple[str, str]] = field(default_factory=list)
+    outgoing: list[tuple[bytes, Any]] = field(default_factory=list)  # (peer_id, message)
+    broadcasts: list[bytes] = field(default_factory=list)
+
+    def touch(self, handle: _Handle) -> None:
+        if handle not in self.handles:
+            self.handles.append(handle)
+
+    def send(self, peer_id: bytes, message: Any) -> None:
+        self.outgoing.append((peer_id, message))
+
+
+class Node:
+    """A long-lived chanlab node. ``await node.start()``, then ``await node.serve_forever()``."""
+
+    def __init__(self, settings: NodeSettings, chain: ChainBackend) -> None:
+        self.settings = settings
+        self.chain = chain
+        settings.home.mkdir(parents=True, exist_ok=True)
+        os.chmod(settings.home, 0o700)
+        self._node_secret = load_or_create_node_key(settings.home / "node_key")
+        import coincurve
+        self.node_id: bytes = coincurve.PrivateKey(self._node_secret).public_key.format(True)
+        self.store = NodeStore(settings.home / "node.db")
+        self.peers: dict[bytes, _Peer] = {}
+        self.handles: dict[str, _Handle] = {}
+        self.port = settings.port
+        self._server: asyncio.Server | None = None
+        self._control: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = asyncio.Event()
+        self._pay_waiters: dict[bytes, asyncio.Future[dict[str, Any]]] = {}
+        self._height = 0
+        self._cheat_archive: dict[str, dict[int, bytes]] = {}
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.settings.allow_cheating and self.chain.chain != "regtest":
+            raise UnsafeOperation("--allow-cheating is only allowed on regtest")
+        for row in self.store.channels():
+            chan = channel_from_record(row.record)
+            chan.on_disconnect()  # uncommitted updates die with the connection
+            handle = _Handle(key=row.key, peer_id=bytes.fromhex(row.peer_id), channel=chan)
+            raw = self.store.get(f"funding_tx:{row.key}")
+            handle.funding_tx = bytes.fromhex(raw) if raw else None
+            self.handles[row.key] = handle
+        if self.settings.allow_cheating:
+            raw_archive = self.store.get("cheat_archive")
+            if raw_archive:
+                self._cheat_archive = {k: {int(n): bytes.fromhex(t) for n, t in v.items()}
+                                       for k, v in json.loads(raw_archive).items()}
+        self._height = await self.chain.height()
+        self._server = await asyncio.start_server(self._on_inbound, self.settings.host,
+                                                  self.settings.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        sock_path = self.settings.home / "control.sock"
+        with contextlib.suppress(FileNotFoundError):
+            sock_path.unlink()
+        self._control = await asyncio.start_unix_server(self._on_control, path=str(sock_path))
+        os.chmod(sock_path, 0o600)
+        info = {"name": self.settings.name, "node_id": self.node_id.hex(),
+                "host": self.settings.host, "port": self.port, "pid": os.getpid(),
+                "chain": self.chain.chain}
+        tmp = self.settings.home / "node.json.tmp"
+        tmp.write_text(json.dumps(info))
+        tmp.replace(self.settings.home / "node.json")
+        self._spawn(self._watch_chain())
+        self._spawn(self._reconnect_known_peers())
+        log.info("node %s (%s) listening on %s:%d", self.settings.name, self.node_id.hex(),
+                 self.settings.host, self.port)
+
+    def request_stop(self) -> None:
+        """Ask :meth:`serve_forever` to stop the node (safe from a signal handler)."""
+        self._stopping.set()
+
+    async def serve_forever(self) -> None:
+        await self._stopping.wait()
+        await self.stop()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        for server in (self._server, self._control):
+            if server is not None:
+                server.close()
+        for peer in list(self.peers.values()):
+            await peer.transport.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+        await self.chain.aclose()
+        self.store.close()
+        with contextlib.suppress(FileNotFoundError):
+            (self.settings.home / "control.sock").unlink()
+
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed: %r", task.exception(),
+                      exc_info=task.exception())
+
+    # -- persistence -----------------------------------------------------------------------
+
+    def _persist(self, flight: _Flight) -> None:
+        rows = [ChannelRow(key=h.key, peer_id=h.peer_id.hex(),
+                           record=channel_to_record(h.channel)) for h in flight.handles]
+        kv = list(flight.kv)
+        if self.settings.allow_cheating:
+            for h in flight.handles:
+                self._archive_for_cheating(h)
+            kv.append(("cheat_archive", json.dumps(
+                {k: {str(n): t.hex() for n, t in v.items()}
+                 for k, v in self._cheat_archive.items()})))
+        for h in flight.handles:
+            h.channel.drain_monitor_updates()
+        self.store.commit_flight(channels=rows, payments=flight.payments, kv=kv)
+
+    def _archive_for_cheating(self, handle: _Handle) -> None:
+        """Developer mode: keep every signed commitment of ours so ``cheat`` can replay one."""
+        chan = handle.channel
+        if not chan.holder_commitment_signature or not chan.is_funded:
+            return
+        archive = self._cheat_archive.setdefault(handle.key, {})
+        number = chan.holder_commitment_number
+        if number not in archive:
+            archive[number] = chan.holder_transactions().commitment_tx.serialize()
+
+    async def _complete(self, flight: _Flight) -> None:
+        """Persist a flight, then send its messages (one write per peer), then broadcast."""
+        self._persist(flight)
+        by_peer: dict[bytes, list[bytes]] = {}
+        for peer_id, message in flight.outgoing:
+            by_peer.setdefault(peer_id, []).append(encode_message(message))
+        for peer_id, encoded in by_peer.items():
+            peer = self.peers.get(peer_id)
+            if peer is None:
+                continue  # reestablish will retransmit what matters
+            try:
+                await peer.transport.send_many(encoded)
+            except (ConnectionError, OSError) as exc:
+                log.info("send to %s failed: %s", peer_id.hex()[:16], exc)
+        for raw in flight.broadcasts:
+            try:
+                txid = await self.chain.broadcast(raw)
+                log.info("broadcast %s", txid)
+            except Exception as exc:  # noqa: BLE001 - a rejected broadcast is reported, not fatal
+                log.warning("broadcast failed: %s", exc)
+
+    # -- peers -----------------------------------------------------------------------------
+
+    async def _on_inbound(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        try:
+            transport = await accept(reader, writer, local_static=self._node_secret)
+        except HandshakeFailed as exc:
+            log.info("inbound handshake failed: %s", exc)
+            return
+        await self._run_peer(transport)
+
+    async def connect(self, node_id: bytes, host: str, port: int) -> None:
+        """Dial a peer, exchange ``init``, and keep reading from it in the background."""
+        if node_id in self.peers:
+            return
+        transport = await connect(host, port, local_static=self._node_secret,
+                                  remote_static_pubkey=node_id)
+        self.store.commit_flight(kv=[(f"peer:{node_id.hex()}", f"{host}:{port}")])
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._spawn(self._run_peer(transport, ready))
+        await asyncio.wait_for(ready, 10)
+
+    async def _reconnect_known_peers(self) -> None:
+        wanted = {h.peer_id for h in self.handles.values()
+                  if h.channel.state not in (ChannelState.CLOSED,)}
+        for peer_id in wanted:
+            addr = self.store.get(f"peer:{peer_id.hex()}")
+            if addr is None:
+                continue
+            host, port = addr.rsplit(":", 1)
+            with contextlib.suppress(OSError, HandshakeFailed, TimeoutError):
+                await self.connect(peer_id, host, int(port))
+
+    async def _run_peer(self, transport: Transport,
+                        ready: asyncio.Future[None] | None = None) -> None:
+        node_id = transport.remote_pubkey
+        try:
+            await transport.send(encode_message(Init.ours(our_features())))
+            first = decode_message(await asyncio.wait_for(transport.recv(), 10))
+            if not isinstance(first, Init):
+                raise MalformedMessage("the first message must be init")
+            if not first.supports_chain(REGTEST_CHAIN_HASH):
+                raise MalformedMessage("peer is on another chain")
+            check_compatible(our_features(), first.combined_features())
+        except (ChanlabError, EOFError, ConnectionError, TimeoutError,
+                asyncio.IncompleteReadError) as exc:
+            log.info("peer %s rejected during init: %s", node_id.hex()[:16], exc)
+            await transport.close()
+            if ready is not None and not ready.done():
+                ready.set_exception(HandshakeFailed(f"init failed: {exc}"))
+            return
+        old = self.peers.get(node_id)
+        if old is not None:
+            await old.transport.close()
+        peer = _Peer(node_id=node_id, transport=transport)
+        self.peers[node_id] = peer
+        log.info("peer %s connected", node_id.hex()[:16])
+        # BOLT 2: channel_reestablish first for every channel with this peer.
+        async with peer.lock:
+            flight = _Flight()
+            for handle in self._handles_of(node_id):
+                chan = handle.channel
+                if chan.is_funded or chan.state is ChannelState.CLOSING:
+                    chan.on_disconnect()
+                    if chan.channel_id is not None and chan.log is not None:
+                        flight.send(node_id, chan.channel_reestablish())
+                        flight.touch(handle)
+            await self._complete(flight)
+        if ready is not None and not ready.done():
+            ready.set_result(None)
+        try:
+            await self._read_loop(peer)
+        finally:
+            if self.peers.get(node_id) is peer:
+                del self.peers[node_id]
+            for handle in self._handles_of(node_id):
+                handle.channel.on_disconnect()
+            await transport.close()
+            log.info("peer %s disconnected", node_id.hex()[:16])
+
+    def _handles_of(self, node_id: bytes) -> list[_Handle]:
+        return [h for h in self.handles.values() if h.peer_id == node_id]
+
+    async def _read_loop(self, peer: _Peer) -> None:
+        while not self._stopping.is_set():
+            try:
+                raw = await peer.transport.recv()
+            except (EOFError, ConnectionError, asyncio.IncompleteReadError, HandshakeFailed):
+                return
+            try:
+                message = decode_message(raw)
+            except UnknownEvenMessage as exc:
+                log.warning("peer %s sent an unknown even message: %s", peer.node_id.hex()[:16],
+                            exc)
+                await self._warn_and_disconnect(peer, f"unknown even message: {exc}")
+                return
+            except MalformedMessage as exc:
+                log.warning("malformed message from %s: %s", peer.node_id.hex()[:16], exc)
+                await self._warn_and_disconnect(peer, f"malformed message: {exc}")
+                return
+            async with peer.lock:
+                try:
+                    await self._dispatch(peer, message)
+                except PeerProtocolError as exc:
+                    await self._fail_channel_of(peer, message, str(exc))
+                except MalformedMessage as exc:
+                    await self._warn_and_disconnect(peer, str(exc))
+                    return
+
+    async def _warn_and_disconnect(self, peer: _Peer, text: str) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            await peer.transport.send(
+                encode_message(WarningMessage.with_text(bytes(32), text[:500])))
+        await peer.transport.close()
+
+    async def _fail_channel_of(self, peer: _Peer, message: Any, text: str) -> None:
+        """BOLT 2: the peer broke the protocol on a channel: ``error`` it and force-close."""
+        channel_id = getattr(message, "channel_id", None) or \
+            getattr(message, "temporary_channel_id", None)
+        handle = self._handle_for(peer.node_id, channel_id) if channel_id else None
+        log.warning("peer %s protocol error: %s", peer.node_id.hex()[:16], text)
+        with contextlib.suppress(ConnectionError, OSError):
+            await peer.transport.send(encode_message(
+                ErrorMessage.with_text(channel_id or bytes(32), text[:500])))
+        if handle is not None:
+            await self._force_close(handle, reason=f"peer error: {text}")
+
+    def _handle_for(self, node_id: bytes, channel_id: bytes | None) -> _Handle | None:
+        for h in self._handles_of(node_id):
+            if channel_id in (h.channel.channel_id, h.channel.temporary_channel_id):
+                return h
+        return None
+
+    def _require(self, peer: _Peer, channel_id: bytes) -> _Handle:
+        handle = self._handle_for(peer.node_id, channel_id)
+        if handle is None:
+            raise PeerProtocolError(f"unknown channel {channel_id.hex()}")
+        return handle
+
+    # -- dispatch --------------------------------------------------------------------------
+
+    async def _dispatch(self, peer: _Peer, message: Any) -> None:
+        handler = self._HANDLERS.get(type(message))
+        if handler is None:
+            if isinstance(message, UnknownMessage):
+                return  # odd: ignore (BOLT 1 "it's OK to be odd")
+            log.info("ignoring %s from %s", type(message).__name__, peer.node_id.hex()[:16])
+            return
+        await handler(self, peer, message)
+
+    async def _on_ping(self, peer: _Peer, msg: Ping) -> None:
+        pong = pong_for(msg)
+        if pong is not None:
+            await peer.transport.send(encode_message(pong))
+
+    async def _on_pong(self, peer: _Peer, msg: Pong) -> None:
+        return None
+
+    async def _on_error(self, peer: _Peer, msg: ErrorMessage) -> None:
+        log.warning("peer %s sent error: %s", peer.node_id.hex()[:16], msg.text)
+        targets = self._handles_of(peer.node_id) if msg.channel_id == bytes(32) else \
+            [h for h in [self._handle_for(peer.node_id, msg.channel_id)] if h is not None]
+        for handle in targets:
+            await self._force_close(handle, reason=f"peer sent error: {msg.text}")
+
+    async def _on_warning(self, peer: _Peer, msg: WarningMessage) -> None:
+        log.warning("peer %s sent warning: %s", peer.node_id.hex()[:16], msg.text)
+
+    async def _on_open_channel(self, peer: _Peer, msg: OpenChannel) -> None:
+        keys = ChannelKeys.from_seed(secrets.token_bytes(32))
+        chan, reply = Channel.accept_inbound(keys=keys, config=self.settings.channel_config,
+                                             msg=msg)
+        handle = _Handle(key=chan.temporary_channel_id.hex(), peer_id=peer.node_id, channel=chan)
+        self.handles[handle.key] = handle
+        flight = _Flight()
+        flight.touch(handle)
+        flight.send(peer.node_id, reply)
+        await self._complete(flight)
+
+    async def _on_accept_channel(self, peer: _Peer, msg: AcceptChannel) -> None:
+        handle = self._require(peer, msg.temporary_channel_id)
+        chan = handle.channel
+        chan.on_accept_channel(msg)
+        try:
+            funding = await self.chain.fund_output(chan.funding_script_pubkey, chan.funding_sat,
+                                                   FUNDING_FEERATE_SAT_PER_VB)
+        except Exception as exc:
+            chan.state = ChannelState.CLOSED
+            self._resolve(handle.opened, error=f"cannot fund the channel: {exc}")
+            self._persist(_Flight(handles=[handle]))
+            raise PeerProtocolError(f"funding failed on our side: {exc}") from exc
+        handle.funding_tx = funding.raw_tx
+        created = chan.funding_created(OutPoint(txid=funding.txid, vout=funding.vout))
+        flight = _Flight(kv=[(f"funding_tx:{handle.key}", funding.raw_tx.hex())])
+        flight.touch(handle)
+        flight.send(peer.node_id, created)
+        await self._complete(flight)
+
+    async def _on_funding_created(self, peer: _Peer, msg: FundingCreated) -> None:
+        handle = self._require(peer, msg.temporary_channel_id)
+        reply = handle.channel.on_funding_created(msg)
+        flight = _Flight()
+        flight.touch(handle)
+        flight.send(peer.node_id, reply)
+        await self._complete(flight)
+
+    async def _on_funding_signed(self, peer: _Peer, msg: FundingSigned) -> None:
+        handle = self._require(peer, msg.channel_id)
+        handle.channel.on_funding_signed(msg)
+        flight = _Flight()
+        flight.touch(handle)
+        if handle.funding_tx is not None:
+            flight.broadcasts.append(handle.funding_tx)
+        await self._complete(flight)
+        assert handle.channel.funding_outpoint is not None
+        self._resolve(handle.opened, result=handle.channel.funding_outpoint.txid_hex)
+        await self._check_funding_depth(handle)
+
+    async def _on_channel_ready(self, peer: _Peer, msg: ChannelReady) -> None:
+        handle = self._require(peer, msg.channel_id)
+        handle.channel.on_channel_ready(msg)
+        self._persist(_Flight(handles=[handle]))
+
+    async def _on_update_add_htlc(self, peer: _Peer, msg: UpdateAddHtlc) -> None:
+        self._require(peer, msg.channel_id).channel.on_update_add_htlc(msg)
+
+    async def _on_update_fulfill_htlc(self, peer: _Peer, msg: UpdateFulfillHtlc) -> None:
+        handle = self._require(peer, msg.channel_id)
+        entry = handle.channel.on_update_fulfill_htlc(msg)
+        flight = _Flight(payments=[PaymentRow(
+            payment_hash=entry.payment_hash.hex(), direction="out",
+            amount_msat=entry.amount_msat, status="succeeded",
+            preimage=msg.payment_preimage.hex())])
+        flight.touch(handle)
+        self._persist(flight)  # the preimage is proof of payment: keep it before anything else
+        self._resolve_payment(entry.payment_hash, {"status": "succeeded",
+                                                   "payment_preimage": msg.payment_preimage.hex(),
+                                                   "amount_msat": entry.amount_msat})
+
+    async def _on_update_fail_htlc(self, peer: _Peer, msg: UpdateFailHtlc) -> None:
+        handle = self._require(peer, msg.channel_id)
+        entry = handle.channel.on_update_fail_htlc(msg)
+        self._resolve_payment(entry.payment_hash, {"status": "failed",
+                                                   "reason": msg.reason.decode(errors="replace")})
+
+    async def _on_update_fail_malformed_htlc(self, peer: _Peer,
+                                             msg: UpdateFailMalformedHtlc) -> None:
+        handle = self._require(peer, msg.channel_id)
+        entry = handle.channel.on_update_fail_htlc(UpdateFailHtlc(
+            channel_id=msg.channel_id, id=msg.id, reason=b"malformed onion"))
+        self._resolve_payment(entry.payment_hash, {"status": "failed",
+                                                   "reason": f"malformed onion {msg.failure_code}"})
+
+    async def _on_update_fee(self, peer: _Peer, msg: UpdateFee) -> None:
+        self._require(peer, msg.channel_id).channel.on_update_fee(msg)
+
+    async def _on_commitment_signed(self, peer: _Peer, msg: CommitmentSigned) -> None:
+        handle = self._require(peer, msg.channel_id)
+        flight = _Flight()
+        flight.touch(handle)
+        flight.send(peer.node_id, handle.channel.on_commitment_signed(msg))
+        self._settle_incoming(handle, flight)
+        self._sign_if_needed(handle, flight)
+        await self._complete(flight)
+
+    async def _on_revoke_and_ack(self, peer: _Peer, msg: RevokeAndAck) -> None:
+        handle = self._require(peer, msg.channel_id)
+        handle.channel.on_revoke_and_ack(msg)
+        flight = _Flight()
+        flight.touch(handle)
+        self._settle_incoming(handle, flight)
+        self._sign_if_needed(handle, flight)
+        self._maybe_negotiate_close(handle, flight)
+        await self._complete(flight)
+
+    async def _on_shutdown(self, peer: _Peer, msg: Shutdown) -> None:
+        handle = self._require(peer, msg.channel_id)
+        script = await self.chain.new_script_pubkey()
+        reply = handle.channel.on_shutdown(msg, script)
+        flight = _Flight()
+        flight.touch(handle)
+        if reply is not None:
+            flight.send(peer.node_id, reply)
+        self._maybe_negotiate_close(handle, flight)
+        await self._complete(flight)
+
+    async def _on_closing_signed(self, peer: _Peer, msg: ClosingSigned) -> None:
+        handle = self._require(peer, msg.channel_id)
+        reply, final = handle.channel.on_closing_signed(msg)
+        flight = _Flight()
+        flight.touch(handle)
+        if reply is not None:
+            flight.send(peer.node_id, reply)
+        if final is not None:
+            flight.broadcasts.append(final.serialize())
+        await self._complete(flight)
+        if final is not None:
+            self._resolve(handle.closed, result=final.GetTxid()[::-1].hex())
+
+    async def _on_channel_reestablish(self, peer: _Peer, msg: ChannelReestablish) -> None:
+        handle = self._require(peer, msg.channel_id)
+        flight = _Flight()
+        flight.touch(handle)
+        for out in handle.channel.on_channel_reestablish(msg):
+            flight.send(peer.node_id, out)
+        self._settle_incoming(handle, flight)
+        self._sign_if_needed(handle, flight)
+        self._maybe_negotiate_close(handle, flight)
+        await self._complete(flight)
+
+    _HANDLERS: dict[type, Callable[[Node, _Peer, Any], Awaitable[None]]] = {
+        Ping: _on_ping, Pong: _on_pong, ErrorMessage: _on_error, WarningMessage: _on_warning,
+        OpenChannel: _on_open_channel, AcceptChannel: _on_accept_channel,
+        FundingCreated: _on_funding_created, FundingSigned: _on_funding_signed,
+        ChannelReady: _on_channel_ready, UpdateAddHtlc: _on_update_add_htlc,
+        UpdateFulfillHtlc: _on_update_fulfill_htlc, UpdateFailHtlc: _on_update_fail_htlc,
+        UpdateFailMalformedHtlc: _on_update_fail_malformed_htlc, UpdateFee: _on_update_fee,
+        CommitmentSigned: _on_commitment_signed, RevokeAndAck: _on_revoke_and_ack,
+        Shutdown: _on_shutdown, ClosingSigned: _on_closing_signed,
+        ChannelReestablish: _on_channel_reestablish,
+    }
+
+    # -- payments --------------------------------------------------------------------------
+
+    def _sign_if_needed(self, handle: _Handle, flight: _Flight) -> None:
+        if handle.channel.can_sign():
+            flight.send(handle.peer_id, handle.channel.sign_commitment())
+
+    def _settle_incoming(self, handle: _Handle, flight: _Flight) -> None:
+        """Fulfil (or fail) the HTLCs paid to us that are now irrevocably committed."""
+        chan = handle.channel
+        for entry in chan.htlcs_to_settle():
+            reason = ""
+            preimage: bytes | None = None
+            payment = self.store.payment(entry.payment_hash.hex())
+            try:
+                peeled = peel_onion(onion=entry.onion_routing_packet, node_key=self._node_secret,
+                                    associated_data=entry.payment_hash)
+                payload = peeled.payload
+                data = payload.payment_data
+                if not peeled.is_final:
+                    reason = "chanlab does not forward payments"
+                elif payment is None or payment.direction != "in" or payment.preimage is None:
+                    reason = "unknown payment hash"
+                elif data is None or payment.payment_secret != data.payment_secret.hex():
+                    reason = "wrong payment secret"
+                elif payload.amt_to_forward != entry.amount_msat or \
+                        entry.amount_msat < payment.amount_msat:
+                    reason = "wrong amount"
+                elif payload.outgoing_cltv_value != entry.cltv_expiry or \
+                        entry.cltv_expiry < self._height + FINAL_CLTV_DELTA // 2:
+                    reason = "cltv expiry too soon"
+                elif payment.status == "succeeded":
+                    reason = "invoice already paid"
+                else:
+                    preimage = bytes.fromhex(payment.preimage)
+            except InvalidOnion as exc:
+                reason = f"bad onion: {exc}"
+            if preimage is not None and payment is not None:
+                flight.send(handle.peer_id, chan.fulfill_htlc(entry.htlc_id, preimage))
+                flight.payments.append(PaymentRow(
+                    payment_hash=payment.payment_hash, direction="in",
+                    amount_msat=entry.amount_msat, status="succeeded", preimage=payment.preimage,
+                    payment_secret=payment.payment_secret, detail=payment.detail))
+            else:
+                log.info("failing HTLC %d: %s", entry.htlc_id, reason)
+                flight.send(handle.peer_id, chan.fail_htlc(entry.htlc_id, reason.encode()))
+
+    def _resolve_payment(self, payment_hash: bytes, result: dict[str, Any]) -> None:
+        waiter = self._pay_waiters.pop(payment_hash, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(result)
+
+    @staticmethod
+    def _resolve(fut: asyncio.Future[str] | None, *, result: str | None = None,
+                 error: str | None = None) -> None:
+        if fut is None or fut.done():
+            return
+        if error is not None:
+            fut.set_exception(RejectedUpdate(error))
+        else:
+            fut.set_result(result or "")
+
+    def _maybe_negotiate_close(self, handle: _Handle, flight: _Flight) -> None:
+        chan = handle.channel
+        if chan.opener is Side.HOLDER and chan.ready_to_negotiate_close() and \
+                chan.state is ChannelState.SHUTTING_DOWN:
+            flight.send(handle.peer_id, chan.propose_closing())
+
+    # -- chain -----------------------------------------------------------------------------
+
+    async def _watch_chain(self) -> None:
+        for handle in list(self.handles.values()):
+            await self._check_funding_depth(handle)
+        async for event in self.chain.events():
+            if isinstance(event, BlockEvent):
+                self._height = event.height
+                for handle in list(self.handles.values()):
+                    await self._check_funding_depth(handle)
+                    self._observe(handle, event.transactions)
+            elif isinstance(event, TxEvent):
+                for handle in list(self.handles.values()):
+                    self._observe(handle, (event.raw_tx,))
+
+    def _observe(self, handle: _Handle, raw_txs: tuple[bytes, ...]) -> None:
+        """Notice the funding output being spent (closing or a commitment on chain)."""
+        chan = handle.channel
+        outpoint = chan.funding_outpoint
+        if outpoint is None or chan.state is ChannelState.CLOSED:
+            return
+        for raw in raw_txs:
+            tx = CTransaction.deserialize(raw)
+            if any(i.prevout.hash == outpoint.txid and i.prevout.n == outpoint.vout
+                   for i in tx.vin):
+                if chan.state not in (ChannelState.CLOSING, ChannelState.FORCE_CLOSING):
+                    log.info("channel %s: funding spent by %s", handle.key[:16],
+                             tx.GetTxid()[::-1].hex())
+                    chan.state = ChannelState.FORCE_CLOSING
+                    self._persist(_Flight(handles=[handle]))
+
+    async def _check_funding_depth(self, handle: _Handle) -> None:
+        chan = handle.channel
+        if chan.state is not ChannelState.AWAITING_LOCKIN or chan.channel_ready_sent:
+            return
+        assert chan.funding_outpoint is not None
+        depth = await self.chain.confirmations(chan.funding_outpoint.txid_hex)
+        if depth < chan.minimum_depth:
+            return
+        peer = self.peers.get(handle.peer_id)
+        lock = peer.lock if peer is not None else asyncio.Lock()
+        async with lock:
+            flight = _Flight()
+            flight.touch(handle)
+            flight.send(handle.peer_id, chan.funding_locked())
+            await self._complete(flight)
+
+    async def _force_close(self, handle: _Handle, *, reason: str) -> str | None:
+        chan = handle.channel
+        if chan.state in (ChannelState.CLOSED, ChannelState.CLOSING) or \
+                not chan.holder_commitment_signature:
+            chan.fail_channel()
+            self._persist(_Flight(handles=[handle]))
+            return None
+        if chan.state is ChannelState.FORCE_CLOSING and chan.closing_tx is not None:
+            return _txid_hex(chan.closing_tx)
+        txs = chan.force_close()
+        raw = txs.commitment_tx.serialize()
+        chan.closing_tx = raw
+        log.warning("channel %s force-closed: %s", handle.key[:16], reason)
+        flight = _Flight(broadcasts=[raw])
+        flight.touch(handle)
+        await self._complete(flight)
+        return _txid_hex(raw)
+
+    # -- control commands --------------------------------------------------------------------
+
+    async def _on_control(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await reader.readline()
+            request = json.loads(line)
+            cmd = str(request.get("cmd", ""))
+            args = request.get("args") or {}
+            handler = self._COMMANDS.get(cmd)
+            if handler is None:
+                response: dict[str, Any] = {"ok": False, "error": f"unknown command {cmd!r}"}
+            else:
+                try:
+                    response = {"ok": True, "result": await handler(self, **args)}
+                except (ChanlabError, ValueError, TypeError, KeyError, OSError,
+                        TimeoutError) as exc:
+                    response = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            writer.write(json.dumps(response).encode() + b"\n")
+            await writer.drain()
+        except (json.JSONDecodeError, ConnectionError) as exc:
+            log.info("bad control request: %s", exc)
+        finally:
+            writer.close()
+
+    async def cmd_info(self) -> dict[str, Any]:
+        return {"name": self.settings.name, "node_id": self.node_id.hex(),
+                "address": f"{self.node_id.hex()}@{self.settings.host}:{self.port}",
+                "chain": self.chain.chain, "height": self._height,
+                "peers": [p.hex() for p in self.peers],
+                "channels": len(self.handles)}
+
+    async def cmd_connect(self, peer: str) -> dict[str, Any]:
+        node_hex, _, addr = peer.partition("@")
+        host, _, port = addr.rpartition(":")
+        node_id = bytes.fromhex(node_hex)
+        await self.connect(node_id, host, int(port))
+        return {"connected": node_hex}
+
+    async def cmd_open(self, peer_id: str, amount_sat: int, push_msat: int = 0,
+                       anchors: bool = False) -> dict[str, Any]:
+        node_id = bytes.fromhex(peer_id)
+        peer = self.peers.get(node_id)
+        if peer is None:
+            raise RejectedUpdate(f"not connected to {peer_id[:16]}…: connect first")
+        fmt = CommitmentFormat.ANCHORS if anchors else CommitmentFormat.STATIC_REMOTEKEY
+        keys = ChannelKeys.from_seed(secrets.token_bytes(32))
+        chan, msg = Channel.open_outbound(
+            keys=keys, config=self.settings.channel_config, funding_sat=int(amount_sat),
+            push_msat=int(push_msat), feerate_per_kw=COMMITMENT_FEERATE_PER_KW,
+            temporary_channel_id=secrets.token_bytes(32), commitment_format=fmt)
+        handle = _Handle(key=chan.temporary_channel_id.hex(), peer_id=node_id, channel=chan,
+                         opened=asyncio.get_running_loop().create_future())
+        self.handles[handle.key] = handle
+        async with peer.lock:
+            flight = _Flight()
+            flight.touch(handle)
+            flight.send(node_id, msg)
+            await self._complete(flight)
+        assert handle.opened is not None
+        funding_txid = await asyncio.wait_for(handle.opened, 30)
+        return {"channel": handle.key, "channel_id": (chan.channel_id or b"").hex(),
+                "funding_txid": funding_txid, "funding_sat": chan.funding_sat}
+
+    async def cmd_invoice(self, amount_msat: int, description: str = "") -> dict[str, Any]:
+        preimage = secrets.token_bytes(32)
+        payment_hash = hashlib.sha256(preimage).digest()
+        secret = secrets.token_bytes(32)
+        invoice = Invoice(payee_node_id=self.node_id, amount_msat=int(amount_msat),
+                          payment_hash=payment_hash, payment_secret=secret,
+                          min_final_cltv_expiry_delta=FINAL_CLTV_DELTA, description=description)
+        self.store.commit_flight(payments=[PaymentRow(
+            payment_hash=payment_hash.hex(), direction="in", amount_msat=int(amount_msat),
+            status="pending", preimage=preimage.hex(), payment_secret=secret.hex(),
+            detail=description)])
+        return {"invoice": invoice.encode(), "payment_hash": payment_hash.hex(),
+                "amount_msat": int(amount_msat)}
+
+    def _channel_with(self, node_id: bytes, channel: str | None = None) -> _Handle:
+        for h in self._handles_of(node_id):
+            if channel not in (None, h.key, (h.channel.channel_id or b"").hex()):
+                continue
+            if h.channel.state is ChannelState.NORMAL:
+                return h
+        raise RejectedUpdate(f"no usable channel with {node_id.hex()[:16]}…")
+
+    async def cmd_pay(self, invoice: str, timeout_s: float = PAYMENT_TIMEOUT_S,
+                      ) -> dict[str, Any]:
+        results = await self.pay_many([invoice], timeout_s=timeout_s)
+        return results[0]
+
+    async def pay_many(self, invoices: list[str],
+                       timeout_s: float = PAYMENT_TIMEOUT_S) -> list[dict[str, Any]]:
+        """Pay invoices to one peer as one batch: all HTLCs in one ``commitment_signed``."""
+        decoded = [Invoice.decode(text) for text in invoices]
+        payee = decoded[0].payee_node_id
+        if any(inv.payee_node_id != payee for inv in decoded):
+            raise RejectedUpdate("a batch pays a single peer")
+        handle = self._channel_with(payee)
+        peer = self.peers.get(payee)
+        if peer is None:
+            raise RejectedUpdate("the payee is not connected")
+        waiters: list[asyncio.Future[dict[str, Any]]] = []
+        loop = asyncio.get_running_loop()
+        async with peer.lock:
+            flight = _Flight()
+            flight.touch(handle)
+            cltv = self._height + FINAL_CLTV_DELTA
+            for inv in decoded:
+                if inv.payment_hash in self._pay_waiters:
+                    raise RejectedUpdate("a payment for this invoice is already in flight")
+                onion = build_single_hop_onion(
+                    session_key=secrets.token_bytes(32), node_id=payee,
+                    amt_to_forward=inv.amount_msat, outgoing_cltv_value=cltv,
+                    payment_secret=inv.payment_secret, total_msat=inv.amount_msat,
+                    payment_hash=inv.payment_hash)
+                flight.send(payee, handle.channel.add_htlc(
+                    amount_msat=inv.amount_msat, payment_hash=inv.payment_hash,
+                    cltv_expiry=cltv, onion_routing_packet=onion))
+                flight.payments.append(PaymentRow(
+                    payment_hash=inv.payment_hash.hex(), direction="out",
+                    amount_msat=inv.amount_msat, status="pending"))
+                waiter: asyncio.Future[dict[str, Any]] = loop.create_future()
+                self._pay_waiters[inv.payment_hash] = waiter
+                waiters.append(waiter)
+            self._sign_if_needed(handle, flight)
+            await self._complete(flight)
+        results = []
+        for inv, waiter in zip(decoded, waiters, strict=True):
+            try:
+                results.append(await asyncio.wait_for(waiter, timeout_s))
+            except TimeoutError:
+                self._pay_waiters.pop(inv.payment_hash, None)
+                results.append({"status": "pending", "reason": "timed out waiting"})
+            results[-1]["payment_hash"] = inv.payment_hash.hex()
+        return results
+
+    async def cmd_channels(self) -> list[dict[str, Any]]:
+        out = []
+        for h in self.handles.values():
+            chan = h.channel
+            entry: dict[str, Any] = {
+                "channel": h.key, "peer_id": h.peer_id.hex(), "state": chan.state.value,
+                "channel_id": (chan.channel_id or b"").hex(), "funding_sat": chan.funding_sat,
+                "funding_outpoint": str(chan.funding_outpoint) if chan.funding_outpoint else None,
+                "opener": chan.opener.value, "commitment_format": chan.commitment_format.value,
+                "to_self_delay": chan.holder_params.to_self_delay,
+            }
+            if chan.log is not None:
+                entry.update({
+                    "local_msat": chan.balance_msat(Side.HOLDER),
+                    "remote_msat": chan.balance_msat(Side.COUNTERPARTY),
+                    "htlcs": len(chan.htlcs_in_flight()),
+                    "holder_commitment_number": chan.holder_commitment_number,
+                    "counterparty_commitment_number": chan.counterparty_commitment_number})
+            if chan.closing_tx is not None:
+                entry["closing_txid"] = CTransaction.deserialize(chan.closing_tx).GetTxid()[
+                    ::-1].hex()
+            out.append(entry)
+        return out
+
+    async def cmd_balance(self) -> dict[str, Any]:
+        offchain = sum(h.channel.balance_msat() for h in self.handles.values()
+                       if h.channel.log is not None and h.channel.state in (
+                           ChannelState.NORMAL, ChannelState.SHUTTING_DOWN,
+                           ChannelState.NEGOTIATING_CLOSE, ChannelState.AWAITING_LOCKIN))
+        return {"onchain_sat": await self.chain.wallet_balance_sat(), "offchain_msat": offchain}
+
+    async def cmd_close(self, channel: str) -> dict[str, Any]:
+        handle = self._find(channel)
+        peer = self.peers.get(handle.peer_id)
+        if peer is None:
+            raise RejectedUpdate("the peer is offline: use force-close")
+        script = await self.chain.new_script_pubkey()
+        handle.closed = asyncio.get_running_loop().create_future()
+        async with peer.lock:
+            flight = _Flight()
+            flight.touch(handle)
+            flight.send(handle.peer_id, handle.channel.shutdown(script))
+            self._maybe_negotiate_close(handle, flight)
+            await self._complete(flight)
+        txid = await asyncio.wait_for(handle.closed, 30)
+        return {"channel": handle.key, "closing_txid": txid}
+
+    async def cmd_force_close(self, channel: str) -> dict[str, Any]:
+        handle = self._find(channel)
+        txid = await self._force_close(handle, reason="requested by the user")
+        if txid is None:
+            raise RejectedUpdate("the channel has no commitment to broadcast")
+        return {"channel": handle.key, "commitment_txid": txid,
+                "to_self_delay": handle.channel._peer.to_self_delay}
+
+    async def cmd_cheat(self, channel: str, state: int) -> dict[str, Any]:
+        if self.chain.chain != "regtest":
+            raise UnsafeOperation(f"cheat refuses to run on {self.chain.chain}: regtest only")
+        if not self.settings.allow_cheating:
+            raise UnsafeOperation("this node was not started with --allow-cheating, so it kept "
+                                  "no revoked commitments to broadcast")
+        handle = self._find(channel)
+        raw = self._cheat_archive.get(handle.key, {}).get(int(state))
+        if raw is None:
+            raise RejectedUpdate(f"no archived commitment #{state} for this channel")
+        txid = await self.chain.broadcast(raw)
+        return {"channel": handle.key, "revoked_commitment_txid": txid, "state": int(state)}
+
+    async def cmd_stop(self) -> dict[str, Any]:
+        asyncio.get_running_loop().call_soon(self._stopping.set)
+        return {"stopping": True}
+
+    def _find(self, channel: str) -> _Handle:
+        for h in self.handles.values():
+            if channel in (h.key, (h.channel.channel_id or b"").hex()) or \
+                    (len(channel) >= 8 and (h.key.startswith(channel) or
+                                            (h.channel.channel_id or b"").hex().startswith(
+                                                channel))):
+                return h
+        raise RejectedUpdate(f"no channel {channel}")
+
+    _COMMANDS: dict[str, Callable[..., Awaitable[Any]]] = {
+        "info": cmd_info, "connect": cmd_connect, "open": cmd_open, "invoice": cmd_invoice,
+        "pay": cmd_pay, "channels": cmd_channels, "balance": cmd_balance, "close": cmd_close,
+        "force-close": cmd_force_close, "cheat": cmd_cheat, "stop": cmd_stop,
+    }
+
+    async def _cmd_pay_batch(self, invoices: list[str]) -> list[dict[str, Any]]:
+        return await self.pay_many(invoices)
+
+
+Node._COMMANDS["pay-batch"] = Node._cmd_pay_batch

@@ -1,0 +1,135 @@
+"""I/O: a node's durable state in SQLite: channels, monitors, payments, invoices.
+
+One write per protocol flight: :meth:`NodeStore.commit_flight` writes everything a flight
+changed in one transaction, and SQLite's WAL with ``synchronous=FULL`` makes it durable (fsync
+of the WAL) before it returns; the peer loop sends the flight's messages only afterwards. The
+database holds channel secrets, so it is created with mode 0600.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ChannelRow", "NodeStore", "PaymentRow"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS channels (
+    key TEXT PRIMARY KEY,          -- temporary_channel_id hex: stable for the channel's life
+    peer_id TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS monitors (
+    key TEXT PRIMARY KEY,
+    record TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS payments (
+    payment_hash TEXT PRIMARY KEY,
+    direction TEXT NOT NULL,       -- 'in' (an invoice of ours) or 'out'
+    amount_msat INTEGER NOT NULL,
+    status TEXT NOT NULL,          -- pending, succeeded, failed
+    preimage TEXT,
+    payment_secret TEXT,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelRow:
+    key: str
+    peer_id: str
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentRow:
+    payment_hash: str
+    direction: str
+    amount_msat: int
+    status: str
+    preimage: str | None = None
+    payment_secret: str | None = None
+    detail: str = ""
+
+
+class NodeStore:
+    """The node's SQLite database (one connection, used from the node's event loop only)."""
+
+    def __init__(self, path: Path) -> None:
+        new = not path.exists()
+        if new:
+            fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+            os.close(fd)
+        os.chmod(path, 0o600)
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def commit_flight(self, *, channels: Iterable[ChannelRow] = (),
+                      monitors: Iterable[tuple[str, dict[str, Any]]] = (),
+                      payments: Iterable[PaymentRow] = (),
+                      kv: Iterable[tuple[str, str]] = ()) -> None:
+        """Write a flight's changes atomically and durably."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("INSERT OR REPLACE INTO channels VALUES (?, ?, ?)",
+                           [(c.key, c.peer_id, json.dumps(c.record, separators=(",", ":")))
+                            for c in channels])
+            db.executemany("INSERT OR REPLACE INTO monitors VALUES (?, ?)",
+                           [(k, json.dumps(r, separators=(",", ":"))) for k, r in monitors])
+            db.executemany("INSERT OR REPLACE INTO payments VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           [(p.payment_hash, p.direction, p.amount_msat, p.status, p.preimage,
+                             p.payment_secret, p.detail) for p in payments])
+            db.executemany("INSERT OR REPLACE INTO kv VALUES (?, ?)", list(kv))
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def channels(self) -> list[ChannelRow]:
+        rows = self._db.execute("SELECT key, peer_id, record FROM channels").fetchall()
+        return [ChannelRow(key=k, peer_id=p, record=json.loads(r)) for k, p, r in rows]
+
+    def monitors(self) -> dict[str, dict[str, Any]]:
+        rows = self._db.execute("SELECT key, record FROM monitors").fetchall()
+        return {k: json.loads(r) for k, r in rows}
+
+    def payments(self) -> list[PaymentRow]:
+        rows = self._db.execute(
+            "SELECT payment_hash, direction, amount_msat, status, preimage, payment_secret, "
+            "detail FROM payments").fetchall()
+        return [PaymentRow(payment_hash=h, direction=d, amount_msat=a, status=s, preimage=pre,
+                           payment_secret=sec, detail=det)
+                for h, d, a, s, pre, sec, det in rows]
+
+    def payment(self, payment_hash: str) -> PaymentRow | None:
+        for p in self.payments_where(payment_hash):
+            return p
+        return None
+
+    def payments_where(self, payment_hash: str) -> list[PaymentRow]:
+        rows = self._db.execute(
+            "SELECT payment_hash, direction, amount_msat, status, preimage, payment_secret, "
+            "detail FROM payments WHERE payment_hash = ?", (payment_hash,)).fetchall()
+        return [PaymentRow(payment_hash=h, direction=d, amount_msat=a, status=s, preimage=pre,
+                           payment_secret=sec, detail=det)
+                for h, d, a, s, pre, sec, det in rows]
+
+    def get(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])

@@ -1,0 +1,213 @@
+"""I/O: ``channel.chain.ChainBackend`` on a bitcoind: wallet funding, broadcast, block/mempool feed.
+
+New blocks and mempool transactions arrive through bitcoind's ZMQ ``rawblock``/``rawtx``
+publishers when given; a poll every ``poll_interval_s`` backs them up (ZMQ drops messages
+when a subscriber is slow, and a node restart loses the socket), so no block is ever skipped:
+blocks are always delivered by height, fetched over RPC, from the last one seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import bitcoin
+from bitcoin.core import CBlock, CScript, CTransaction
+from bitcoin.wallet import CBitcoinAddress
+
+from channel.chain import BlockEvent, FundingTransaction, TxEvent
+from regtest.rpc import AsyncRpc, RpcAuth, RpcError
+
+__all__ = ["BitcoindChain", "BitcoindEndpoint"]
+
+log = logging.getLogger("chanlab.chain")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BitcoindEndpoint:
+    """How to reach a bitcoind: RPC URL, cookie file, optional ZMQ publishers."""
+
+    rpc_url: str
+    cookie_path: Path
+    zmq_rawblock: str | None = None
+    zmq_rawtx: str | None = None
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"rpc_url": self.rpc_url, "cookie_path": str(self.cookie_path),
+                "zmq_rawblock": self.zmq_rawblock, "zmq_rawtx": self.zmq_rawtx}
+
+    @classmethod
+    def from_json(cls, data: dict[str, str | None]) -> BitcoindEndpoint:
+        return cls(rpc_url=str(data["rpc_url"]), cookie_path=Path(str(data["cookie_path"])),
+                   zmq_rawblock=data.get("zmq_rawblock"), zmq_rawtx=data.get("zmq_rawtx"))
+
+
+def address_of(script_pubkey: bytes, chain: str) -> str:
+    """The address bitcoind's wallet RPCs want for ``script_pubkey``."""
+    bitcoin.SelectParams({"main": "mainnet", "test": "testnet"}.get(chain, chain))
+    return str(CBitcoinAddress.from_scriptPubKey(CScript(script_pubkey)))
+
+
+class BitcoindChain:
+    """One node's view of bitcoind: its wallet ``wallet`` plus the chain and mempool."""
+
+    def __init__(self, endpoint: BitcoindEndpoint, *, wallet: str, chain: str = "regtest",
+                 poll_interval_s: float = 0.05) -> None:
+        auth: RpcAuth = endpoint.cookie_path
+        self._endpoint = endpoint
+        self._rpc = AsyncRpc(endpoint.rpc_url, auth=auth, timeout_s=30)
+        self._wallet = self._rpc.wallet(wallet)
+        self._wallet_name = wallet
+        self._chain = chain
+        self._poll_interval_s = poll_interval_s
+
+    @property
+    def chain(self) -> str:
+        return self._chain
+
+    async def ensure_wallet(self) -> None:
+        """Load the node's wallet, creating it on first use."""
+        names = await self._rpc.listwallets()
+        if self._wallet_name in names:
+            return
+        try:
+            await self._rpc.loadwallet(self._wallet_name)
+        except RpcError:
+            await self._rpc.createwallet(self._wallet_name)
+
+    async def height(self) -> int:
+        return await self._rpc.getblockcount()
+
+    async def block_at(self, height: int) -> BlockEvent:
+        block_hash = await self._rpc.getblockhash(height)
+        raw = await self._rpc.getblock(block_hash)
+        block = CBlock.deserialize(raw)
+        return BlockEvent(height=height, block_hash=block_hash,
+                          transactions=tuple(tx.serialize() for tx in block.vtx))
+
+    async def mempool_transactions(self) -> list[bytes]:
+        out = []
+        for txid in await self._rpc.getrawmempool():
+            with contextlib.suppress(RpcError):
+                out.append(await self._rpc.getrawtransaction(txid))
+        return out
+
+    async def events(self) -> AsyncIterator[BlockEvent | TxEvent]:
+        seen: dict[int, str] = {}
+        tip_height = await self.height()
+        seen[tip_height] = await self._rpc.getblockhash(tip_height)
+        seen_mempool: set[str] = set()
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        zmq_task = None
+        if self._endpoint.zmq_rawtx or self._endpoint.zmq_rawblock:
+            zmq_task = asyncio.ensure_future(self._zmq_listen(queue))
+        try:
+            while True:
+                try:
+                    raw = await asyncio.wait_for(queue.get(), self._poll_interval_s)
+                except TimeoutError:
+                    raw = None
+                if raw is not None:
+                    tx = CTransaction.deserialize(raw)
+                    txid = tx.GetTxid()[::-1].hex()
+                    if txid not in seen_mempool:
+                        seen_mempool.add(txid)
+                        yield TxEvent(raw_tx=raw)
+                    continue
+                try:
+                    tip = await self._rpc.getbestblockhash()
+                    if seen.get(tip_height) != tip:
+                        height = await self.height()
+                        # walk back to the fork point, then replay every block after it
+                        # (monitors are idempotent, so a replay is harmless)
+                        fork = min(height, tip_height)
+                        while fork > 0 and fork in seen and \
+                                seen[fork] != await self._rpc.getblockhash(fork):
+                            fork -= 1
+                        for h in range(fork + 1, height + 1):
+                            event = await self.block_at(h)
+                            seen[h] = event.block_hash
+                            yield event
+                        for h in [h for h in seen if h > height or h < height - 100]:
+                            del seen[h]
+                        seen[height] = tip
+                        tip_height = height
+                        seen_mempool.clear()
+                    for txid in await self._rpc.getrawmempool():
+                        if txid not in seen_mempool:
+                            seen_mempool.add(txid)
+                            with contextlib.suppress(RpcError):
+                                yield TxEvent(raw_tx=await self._rpc.getrawtransaction(txid))
+                except RpcError as exc:
+                    log.info("chain poll failed (%s); retrying", exc)
+                    await asyncio.sleep(0.5)
+                except OSError as exc:
+                    log.info("bitcoind unreachable (%s); retrying", exc)
+                    await asyncio.sleep(0.5)
+        finally:
+            if zmq_task is not None:
+                zmq_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await zmq_task
+
+    async def _zmq_listen(self, queue: asyncio.Queue[bytes | None]) -> None:
+        import zmq
+        import zmq.asyncio
+        ctx = zmq.asyncio.Context.instance()
+        sock = ctx.socket(zmq.SUB)
+        try:
+            if self._endpoint.zmq_rawtx:
+                sock.connect(self._endpoint.zmq_rawtx)
+                sock.setsockopt(zmq.SUBSCRIBE, b"rawtx")
+            while True:
+                parts = await sock.recv_multipart()
+                if len(parts) >= 2 and parts[0] == b"rawtx":
+                    queue.put_nowait(parts[1])
+        finally:
+            sock.close(linger=0)
+
+    async def broadcast(self, raw_tx: bytes) -> str:
+        return await self._rpc.sendrawtransaction(raw_tx)
+
+    async def confirmations(self, txid_hex: str) -> int:
+        try:
+            info = await self._rpc.getrawtransaction_verbose(txid_hex)
+        except RpcError:
+            return 0
+        value = info.get("confirmations", 0)
+        return int(value) if isinstance(value, int | float) else 0
+
+    async def fund_output(self, script_pubkey: bytes, amount_sat: int,
+                          feerate_sat_per_vb: int) -> FundingTransaction:
+        address = address_of(script_pubkey, self._chain)
+        funded = await self._wallet.walletcreatefundedpsbt(
+            {address: amount_sat}, fee_rate_sat_per_vb=feerate_sat_per_vb)
+        processed = await self._wallet.walletprocesspsbt(funded.psbt)
+        if not processed.complete or processed.raw is None:
+            raise RpcError.from_code(-4, "wallet could not sign the funding PSBT",
+                                     method="walletprocesspsbt")
+        tx = CTransaction.deserialize(processed.raw)
+        vout = next(i for i, out in enumerate(tx.vout)
+                    if bytes(out.scriptPubKey) == script_pubkey and out.nValue == amount_sat)
+        return FundingTransaction(raw_tx=processed.raw, txid=bytes(tx.GetTxid()), vout=vout)
+
+    async def release_inputs(self, raw_tx: bytes) -> None:
+        tx = CTransaction.deserialize(raw_tx)
+        await self._wallet.lockunspent(True, [(i.prevout.hash[::-1].hex(), i.prevout.n)
+                                              for i in tx.vin])
+
+    async def new_script_pubkey(self) -> bytes:
+        address = await self._wallet.getnewaddress(address_type="bech32")
+        info = await self._wallet.getaddressinfo(address)
+        return bytes.fromhex(str(info["scriptPubKey"]))
+
+    async def wallet_balance_sat(self) -> int:
+        balances = await self._wallet.getbalances()
+        return balances.trusted_sat + balances.untrusted_pending_sat
+
+    async def aclose(self) -> None:
+        await self._rpc.aclose()

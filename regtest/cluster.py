@@ -1,0 +1,194 @@
+"""I/O: a bitcoind plus chanlab node processes, for demos and integration tests.
+
+pyln-testing's node factory, reduced to what chanlab needs: every node is a real
+``chanlab node start`` process with its own home folder, sharing one regtest bitcoind; the
+cluster can stop, kill -9 and restart any of them. Processes are always cleaned up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from regtest.chain import BitcoindEndpoint
+from regtest.control import NodeUnreachable, call_node, node_home
+from regtest.node import BitcoindNode
+from regtest.wait import wait_for
+from regtest.wallet import Wallet
+
+__all__ = ["Cluster", "NodeProcess"]
+
+
+class NodeProcess:
+    """One ``chanlab node start`` child process."""
+
+    def __init__(self, cluster: Cluster, name: str, *, allow_cheating: bool,
+                 to_self_delay: int) -> None:
+        self.cluster = cluster
+        self.name = name
+        self.allow_cheating = allow_cheating
+        self.to_self_delay = to_self_delay
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    @property
+    def home(self) -> Path:
+        return node_home(self.name, self.cluster.home)
+
+    @property
+    def wallet(self) -> Wallet:
+        return Wallet(self.cluster.bitcoind.rpc, self.name)
+
+    def start(self, timeout: float = 30.0) -> NodeProcess:
+        """Start the process and wait until its control socket answers."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        with (self.home / "node.json").open("a"):
+            pass
+        (self.home / "node.json").unlink()
+        cmd = [sys.executable, "-m", "regtest.cli", "node", "start", "--name", self.name,
+               "--port", str(self.port), "--to-self-delay", str(self.to_self_delay)]
+        if self.allow_cheating:
+            cmd.append("--allow-cheating")
+        env = dict(os.environ, CHANLAB_HOME=str(self.cluster.home))
+        stderr = (self.home / "stderr.log").open("ab")
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+                                     start_new_session=True)
+        stderr.close()
+
+        def up() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                tail = (self.home / "stderr.log").read_text()[-2000:]
+                raise RuntimeError(f"node {self.name} exited at start:\n{tail}")
+            try:
+                self.call("info")
+            except (NodeUnreachable, OSError):
+                return False
+            return True
+
+        wait_for(up, timeout=timeout, what=f"node {self.name} to start")
+        self.port = int(json.loads((self.home / "node.json").read_text())["port"])
+        return self
+
+    def call(self, cmd: str, **args: Any) -> Any:
+        return call_node(self.name, cmd, args, home=self.cluster.home)
+
+    @property
+    def node_id(self) -> str:
+        return str(self.call("info")["node_id"])
+
+    @property
+    def address(self) -> str:
+        return str(self.call("info")["address"])
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Graceful stop (SIGTERM), then kill if it does not exit."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def kill(self) -> None:
+        """kill -9: no chance to flush anything that is not already durable."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class Cluster:
+    """Nodes sharing ``bitcoind`` under ``home`` (their ``$CHANLAB_HOME``)."""
+
+    def __init__(self, bitcoind: BitcoindNode, home: Path, miner: Wallet) -> None:
+        self.bitcoind = bitcoind
+        self.home = home
+        self.miner = miner
+        self.nodes: dict[str, NodeProcess] = {}
+        home.mkdir(parents=True, exist_ok=True)
+        endpoint = BitcoindEndpoint(rpc_url=bitcoind.rpc_url, cookie_path=bitcoind.cookie_path,
+                                    zmq_rawblock=bitcoind.zmq_rawblock,
+                                    zmq_rawtx=bitcoind.zmq_rawtx)
+        (home / "bitcoind.json").write_text(json.dumps(endpoint.to_json()))
+
+    def start_node(self, name: str, *, funds_sat: int = 0, allow_cheating: bool = False,
+                   to_self_delay: int = 10) -> NodeProcess:
+        node = NodeProcess(self, name, allow_cheating=allow_cheating,
+                           to_self_delay=to_self_delay).start()
+        self.nodes[name] = node
+        if funds_sat:
+            self.fund(node, funds_sat)
+        return node
+
+    def fund(self, node: NodeProcess, amount_sat: int) -> str:
+        """Send ``amount_sat`` from the miner to the node's wallet and confirm it."""
+        address = node.wallet.new_address()
+        txid = self.miner.send_to_address(address, amount_sat)
+        self.mine(1)
+        return txid
+
+    def mine(self, n: int = 1) -> list[str]:
+        return self.miner.mine(n)
+
+    def connect(self, a: NodeProcess, b: NodeProcess) -> None:
+        a.call("connect", peer=b.address)
+
+    def open_channel(self, a: NodeProcess, b: NodeProcess, amount_sat: int, *,
+                     push_msat: int = 0, anchors: bool = False,
+                     timeout: float = 30.0) -> dict[str, Any]:
+        """Open a channel from ``a`` to ``b``, mine it to depth, wait until both see NORMAL."""
+        if b.node_id not in a.call("info")["peers"]:
+            self.connect(a, b)
+        opened: dict[str, Any] = a.call("open", peer_id=b.node_id, amount_sat=amount_sat,
+                                        push_msat=push_msat, anchors=anchors)
+        self.bitcoind.rpc.call("getmempoolentry", opened["funding_txid"])
+        self.mine(1)
+        for node in (a, b):
+            wait_for(lambda node=node: self.channel_state(node, opened["funding_txid"])
+                     == "normal", timeout=timeout, what=f"{node.name}'s channel to be normal")
+        return opened
+
+    def channel(self, node: NodeProcess, funding_txid: str) -> dict[str, Any]:
+        for c in node.call("channels"):
+            if c["funding_outpoint"] and c["funding_outpoint"].startswith(funding_txid):
+                return dict(c)
+        raise KeyError(f"{node.name} has no channel funded by {funding_txid}")
+
+    def channel_state(self, node: NodeProcess, funding_txid: str) -> str:
+        try:
+            return str(self.channel(node, funding_txid)["state"])
+        except KeyError:
+            return "unknown"
+
+    def pay(self, payer: NodeProcess, payee: NodeProcess, amount_msat: int) -> dict[str, Any]:
+        invoice = payee.call("invoice", amount_msat=amount_msat)["invoice"]
+        result: dict[str, Any] = payer.call("pay", invoice=invoice)
+        return result
+
+    def stop_all(self) -> None:
+        for node in self.nodes.values():
+            node.stop()
+
+    @classmethod
+    @contextmanager
+    def running(cls, bitcoind: BitcoindNode, home: Path, miner: Wallet) -> Iterator[Cluster]:
+        cluster = cls(bitcoind, home, miner)
+        try:
+            yield cluster
+        finally:
+            for node in cluster.nodes.values():
+                node.kill() if node.running else None
+            time.sleep(0)

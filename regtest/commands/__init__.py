@@ -1,0 +1,10 @@
+"""The ``chanlab`` subcommands: one module each, registered with the parser by ``regtest.cli``.
+
+Each module defines ``register(subparsers: argparse._SubParsersAction) -> None``.
+"""
+
+MODULES: tuple[str, ...] = (
+    "regtest.commands.bitcoind",
+    "regtest.commands.demo",
+    "regtest.commands.node",
+)

@@ -1,0 +1,30 @@
+"""I/O: ``chanlab demo [SCENARIO]`` and ``chanlab demo --list``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from regtest.demo import DEFAULT_SCENARIO, SCENARIOS, run_demo
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    parser = subparsers.add_parser("demo", help="run a narrated scenario on a private regtest node")
+    parser.add_argument(
+        "scenario",
+        nargs="?",
+        default=DEFAULT_SCENARIO,
+        help=f"which one (default {DEFAULT_SCENARIO})",
+    )
+    parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    parser.set_defaults(handler=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    if args.list:
+        width = max(len(name) for name in SCENARIOS)
+        for name, entry in SCENARIOS.items():
+            print(f"{name:<{width}}  {entry.summary}")
+        return 0
+    run_demo(args.scenario, backend=args.backend)
+    return 0

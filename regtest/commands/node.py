@@ -1,0 +1,71 @@
+"""``chanlab node start --name NAME``: run a node daemon in the foreground.
+
+I/O. The daemon shares the regtest bitcoind described by ``$CHANLAB_HOME/bitcoind.json`` (or
+``--bitcoind FILE``) and uses a bitcoind wallet named after the node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from channel.node import Node, NodeSettings
+from channel.state import ChannelConfig
+from regtest.chain import BitcoindChain, BitcoindEndpoint
+from regtest.control import chanlab_home, node_home
+from regtest.errors import SetupError
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    parser = subparsers.add_parser("node", help="run a chanlab node")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    start = actions.add_parser("start", help="run a node in the foreground (Ctrl-C stops it)")
+    start.add_argument("--name", required=True, help="the node's name, e.g. alice")
+    start.add_argument("--port", type=int, default=0, help="P2P port on 127.0.0.1 (0: any)")
+    start.add_argument("--bitcoind", type=Path, default=None,
+                       help="bitcoind.json to use (default: $CHANLAB_HOME/bitcoind.json)")
+    start.add_argument("--to-self-delay", type=int, default=144,
+                       help="CSV delay imposed on the peer's to_local outputs")
+    start.add_argument("--allow-cheating", action="store_true",
+                       help="developer mode (regtest only): keep revoked commitments so "
+                            "`cheat` can broadcast one")
+    start.set_defaults(handler=_start)
+
+
+def _start(args: argparse.Namespace) -> int:
+    endpoint_file = args.bitcoind or chanlab_home() / "bitcoind.json"
+    try:
+        endpoint = BitcoindEndpoint.from_json(json.loads(endpoint_file.read_text()))
+    except FileNotFoundError:
+        raise SetupError(f"no {endpoint_file}: start a regtest bitcoind first "
+                         "(`chanlab demo` does it for you)") from None
+    home = node_home(args.name)
+    home.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s {args.name} %(name)s %(message)s",
+        handlers=[logging.FileHandler(home / "node.log"), logging.StreamHandler(sys.stderr)])
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    settings = NodeSettings(name=args.name, home=home, port=args.port,
+                            channel_config=ChannelConfig(to_self_delay=args.to_self_delay),
+                            allow_cheating=args.allow_cheating)
+    return asyncio.run(_run(settings, endpoint))
+
+
+async def _run(settings: NodeSettings, endpoint: BitcoindEndpoint) -> int:
+    chain = BitcoindChain(endpoint, wallet=settings.name)
+    await chain.ensure_wallet()
+    node = Node(settings, chain)
+    await node.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, node.request_stop)
+    print(f"node {settings.name} ready: {node.node_id.hex()}@{settings.host}:{node.port}",
+          flush=True)
+    await node.serve_forever()
+    return 0

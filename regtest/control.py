@@ -1,0 +1,75 @@
+"""I/O: where chanlab keeps its nodes, and the client side of a node's control socket.
+
+``$CHANLAB_HOME`` (default ``~/.local/share/chanlab``) holds ``bitcoind.json`` (how to reach
+the regtest bitcoind the nodes share) and ``nodes/<name>/`` (one folder per node: its key, its
+database, ``node.json`` with its public address, ``control.sock`` and ``node.log``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from channel.errors import ChanlabError
+
+__all__ = ["NodeUnreachable", "call_node", "chanlab_home", "node_address", "node_home"]
+
+
+class NodeUnreachable(ChanlabError):
+    """The named node is not running (or has no control socket)."""
+
+
+def chanlab_home() -> Path:
+    env = os.environ.get("CHANLAB_HOME")
+    if env:
+        return Path(env)
+    return Path.home() / ".local" / "share" / "chanlab"
+
+
+def node_home(name: str, home: Path | None = None) -> Path:
+    return (home or chanlab_home()) / "nodes" / name
+
+
+def node_address(name: str, home: Path | None = None) -> str:
+    """``node_id@host:port`` of the node called ``name`` (from its ``node.json``)."""
+    path = node_home(name, home) / "node.json"
+    try:
+        info = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise NodeUnreachable(f"no node called {name!r} (start it: chanlab node start "
+                              f"--name {name})") from None
+    return f"{info['node_id']}@{info['host']}:{info['port']}"
+
+
+def call_node(name: str, cmd: str, args: dict[str, Any] | None = None, *,
+              home: Path | None = None, timeout_s: float = 120.0) -> Any:
+    """Send one command to a running node and return its result (raises on its error)."""
+    path = node_home(name, home) / "control.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout_s)
+    try:
+        sock.connect(str(path))
+    except (FileNotFoundError, ConnectionRefusedError):
+        sock.close()
+        raise NodeUnreachable(f"node {name!r} is not running (no {path})") from None
+    try:
+        sock.sendall(json.dumps({"cmd": cmd, "args": args or {}}).encode() + b"\n")
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if chunk.endswith(b"\n"):
+                break
+    finally:
+        sock.close()
+    if not chunks:
+        raise NodeUnreachable(f"node {name!r} closed the control connection without answering")
+    response = json.loads(b"".join(chunks))
+    if not response.get("ok"):
+        raise ChanlabError(f"{name}: {response.get('error')}")
+    return response.get("result")

@@ -1,0 +1,36 @@
+"""Shared test setup for all of chanlab's tests.
+
+* python-bitcoinlib's chain parameters are set to regtest once, here, for the whole run
+  (``bitcoin.SelectParams`` mutates module state, so it is never done on import).
+* Every test under ``tests/integration/`` gets the ``regtest`` marker automatically, so
+  ``pytest -m 'not regtest'`` runs the pure layer alone. The ``docker`` marker is set by hand on
+  the few tests that need a Docker engine (they skip, with the reason, where none answers).
+* ``--bitcoind-backend local|docker`` (or ``$CHANLAB_BACKEND``) picks how the integration
+  fixtures run bitcoind; ``local`` is the default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import bitcoin
+import pytest
+
+bitcoin.SelectParams("regtest")
+
+_INTEGRATION = Path(__file__).parent / "integration"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--bitcoind-backend",
+        choices=("local", "docker"),
+        default=None,
+        help="run integration tests against a local bitcoind (default) or one in Docker",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if _INTEGRATION in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.regtest)

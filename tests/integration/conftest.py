@@ -1,0 +1,131 @@
+"""Fixtures for tests that need a real bitcoind on regtest (all tests here get marker ``regtest``).
+
+bitcoind is never skipped for: the ``bitcoind_binary`` fixture finds one (``$BITCOIND``, PATH,
+chanlab's cache) or provisions it into the cache, once per machine.
+
+Fixture API
+-----------
+``bitcoind_binary`` (session) -> ``regtest.bitcoind_binary.BitcoindBinary``
+    The binary every node of the run uses.
+
+``bitcoind`` (session) -> ``regtest.node.BitcoindNode`` (a ``LocalBitcoind`` unless
+    ``--bitcoind-backend docker``)
+    One node shared by the whole run, started with a descriptor wallet ``"miner"`` and at
+    least 101 blocks mined to it, so the miner has mature coins. Tests may mine freely; do not
+    stop or restart it (use ``fresh_bitcoind`` for that). Useful members: ``rpc`` (blocking
+    ``regtest.rpc.Rpc``), ``async_rpc()``, ``rpc_url``, ``cookie_path``, ``zmq_rawblock``,
+    ``zmq_rawtx``, ``p2p_port``, ``datadir``, ``chain``.
+
+``miner`` (session) -> ``regtest.wallet.Wallet``
+    The ``"miner"`` wallet of ``bitcoind``, with mature coins. A ``Wallet`` is also a
+    ``regtest.wallet.Chain``: ``mine(n, to_address=None) -> list[block_hash]``,
+    ``fund_script(script_pubkey, amount_sat) -> channel.types.OutPoint`` (in the mempool),
+    ``confirm(txid, depth=1) -> block_hash`` (mines as needed), ``send_to_address``,
+    ``balance_sat()``, ``new_address()``, ``test_mempool_accept(raw) -> MempoolAcceptResult``,
+    ``send_raw_transaction(raw) -> txid``, ``get_transaction(txid) -> bytes``,
+    ``get_block(hash) -> bytes``, ``get_tx_out(outpoint) -> TxOut | None``, ``height()``,
+    ``wait_for_confirmation(txid, depth=1, timeout=30)``.
+
+``wallet_factory`` (function) -> ``(name=None, amount_sat=1_000_000) -> Wallet``
+    A new wallet on ``bitcoind`` holding ``amount_sat`` in one confirmed output (0 for empty).
+    Names are made unique per test when not given.
+
+``fresh_bitcoind`` (function) -> ``regtest.node.BitcoindNode``
+    A node of its own for tests that need isolation (restart, kill, reorgs, exact mempool
+    contents), datadir under the test's ``tmp_path``, with a ``"miner"`` wallet holding mature
+    coins: ``Wallet(fresh_bitcoind.rpc, "miner")``. Stopped after the test. Costs ~1 s.
+
+``wait_for`` (session) -> ``regtest.wait.wait_for``
+    ``wait_for(predicate, timeout=30.0, what="...")``: poll with back-off, raise ``WaitTimeout``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from regtest.bitcoind_binary import BitcoindBinary, ensure_bitcoind
+from regtest.node import BitcoindNode, LocalBitcoind
+from regtest.wait import wait_for as _wait_for
+from regtest.wallet import Wallet, ensure_mature_coins, fund_new_wallet
+
+MINER = "miner"
+WalletFactory = Callable[..., Wallet]
+
+
+def _backend(config: pytest.Config) -> str:
+    chosen = config.getoption("--bitcoind-backend") or os.environ.get("CHANLAB_BACKEND", "local")
+    return str(chosen)
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+@pytest.fixture(scope="session")
+def bitcoind_binary() -> BitcoindBinary:
+    return ensure_bitcoind(progress=_progress)
+
+
+def _make_node(config: pytest.Config, binary: BitcoindBinary, datadir: Path) -> BitcoindNode:
+    if _backend(config) == "local":
+        return LocalBitcoind(binary=binary, datadir=datadir)
+    from regtest.docker_node import DockerBitcoind
+
+    return DockerBitcoind()
+
+
+def _prepare(node: BitcoindNode) -> Wallet:
+    miner = Wallet.open(node.rpc, MINER)
+    ensure_mature_coins(miner)
+    return miner
+
+
+@pytest.fixture(scope="session")
+def bitcoind(
+    request: pytest.FixtureRequest,
+    bitcoind_binary: BitcoindBinary,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[BitcoindNode]:
+    node = _make_node(request.config, bitcoind_binary, tmp_path_factory.mktemp("bitcoind"))
+    with node:
+        _prepare(node)
+        yield node
+
+
+@pytest.fixture(scope="session")
+def miner(bitcoind: BitcoindNode) -> Wallet:
+    return Wallet(bitcoind.rpc, MINER)
+
+
+@pytest.fixture()
+def wallet_factory(request: pytest.FixtureRequest, miner: Wallet) -> WalletFactory:
+    counter = itertools.count(1)
+    base = re.sub(r"[^A-Za-z0-9_-]+", "-", request.node.name)[:60]
+
+    def make(name: str | None = None, amount_sat: int = 1_000_000) -> Wallet:
+        wallet_name = name if name is not None else f"{base}-{next(counter)}"
+        return fund_new_wallet(miner, wallet_name, amount_sat)
+
+    return make
+
+
+@pytest.fixture()
+def fresh_bitcoind(
+    request: pytest.FixtureRequest, bitcoind_binary: BitcoindBinary, tmp_path: Path
+) -> Iterator[BitcoindNode]:
+    node = _make_node(request.config, bitcoind_binary, tmp_path / "bitcoind")
+    with node:
+        _prepare(node)
+        yield node
+
+
+@pytest.fixture(scope="session")
+def wait_for() -> Callable[..., object]:
+    return _wait_for

@@ -1,0 +1,52 @@
+"""`chanlab demo` runs its story end to end on a private node and leaves nothing running."""
+
+from __future__ import annotations
+
+import io
+import re
+import socket
+
+import pytest
+
+from regtest.cli import main
+from regtest.demo import SCENARIOS, run_demo
+from regtest.errors import RegtestError
+
+
+def test_funding_demo_tells_the_story_and_stops_its_node() -> None:
+    """The funding scenario confirms a 250,000 sat 2-of-2 output and stops bitcoind after."""
+    out = io.StringIO()
+    run_demo("funding", out=out)
+    text = out.getvalue()
+    assert "2 <02" in text or "2 <03" in text
+    assert "OP_CHECKMULTISIG" in text
+    funding = re.search(r"funding transaction ([0-9a-f]{64}) broadcast, output index (\d)", text)
+    assert funding is not None
+    assert f"output {funding[1]}:{funding[2]} holds 250,000 sat" in text
+    assert "confirmed in block 103 (" in text
+    assert "Bob's wallet still holds 1,000,000 sat" in text
+    assert text.rstrip().endswith("bitcoind stopped cleanly; its temporary data folder is removed")
+    port = re.search(r"RPC at http://127\.0\.0\.1:(\d+)", text)
+    assert port is not None
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", int(port[1]))) != 0  # nothing listens any more
+
+
+def test_demo_list_names_every_scenario(capsys: pytest.CaptureFixture[str]) -> None:
+    """`chanlab demo --list` prints each registered scenario with its summary."""
+    assert main(["demo", "--list"]) == 0
+    listed = capsys.readouterr().out
+    for name, entry in SCENARIOS.items():
+        assert f"{name}  {entry.summary}" in listed
+
+
+def test_unknown_scenario_is_refused_before_starting_anything() -> None:
+    """An unknown scenario name fails with the list of known ones."""
+    with pytest.raises(RegtestError, match="known: funding"):
+        run_demo("no-such-story", out=io.StringIO())
+
+
+def test_cli_reports_unknown_scenario_with_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
+    """The CLI turns the error into one line and exit code 1."""
+    assert main(["demo", "no-such-story"]) == 1
+    assert capsys.readouterr().err.startswith("chanlab: error: no demo scenario 'no-such-story'")
