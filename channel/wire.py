@@ -248,10 +248,11 @@ def our_features(*, anchors: bool = False) -> Features:
 
     Compulsory: ``var_onion_optin`` (we only build TLV onions), ``option_static_remotekey``
     (our only commitment format), ``payment_secret`` (we refuse payments without one).
-    Optional: ``option_channel_type`` (we always send ``channel_type``) and, if enabled,
+    Optional: ``option_data_loss_protect`` (our ``channel_reestablish`` always carries its
+    fields), ``option_channel_type`` (we always send ``channel_type``) and, if enabled,
     ``option_anchors``.
     """
-    optional = [Feature.OPTION_CHANNEL_TYPE]
+    optional = [Feature.OPTION_DATA_LOSS_PROTECT, Feature.OPTION_CHANNEL_TYPE]
     if anchors:
         optional.append(Feature.OPTION_ANCHORS)
     return Features.of(

@@ -21,7 +21,7 @@ from regtest.errors import RegtestError
 from regtest.node import BitcoindNode, LocalBitcoind, open_node
 from regtest.wallet import COINBASE_MATURITY, Wallet
 
-DEFAULT_SCENARIO = "funding"
+DEFAULT_SCENARIO = "lifecycle"
 
 
 class Narrator:

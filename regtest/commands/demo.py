@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+import regtest.story  # noqa: F401  (registers the channel stories)
 from regtest.demo import DEFAULT_SCENARIO, SCENARIOS, run_demo
 
 

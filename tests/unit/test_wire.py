@@ -62,11 +62,11 @@ def test_init_spec_example_bit_nine() -> None:
 
 
 def test_our_init_bytes() -> None:
-    """Our init: minimal features (bits 8, 12, 14, 45) and networks = the regtest chain hash."""
+    """Our init: minimal features (bits 1, 8, 12, 14, 45) and networks = the regtest chain."""
     encoded = encode_message(Init.ours(our_features()))
-    # bits 45, 14, 12, 8 -> 0x2000_0000_5100 in six bytes
+    # bits 45 | 14, 12, 8 | 1 -> 0x20 00 00 00 51 02 in six bytes
     assert encoded.hex() == (
-        "0010" "0000" "0006" "200000005100"
+        "0010" "0000" "0006" "200000005102"
         "01" "20" + REGTEST_CHAIN_HASH.hex()
     )
     decoded = decode_message(encoded)
@@ -181,9 +181,9 @@ def test_channel_type_constants() -> None:
 
 
 def test_our_features_content() -> None:
-    """Ours require 8/12/14 and offer 45; with anchors also 23."""
-    assert our_features().bits == frozenset({8, 12, 14, 45})
-    assert our_features(anchors=True).bits == frozenset({8, 12, 14, 23, 45})
+    """Ours require 8/12/14 and offer 1 and 45; with anchors also 23."""
+    assert our_features().bits == frozenset({1, 8, 12, 14, 45})
+    assert our_features(anchors=True).bits == frozenset({1, 8, 12, 14, 23, 45})
     assert our_features().requires(Feature.OPTION_STATIC_REMOTEKEY)
     assert our_features().offers(Feature.OPTION_CHANNEL_TYPE)
     assert not our_features().requires(Feature.OPTION_CHANNEL_TYPE)
