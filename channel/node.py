@@ -28,7 +28,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from bitcoin.core import CTransaction
 
@@ -311,7 +311,7 @@ class Node:
             try:
                 txid = await self.chain.broadcast(raw)
                 log.info("broadcast %s", txid)
-            except Exception as exc:  # noqa: BLE001 - a rejected broadcast is reported, not fatal
+            except Exception as exc:
                 log.warning("broadcast failed: %s", exc)
 
     # -- peers -----------------------------------------------------------------------------
@@ -624,7 +624,7 @@ class Node:
         self._maybe_negotiate_close(handle, flight)
         await self._complete(flight)
 
-    _HANDLERS: dict[type, Callable[[Node, _Peer, Any], Awaitable[None]]] = {
+    _HANDLERS: ClassVar[dict[type, Callable[[Node, _Peer, Any], Awaitable[None]]]] = {
         Ping: _on_ping, Pong: _on_pong, ErrorMessage: _on_error, WarningMessage: _on_warning,
         OpenChannel: _on_open_channel, AcceptChannel: _on_accept_channel,
         FundingCreated: _on_funding_created, FundingSigned: _on_funding_signed,
@@ -986,7 +986,7 @@ class Node:
                 return h
         raise RejectedUpdate(f"no channel {channel}")
 
-    _COMMANDS: dict[str, Callable[..., Awaitable[Any]]] = {
+    _COMMANDS: ClassVar[dict[str, Callable[..., Awaitable[Any]]]] = {
         "info": cmd_info, "connect": cmd_connect, "open": cmd_open, "invoice": cmd_invoice,
         "pay": cmd_pay, "channels": cmd_channels, "balance": cmd_balance, "close": cmd_close,
         "force-close": cmd_force_close, "cheat": cmd_cheat, "stop": cmd_stop,
@@ -995,5 +995,63 @@ class Node:
     async def _cmd_pay_batch(self, invoices: list[str]) -> list[dict[str, Any]]:
         return await self.pay_many(invoices)
 
+    # -- benchmark commands (``make bench``): timed inside the node, not through this socket --
+
+    async def cmd_invoices(self, count: int, amount_msat: int,
+                           description: str = "") -> dict[str, Any]:
+        """``count`` invoices of ``amount_msat`` each, stored in one transaction."""
+        invoices: list[str] = []
+        rows: list[PaymentRow] = []
+        for _ in range(int(count)):
+            preimage = secrets.token_bytes(32)
+            payment_hash = hashlib.sha256(preimage).digest()
+            secret = secrets.token_bytes(32)
+            invoices.append(Invoice(
+                payee_node_id=self.node_id, amount_msat=int(amount_msat),
+                payment_hash=payment_hash, payment_secret=secret,
+                min_final_cltv_expiry_delta=FINAL_CLTV_DELTA, description=description).encode())
+            rows.append(PaymentRow(
+                payment_hash=payment_hash.hex(), direction="in", amount_msat=int(amount_msat),
+                status="pending", preimage=preimage.hex(), payment_secret=secret.hex(),
+                detail=description))
+        self.store.commit_flight(payments=rows)
+        return {"invoices": invoices}
+
+    async def cmd_bench_pay(self, invoices_path: str, batch_size: int = 1,
+                            timeout_s: float = PAYMENT_TIMEOUT_S) -> dict[str, Any]:
+        """Pay the invoices in a file (one per line), ``batch_size`` HTLCs per
+        ``commitment_signed``, one batch in flight at a time, timed with this node's clock.
+
+        ``paid_s`` ends when the last preimage arrives; ``settled_s`` when the channel is
+        quiescent again (every HTLC removed from both commitments, nothing left to sign)."""
+        invoices = Path(invoices_path).read_text().split()
+        if not invoices:
+            raise RejectedUpdate("no invoices to pay")
+        size = max(1, int(batch_size))
+        handle = self._channel_with(Invoice.decode(invoices[0]).payee_node_id)
+        loop = asyncio.get_running_loop()
+        cpu_before = os.times()
+        started = loop.time()
+        succeeded = 0
+        for first in range(0, len(invoices), size):
+            results = await self.pay_many(invoices[first:first + size], timeout_s=timeout_s)
+            succeeded += sum(1 for r in results if r.get("status") == "succeeded")
+        paid = loop.time() - started
+        chan = handle.channel
+        deadline = loop.time() + timeout_s
+        while chan.htlcs_in_flight() or chan.awaiting_revoke_and_ack or \
+                chan.has_unsigned_changes():
+            if loop.time() > deadline:
+                raise TimeoutError("the channel did not become quiescent")
+            await asyncio.sleep(0.0005)
+        settled = loop.time() - started
+        cpu_after = os.times()
+        cpu = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
+        return {"payments": len(invoices), "succeeded": succeeded, "batch_size": size,
+                "paid_s": paid, "settled_s": settled, "cpu_s": cpu,
+                "holder_commitment_number": chan.holder_commitment_number}
+
 
 Node._COMMANDS["pay-batch"] = Node._cmd_pay_batch
+Node._COMMANDS["invoices"] = Node.cmd_invoices
+Node._COMMANDS["bench-pay"] = Node.cmd_bench_pay

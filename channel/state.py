@@ -832,6 +832,9 @@ class Channel:
             raise RejectedUpdate("waiting for revoke_and_ack before signing again")
         if self.state not in (ChannelState.NORMAL, ChannelState.SHUTTING_DOWN):
             raise RejectedUpdate(f"cannot sign in state {self.state.value}")
+        if not self.has_unsigned_changes():
+            # BOLT 2: a commitment_signed must include at least one update
+            raise RejectedUpdate("nothing to sign: no update since the last commitment_signed")
         number = self.counterparty_commitment_number + 1
         msg = self._signed_commitment(number)
         self.counterparty_commitment_number = number
@@ -947,6 +950,10 @@ class Channel:
         elif msg.next_revocation_number != self.holder_commitment_number:
             if msg.next_revocation_number > self.holder_commitment_number and \
                     msg.your_last_per_commitment_secret != ZERO_SECRET:
+                # only a secret we never revealed (as far as we know) proves we are behind
+                if msg.your_last_per_commitment_secret != \
+                        self.keys.per_commitment_secret(msg.next_revocation_number - 1):
+                    raise InvalidRevocation("your_last_per_commitment_secret is not ours")
                 raise PeerProtocolError(
                     "the peer proves we lost state: we must not broadcast our commitment")
             raise PeerProtocolError(
@@ -1027,15 +1034,22 @@ class Channel:
         return Shutdown(channel_id=self.channel_id, scriptpubkey=scriptpubkey)
 
     def on_shutdown(self, msg: Shutdown, our_scriptpubkey: bytes) -> Shutdown | None:
-        """The peer wants to close; reply with our own ``shutdown`` if not sent yet."""
+        """The peer wants to close; reply with our own ``shutdown`` if not sent yet.
+
+        Returns None if ours was sent already, and also while our own updates still wait for
+        a ``commitment_signed`` (BOLT 2: no shutdown before they are signed): the caller signs
+        them, then calls :meth:`shutdown` with ``our_scriptpubkey``.
+        """
         if self.state not in (ChannelState.NORMAL, ChannelState.SHUTTING_DOWN):
             raise InvalidStateTransition(f"shutdown in state {self.state.value}")
         _check_shutdown_script(msg.scriptpubkey, PeerProtocolError)
         if self.counterparty_shutdown_script not in (None, msg.scriptpubkey):
             raise PeerProtocolError("a second shutdown with another script")
+        if self.holder_shutdown_script is None:
+            _check_shutdown_script(our_scriptpubkey, RejectedUpdate)
         self.counterparty_shutdown_script = msg.scriptpubkey
         self.state = ChannelState.SHUTTING_DOWN
-        if self.holder_shutdown_script is None:
+        if self.holder_shutdown_script is None and not self.has_unsigned_changes():
             return self.shutdown(our_scriptpubkey)
         return None
 
@@ -1097,7 +1111,10 @@ class Channel:
         """Answer a fee proposal. Returns (our reply or None, the final closing tx or None)."""
         if not self.ready_to_negotiate_close():
             raise InvalidStateTransition("closing_signed before shutdown completed")
-        closing = self._closing(msg.fee_satoshis)
+        try:
+            closing = self._closing(msg.fee_satoshis)
+        except ValueError as exc:   # e.g. a fee above the opener's balance
+            raise PeerProtocolError(f"closing_signed fee {msg.fee_satoshis}: {exc}") from exc
         if not verify(self._peer.basepoints.funding_pubkey, closing_sighash(closing),
                       msg.signature):
             raise InvalidSignature("bad closing_signed signature")

@@ -87,7 +87,8 @@ def _human(cmd: str, result: Any) -> str:
         for c in result:
             line = f"{c['channel'][:16]}  {c['state']:<18} {c['funding_sat']} sat"
             if "local_msat" in c:
-                line += f"  local {c['local_msat'] // 1000} sat  remote {c['remote_msat'] // 1000} sat"
+                line += (f"  local {c['local_msat'] // 1000} sat"
+                         f"  remote {c['remote_msat'] // 1000} sat")
             lines.append(line)
         return "\n".join(lines)
     if cmd == "invoice":

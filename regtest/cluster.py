@@ -156,9 +156,9 @@ class Cluster:
                                         push_msat=push_msat, anchors=anchors)
         self.bitcoind.rpc.call("getmempoolentry", opened["funding_txid"])
         self.mine(1)
+        funding_txid = str(opened["funding_txid"])
         for node in (a, b):
-            wait_for(lambda node=node: self.channel_state(node, opened["funding_txid"])
-                     == "normal", timeout=timeout, what=f"{node.name}'s channel to be normal")
+            self.wait_channel_state(node, funding_txid, "normal", timeout=timeout)
         return opened
 
     def channel(self, node: NodeProcess, funding_txid: str) -> dict[str, Any]:
@@ -166,6 +166,13 @@ class Cluster:
             if c["funding_outpoint"] and c["funding_outpoint"].startswith(funding_txid):
                 return dict(c)
         raise KeyError(f"{node.name} has no channel funded by {funding_txid}")
+
+    def wait_channel_state(self, node: NodeProcess, funding_txid: str, state: str, *,
+                           timeout: float = 30.0) -> None:
+        def reached() -> bool:
+            return self.channel_state(node, funding_txid) == state
+
+        wait_for(reached, timeout=timeout, what=f"{node.name}'s channel to be {state}")
 
     def channel_state(self, node: NodeProcess, funding_txid: str) -> str:
         try:

@@ -228,14 +228,30 @@ class LocalBitcoind:
     # --- life cycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Launch bitcoind and return once it answers RPC; raise ``NodeStartError`` otherwise."""
+        """Launch bitcoind and return once it answers RPC; raise ``NodeStartError`` otherwise.
+
+        A failed start leaves nothing behind: the process is killed and a temp datadir created
+        by this call is removed (its log tail is in the error).
+        """
         if self.running:
             raise RegtestError("the node is already running")
         binary = self.binary
+        self._assign_ports()
+        created_datadir = self._datadir is None
         if self._datadir is None:
             self._datadir = Path(tempfile.mkdtemp(prefix="chanlab-bitcoind-"))
-        self._datadir.mkdir(parents=True, exist_ok=True)
-        self._assign_ports()
+        try:
+            self._launch(binary)
+        except BaseException:
+            self._kill()
+            self._release()
+            if created_datadir and self._datadir is not None:
+                shutil.rmtree(self._datadir, ignore_errors=True)
+                self._datadir = None
+            raise
+
+    def _launch(self, binary: BitcoindBinary) -> None:
+        self.datadir.mkdir(parents=True, exist_ok=True)
         # A cookie from an earlier run would let us "connect" before this bitcoind is ready.
         self.cookie_path.unlink(missing_ok=True)
         stderr_path = self.datadir / "chanlab-stderr.log"
@@ -254,12 +270,7 @@ class LocalBitcoind:
                 raise NodeStartError(f"cannot run {binary.bitcoind}: {exc}") from exc
         _register(self)
         self._rpc = Rpc(self.rpc_url, auth=self.rpc_auth)
-        try:
-            self._wait_ready(stderr_path)
-        except BaseException:
-            self._kill()
-            self._release()
-            raise
+        self._wait_ready(stderr_path)
 
     def stop(self) -> None:
         """Stop bitcoind (RPC ``stop``, kill on timeout) and remove a temp datadir it owns."""

@@ -79,7 +79,8 @@ def lifecycle(ctx: DemoContext) -> None:
             if result["status"] != "succeeded":
                 raise RegtestError(f"payment {i + 1} failed: {result}")
             say.detail(f"payment {i + 1:>2}: {payer.name:<5} -> {payee.name:<5} "
-                       f"{amount_msat // 1000:>7,} sat  preimage {result['payment_preimage'][:16]}…")
+                       f"{amount_msat // 1000:>7,} sat  "
+                       f"preimage {result['payment_preimage'][:16]}…")
             _balances(say, cluster, alice, bob, funding)
         say.detail("every old commitment has been revoked: broadcasting one would forfeit "
                    "the whole channel to the other side")

@@ -37,6 +37,13 @@ Fixture API
 
 ``wait_for`` (session) -> ``regtest.wait.wait_for``
     ``wait_for(predicate, timeout=30.0, what="...")``: poll with back-off, raise ``WaitTimeout``.
+
+``cluster`` (function) -> ``regtest.cluster.Cluster``
+    chanlab node processes on the shared ``bitcoind``, with ``$CHANLAB_HOME`` under the test's
+    ``tmp_path``: ``cluster.start_node(name, funds_sat=..., to_self_delay=...)``,
+    ``open_channel``, ``pay``, ``mine``. Every node process still running is killed (SIGKILL)
+    at teardown. A node's bitcoind wallet is named after the node and bitcoind is shared, so
+    give nodes names unique in the run.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ from pathlib import Path
 import pytest
 
 from regtest.bitcoind_binary import BitcoindBinary, ensure_bitcoind
+from regtest.cluster import Cluster
 from regtest.node import BitcoindNode, LocalBitcoind
 from regtest.wait import wait_for as _wait_for
 from regtest.wallet import Wallet, ensure_mature_coins, fund_new_wallet
@@ -129,3 +137,9 @@ def fresh_bitcoind(
 @pytest.fixture(scope="session")
 def wait_for() -> Callable[..., object]:
     return _wait_for
+
+
+@pytest.fixture()
+def cluster(bitcoind: BitcoindNode, miner: Wallet, tmp_path: Path) -> Iterator[Cluster]:
+    with Cluster.running(bitcoind, tmp_path / "chanlab", miner) as nodes:
+        yield nodes

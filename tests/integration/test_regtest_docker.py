@@ -24,12 +24,13 @@ from regtest.docker_node import (
 from regtest.errors import DockerUnavailable
 from regtest.wallet import Wallet, ensure_mature_coins
 
+
 @pytest.fixture()
 def docker_node() -> Iterator[DockerBitcoind]:
     try:
         docker_client()
     except DockerUnavailable as exc:
-        pytest.skip(f"no Docker engine answers here: {exc}")
+        pytest.skip(str(exc))
     with DockerBitcoind() as node:
         yield node
 

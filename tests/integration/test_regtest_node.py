@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,7 +88,7 @@ def test_node_exposes_its_endpoints(bitcoind: LocalBitcoind) -> None:
 
 @pytest.mark.parametrize("which", ["rpc_port", "p2p_port", "zmq_rawtx_port"])
 def test_port_in_use_is_a_short_clear_error(
-    bitcoind_binary: BitcoindBinary, listening_socket: int, which: str
+    bitcoind_binary: BitcoindBinary, listening_socket: int, which: str, temp_root: Path
 ) -> None:
     """Asking for a port another socket holds fails at once, naming the port; nothing starts."""
     node = LocalBitcoind(binary=bitcoind_binary, **{which: listening_socket})  # type: ignore[arg-type]
@@ -97,10 +98,14 @@ def test_port_in_use_is_a_short_clear_error(
     assert f"port {listening_socket} on 127.0.0.1 is already in use" in message
     assert "\n" not in message
     assert node.pid is None
+    assert list(temp_root.iterdir()) == []
 
 
 def test_port_taken_after_the_check_is_reported_from_bitcoind(
-    bitcoind_binary: BitcoindBinary, listening_socket: int, monkeypatch: pytest.MonkeyPatch
+    bitcoind_binary: BitcoindBinary,
+    listening_socket: int,
+    monkeypatch: pytest.MonkeyPatch,
+    temp_root: Path,
 ) -> None:
     """If the port is grabbed between our check and bitcoind's bind, bitcoind's failure is
     still reported as PortInUse, and the dead node leaves nothing behind."""
@@ -110,10 +115,23 @@ def test_port_taken_after_the_check_is_reported_from_bitcoind(
         node.start()
     assert "Unable to bind" in str(caught.value)
     assert node.pid is None
+    assert list(temp_root.iterdir()) == []
 
 
-def test_node_dying_at_start_reports_its_error(bitcoind_binary: BitcoindBinary) -> None:
-    """A bitcoind that exits during startup (bad option) fails fast with its stderr."""
+@pytest.fixture()
+def temp_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Make tempfile (and so a node's own temp datadir) use a folder the test can inspect."""
+    root = tmp_path / "tmp"
+    root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    return root
+
+
+def test_node_dying_at_start_reports_its_error(
+    bitcoind_binary: BitcoindBinary, temp_root: Path
+) -> None:
+    """A bitcoind that exits during startup (bad option) fails fast with its stderr and leaves
+    no process and no temp datadir behind."""
     node = LocalBitcoind(binary=bitcoind_binary, extra_args=["-nosuchoption=1"])
     with pytest.raises(NodeStartError) as caught:
         node.start()
@@ -122,6 +140,7 @@ def test_node_dying_at_start_reports_its_error(bitcoind_binary: BitcoindBinary) 
     assert "exited with code 1 during startup" in message
     assert "nosuchoption" in message
     assert node.pid is None
+    assert list(temp_root.iterdir()) == []
 
 
 def test_fake_bitcoind_that_exits_reports_stderr(tmp_path: Path) -> None:

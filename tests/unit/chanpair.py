@@ -1,0 +1,120 @@
+"""Test helper: two in-memory channels (Alice opens, Bob accepts) driven message by message,
+with a :class:`ChannelMonitor` for each side fed every monitor update as it is emitted."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from bitcoin.core import CTransaction
+
+from channel.keys import ChannelKeys, PrivateKey
+from channel.monitor import ChannelMonitor, MonitorEvent
+from channel.scripts import p2wpkh
+from channel.state import Channel, ChannelConfig, ChannelState, ForceCloseTransactions
+from channel.types import CommitmentFormat, OutPoint
+
+FUNDING_SAT = 1_000_000
+FUNDING_OUTPOINT = OutPoint(txid=hashlib.sha256(b"funding").digest(), vout=1)
+TO_SELF_DELAY = 10
+SWEEP_FEERATE = 1000
+ALICE_DEST = p2wpkh(PrivateKey(b"\x0a" * 32).pubkey)
+BOB_DEST = p2wpkh(PrivateKey(b"\x0b" * 32).pubkey)
+CLTV = 500
+
+
+def preimage(tag: str) -> bytes:
+    """A deterministic preimage for a test payment."""
+    return hashlib.sha256(b"preimage " + tag.encode()).digest()
+
+
+@dataclass
+class Pair:
+    """Alice (opener) and Bob, their monitors, and every monitor event so far."""
+
+    fmt: CommitmentFormat
+    alice: Channel = field(init=False)
+    bob: Channel = field(init=False)
+    alice_monitor: ChannelMonitor = field(init=False)
+    bob_monitor: ChannelMonitor = field(init=False)
+    bob_events: list[MonitorEvent] = field(default_factory=list)
+    alice_events: list[MonitorEvent] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        cfg = ChannelConfig(to_self_delay=TO_SELF_DELAY)
+        a, open_msg = Channel.open_outbound(
+            keys=ChannelKeys.from_seed(b"alice".ljust(32, b".")), config=cfg,
+            funding_sat=FUNDING_SAT, push_msat=0, feerate_per_kw=2000,
+            temporary_channel_id=b"t" * 32, commitment_format=self.fmt)
+        b, accept = Channel.accept_inbound(keys=ChannelKeys.from_seed(b"bob".ljust(32, b".")),
+                                           config=cfg, msg=open_msg)
+        a.on_accept_channel(accept)
+        created = a.funding_created(FUNDING_OUTPOINT)
+        self.alice, self.bob = a, b
+        self.alice_monitor = ChannelMonitor.from_channel(a, ALICE_DEST, SWEEP_FEERATE,
+                                                         peer_name="Bob")
+        signed = b.on_funding_created(created)
+        self.bob_monitor = ChannelMonitor.from_channel(b, BOB_DEST, SWEEP_FEERATE,
+                                                       peer_name="Alice")
+        a.on_funding_signed(signed)
+        b.on_channel_ready(a.funding_locked())
+        a.on_channel_ready(b.funding_locked())
+        if a.state is not ChannelState.NORMAL or b.state is not ChannelState.NORMAL:
+            raise RuntimeError("channel did not reach NORMAL")
+        self.sync()
+
+    def sync(self) -> None:
+        """Hand both channels' pending monitor updates to their monitors."""
+        self.alice_events += self.alice_monitor.apply_updates(self.alice.drain_monitor_updates())
+        self.bob_events += self.bob_monitor.apply_updates(self.bob.drain_monitor_updates())
+
+    def flush(self) -> None:
+        """Exchange commitment_signed / revoke_and_ack until neither side has changes."""
+        a, b = self.alice, self.bob
+        while a.can_sign() or b.can_sign():
+            if a.can_sign():
+                a.on_revoke_and_ack(b.on_commitment_signed(a.sign_commitment()))
+            if b.can_sign():
+                b.on_revoke_and_ack(a.on_commitment_signed(b.sign_commitment()))
+            self.sync()
+        self.sync()
+
+    def add(self, payer: Channel, amount_msat: int, tag: str, cltv_expiry: int = CLTV) -> None:
+        """``payer`` offers an HTLC for ``preimage(tag)``; both commitments get it."""
+        payee = self.bob if payer is self.alice else self.alice
+        payee.on_update_add_htlc(payer.add_htlc(
+            amount_msat=amount_msat, payment_hash=hashlib.sha256(preimage(tag)).digest(),
+            cltv_expiry=cltv_expiry, onion_routing_packet=bytes(1366)))
+        self.flush()
+
+    def fulfill(self, payee: Channel, tag: str, *, commit: bool = True) -> None:
+        """``payee`` fulfills the HTLC of ``preimage(tag)`` (optionally without committing)."""
+        payer = self.bob if payee is self.alice else self.alice
+        wanted = hashlib.sha256(preimage(tag)).digest()
+        (entry,) = [h for h in payee.htlcs_to_settle() if h.payment_hash == wanted]
+        payer.on_update_fulfill_htlc(payee.fulfill_htlc(entry.htlc_id, preimage(tag)))
+        if commit:
+            self.flush()
+
+    def fail(self, payee: Channel, tag: str) -> None:
+        """``payee`` fails the HTLC of ``preimage(tag)``."""
+        payer = self.bob if payee is self.alice else self.alice
+        wanted = hashlib.sha256(preimage(tag)).digest()
+        (entry,) = [h for h in payee.htlcs_to_settle() if h.payment_hash == wanted]
+        payer.on_update_fail_htlc(payee.fail_htlc(entry.htlc_id, b"no"))
+        self.flush()
+
+    def pay(self, payer: Channel, amount_msat: int, tag: str) -> None:
+        """A whole payment: add, then fulfill."""
+        payee = self.bob if payer is self.alice else self.alice
+        self.add(payer, amount_msat, tag)
+        self.fulfill(payee, tag)
+
+    def snapshot(self, who: Channel) -> ForceCloseTransactions:
+        """``who``'s current signed commitment and HTLC txs (what it could broadcast now)."""
+        return who.holder_transactions()
+
+
+def commitment_of(txs: ForceCloseTransactions) -> CTransaction:
+    """The signed commitment transaction of a snapshot."""
+    return txs.commitment_tx
