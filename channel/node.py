@@ -64,6 +64,14 @@ from channel.messages import (
     decode_message,
     encode_message,
 )
+from channel.monitor import (
+    ChannelMonitor,
+    ChannelResolved,
+    ClaimConfirmed,
+    ClaimRequested,
+    FundingSpent,
+    MonitorEvent,
+)
 from channel.onion import build_single_hop_onion, peel_onion
 from channel.state import (
     Channel,
@@ -71,6 +79,8 @@ from channel.state import (
     ChannelState,
     channel_from_record,
     channel_to_record,
+    monitor_update_from_record,
+    monitor_update_to_record,
 )
 from channel.store import ChannelRow, NodeStore, PaymentRow
 from channel.transport import Transport, accept, connect
@@ -95,6 +105,8 @@ log = logging.getLogger("chanlab.node")
 FUNDING_FEERATE_SAT_PER_VB = 2
 COMMITMENT_FEERATE_PER_KW = 1000
 FINAL_CLTV_DELTA = 18
+SWEEP_FEERATE_PER_KW = 1000
+MONITOR_SNAPSHOT_EVERY = 256  # updates between two monitor snapshots (bounds replay at start)
 PAYMENT_TIMEOUT_S = 60.0
 
 
@@ -148,6 +160,10 @@ class _Handle:
     peer_id: bytes
     channel: Channel
     funding_tx: bytes | None = None
+    monitor: ChannelMonitor | None = None
+    monitor_seq: int = 0           # updates written since the last monitor snapshot
+    monitor_dirty: bool = False    # chain events changed the monitor: snapshot it
+    broadcast: set[str] = field(default_factory=set)
     opened: asyncio.Future[str] | None = None
     closed: asyncio.Future[str] | None = None
 
@@ -192,6 +208,8 @@ class Node:
         self._pay_waiters: dict[bytes, asyncio.Future[dict[str, Any]]] = {}
         self._height = 0
         self._cheat_archive: dict[str, dict[int, bytes]] = {}
+        self._sweep_script = b""
+        self.events: list[str] = []  # what the monitors said, for `events` and narration
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -205,12 +223,24 @@ class Node:
             raw = self.store.get(f"funding_tx:{row.key}")
             handle.funding_tx = bytes.fromhex(raw) if raw else None
             self.handles[row.key] = handle
+        snapshots = self.store.monitors()
+        for key, handle in self.handles.items():
+            if key in snapshots:
+                handle.monitor = ChannelMonitor.from_record(snapshots[key])
+                updates = self.store.monitor_updates(key)
+                handle.monitor.apply_updates(monitor_update_from_record(u) for u in updates)
+                handle.monitor_seq = len(updates)
         if self.settings.allow_cheating:
             raw_archive = self.store.get("cheat_archive")
             if raw_archive:
                 self._cheat_archive = {k: {int(n): bytes.fromhex(t) for n, t in v.items()}
                                        for k, v in json.loads(raw_archive).items()}
         self._height = await self.chain.height()
+        sweep = self.store.get("sweep_script")
+        if sweep is None:
+            sweep = (await self.chain.new_script_pubkey()).hex()
+            self.store.commit_flight(kv=[("sweep_script", sweep)])
+        self._sweep_script = bytes.fromhex(sweep)
         self._server = await asyncio.start_server(self._on_inbound, self.settings.host,
                                                   self.settings.port)
         self.port = self._server.sockets[0].getsockname()[1]
@@ -279,9 +309,47 @@ class Node:
             kv.append(("cheat_archive", json.dumps(
                 {k: {str(n): t.hex() for n, t in v.items()}
                  for k, v in self._cheat_archive.items()})))
+        snapshots: list[tuple[str, dict[str, Any]]] = []
+        update_rows: list[tuple[str, int, dict[str, Any]]] = []
         for h in flight.handles:
-            h.channel.drain_monitor_updates()
-        self.store.commit_flight(channels=rows, payments=flight.payments, kv=kv)
+            updates = h.channel.drain_monitor_updates()
+            chan = h.channel
+            if h.monitor is None and chan.funding_outpoint is not None and \
+                    chan.counterparty_params is not None:
+                h.monitor = ChannelMonitor.from_channel(
+                    chan, self._sweep_script, SWEEP_FEERATE_PER_KW,
+                    peer_name=f"peer {h.peer_id.hex()[:8]}")
+                h.monitor_dirty = True
+            if h.monitor is None:
+                continue
+            self._note(h, h.monitor.apply_updates(updates))
+            if h.monitor_dirty or h.monitor_seq + len(updates) > MONITOR_SNAPSHOT_EVERY:
+                snapshots.append((h.key, h.monitor.to_record()))
+                h.monitor_seq = 0
+                h.monitor_dirty = False
+            else:
+                for update in updates:
+                    update_rows.append((h.key, h.monitor_seq, monitor_update_to_record(update)))
+                    h.monitor_seq += 1
+        self.store.commit_flight(channels=rows, monitors=snapshots, monitor_updates=update_rows,
+                                 payments=flight.payments, kv=kv)
+
+    def _note(self, handle: _Handle, events: list[MonitorEvent]) -> None:
+        """Log what a monitor decided, and follow the channel's state from the chain."""
+        chan = handle.channel
+        for event in events:
+            text = f"channel {handle.key[:8]}: {event.description}"
+            self.events.append(text)
+            log.info("%s", text)
+            if isinstance(event, FundingSpent) and chan.state not in (
+                    ChannelState.CLOSING, ChannelState.FORCE_CLOSING, ChannelState.CLOSED):
+                chan.state = ChannelState.FORCE_CLOSING
+            if isinstance(event, ChannelResolved):
+                chan.state = ChannelState.CLOSED
+            if isinstance(event, ClaimRequested | ClaimConfirmed):
+                handle.monitor_dirty = True
+        if events:
+            handle.monitor_dirty = True
 
     def _archive_for_cheating(self, handle: _Handle) -> None:
         """Developer mode: keep every signed commitment of ours so ``cheat`` can replay one."""
@@ -548,6 +616,8 @@ class Node:
             amount_msat=entry.amount_msat, status="succeeded",
             preimage=msg.payment_preimage.hex())])
         flight.touch(handle)
+        if handle.monitor is not None:
+            self._note(handle, handle.monitor.provide_payment_preimage(msg.payment_preimage))
         self._persist(flight)  # the preimage is proof of payment: keep it before anything else
         self._resolve_payment(entry.payment_hash, {"status": "succeeded",
                                                    "payment_preimage": msg.payment_preimage.hex(),
@@ -674,6 +744,8 @@ class Node:
                 reason = f"bad onion: {exc}"
             if preimage is not None and payment is not None:
                 flight.send(handle.peer_id, chan.fulfill_htlc(entry.htlc_id, preimage))
+                if handle.monitor is not None:
+                    self._note(handle, handle.monitor.provide_payment_preimage(preimage))
                 flight.payments.append(PaymentRow(
                     payment_hash=payment.payment_hash, direction="in",
                     amount_msat=entry.amount_msat, status="succeeded", preimage=payment.preimage,
@@ -708,31 +780,67 @@ class Node:
     async def _watch_chain(self) -> None:
         for handle in list(self.handles.values()):
             await self._check_funding_depth(handle)
+        await self._catch_up_monitors()
         async for event in self.chain.events():
             if isinstance(event, BlockEvent):
                 self._height = event.height
+                txs = [CTransaction.deserialize(raw) for raw in event.transactions]
                 for handle in list(self.handles.values()):
                     await self._check_funding_depth(handle)
-                    self._observe(handle, event.transactions)
+                    if handle.monitor is not None and not handle.monitor.is_resolved:
+                        self._note(handle, handle.monitor.block_connected(event.height, txs))
+                await self._after_chain_event()
             elif isinstance(event, TxEvent):
+                tx = CTransaction.deserialize(event.raw_tx)
                 for handle in list(self.handles.values()):
-                    self._observe(handle, (event.raw_tx,))
+                    if handle.monitor is not None and not handle.monitor.is_resolved:
+                        self._note(handle, handle.monitor.transaction_seen(tx, None))
+                await self._after_chain_event()
 
-    def _observe(self, handle: _Handle, raw_txs: tuple[bytes, ...]) -> None:
-        """Notice the funding output being spent (closing or a commitment on chain)."""
-        chan = handle.channel
-        outpoint = chan.funding_outpoint
-        if outpoint is None or chan.state is ChannelState.CLOSED:
+    async def _catch_up_monitors(self) -> None:
+        """After a restart: replay the blocks the monitors have not seen (bounded look-back)."""
+        tips = [h.monitor.tip_height for h in self.handles.values()
+                if h.monitor is not None and not h.monitor.is_resolved]
+        known = [t for t in tips if t is not None]
+        if not tips:
             return
-        for raw in raw_txs:
+        start = min(known) + 1 if len(known) == len(tips) else max(0, self._height - 2016)
+        for height in range(start, self._height + 1):
+            block = await self.chain.block_at(height)
+            txs = [CTransaction.deserialize(raw) for raw in block.transactions]
+            for handle in self.handles.values():
+                mon = handle.monitor
+                if mon is None or mon.is_resolved:
+                    continue
+                tip = mon.tip_height
+                if tip is None or tip < height:
+                    self._note(handle, mon.block_connected(height, txs))
+        for raw in await self.chain.mempool_transactions():
             tx = CTransaction.deserialize(raw)
-            if any(i.prevout.hash == outpoint.txid and i.prevout.n == outpoint.vout
-                   for i in tx.vin):
-                if chan.state not in (ChannelState.CLOSING, ChannelState.FORCE_CLOSING):
-                    log.info("channel %s: funding spent by %s", handle.key[:16],
-                             tx.GetTxid()[::-1].hex())
-                    chan.state = ChannelState.FORCE_CLOSING
-                    self._persist(_Flight(handles=[handle]))
+            for handle in self.handles.values():
+                if handle.monitor is not None and not handle.monitor.is_resolved:
+                    self._note(handle, handle.monitor.transaction_seen(tx, None))
+        await self._after_chain_event()
+
+    async def _after_chain_event(self) -> None:
+        """Broadcast what the monitors want now, and persist monitors that changed."""
+        dirty = [h for h in self.handles.values() if h.monitor_dirty]
+        for handle in self.handles.values():
+            if handle.monitor is None:
+                continue
+            for claim in handle.monitor.claims_to_broadcast(self._height):
+                if claim.fee_bump is not None or claim.txid_hex in handle.broadcast:
+                    continue
+                try:
+                    await self.chain.broadcast(claim.tx.serialize())
+                    handle.broadcast.add(claim.txid_hex)
+                    text = f"channel {handle.key[:8]}: broadcast {claim.description}"
+                    self.events.append(text)
+                    log.info("%s", text)
+                except Exception as exc:  # noqa: BLE001 - retried at the next block
+                    log.info("claim %s not accepted yet: %s", claim.txid_hex, exc)
+        if dirty:
+            self._persist(_Flight(handles=dirty))
 
     async def _check_funding_depth(self, handle: _Handle) -> None:
         chan = handle.channel
@@ -973,6 +1081,23 @@ class Node:
         txid = await self.chain.broadcast(raw)
         return {"channel": handle.key, "revoked_commitment_txid": txid, "state": int(state)}
 
+    async def cmd_events(self) -> list[str]:
+        """What the chain monitors noticed and did since this node started."""
+        return list(self.events)
+
+    async def cmd_claimable(self) -> list[dict[str, Any]]:
+        """Per channel, what we can still get on chain and from which height."""
+        out = []
+        for h in self.handles.values():
+            if h.monitor is None:
+                continue
+            for b in h.monitor.claimable_balances():
+                out.append({"channel": h.key, "status": b.status.value,
+                            "amount_sat": b.amount_sat,
+                            "claimable_from_height": b.claimable_from_height,
+                            "description": b.description})
+        return out
+
     async def cmd_stop(self) -> dict[str, Any]:
         asyncio.get_running_loop().call_soon(self._stopping.set)
         return {"stopping": True}
@@ -990,6 +1115,7 @@ class Node:
         "info": cmd_info, "connect": cmd_connect, "open": cmd_open, "invoice": cmd_invoice,
         "pay": cmd_pay, "channels": cmd_channels, "balance": cmd_balance, "close": cmd_close,
         "force-close": cmd_force_close, "cheat": cmd_cheat, "stop": cmd_stop,
+        "events": cmd_events, "claimable": cmd_claimable,
     }
 
     async def _cmd_pay_batch(self, invoices: list[str]) -> list[dict[str, Any]]:

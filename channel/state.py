@@ -695,7 +695,9 @@ class Channel:
                         f"{receiver.htlc_minimum_msat}")
         if not 0 < cltv_expiry < 500_000_000:
             raise error(f"cltv_expiry {cltv_expiry} is not a block height")
-        offered = [h for h in self._log.entries() if h.offerer is side and h.removal is None]
+        # An HTLC counts until it is gone from both commitments (pruned), not just removed:
+        # until then the receiver's next commitment may still hold it next to the new one.
+        offered = [h for h in self._log.entries() if h.offerer is side]
         if len(offered) + 1 > receiver.max_accepted_htlcs:
             raise error(f"more than max_accepted_htlcs={receiver.max_accepted_htlcs} HTLCs")
         in_flight = sum(h.amount_msat for h in offered) + amount_msat
@@ -1375,3 +1377,53 @@ def channel_from_record(rec: dict[str, Any]) -> Channel:
         holder_shutdown_script=_opt_bytes(rec["holder_shutdown_script"]),
         counterparty_shutdown_script=_opt_bytes(rec["counterparty_shutdown_script"]),
         closing_fee_sent_sat=rec["closing_fee_sent_sat"], closing_tx=_opt_bytes(rec["closing_tx"]))
+
+
+def _htlcs_record(htlcs: tuple[CommitmentHtlc, ...]) -> list[list[Any]]:
+    return [[h.direction.value, h.amount_msat, h.payment_hash.hex(), h.cltv_expiry, h.htlc_id]
+            for h in htlcs]
+
+
+def _htlcs_from(rec: list[list[Any]]) -> tuple[CommitmentHtlc, ...]:
+    from channel.types import HtlcDirection
+    return tuple(CommitmentHtlc(direction=HtlcDirection(d), amount_msat=a,
+                                payment_hash=bytes.fromhex(h), cltv_expiry=c, htlc_id=i)
+                 for d, a, h, c, i in rec)
+
+
+def monitor_update_to_record(update: MonitorUpdate) -> dict[str, Any]:
+    """A JSON-friendly form of one monitor update (the node persists updates incrementally)."""
+    if isinstance(update, HolderCommitmentSigned):
+        return {"kind": "holder", "n": update.commitment_number,
+                "b": update.to_broadcaster_msat, "c": update.to_countersignatory_msat,
+                "f": update.feerate_per_kw, "h": _htlcs_record(update.htlcs),
+                "sig": update.counterparty_signature.hex(),
+                "hsigs": [s.hex() for s in update.counterparty_htlc_signatures]}
+    if isinstance(update, CounterpartyCommitmentSigned):
+        return {"kind": "counterparty", "n": update.commitment_number,
+                "p": update.per_commitment_point.hex(), "b": update.to_broadcaster_msat,
+                "c": update.to_countersignatory_msat, "f": update.feerate_per_kw,
+                "h": _htlcs_record(update.htlcs), "txid": update.txid.hex()}
+    return {"kind": "secret", "n": update.commitment_number,
+            "s": update.per_commitment_secret.hex()}
+
+
+def monitor_update_from_record(rec: dict[str, Any]) -> MonitorUpdate:
+    """The inverse of :func:`monitor_update_to_record`."""
+    kind = rec["kind"]
+    if kind == "holder":
+        return HolderCommitmentSigned(
+            commitment_number=rec["n"], to_broadcaster_msat=rec["b"],
+            to_countersignatory_msat=rec["c"], feerate_per_kw=rec["f"],
+            htlcs=_htlcs_from(rec["h"]), counterparty_signature=bytes.fromhex(rec["sig"]),
+            counterparty_htlc_signatures=tuple(bytes.fromhex(s) for s in rec["hsigs"]))
+    if kind == "counterparty":
+        return CounterpartyCommitmentSigned(
+            commitment_number=rec["n"], per_commitment_point=PerCommitmentPoint(
+                bytes.fromhex(rec["p"])), to_broadcaster_msat=rec["b"],
+            to_countersignatory_msat=rec["c"], feerate_per_kw=rec["f"],
+            htlcs=_htlcs_from(rec["h"]), txid=bytes.fromhex(rec["txid"]))
+    if kind == "secret":
+        return CounterpartySecretRevealed(commitment_number=rec["n"],
+                                          per_commitment_secret=bytes.fromhex(rec["s"]))
+    raise ValueError(f"unknown monitor update kind {kind!r}")

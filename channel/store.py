@@ -28,6 +28,12 @@ CREATE TABLE IF NOT EXISTS monitors (
     key TEXT PRIMARY KEY,
     record TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS monitor_updates (
+    key TEXT NOT NULL,             -- updates applied since the monitor's last snapshot
+    seq INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (key, seq)
+);
 CREATE TABLE IF NOT EXISTS payments (
     payment_hash TEXT PRIMARY KEY,
     direction TEXT NOT NULL,       -- 'in' (an invoice of ours) or 'out'
@@ -81,6 +87,7 @@ class NodeStore:
 
     def commit_flight(self, *, channels: Iterable[ChannelRow] = (),
                       monitors: Iterable[tuple[str, dict[str, Any]]] = (),
+                      monitor_updates: Iterable[tuple[str, int, dict[str, Any]]] = (),
                       payments: Iterable[PaymentRow] = (),
                       kv: Iterable[tuple[str, str]] = ()) -> None:
         """Write a flight's changes atomically and durably."""
@@ -90,8 +97,14 @@ class NodeStore:
             db.executemany("INSERT OR REPLACE INTO channels VALUES (?, ?, ?)",
                            [(c.key, c.peer_id, json.dumps(c.record, separators=(",", ":")))
                             for c in channels])
-            db.executemany("INSERT OR REPLACE INTO monitors VALUES (?, ?)",
-                           [(k, json.dumps(r, separators=(",", ":"))) for k, r in monitors])
+            snapshots = [(k, json.dumps(r, separators=(",", ":"))) for k, r in monitors]
+            db.executemany("INSERT OR REPLACE INTO monitors VALUES (?, ?)", snapshots)
+            # a snapshot includes every update before it
+            db.executemany("DELETE FROM monitor_updates WHERE key = ?",
+                           [(k,) for k, _ in snapshots])
+            db.executemany("INSERT OR REPLACE INTO monitor_updates VALUES (?, ?, ?)",
+                           [(k, seq, json.dumps(r, separators=(",", ":")))
+                            for k, seq, r in monitor_updates])
             db.executemany("INSERT OR REPLACE INTO payments VALUES (?, ?, ?, ?, ?, ?, ?)",
                            [(p.payment_hash, p.direction, p.amount_msat, p.status, p.preimage,
                              p.payment_secret, p.detail) for p in payments])
@@ -108,6 +121,12 @@ class NodeStore:
     def monitors(self) -> dict[str, dict[str, Any]]:
         rows = self._db.execute("SELECT key, record FROM monitors").fetchall()
         return {k: json.loads(r) for k, r in rows}
+
+    def monitor_updates(self, key: str) -> list[dict[str, Any]]:
+        """Updates of monitor ``key`` not yet folded into its snapshot, in order."""
+        rows = self._db.execute("SELECT record FROM monitor_updates WHERE key = ? ORDER BY seq",
+                                (key,)).fetchall()
+        return [json.loads(r) for (r,) in rows]
 
     def payments(self) -> list[PaymentRow]:
         rows = self._db.execute(

@@ -37,6 +37,7 @@ from channel.wire import ErrorMessage, Ping, Pong, UnknownMessage, WarningMessag
 from regtest.chain import address_of
 from regtest.cluster import Cluster, NodeProcess
 from regtest.control import NodeUnreachable
+from regtest.errors import WaitTimeout
 from regtest.node import BitcoindNode
 from regtest.wallet import Wallet
 
@@ -341,11 +342,11 @@ def _check_sweep(bitcoind: BitcoindNode, sweep: CTransaction, outpoint: tuple[st
     assert _is_mine(bitcoind, owner.name, bytes(out.scriptPubKey))
     fee = value_sat - out.nValue
     vsize = (len(sweep.serialize({"include_witness": False})) * 3 + len(sweep.serialize()) + 3) // 4
-    assert vsize <= fee <= 10 * vsize, f"sweep fee {fee} sat for {vsize} vbytes"
+    assert vsize <= fee <= 50 * vsize, f"sweep fee {fee} sat for {vsize} vbytes"
     assert _unspent_sat(bitcoind, owner.name, _txid(sweep), 0) == out.nValue
 
 
-@pytest.mark.xfail(strict=False, reason="monitor not wired yet")
+@pytest.mark.xfail(strict=False, raises=WaitTimeout, reason="monitor not wired yet")
 @pytest.mark.parametrize("closer_role", ["opener", "accepter"])
 def test_force_close_sweeps_to_remote_at_once_and_to_local_after_the_delay(
         cluster: Cluster, bitcoind: BitcoindNode, wait_for: WaitFor, closer_role: str) -> None:
@@ -376,3 +377,98 @@ def test_force_close_sweeps_to_remote_at_once_and_to_local_after_the_delay(
     assert witness_script[0] == 0x63 and witness_script[-1] == 0xAC   # OP_IF ... OP_CHECKSIG
     pair.cluster.mine(1)
     _check_sweep(bitcoind, local_sweep, (txid, to_local), tx.vout[to_local].nValue, closer)
+
+
+# -- kill -9 mid-payment -------------------------------------------------------------------
+
+KILL_OFFSETS_S = (0.0, 0.002, 0.005, 0.009)
+KILL_ROUNDS = len(KILL_OFFSETS_S)
+KILL_PAYMENT_MSAT = 1_000_000
+
+
+class _PayLoop(threading.Thread):
+    """Pays ``payee`` from ``payer`` one invoice after another until a payment does not succeed."""
+
+    def __init__(self, payer: NodeProcess, payee: NodeProcess) -> None:
+        super().__init__(daemon=True)
+        self.payer = payer
+        self.payee = payee
+        self.succeeded = 0
+        self.unresolved = 0      # the payment cut short by the kill: it may or may not settle
+
+    def run(self) -> None:
+        while True:
+            try:
+                invoice = self.payee.call("invoice", amount_msat=KILL_PAYMENT_MSAT)["invoice"]
+            except (ChanlabError, OSError):
+                return          # the payee is gone before this payment began
+            try:
+                result = self.payer.call("pay", invoice=invoice, timeout_s=2.0)
+            except (ChanlabError, OSError):
+                self.unresolved = 1
+                return
+            if result["status"] != "succeeded":
+                self.unresolved = 1
+                return
+            self.succeeded += 1
+
+
+def _wait_linked(pair: Pair, wait_for: WaitFor) -> None:
+    """Until both nodes list each other as peers; the opener redials if nobody else does."""
+    opener, accepter = pair.opener, pair.accepter
+    started = time.monotonic()
+
+    def linked() -> bool:
+        if pair.ids[accepter.name] in opener.call("info")["peers"] and \
+                pair.ids[opener.name] in accepter.call("info")["peers"]:
+            return True
+        if time.monotonic() - started > 3:   # a restarted opener redials by itself first
+            try:
+                opener.call("connect", peer=accepter.address)
+            except ChanlabError:
+                pass
+        return False
+
+    wait_for(linked, timeout=30, what="the two nodes to reconnect")
+
+
+@pytest.mark.parametrize("victim_role", ["payer", "payee"])
+def test_kill_9_mid_payment_then_restart_loses_nothing(
+        cluster: Cluster, bitcoind: BitcoindNode, wait_for: WaitFor, victim_role: str) -> None:
+    """kill -9 of either node during payments: after restart both agree, no msat lost or made."""
+    pair = _open_pair(cluster)
+    payer, payee = pair.opener, pair.accepter
+    victim = payer if victim_role == "payer" else payee
+    pair.pay(payer, 50_000_000, wait_for)   # so the payee has more than its reserve to pay back
+    for round_ in range(KILL_ROUNDS):
+        loop = _PayLoop(payer, payee)
+        loop.start()
+        wait_for(lambda: loop.succeeded >= 3, timeout=10, what="three payments to go through")
+        # a different moment of the payment cycle each round
+        time.sleep(KILL_OFFSETS_S[round_])
+        victim.kill()
+        loop.join(15)
+        assert not loop.is_alive()
+        victim.start()
+        _wait_linked(pair, wait_for)
+
+        def settled_both() -> bool:
+            a, b = pair.channel(payer), pair.channel(payee)
+            return (a["state"] == b["state"] == "normal" and a["htlcs"] == b["htlcs"] == 0
+                    and a["local_msat"] == b["remote_msat"]
+                    and a["remote_msat"] == b["local_msat"])
+
+        wait_for(settled_both, timeout=20, what=f"round {round_}: both channels to settle")
+        a = pair.channel(payer)
+        assert a["local_msat"] + a["remote_msat"] == FUNDING_SAT * 1000
+        gained = a["remote_msat"] - pair.msat[payee.name]
+        assert gained % KILL_PAYMENT_MSAT == 0
+        count = gained // KILL_PAYMENT_MSAT
+        assert loop.succeeded <= count <= loop.succeeded + loop.unresolved, \
+            (round_, loop.succeeded, loop.unresolved, count)
+        pair.msat[payee.name] += gained
+        pair.msat[payer.name] -= gained
+        # the channel goes on: a payment each way
+        pair.pay(payer, 7_654_321, wait_for)
+        pair.pay(payee, 1_234_567, wait_for)
+    pair.cooperative_close(bitcoind, payer)

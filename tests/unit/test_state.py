@@ -1581,9 +1581,13 @@ def test_witness_interpreter_catches_tampering(fmt: CommitmentFormat) -> None:
 
 def _check_limits(chan: Channel) -> None:
     """Our newest commitment respects the limits we announced for the peer's HTLCs."""
-    offered = [h for h in chan.htlcs_in_flight() if h.offerer is Side.COUNTERPARTY]
-    assert len(offered) <= chan.holder_params.max_accepted_htlcs
-    assert sum(h.amount_msat for h in offered) <= chan.holder_params.max_htlc_value_in_flight_msat
+    offered = [h.amount_msat for h in chan.htlcs_in_flight() if h.offerer is Side.COUNTERPARTY]
+    limits = chan.holder_params
+    assert len(offered) <= limits.max_accepted_htlcs, f"{len(offered)} HTLCs"
+    assert sum(offered) <= limits.max_htlc_value_in_flight_msat, f"{sum(offered)} msat"
+
+
+RANDOM_STEPS = 400
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -1599,7 +1603,7 @@ def test_random_honest_peers(fmt: CommitmentFormat, seed: int) -> None:
     link = Link(peers["a"], peers["b"])
     queues: dict[str, list[Any]] = {"a": [], "b": []}     # messages to each destination
     n = 0
-    for _ in range(400):
+    for _ in range(RANDOM_STEPS):
         name = rng.choice("ab")
         me, other = peers[name], peers["b" if name == "a" else "a"]
         chan = me.chan
@@ -1660,3 +1664,25 @@ def test_random_honest_peers(fmt: CommitmentFormat, seed: int) -> None:
     assert a.log is not None and a.log.htlcs == {}
     assert_consistent(a, b)
     assert a.balance_msat() + b.balance_msat() == FUNDING_SAT * 1000
+
+
+def test_removed_htlc_counts_until_gone_from_both_commitments(fmt: CommitmentFormat) -> None:
+    """max_accepted_htlcs: a fulfilled HTLC still occupies the receiver's commitment until the
+    removal is signed both ways, so the slot is not free before."""
+    limits = ChannelConfig(to_self_delay=10, max_accepted_htlcs=2)
+    a, b = open_pair(fmt, config_b=limits)
+    add(a, b, BIG_MSAT, 1)
+    add(a, b, BIG_MSAT, 2)
+    flush(a, b)
+    a.on_update_fulfill_htlc(b.fulfill_htlc(0, preimage(1)))
+    # were A to add now and sign before B's commitment_signed arrives, B's next commitment
+    # would hold three HTLCs
+    expect_unchanged(a, RejectedUpdate, lambda: a.add_htlc(
+        amount_msat=1_000_000, payment_hash=payment_hash(3), cltv_expiry=CLTV,
+        onion_routing_packet=ONION))
+    expect_unchanged(b, PeerProtocolError, lambda: b.on_update_add_htlc(
+        _forged_add(a, htlc_id=2, amount_msat=1_000_000)))
+    flush(b, a)
+    add(a, b, 1_000_000, 3)
+    flush(a, b)
+    assert len(b.holder_transactions().commitment.htlc_outputs) == 2
