@@ -786,7 +786,7 @@ class ChannelMonitor:
                 description=f"cooperative close {_short(funding.txid)} "
                             f"{self._where(h)}: the outputs already pay each side's shutdown "
                             "script, nothing to claim")
-            if ours:
+            if ours and not self._is_deep(h):
                 plan.balances.append(self._confirming_balance(
                     ours, h, "our output of the cooperative close"))
             return plan
@@ -850,6 +850,8 @@ class ChannelMonitor:
             in_mempool = carrier.height is None
         key = (claim.kind.value, tuple(sorted(claim.spends, key=lambda o: (o.txid, o.vout))))
         plan.claims[key] = _Planned(claim=claim, height=height, in_mempool=in_mempool)
+        if self._is_deep(height):
+            return   # final: nothing left to get
         if height is not None:
             plan.balances.append(self._confirming_balance(
                 claim.amount_sat, height, f"{claim.kind.value} {_short(claim.txid)}"))
@@ -1165,8 +1167,8 @@ class ChannelMonitor:
     def _diff(self, old: _Plan, new: _Plan) -> list[MonitorEvent]:
         events: list[MonitorEvent] = []
         if new.close is not None and (old.close is None or
-                                      (old.close.txid, old.close.height) !=
-                                      (new.close.txid, new.close.height)):
+                                      (old.close.kind, old.close.txid, old.close.height) !=
+                                      (new.close.kind, new.close.txid, new.close.height)):
             events.append(FundingSpent(outcome=new.close))
         for txid, spend in new.spends.items():
             if txid not in old.spends:
@@ -1191,7 +1193,9 @@ class ChannelMonitor:
                     events.append(ClaimConfirmed(claim=planned.claim, height=planned.height))
                 continue
             if planned.in_mempool:
-                continue   # ours, already out
+                if before is not None and before.height is not None:
+                    events.append(ClaimRequested(claim=planned.claim))   # reorganised out
+                continue
             if before is None or before.height is not None or before.in_mempool or \
                     before.claim.txid != planned.claim.txid or \
                     before.claim.broadcastable_at_height != \

@@ -469,7 +469,8 @@ class Node:
         while not self._stopping.is_set():
             try:
                 raw = await peer.transport.recv()
-            except (EOFError, ConnectionError, asyncio.IncompleteReadError, HandshakeFailed):
+            except (EOFError, ConnectionError, asyncio.IncompleteReadError, HandshakeFailed,
+                    MalformedMessage):  # a BOLT 8 MAC failure: the stream is lost, hang up
                 return
             try:
                 message = decode_message(raw)

@@ -320,7 +320,8 @@ class Channel:
             channel_reserve_satoshis=params.channel_reserve_sat,
             htlc_minimum_msat=params.htlc_minimum_msat, feerate_per_kw=feerate_per_kw,
             to_self_delay=params.to_self_delay, max_accepted_htlcs=params.max_accepted_htlcs,
-            funding_pubkey=bp.funding_pubkey.data, revocation_basepoint=bp.revocation_basepoint.data,
+            funding_pubkey=bp.funding_pubkey.data,
+            revocation_basepoint=bp.revocation_basepoint.data,
             payment_basepoint=bp.payment_basepoint.data,
             delayed_payment_basepoint=bp.delayed_payment_basepoint.data,
             htlc_basepoint=bp.htlc_basepoint.data,
@@ -407,7 +408,8 @@ class Channel:
             channel_reserve_satoshis=params.channel_reserve_sat,
             htlc_minimum_msat=params.htlc_minimum_msat, minimum_depth=config.minimum_depth,
             to_self_delay=params.to_self_delay, max_accepted_htlcs=params.max_accepted_htlcs,
-            funding_pubkey=bp.funding_pubkey.data, revocation_basepoint=bp.revocation_basepoint.data,
+            funding_pubkey=bp.funding_pubkey.data,
+            revocation_basepoint=bp.revocation_basepoint.data,
             payment_basepoint=bp.payment_basepoint.data,
             delayed_payment_basepoint=bp.delayed_payment_basepoint.data,
             htlc_basepoint=bp.htlc_basepoint.data,
@@ -444,7 +446,8 @@ class Channel:
                                      self._peer.basepoints.funding_pubkey)
 
     def funding_created(self, funding_outpoint: OutPoint) -> FundingCreated:
-        """Our funding tx (not broadcast!) pays ``funding_outpoint``: sign the peer's commitment 0."""
+        """Our funding tx (not broadcast!) pays ``funding_outpoint``: sign the peer's
+        commitment 0."""
         self._expect(ChannelState.AWAITING_FUNDING_TX, "funding_created")
         self._set_funding(funding_outpoint)
         remote = self._commitment(Side.COUNTERPARTY, 0)
@@ -875,9 +878,10 @@ class Channel:
     def _revoke_and_ack(self) -> RevokeAndAck:
         number = self.holder_commitment_number
         assert self.channel_id is not None
+        next_point = self.keys.per_commitment_point(number + 1)
         return RevokeAndAck(channel_id=self.channel_id,
                             per_commitment_secret=self.keys.per_commitment_secret(number - 1),
-                            next_per_commitment_point=self.keys.per_commitment_point(number + 1).data)
+                            next_per_commitment_point=next_point.data)
 
     def on_revoke_and_ack(self, msg: RevokeAndAck) -> None:
         """The peer revoked its previous commitment."""
@@ -988,7 +992,9 @@ class Channel:
             out += revoke_msgs + commit_msgs
         else:
             out += commit_msgs + revoke_msgs
-        if self.holder_shutdown_script is not None and self.state is ChannelState.SHUTTING_DOWN:
+        if self.holder_shutdown_script is not None and self.state in (
+                ChannelState.SHUTTING_DOWN, ChannelState.NEGOTIATING_CLOSE, ChannelState.CLOSING):
+            # BOLT 2: retransmit shutdown; the fee negotiation then starts over
             out.append(Shutdown(channel_id=self.channel_id,
                                 scriptpubkey=self.holder_shutdown_script))
         return out
@@ -1042,7 +1048,10 @@ class Channel:
         a ``commitment_signed`` (BOLT 2: no shutdown before they are signed): the caller signs
         them, then calls :meth:`shutdown` with ``our_scriptpubkey``.
         """
-        if self.state not in (ChannelState.NORMAL, ChannelState.SHUTTING_DOWN):
+        # once negotiating (or agreed), only as a retransmission after a reconnection: the
+        # script check below refuses any other
+        if self.state not in (ChannelState.NORMAL, ChannelState.SHUTTING_DOWN,
+                              ChannelState.NEGOTIATING_CLOSE, ChannelState.CLOSING):
             raise InvalidStateTransition(f"shutdown in state {self.state.value}")
         _check_shutdown_script(msg.scriptpubkey, PeerProtocolError)
         if self.counterparty_shutdown_script not in (None, msg.scriptpubkey):
@@ -1050,7 +1059,8 @@ class Channel:
         if self.holder_shutdown_script is None:
             _check_shutdown_script(our_scriptpubkey, RejectedUpdate)
         self.counterparty_shutdown_script = msg.scriptpubkey
-        self.state = ChannelState.SHUTTING_DOWN
+        if self.state is ChannelState.NORMAL:
+            self.state = ChannelState.SHUTTING_DOWN
         if self.holder_shutdown_script is None and not self.has_unsigned_changes():
             return self.shutdown(our_scriptpubkey)
         return None
@@ -1110,8 +1120,14 @@ class Channel:
 
     def on_closing_signed(self, msg: ClosingSigned) -> tuple[ClosingSigned | None,
                                                              CTransaction | None]:
-        """Answer a fee proposal. Returns (our reply or None, the final closing tx or None)."""
-        if not self.ready_to_negotiate_close():
+        """Answer a fee proposal. Returns (our reply or None, the final closing tx or None).
+
+        Also answers the opener's repeat of the fee we already agreed to (it restarts the
+        negotiation after a reconnection that lost our final ``closing_signed``).
+        """
+        again = self.state is ChannelState.CLOSING and \
+            msg.fee_satoshis == self.closing_fee_sent_sat
+        if not again and not self.ready_to_negotiate_close():
             raise InvalidStateTransition("closing_signed before shutdown completed")
         try:
             closing = self._closing(msg.fee_satoshis)
@@ -1134,7 +1150,7 @@ class Channel:
             fee = min(max(msg.fee_satoshis, low), high)
         if fee != msg.fee_satoshis:
             return self._closing_signed(fee), None
-        if self.closing_fee_sent_sat != fee:
+        if again or self.closing_fee_sent_sat != fee:
             reply = self._closing_signed(fee)
         our_sig = self.keys.funding_key.sign(closing_sighash(closing))
         final = finalize_closing_transaction(

@@ -18,6 +18,7 @@ from bitcoin.core import CTransaction
 from regtest.cluster import Cluster, NodeProcess
 from regtest.demo import DemoContext, sat, scenario
 from regtest.errors import RegtestError
+from regtest.rpc import btc_to_sat
 from regtest.wait import wait_for
 
 CHANNEL_SAT = 1_000_000
@@ -36,6 +37,34 @@ def _balances(say: Any, cluster: Cluster, a: NodeProcess, b: NodeProcess, fundin
 
 def _wallet_sat(node: NodeProcess) -> int:
     return node.wallet.balance_sat()
+
+
+def _wait_claim(node: NodeProcess, kind: str, *, mine: Cluster | None = None,
+                ) -> tuple[str, int]:
+    """Wait until ``node``'s monitor reports a confirmed claim of ``kind``; (txid, sat)."""
+    found: list[tuple[str, int]] = []
+
+    def confirmed() -> bool:
+        if mine is not None:
+            mine.mine(1)
+        for text in node.call("events"):
+            marker = f"{kind} "
+            if marker in text and " confirmed at height " in text:
+                txid = text.split(marker, 1)[1].split(".", 1)[0].rstrip(".…")
+                amount = int(text.rsplit(": ", 1)[1].split(" sat", 1)[0])
+                found.append((txid, amount))
+                return True
+        return False
+
+    wait_for(confirmed, timeout=60, what=f"{node.name}'s {kind} to confirm")
+    return found[0]
+
+
+def _wallet_fee_sat(node: NodeProcess, txid: str) -> int:
+    info = node.wallet.wallet_rpc.call("gettransaction", txid)
+    if not isinstance(info, dict):
+        raise RegtestError(f"gettransaction {txid}: unexpected answer")
+    return -btc_to_sat(str(info["fee"]))
 
 
 @scenario("lifecycle", "two node processes: open, ten payments, cooperative close, then a "
@@ -136,21 +165,29 @@ def lifecycle(ctx: DemoContext) -> None:
         say.detail(f"height {height + TO_SELF_DELAY}: the delay is over; Alice's node sweeps "
                    "to_local to her wallet")
 
-        def swept() -> bool:
-            spender = miner.rpc.call("gettxspendingprevout",
-                                     [{"txid": commitment_txid, "vout": i}
-                                      for i in range(len(ctx_tx.vout))])
-            return any(isinstance(s, dict) and "spendingtxid" in s for s in spender)  # type: ignore[union-attr]
+        alice_sweep = _wait_claim(alice, "to_local_sweep", mine=cluster)
+        say.detail(f"sweep {alice_sweep[0]}… confirmed: {sat(alice_sweep[1])} back in Alice's wallet")
 
-        wait_for(swept, timeout=30, what="Alice's sweep of her to_local output")
-        cluster.mine(1)
-        say.detail("sweep confirmed")
-
-        say.step("Final wallet balances, read from the chain")
+        say.step("Bob's node comes back: it reads the chain it missed and sweeps his to_remote")
         bob.start()
+        bob_sweep = _wait_claim(bob, "to_remote_sweep", mine=cluster)
+        say.detail(f"sweep {bob_sweep[0]}… confirmed: {sat(bob_sweep[1])} to Bob's wallet")
+
+        say.step("Final wallet balances, checked against the chain")
+        fees = sum(_wallet_fee_sat(alice, txid) for txid in (funding, funding2))
+        expected_wallet = {
+            "alice": start_wallets["alice"] - CHANNEL_SAT - CHANNEL_SAT // 2 - fees
+            + final["local_msat"] // 1000 - fee + alice_sweep[1],
+            "bob": start_wallets["bob"] + final["remote_msat"] // 1000 + bob_sweep[1],
+        }
         for node in (alice, bob):
             now = _wallet_sat(node)
             say.detail(f"{node.name:<5} {sat(now)} (started with {sat(start_wallets[node.name])}, "
                        f"change {now - start_wallets[node.name]:+,} sat)")
+            if now != expected_wallet[node.name]:
+                raise RegtestError(f"{node.name}'s wallet holds {now} sat, the chain says "
+                                   f"{expected_wallet[node.name]}")
+        say.detail("both match the sum of what the chain paid them, to the satoshi "
+                   f"(Alice paid {fees:,} sat in funding fees and the closing and sweep fees)")
         cluster.stop_all()
     say.detail("both nodes stopped")

@@ -76,6 +76,13 @@ class HostilePeer:
             self._reader = asyncio.ensure_future(self._read_loop())
             self.their_init = await self.expect(Init)
 
+    async def reconnect(self, host: str, port: int, node_id: bytes) -> None:
+        """Hang up and dial again with the same key (the channel, if any, is kept)."""
+        await self.close()
+        if self.channel is not None:
+            self.channel.on_disconnect()
+        await self.connect(host, port, node_id)
+
     async def _read_loop(self) -> None:
         assert self.transport is not None
         try:

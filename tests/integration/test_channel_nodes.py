@@ -413,16 +413,21 @@ class _PayLoop(threading.Thread):
             self.succeeded += 1
 
 
-def _wait_linked(pair: Pair, wait_for: WaitFor) -> None:
-    """Until both nodes list each other as peers; the opener redials if nobody else does."""
+def _wait_linked(pair: Pair, wait_for: WaitFor, restarted: NodeProcess) -> None:
+    """Until both nodes list each other as peers.
+
+    The opener dialled the accepter, so only it knows the address: restarted, it redials by
+    itself; when the accepter restarts, the opener is told to redial.
+    """
     opener, accepter = pair.opener, pair.accepter
     started = time.monotonic()
+    patience_s = 3.0 if restarted is opener else 0.0
 
     def linked() -> bool:
         if pair.ids[accepter.name] in opener.call("info")["peers"] and \
                 pair.ids[opener.name] in accepter.call("info")["peers"]:
             return True
-        if time.monotonic() - started > 3:   # a restarted opener redials by itself first
+        if time.monotonic() - started >= patience_s:
             try:
                 opener.call("connect", peer=accepter.address)
             except ChanlabError:
@@ -450,7 +455,7 @@ def test_kill_9_mid_payment_then_restart_loses_nothing(
         loop.join(15)
         assert not loop.is_alive()
         victim.start()
-        _wait_linked(pair, wait_for)
+        _wait_linked(pair, wait_for, victim)
 
         def settled_both() -> bool:
             a, b = pair.channel(payer), pair.channel(payee)
@@ -466,9 +471,270 @@ def test_kill_9_mid_payment_then_restart_loses_nothing(
         count = gained // KILL_PAYMENT_MSAT
         assert loop.succeeded <= count <= loop.succeeded + loop.unresolved, \
             (round_, loop.succeeded, loop.unresolved, count)
+        print(f"round {round_}: {loop.succeeded} succeeded, {loop.unresolved} cut short, "
+              f"{count} settled")
         pair.msat[payee.name] += gained
         pair.msat[payer.name] -= gained
         # the channel goes on: a payment each way
         pair.pay(payer, 7_654_321, wait_for)
         pair.pay(payee, 1_234_567, wait_for)
     pair.cooperative_close(bitcoind, payer)
+
+
+# -- hostile peers ---------------------------------------------------------------------------
+#
+# One node process takes every attack in turn (module scope): it must keep serving after each.
+# Each attack gets a fresh hostile peer and a fresh channel the node opens to it, pushing
+# HOSTILE_PUSH_MSAT so the hostile side has money to offer HTLCs with.
+
+HOSTILE_FUNDING_SAT = 200_000
+HOSTILE_PUSH_MSAT = 100_000_000
+HTLC_MSAT = 50_000_000
+
+
+@pytest.fixture(scope="module")
+def target(bitcoind: BitcoindNode, miner: Wallet,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, NodeProcess]]:
+    with Cluster.running(bitcoind, tmp_path_factory.mktemp("hostile"), miner) as nodes:
+        yield nodes, nodes.start_node(_name("target"), funds_sat=3_000_000)
+
+
+class Attack:
+    """A hostile peer with an open, locked-in channel from the target node."""
+
+    def __init__(self, cluster: Cluster, node: NodeProcess, bitcoind: BitcoindNode) -> None:
+        self.cluster = cluster
+        self.node = node
+        self.bitcoind = bitcoind
+        self.node_id = bytes.fromhex(node.node_id)
+        self.peer = HostilePeer()
+
+    async def open(self) -> None:
+        await self.peer.connect("127.0.0.1", self.node.port, self.node_id)
+        opening = asyncio.ensure_future(asyncio.to_thread(
+            self.node.call, "open", peer_id=self.peer.node_id.hex(),
+            amount_sat=HOSTILE_FUNDING_SAT, push_msat=HOSTILE_PUSH_MSAT))
+        await self.peer.accept_channel()
+        opened = await opening
+        assert opened["funding_txid"] == self.outpoint[0]
+        await asyncio.to_thread(self.cluster.mine, 1)
+        await self.peer.lock_in()
+        await self.wait(lambda: self.node_channel()["state"] == "normal", "the channel to open")
+
+    @property
+    def outpoint(self) -> tuple[str, int]:
+        assert self.peer.channel is not None and self.peer.channel.funding_outpoint is not None
+        return self.peer.channel.funding_outpoint.txid_hex, self.peer.channel.funding_outpoint.vout
+
+    @property
+    def channel_id(self) -> bytes:
+        assert self.peer.channel is not None and self.peer.channel.channel_id is not None
+        return self.peer.channel.channel_id
+
+    def node_channel(self) -> dict[str, Any]:
+        return self.cluster.channel(self.node, self.outpoint[0])
+
+    async def wait(self, predicate: Callable[[], Any], what: str, timeout: float = 15) -> Any:
+        return await asyncio.to_thread(_wait, predicate, timeout, what)
+
+    async def expect_error(self, *words: str) -> ErrorMessage:
+        """The node answers ``error`` for this channel, naming the fault."""
+        error = await self.peer.expect(ErrorMessage)
+        assert error.channel_id == self.channel_id
+        for word in words:
+            assert word in error.text, error.text
+        return error
+
+    async def expect_force_close(self, *, to_remote_sat: int, htlc_sat: tuple[int, ...] = (),
+                                 ) -> CTransaction:
+        """The node's latest commitment hits the mempool: the node is safe, its money comes home.
+
+        The node opened, so it pays the fee; ``to_remote_sat`` is the hostile side's balance
+        and ``htlc_sat`` the HTLC outputs in the node's commitment.
+        """
+        spender = await self.wait(lambda: _mempool_spender(self.bitcoind, self.outpoint),
+                                  "the node's commitment in the mempool")
+        assert isinstance(spender, CTransaction)
+        assert len(spender.vin) == 1
+        assert self.peer.channel is not None
+        fee = _commitment_fee_sat(len(htlc_sat))
+        expected = {
+            p2wpkh(self.peer.channel.keys.basepoints().payment_basepoint.data): to_remote_sat,
+        }
+        values = {bytes(out.scriptPubKey): out.nValue for out in spender.vout}
+        assert {spk: v for spk, v in values.items() if spk in expected} == expected
+        rest = sorted(v for spk, v in values.items() if spk not in expected)
+        to_local = HOSTILE_FUNDING_SAT - to_remote_sat - sum(htlc_sat) - fee
+        assert rest == sorted((to_local, *htlc_sat))
+        chan = self.node_channel()
+        assert chan["state"] == "force_closing"
+        assert chan["closing_txid"] == _txid(spender)
+        return spender
+
+    async def assert_serving(self) -> None:
+        """The node still answers its control socket and a new peer's ping."""
+        info = await asyncio.to_thread(self.node.call, "info")
+        assert info["node_id"] == self.node_id.hex()
+        fresh = HostilePeer()
+        await fresh.connect("127.0.0.1", self.node.port, self.node_id)
+        await fresh.send(Ping(num_pong_bytes=5))
+        assert await fresh.expect(Pong) == Pong(ignored=bytes(5))
+        await fresh.close()
+
+    def add_htlc(self, amount_msat: int = HTLC_MSAT) -> UpdateAddHtlc:
+        """A valid update_add_htlc from the hostile side (its onion is never peeled here)."""
+        assert self.peer.channel is not None
+        return self.peer.channel.add_htlc(
+            amount_msat=amount_msat, payment_hash=secrets.token_bytes(32),
+            cltv_expiry=int(self.bitcoind.rpc.call("getblockcount")) + 100,
+            onion_routing_packet=secrets.token_bytes(1366))
+
+
+def _wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    from regtest.wait import wait_for
+    return wait_for(predicate, timeout=timeout, what=what)
+
+
+def _run(target: tuple[Cluster, NodeProcess], bitcoind: BitcoindNode,
+         attack: Callable[[Attack], Any]) -> None:
+    async def scenario() -> None:
+        cluster, node = target
+        this = Attack(cluster, node, bitcoind)
+        try:
+            await this.open()
+            await attack(this)
+            await this.assert_serving()
+        finally:
+            await this.peer.close()
+
+    asyncio.run(scenario())
+
+
+def _bad_signature() -> bytes:
+    """A well-formed signature, by an unrelated key, of an unrelated digest."""
+    return PrivateKey(secrets.token_bytes(32)).sign(secrets.token_bytes(32))
+
+
+def test_hostile_commitment_signed_with_a_bad_signature(
+        target: tuple[Cluster, NodeProcess], bitcoind: BitcoindNode) -> None:
+    """A commitment_signed whose signature does not verify: error, and the node force-closes."""
+    async def attack(a: Attack) -> None:
+        assert a.peer.channel is not None
+        add = a.add_htlc()
+        signed = a.peer.channel.sign_commitment()
+        await a.peer.send(add, dataclasses.replace(signed, signature=_bad_signature()))
+        await a.expect_error("signature")
+        # the node's newest commitment is still #0: the unsigned HTLC is not in it
+        await a.expect_force_close(to_remote_sat=HOSTILE_PUSH_MSAT // 1000)
+
+    _run(target, bitcoind, attack)
+
+
+def test_hostile_revoke_and_ack_with_a_bad_secret(
+        target: tuple[Cluster, NodeProcess], bitcoind: BitcoindNode) -> None:
+    """A revoke_and_ack whose secret does not match the revoked commitment: error, force-close."""
+    async def attack(a: Attack) -> None:
+        chan = a.peer.channel
+        assert chan is not None
+        await a.peer.send(a.add_htlc(), chan.sign_commitment())
+        chan.on_revoke_and_ack(await a.peer.expect(RevokeAndAck))
+        revoke = chan.on_commitment_signed(await a.peer.expect(CommitmentSigned))
+        await a.peer.send(dataclasses.replace(revoke,
+                                              per_commitment_secret=secrets.token_bytes(32)))
+        await a.expect_error("per_commitment_secret")
+        # the node signed for commitment #1 with the HTLC: that is what it broadcasts
+        await a.expect_force_close(to_remote_sat=(HOSTILE_PUSH_MSAT - HTLC_MSAT) // 1000,
+                                   htlc_sat=(HTLC_MSAT // 1000,))
+
+    _run(target, bitcoind, attack)
+
+
+def test_hostile_channel_reestablish_with_a_wrong_commitment_number(
+        target: tuple[Cluster, NodeProcess], bitcoind: BitcoindNode) -> None:
+    """channel_reestablish claiming a commitment number never signed: error, force-close."""
+    async def attack(a: Attack) -> None:
+        chan = a.peer.channel
+        assert chan is not None
+        await a.peer.reconnect("127.0.0.1", a.node.port, a.node_id)
+        theirs = await a.peer.expect(ChannelReestablish)
+        assert theirs.channel_id == a.channel_id
+        assert (theirs.next_commitment_number, theirs.next_revocation_number) == (1, 0)
+        ours = chan.channel_reestablish()
+        await a.peer.send(dataclasses.replace(
+            ours, next_commitment_number=ours.next_commitment_number + 5))
+        await a.expect_error("next_commitment_number")
+        await a.expect_force_close(to_remote_sat=HOSTILE_PUSH_MSAT // 1000)
+
+    _run(target, bitcoind, attack)
+
+
+def test_hostile_update_add_htlc_over_max_accepted_htlcs(
+        target: tuple[Cluster, NodeProcess], bitcoind: BitcoindNode) -> None:
+    """The HTLC after max_accepted_htlcs (483) is refused with an error and a force-close."""
+    async def attack(a: Attack) -> None:
+        chan = a.peer.channel
+        assert chan is not None and chan.counterparty_params is not None
+        limit = chan.counterparty_params.max_accepted_htlcs
+        assert limit == 483
+        adds = [a.add_htlc(10_000) for _ in range(limit)]
+        one_more = dataclasses.replace(adds[-1], id=limit, payment_hash=secrets.token_bytes(32))
+        await a.peer.send(*adds, one_more)
+        await a.expect_error("max_accepted_htlcs")
+        await a.expect_force_close(to_remote_sat=HOSTILE_PUSH_MSAT // 1000)
+
+    _run(target, bitcoind, attack)
+
+
+def test_hostile_update_add_htlc_over_its_balance(
+        target: tuple[Cluster, NodeProcess], bitcoind: BitcoindNode) -> None:
+    """An HTLC for more than the hostile side owns is refused with an error and a force-close."""
+    async def attack(a: Attack) -> None:
+        honest = a.add_htlc(1_000)
+        greedy = dataclasses.replace(honest, amount_msat=HOSTILE_PUSH_MSAT + 1_000)
+        await a.peer.send(greedy)
+        await a.expect_error("exceeds")
+        await a.expect_force_close(to_remote_sat=HOSTILE_PUSH_MSAT // 1000)
+
+    _run(target, bitcoind, attack)
+
+
+GARBAGE = {
+    # a known type whose payload is cut short: BOLT 1 says warn and close
+    "truncated_message": b"\x00\x84" + b"\x01\x02\x03",
+    # "it's OK to be odd", not even: 32768 is unknown and even
+    "unknown_even_type": b"\x80\x00" + b"even",
+}
+
+
+@pytest.mark.parametrize("kind", [*GARBAGE, "unencrypted_junk"])
+def test_hostile_garbage_after_the_handshake(
+        target: tuple[Cluster, NodeProcess], bitcoind: BitcoindNode, kind: str) -> None:
+    """Garbage on a live connection: warning (if still readable), hang-up; the channel lives."""
+    async def attack(a: Attack) -> None:
+        chan = a.peer.channel
+        assert chan is not None
+        if kind == "unencrypted_junk":
+            # a MAC failure leaves nothing to answer on (BOLT 8): the node just hangs up
+            await a.peer.send_unencrypted(secrets.token_bytes(64))
+            assert not any(isinstance(m, ErrorMessage) for m in await a.peer.closed())
+        else:
+            await a.peer.send_raw_messages(GARBAGE[kind])
+            seen = await a.peer.closed()
+            warnings = [m for m in seen if isinstance(m, WarningMessage)]
+            assert len(warnings) == 1, seen
+            assert warnings[0].channel_id == bytes(32)
+            assert not any(isinstance(m, ErrorMessage) for m in seen)
+        # not a channel fault: reconnect, reestablish, and the channel works on
+        await a.peer.reconnect("127.0.0.1", a.node.port, a.node_id)
+        theirs = await a.peer.expect(ChannelReestablish)
+        await a.peer.send(chan.channel_reestablish())
+        for message in chan.on_channel_reestablish(theirs):
+            await a.peer.send(message)
+        await a.peer.send(a.add_htlc(), chan.sign_commitment())
+        chan.on_revoke_and_ack(await a.peer.expect(RevokeAndAck))
+        await a.peer.send(chan.on_commitment_signed(await a.peer.expect(CommitmentSigned)))
+        await a.wait(lambda: a.node_channel()["htlcs"] == 1, "the HTLC to lock in")
+        assert _mempool_spender(bitcoind, a.outpoint) is None
+        assert a.node_channel()["state"] == "normal"
+
+    _run(target, bitcoind, attack)

@@ -141,8 +141,11 @@ def test_revoked_commitment_penalty_takes_every_output(fmt: CommitmentFormat, of
     assert penalty.amount_sat + penalty.fee_sat == taken
     assert int(penalty.tx.vout[0].nValue) == penalty.amount_sat
     assert bytes(penalty.tx.vout[0].scriptPubKey) == BOB_DEST
-    assert penalty.fee_sat == SWEEP_FEERATE * penalty.tx.calc_weight() // 1000 or \
-        penalty.fee_sat >= SWEEP_FEERATE * penalty.tx.calc_weight() // 1000
+    # fee paid on the weight with 73-byte signatures: real signatures are 1-2 bytes shorter
+    weight = penalty.tx.calc_weight()
+    n_inputs = len(penalty.spends)
+    assert SWEEP_FEERATE * weight // 1000 <= penalty.fee_sat <= \
+        SWEEP_FEERATE * (weight + 2 * n_inputs) // 1000
     assert penalty.broadcastable_at_height == 0
     assert lock_satisfied(penalty.tx, tip_height=0, parent_heights={c.txid: None})
     _check_claim(penalty, old.commitment_tx)
@@ -216,13 +219,12 @@ def test_revoked_second_stage_output_is_penalised(fmt: CommitmentFormat,
         - rest.fee_sat - ssp.fee_sat - remote.fee_sat
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
-def test_second_stage_seen_in_mempool_before_penalty(fmt: CommitmentFormat) -> None:
+def test_second_stage_seen_in_mempool_before_penalty() -> None:
     """A legacy HTLC-success chained in the mempool right behind the revoked commitment is met
-    by a penalty that leaves that output out, plus a second-stage penalty."""
-    if fmt is CommitmentFormat.ANCHORS:
-        pytest.skip("anchors HTLC txs need the commitment confirmed (1 OP_CSV)")
-    p = Pair(fmt)
+    by a penalty that leaves that output out, plus a second-stage penalty (with anchors the
+    HTLC tx needs the commitment confirmed: 1 OP_CSV)."""
+    p = Pair(CommitmentFormat.STATIC_REMOTEKEY)
+    p.pay(p.alice, 300_000_000, "warm-up")
     p.add(p.bob, 40_000_000, "received")
     p.fulfill(p.alice, "received", commit=False)
     old = p.snapshot(p.alice)
@@ -257,8 +259,7 @@ def test_penalty_confirms_then_channel_resolves(fmt: CommitmentFormat) -> None:
     assert len(_of(events, ChannelResolved)) == 1
     assert monitor.is_resolved
     assert _of(monitor.block_connected(310, []), ChannelResolved) == []
-    assert monitor.claimable_balances() == [] or all(
-        b.status is BalanceStatus.AWAITING_CONFIRMATIONS for b in monitor.claimable_balances())
+    assert monitor.claimable_balances() == []
 
 
 def test_breach_before_revocation_becomes_penalty_when_secret_arrives() -> None:
@@ -267,22 +268,16 @@ def test_breach_before_revocation_becomes_penalty_when_secret_arrives() -> None:
     p.pay(p.alice, 100_000_000, "a")
     old = p.snapshot(p.alice)
     number = old.commitment.commitment_number
-    fresh = ChannelMonitor.from_record(p.bob_monitor.to_record())
-    secret = p.alice.keys.per_commitment_secret(number)
-    # a monitor that has not learned the revocation yet sees a current commitment
-    late = Pair(CommitmentFormat.STATIC_REMOTEKEY)
-    late.pay(late.alice, 100_000_000, "a")
-    lagging = late.bob_monitor
-    events = lagging.transaction_seen(late.snapshot(late.alice).commitment_tx, None)
-    (spent,) = _of(events, FundingSpent)
-    assert spent.outcome.kind is CloseKind.COUNTERPARTY_COMMITMENT
-    events = fresh.transaction_seen(old.commitment_tx, None)
+    monitor = ChannelMonitor.from_record(p.bob_monitor.to_record())   # before the revocation
+    events = monitor.transaction_seen(old.commitment_tx, None)
     assert _of(events, FundingSpent)[0].outcome.kind is CloseKind.COUNTERPARTY_COMMITMENT
-    p.pay(p.alice, 1_000_000, "b")   # Alice revokes `number` in the channel
-    events = fresh.apply_update(CounterpartySecretRevealed(commitment_number=number,
-                                                           per_commitment_secret=secret))
+    assert _claims(events, ClaimKind.PENALTY) == []
+    secret = p.alice.keys.per_commitment_secret(number)
+    events = monitor.apply_update(CounterpartySecretRevealed(commitment_number=number,
+                                                             per_commitment_secret=secret))
     assert _of(events, FundingSpent)[0].outcome.kind is CloseKind.REVOKED_COMMITMENT
-    assert len(_claims(events, ClaimKind.PENALTY)) == 1
+    (penalty,) = _claims(events, ClaimKind.PENALTY)
+    _check_claim(penalty, old.commitment_tx)
 
 
 def test_wrong_revocation_secret_is_refused() -> None:
@@ -401,6 +396,7 @@ def test_peer_htlc_success_reveals_preimage_and_voids_timeout_claim(
     """If the peer claims our HTLC with its HTLC-success tx, we learn the preimage from the
     witness and our timeout claim is withdrawn."""
     p = Pair(fmt)
+    p.pay(p.alice, 300_000_000, "warm-up")
     p.add(p.bob, 30_000_000, "bob-offers")
     p.fulfill(p.alice, "bob-offers", commit=False)
     theirs = p.snapshot(p.alice)
@@ -421,7 +417,6 @@ def test_cooperative_close_needs_no_claim() -> None:
     p.pay(p.alice, 250_000_000, "a")
     a, b = p.alice, p.bob
     sa = a.shutdown(ALICE_DEST)
-    a.on_shutdown(b.on_shutdown(sa, BOB_DEST) or sa, ALICE_DEST) if False else None
     sb = b.on_shutdown(sa, BOB_DEST)
     assert sb is not None
     a.on_shutdown(sb, ALICE_DEST)
@@ -512,9 +507,12 @@ def test_reorg_of_breach_and_penalty_keeps_the_penalty() -> None:
     monitor.block_connected(300, [old.commitment_tx])
     (penalty,) = [cl for cl in monitor.claims_to_broadcast(300) if cl.kind is ClaimKind.PENALTY]
     monitor.block_connected(301, [penalty.tx])
-    monitor.block_disconnected(301)
-    events = monitor.block_disconnected(300)
+    assert [cl.kind for cl in monitor.claims_to_broadcast(301)] == [ClaimKind.TO_REMOTE_SWEEP]
+    events = monitor.block_disconnected(301)
     assert [cl.txid for cl in _claims(events, ClaimKind.PENALTY)] == [penalty.txid]
+    events = monitor.block_disconnected(300)
+    (spent,) = _of(events, FundingSpent)
+    assert spent.outcome.height is None
     assert penalty.txid in {cl.txid for cl in monitor.claims_to_broadcast(299)}
     monitor.block_connected(300, [old.commitment_tx])
     events = monitor.block_connected(301, [penalty.tx])
@@ -549,8 +547,9 @@ def test_revoked_states_are_stored_compactly() -> None:
         p.pay(p.alice, 1_000_000, f"p{i}")
     rec = p.bob_monitor.to_record()
     assert len(rec["revoked"]) >= 80
-    sizes = [len(json.dumps(state)) for state in rec["revoked"]]
-    assert max(sizes) < 48
+    for state in rec["revoked"]:
+        assert len(json.dumps(state)) < 48 + 100 * len(state[4])
+    assert sum(1 for state in rec["revoked"] if not state[4]) >= 40
     assert len(rec["counterparty"]) == 1
     assert len(bytes.fromhex(rec["secrets"])) <= 2 + 39 * 49
 
@@ -568,6 +567,7 @@ def test_claimable_balances_while_open() -> None:
 def test_anchor_fee_bump_signs_a_tx_funded_elsewhere() -> None:
     """sign_htlc_input fills input 0 of an HTLC tx whose fee inputs another wallet added."""
     p = Pair(CommitmentFormat.ANCHORS)
+    p.pay(p.alice, 300_000_000, "warm-up")
     p.add(p.bob, 30_000_000, "x")
     ours = p.snapshot(p.bob)
     monitor = p.bob_monitor

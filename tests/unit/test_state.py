@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -302,6 +302,11 @@ def pay(x: Channel, y: Channel, amount_msat: int, n: int = 0) -> None:
     flush(y, x)
 
 
+def state(chan: Channel) -> ChannelState:
+    """``chan.state`` (a call, so mypy does not narrow it across the method calls that move it)."""
+    return chan.state
+
+
 def record(chan: Channel) -> str:
     return json.dumps(channel_to_record(chan), sort_keys=True)
 
@@ -376,38 +381,38 @@ def fmt(request: pytest.FixtureRequest) -> CommitmentFormat:
 
 
 def test_open_to_normal_with_exact_balances(fmt: CommitmentFormat) -> None:
-    """open → accept → funding_created/signed → channel_ready: NORMAL, push_msat credited exactly."""
+    """open → accept → funding_created/signed → channel_ready: NORMAL, push_msat exact."""
     push = 123_456_789
     a, open_msg = Channel.open_outbound(
         keys=ChannelKeys.from_seed(SEED_A), config=CONFIG, funding_sat=FUNDING_SAT,
         push_msat=push, feerate_per_kw=FEERATE, temporary_channel_id=TEMP_ID,
         commitment_format=fmt)
-    assert a.state is ChannelState.AWAITING_ACCEPT
+    assert state(a) is ChannelState.AWAITING_ACCEPT
     assert open_msg.channel_type == (bytes.fromhex("401000") if fmt is CommitmentFormat.ANCHORS
                                      else bytes.fromhex("1000"))
     assert open_msg.upfront_shutdown_script == b""
     b, accept = Channel.accept_inbound(keys=ChannelKeys.from_seed(SEED_B), config=CONFIG,
                                        msg=open_msg)
-    assert b.state is ChannelState.AWAITING_FUNDING_CREATED
+    assert state(b) is ChannelState.AWAITING_FUNDING_CREATED
     assert accept.channel_type == open_msg.channel_type
     assert b.commitment_format is fmt
     a.on_accept_channel(accept)
-    assert a.state is ChannelState.AWAITING_FUNDING_TX
+    assert state(a) is ChannelState.AWAITING_FUNDING_TX
     created = a.funding_created(FUNDING_OUTPOINT)
-    assert a.state is ChannelState.AWAITING_FUNDING_SIGNED
+    assert state(a) is ChannelState.AWAITING_FUNDING_SIGNED
     signed = b.on_funding_created(created)
-    assert b.state is ChannelState.AWAITING_LOCKIN
+    assert state(b) is ChannelState.AWAITING_LOCKIN
     a.on_funding_signed(signed)
-    assert a.state is ChannelState.AWAITING_LOCKIN
+    assert state(a) is ChannelState.AWAITING_LOCKIN
     channel_id = bytearray(FUNDING_OUTPOINT.txid)
     channel_id[31] ^= FUNDING_OUTPOINT.vout
     assert a.channel_id == b.channel_id == bytes(channel_id)
     ready_a = a.funding_locked()
-    assert a.state is ChannelState.AWAITING_LOCKIN  # not before the peer's channel_ready
+    assert state(a) is ChannelState.AWAITING_LOCKIN  # not before the peer's channel_ready
     b.on_channel_ready(ready_a)
-    assert b.state is ChannelState.AWAITING_LOCKIN
+    assert state(b) is ChannelState.AWAITING_LOCKIN
     a.on_channel_ready(b.funding_locked())
-    assert a.state is ChannelState.NORMAL and b.state is ChannelState.NORMAL
+    assert state(a) is ChannelState.NORMAL and state(b) is ChannelState.NORMAL
 
     assert a.balance_msat() == FUNDING_SAT * 1000 - push
     assert a.balance_msat(Side.COUNTERPARTY) == b.balance_msat() == push
@@ -530,7 +535,7 @@ def test_accept_channel_bad_parameters_are_refused(changes: dict[str, Any]) -> N
         feerate_per_kw=FEERATE, temporary_channel_id=TEMP_ID)
     accept = dataclasses.replace(_accept_for(open_msg), **changes)
     expect_unchanged(a, PeerProtocolError, lambda: a.on_accept_channel(accept), exact=False)
-    assert a.state is ChannelState.AWAITING_ACCEPT
+    assert state(a) is ChannelState.AWAITING_ACCEPT
 
 
 def test_bad_funding_signatures_are_refused(fmt: CommitmentFormat) -> None:
@@ -550,7 +555,7 @@ def test_bad_funding_signatures_are_refused(fmt: CommitmentFormat) -> None:
     bad = dataclasses.replace(signed, signature=ALIEN_KEY.sign(bytes(32)))
     expect_unchanged(a, InvalidSignature, lambda: a.on_funding_signed(bad))
     a.on_funding_signed(signed)
-    assert a.state is ChannelState.AWAITING_LOCKIN
+    assert state(a) is ChannelState.AWAITING_LOCKIN
 
 
 # -- payments ---------------------------------------------------------------------------------
@@ -1074,7 +1079,7 @@ def test_force_close_needs_a_signed_commitment() -> None:
     expect_unchanged(a, RejectedUpdate, lambda: a.force_close())
     a.on_funding_signed(b.on_funding_created(created))
     txs = a.force_close()          # allowed from AWAITING_LOCKIN: the funding may confirm
-    assert a.state is ChannelState.FORCE_CLOSING
+    assert state(a) is ChannelState.FORCE_CLOSING
     run_witness(txs.commitment_tx, 0, a.funding_script_pubkey, FUNDING_SAT)
 
 
@@ -1299,7 +1304,8 @@ def test_peer_proves_we_lost_state(fmt: CommitmentFormat) -> None:
     old_a.on_disconnect()
     b.on_disconnect()
     from_b = b.channel_reestablish()
-    assert from_b.next_revocation_number == a.holder_commitment_number > old_a.holder_commitment_number
+    assert from_b.next_revocation_number == a.holder_commitment_number
+    assert a.holder_commitment_number > old_a.holder_commitment_number
     expect_unchanged(old_a, PeerProtocolError, lambda: old_a.on_channel_reestablish(from_b),
                      match="lost state")
     # B, for its part, sees a peer that claims commitments it has long revoked
@@ -1338,7 +1344,7 @@ def _shutdown_both(a: Channel, b: Channel) -> None:
     reply = b.on_shutdown(a.shutdown(SCRIPT_A), SCRIPT_B)
     assert reply is not None and reply.scriptpubkey == SCRIPT_B
     assert a.on_shutdown(reply, SCRIPT_A) is None
-    assert a.state is ChannelState.SHUTTING_DOWN and b.state is ChannelState.SHUTTING_DOWN
+    assert state(a) is ChannelState.SHUTTING_DOWN and state(b) is ChannelState.SHUTTING_DOWN
 
 
 def _weight(tx: CTransaction) -> int:
@@ -1356,7 +1362,7 @@ def test_cooperative_close_exact_outputs(fmt: CommitmentFormat) -> None:
     _shutdown_both(a, b)
     assert a.ready_to_negotiate_close() and b.ready_to_negotiate_close()
     proposal = a.propose_closing()
-    assert a.state is ChannelState.NEGOTIATING_CLOSE
+    assert state(a) is ChannelState.NEGOTIATING_CLOSE
     # 125 non-witness bytes (P2WPKH + P2WSH outputs) * 4 + 224 witness bytes (73-byte sigs)
     assert proposal.fee_satoshis == 724 * FEERATE // 1000
     assert proposal.fee_range == FeeRange(min_fee_satoshis=724 * 253 // 1000,
@@ -1367,7 +1373,7 @@ def test_cooperative_close_exact_outputs(fmt: CommitmentFormat) -> None:
     assert echo is None and tx_a is not None
     assert tx_a.serialize() == tx_b.serialize()
     assert a.closing_tx == b.closing_tx == tx_a.serialize()
-    assert a.state is ChannelState.CLOSING and b.state is ChannelState.CLOSING
+    assert state(a) is ChannelState.CLOSING and state(b) is ChannelState.CLOSING
     fee = proposal.fee_satoshis
     outputs = {bytes(o.scriptPubKey): o.nValue for o in tx_a.vout}
     assert outputs == {SCRIPT_A: bal_a // 1000 - fee, SCRIPT_B: bal_b // 1000}
@@ -1391,7 +1397,7 @@ def test_closing_fee_negotiation(fmt: CommitmentFormat) -> None:
                                                           max_fee_satoshis=b_max + 100))
     counter, tx = b.on_closing_signed(hostile)
     assert tx is None and counter is not None and counter.fee_satoshis == b_max
-    assert b.closing_fee_sent_sat == b_max and b.state is ChannelState.NEGOTIATING_CLOSE
+    assert b.closing_fee_sent_sat == b_max and state(b) is ChannelState.NEGOTIATING_CLOSE
     echo, tx_a = a.on_closing_signed(counter)
     assert echo is not None and echo.fee_satoshis == b_max and tx_a is not None
     done, tx_b = b.on_closing_signed(echo)
@@ -1438,7 +1444,7 @@ def test_shutdown_rules(fmt: CommitmentFormat) -> None:
     expect_unchanged(a, RejectedUpdate, lambda: a.shutdown(SCRIPT_A))     # only once
     expect_unchanged(b, RejectedUpdate, lambda: b.on_shutdown(shutdown_a, p2pkh))
     assert b.on_shutdown(shutdown_a, SCRIPT_B) is None
-    assert b.state is ChannelState.SHUTTING_DOWN and b.holder_shutdown_script is None
+    assert state(b) is ChannelState.SHUTTING_DOWN and b.holder_shutdown_script is None
     expect_unchanged(b, RejectedUpdate, lambda: b.add_htlc(
         amount_msat=1_000_000, payment_hash=payment_hash(3), cltv_expiry=CLTV,
         onion_routing_packet=ONION))
@@ -1507,7 +1513,7 @@ def test_holder_transactions_and_force_close(fmt: CommitmentFormat) -> None:
     assert sorted(tx.nLockTime for tx in txs_a.htlc_txs) == [CLTV, CLTV]    # A's two timeouts
     check_holder_transactions(a)
     closed = a.force_close()
-    assert a.state is ChannelState.FORCE_CLOSING
+    assert state(a) is ChannelState.FORCE_CLOSING
     assert closed.commitment_tx.serialize() == txs_a.commitment_tx.serialize()
     assert [t.serialize() for t in closed.htlc_txs] == [t.serialize() for t in txs_a.htlc_txs]
     expect_unchanged(a, RejectedUpdate, lambda: a.add_htlc(
@@ -1519,14 +1525,14 @@ def test_holder_transactions_and_force_close(fmt: CommitmentFormat) -> None:
 
 def test_fail_channel() -> None:
     """fail_channel: a funded channel goes to FORCE_CLOSING, an unfunded one to CLOSED."""
-    a, b = open_pair(CommitmentFormat.STATIC_REMOTEKEY)
+    a, _ = open_pair(CommitmentFormat.STATIC_REMOTEKEY)
     a.fail_channel()
-    assert a.state is ChannelState.FORCE_CLOSING
+    assert state(a) is ChannelState.FORCE_CLOSING
     early, _ = Channel.open_outbound(
         keys=ChannelKeys.from_seed(SEED_A), config=CONFIG, funding_sat=FUNDING_SAT, push_msat=0,
         feerate_per_kw=FEERATE, temporary_channel_id=TEMP_ID)
     early.fail_channel()
-    assert early.state is ChannelState.CLOSED
+    assert state(early) is ChannelState.CLOSED
 
 
 # -- persistence ----------------------------------------------------------------------------------
@@ -1609,7 +1615,7 @@ def test_random_honest_peers(fmt: CommitmentFormat, seed: int) -> None:
         chan = me.chan
         action = rng.random()
         out: list[Any] = []
-        if action < 0.25 and chan.state is ChannelState.NORMAL:
+        if action < 0.25 and state(chan) is ChannelState.NORMAL:
             room = chan.available_to_send_msat()
             amount = room if rng.random() < 0.3 else rng.randrange(1_000, 25_000_000)
             if amount >= 1:
@@ -1626,7 +1632,7 @@ def test_random_honest_peers(fmt: CommitmentFormat, seed: int) -> None:
                 h = rng.choice(settleable)
                 out.append(chan.fulfill_htlc(h.htlc_id, me.preimages[h.payment_hash])
                            if rng.random() < 0.7 else chan.fail_htlc(h.htlc_id, b"no"))
-        elif action < 0.40 and name == "a" and chan.state is ChannelState.NORMAL:
+        elif action < 0.40 and name == "a" and state(chan) is ChannelState.NORMAL:
             try:
                 out.append(chan.update_fee(rng.choice([800, 1000, 2500, 6000])))
             except RejectedUpdate:
@@ -1685,4 +1691,57 @@ def test_removed_htlc_counts_until_gone_from_both_commitments(fmt: CommitmentFor
     flush(b, a)
     add(a, b, 1_000_000, 3)
     flush(a, b)
-    assert len(b.holder_transactions().commitment.htlc_outputs) == 2
+    assert sorted(h.htlc_id for h in b.htlcs_in_flight()) == [1, 2]
+
+
+@pytest.mark.parametrize("counter", [False, True], ids=["agree", "counter_proposal"])
+def test_disconnect_during_close_negotiation(fmt: CommitmentFormat, counter: bool) -> None:
+    """Cut after each closing_signed: shutdown is retransmitted, the opener restarts the
+    negotiation, and both end with the same signed closing tx (or the peer that lacks it
+    waits for the one the other holds to confirm)."""
+    a0, b0 = open_pair(fmt)
+    pay(a0, b0, BIG_MSAT, 1)
+    _shutdown_both(a0, b0)
+    stored = (channel_to_record(a0), channel_to_record(b0))
+    b_max = b0.closing_fee_sat(5 * FEERATE)
+    total = 3 if counter else 2
+    for cut in range(total + 1):
+        a, b = (channel_from_record(json.loads(json.dumps(r))) for r in stored)
+        if counter:
+            first = a._closing_signed(b_max + 100)
+            msgs: list[tuple[Channel, ClosingSigned | None]] = [(b, dataclasses.replace(
+                first, fee_range=FeeRange(min_fee_satoshis=1, max_fee_satoshis=b_max + 100)))]
+        else:
+            msgs = [(b, a.propose_closing())]
+        delivered = 0
+        while msgs and delivered < cut:
+            dest, msg = msgs.pop(0)
+            assert msg is not None
+            reply, _ = dest.on_closing_signed(msg)
+            delivered += 1
+            if reply is not None:
+                msgs.append((a if dest is b else b, reply))
+        a.on_disconnect()
+        b.on_disconnect()
+        from_a = a.on_channel_reestablish(b.channel_reestablish())
+        from_b = b.on_channel_reestablish(a.channel_reestablish())
+        assert from_a == [Shutdown(channel_id=a.channel_id or b"", scriptpubkey=SCRIPT_A)]
+        assert from_b == [Shutdown(channel_id=b.channel_id or b"", scriptpubkey=SCRIPT_B)]
+        assert b.on_shutdown(from_a[0], SCRIPT_B) is None
+        assert a.on_shutdown(from_b[0], SCRIPT_A) is None
+        if state(a) is not ChannelState.CLOSING:
+            pending: list[tuple[Channel, ClosingSigned]] = [(b, a.propose_closing())]
+            while pending:
+                dest, msg = pending.pop(0)
+                reply, _ = dest.on_closing_signed(msg)
+                if reply is not None:
+                    pending.append((a if dest is b else b, reply))
+        assert a.closing_tx is not None
+        if counter and cut == 2:
+            # A's echo was lost: A holds the final tx (and broadcasts it), B sees it confirm
+            assert state(b) is ChannelState.NEGOTIATING_CLOSE and b.closing_tx is None
+            continue
+        assert state(a) is ChannelState.CLOSING and state(b) is ChannelState.CLOSING
+        assert a.closing_tx == b.closing_tx
+        final = CTransaction.deserialize(a.closing_tx)
+        run_witness(final, 0, a.funding_script_pubkey, FUNDING_SAT)
