@@ -59,7 +59,8 @@ class HtlcEntry:
         default_factory=lambda: {Side.HOLDER: None, Side.COUNTERPARTY: None})
 
     def in_commitment(self, side: Side, number: int) -> bool:
-        """True if this HTLC is an output (or trimmed amount) of ``side``'s commitment ``number``."""
+        """True if this HTLC is an output (or a trimmed amount) of ``side``'s commitment
+        ``number``."""
         added = self.added_at[side]
         if added is None or added > number:
             return False

@@ -2,9 +2,9 @@
 
 Pure. LDK's ChannelMonitor idea: a :class:`ChannelMonitor` is built from the channel's static
 data, learns each new state from the channel's monitor updates (:mod:`channel.state`), and is fed
-the chain (transactions in the mempool or in blocks, reorgs). It answers with
-:class:`MonitorEvent`\\ s and keeps a current set of :class:`Claim`\\ s: signed transactions to
-broadcast, each with the chain height from which bitcoind accepts it. It never broadcasts,
+the chain (transactions in the mempool or in blocks, reorgs). It answers with events
+(:data:`MonitorEvent`) and keeps a current set of claims (:class:`Claim`): signed transactions
+to broadcast, each with the chain height from which bitcoind accepts it. It never broadcasts,
 sleeps or reads a clock; its caller (the node) does.
 
 Decisions are a function of (static data, updates, preimages, the transactions seen and their
@@ -811,6 +811,11 @@ class ChannelMonitor:
         return len(tx.vout) == 1 and \
             bytes(tx.vout[0].scriptPubKey) == self.destination_script_pubkey
 
+    def _is_live(self, seen: _Seen) -> bool:
+        """No input of ``seen`` went to another (preferred) transaction."""
+        return all(self._spender(OutPoint(txid=bytes(i.prevout.hash), vout=int(i.prevout.n)))
+                   is seen for i in seen.tx.vin)
+
     def _carrier(self, claim: Claim) -> tuple[_Seen | None, _Seen | None]:
         """(the tx of ours that carries ``claim``, spending exactly its inputs, if seen;
         a tx not ours that took one of its inputs, if any)."""
@@ -823,7 +828,8 @@ class ChannelMonitor:
             if not (second_stage and s.tx.vout[0] == claim.tx.vout[0]):
                 return None, s
         carrier = spenders[0]
-        if carrier is None or any(s is not carrier for s in spenders):
+        if carrier is None or any(s is not carrier for s in spenders) or \
+                not self._is_live(carrier):
             return None, None
         spent = {OutPoint(txid=bytes(i.prevout.hash), vout=int(i.prevout.n))
                  for i in carrier.tx.vin}
@@ -1090,14 +1096,29 @@ class ChannelMonitor:
         second_spk = p2wsh(htlc_output_script(c.keys.revocation_pubkey, c.to_self_delay,
                                               c.keys.broadcaster_delayed_pubkey))
         revocable: list[SpendableOutput] = []
+        # Outputs a live tx of ours already takes (ours earlier, or our tower's per-output
+        # justice txs paying the same script) are followed as they are, not re-grouped.
+        adopted: dict[bytes, tuple[_Seen, list[SpendableOutput]]] = {}
         to_local_sat = 0
         htlc_count = 0
         htlc_sat = 0
         lost: list[str] = []
+
+        def ours(spender: _Seen | None, spend: SpendableOutput) -> bool:
+            if spender is None or not self._pays_us(spender.tx):
+                return spender is None
+            if self._is_live(spender):
+                adopted.setdefault(spender.txid, (spender, []))[1].append(spend)
+            else:
+                revocable.append(spend)   # a grouping of ours that lost an input: re-plan
+            return True
+
         if c.to_local_vout is not None:
             spender = self._spender(c.outpoint(c.to_local_vout))
-            if spender is None or self._pays_us(spender.tx):
-                revocable.append(revoked_to_local_output(c, rk))
+            spend = revoked_to_local_output(c, rk)
+            if ours(spender, spend):
+                if spender is None:
+                    revocable.append(spend)
                 to_local_sat = c.to_local_amount_sat
             else:
                 lost.append(f"to_local {c.to_local_amount_sat} sat")
@@ -1107,8 +1128,10 @@ class ChannelMonitor:
         second_stage: list[tuple[HtlcOutput, _Seen]] = []
         for ho in c.htlc_outputs:
             spender = self._spender(c.outpoint(ho.vout))
-            if spender is None or self._pays_us(spender.tx):
-                revocable.append(revoked_htlc_output(c, ho, rk))
+            spend = revoked_htlc_output(c, ho, rk)
+            if ours(spender, spend):
+                if spender is None:
+                    revocable.append(spend)
                 htlc_count += 1
                 htlc_sat += ho.amount_sat
             elif bytes(spender.tx.vout[0].scriptPubKey) == second_spk:
@@ -1132,6 +1155,17 @@ class ChannelMonitor:
                         f"{c.to_self_delay} blocks runs out"
                         + (f"; penalty takes {' and '.join(takes)}" if takes else "")
                         + (f"; lost: {', '.join(lost)}" if lost else ""))
+        for seen, spends in adopted.values():
+            taken = sum(sp.amount_sat for sp in spends)
+            out = int(seen.tx.vout[0].nValue)
+            self._add_claim(plan, Claim(
+                kind=ClaimKind.PENALTY, tx=seen.tx, txid=seen.txid,
+                spends=tuple(OutPoint(txid=bytes(i.prevout.hash), vout=int(i.prevout.n))
+                             for i in seen.tx.vin),
+                amount_sat=out, fee_sat=taken - out, broadcastable_at_height=0,
+                description=f"penalty {_short(seen.txid)} for revoked commitment "
+                            f"#{c.commitment_number} takes {len(spends)} output(s), "
+                            f"{taken} sat -> {out} sat to us"))
         if revocable:
             self._sweep(plan, ClaimKind.PENALTY, revocable, 0,
                         f"penalty for revoked commitment #{c.commitment_number}: "

@@ -668,6 +668,7 @@ class Node:
         flight.touch(handle)
         if reply is not None:
             flight.send(peer.node_id, reply)
+        self._sign_if_needed(handle, flight)
         self._maybe_negotiate_close(handle, flight)
         await self._complete(flight)
 
@@ -772,6 +773,11 @@ class Node:
 
     def _maybe_negotiate_close(self, handle: _Handle, flight: _Flight) -> None:
         chan = handle.channel
+        if chan.counterparty_shutdown_script is not None and \
+                chan.holder_shutdown_script is None and not chan.has_unsigned_changes() and \
+                chan.state is ChannelState.SHUTTING_DOWN:
+            # the peer's shutdown arrived while our updates were unsigned: answer it now
+            flight.send(handle.peer_id, chan.shutdown(self._sweep_script))
         if chan.opener is Side.HOLDER and chan.ready_to_negotiate_close() and \
                 chan.state is ChannelState.SHUTTING_DOWN:
             flight.send(handle.peer_id, chan.propose_closing())

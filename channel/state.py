@@ -400,6 +400,9 @@ class Channel:
         opener_fee_sat = chan._initial_fee_sat()
         if msg.funding_satoshis * 1000 - msg.push_msat < opener_fee_sat * 1000:
             raise PeerProtocolError("the opener cannot pay the initial commitment fee")
+        opener_sat = (msg.funding_satoshis * 1000 - msg.push_msat) // 1000 - opener_fee_sat
+        if max(opener_sat, msg.push_msat // 1000) <= msg.channel_reserve_satoshis:
+            raise PeerProtocolError("both initial outputs are at or below the reserve")
         bp = params.basepoints
         reply = AcceptChannel(
             temporary_channel_id=msg.temporary_channel_id,
@@ -434,6 +437,8 @@ class Channel:
             raise PeerProtocolError(f"minimum_depth {msg.minimum_depth} is unreasonably large")
         if peer.channel_reserve_sat < self.holder_params.dust_limit_sat:
             raise PeerProtocolError("channel_reserve_satoshis below our dust limit")
+        if self.holder_params.channel_reserve_sat < peer.dust_limit_sat:
+            raise PeerProtocolError("dust_limit_satoshis above the reserve we asked for")
         self.counterparty_params = peer
         self.minimum_depth = max(msg.minimum_depth, 1)
         self.counterparty_points[0] = PerCommitmentPoint(msg.first_per_commitment_point)
@@ -924,7 +929,13 @@ class Channel:
     # -- reconnection (BOLT 2 "Message Retransmission") ----------------------------------------
 
     def on_disconnect(self) -> list[HtlcEntry]:
-        """Forget updates that no commitment_signed covers; returns our dropped HTLCs."""
+        """Forget updates that no commitment_signed covers; returns our dropped HTLCs.
+
+        A closing fee negotiation in progress restarts after the reconnection (BOLT 2).
+        """
+        if self.state is ChannelState.NEGOTIATING_CLOSE:
+            self.state = ChannelState.SHUTTING_DOWN
+            self.closing_fee_sent_sat = None
         if self.log is None or not self.is_funded:
             return []
         return self._log.drop_unsigned(self.holder_commitment_number,

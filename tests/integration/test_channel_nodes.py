@@ -18,11 +18,11 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from bitcoin.core import CTransaction
+from hostile_peer import HostilePeer, p2wpkh
 
 from channel.errors import ChanlabError
 from channel.keys import PrivateKey
@@ -31,17 +31,14 @@ from channel.messages import (
     CommitmentSigned,
     RevokeAndAck,
     UpdateAddHtlc,
+    UpdateFailHtlc,
 )
 from channel.node import COMMITMENT_FEERATE_PER_KW
-from channel.wire import ErrorMessage, Ping, Pong, UnknownMessage, WarningMessage
+from channel.wire import ErrorMessage, Ping, Pong, WarningMessage
 from regtest.chain import address_of
 from regtest.cluster import Cluster, NodeProcess
-from regtest.control import NodeUnreachable
-from regtest.errors import WaitTimeout
 from regtest.node import BitcoindNode
 from regtest.wallet import Wallet
-
-from hostile_peer import HostilePeer, p2wpkh
 
 WaitFor = Callable[..., object]
 
@@ -61,9 +58,19 @@ def _commitment_fee_sat(htlc_outputs: int = 0) -> int:
         COMMITMENT_FEERATE_PER_KW // 1000
 
 
+def _rpc(bitcoind: BitcoindNode, method: str, *params: Any, wallet: str | None = None) -> Any:
+    """A bitcoind RPC whose JSON answer the caller knows the shape of."""
+    client = bitcoind.rpc if wallet is None else bitcoind.rpc.wallet(wallet)
+    result: Any = client.call(method, *params)
+    return result
+
+
+def _height(bitcoind: BitcoindNode) -> int:
+    return int(_rpc(bitcoind, "getblockcount"))
+
+
 def _tx(bitcoind: BitcoindNode, txid: str) -> CTransaction:
-    return CTransaction.deserialize(bytes.fromhex(str(bitcoind.rpc.call("getrawtransaction",
-                                                                          txid))))
+    return CTransaction.deserialize(bytes.fromhex(str(_rpc(bitcoind, "getrawtransaction", txid))))
 
 
 def _txid(tx: CTransaction) -> str:
@@ -81,21 +88,21 @@ def _spends(tx: CTransaction, outpoint: tuple[str, int]) -> bool:
 
 
 def _is_mine(bitcoind: BitcoindNode, wallet: str, script_pubkey: bytes) -> bool:
-    info = bitcoind.rpc.wallet(wallet).call("getaddressinfo",
-                                           address_of(script_pubkey, "regtest"))
+    info = _rpc(bitcoind, "getaddressinfo", address_of(script_pubkey, "regtest"),
+                wallet=wallet)
     return bool(info["ismine"])
 
 
 def _unspent_sat(bitcoind: BitcoindNode, wallet: str, txid: str, vout: int) -> int | None:
     """The value of ``txid:vout`` if the wallet ``wallet`` holds it unspent (else None)."""
-    for utxo in bitcoind.rpc.wallet(wallet).call("listunspent", 0):
+    for utxo in _rpc(bitcoind, "listunspent", 0, wallet=wallet):
         if utxo["txid"] == txid and utxo["vout"] == vout:
             return round(float(utxo["amount"]) * 100_000_000)
     return None
 
 
 def _mempool_spender(bitcoind: BitcoindNode, outpoint: tuple[str, int]) -> CTransaction | None:
-    for txid in bitcoind.rpc.call("getrawmempool"):
+    for txid in _rpc(bitcoind, "getrawmempool"):
         tx = _tx(bitcoind, str(txid))
         if _spends(tx, outpoint):
             return tx
@@ -140,7 +147,7 @@ class Pair:
     def settled(self, node: NodeProcess) -> bool:
         """``node``'s current commitment shows exactly the expected balances, no HTLC."""
         chan = self.channel(node)
-        return (chan["state"] == "normal" and chan["htlcs"] == 0
+        return bool(chan["state"] == "normal" and chan["htlcs"] == 0
                 and chan["local_msat"] == self.msat[node.name]
                 and chan["remote_msat"] == self.msat[self.other(node).name])
 
@@ -225,6 +232,10 @@ def test_open_pay_both_ways_and_cooperative_close(
     assert outpoint[0] == pair.funding_txid
     assert funding.vout[outpoint[1]].nValue == FUNDING_SAT
     assert cluster.miner.confirmations(pair.funding_txid) >= 1
+    # alice's wallet paid it: exactly the channel amount, the fee on top
+    paid = _rpc(bitcoind, "gettransaction", pair.funding_txid, wallet=alice.name)
+    assert round(float(paid["amount"]) * 100_000_000) == -FUNDING_SAT
+    assert float(paid["fee"]) < 0
     for node, opener in ((alice, "holder"), (bob, "counterparty")):
         chan = pair.channel(node)
         assert chan["state"] == "normal"
@@ -265,7 +276,7 @@ ACCEPTER_DELAY = 4    # what the accepter imposes on the opener's to_local
 
 def _force_close(pair: Pair, bitcoind: BitcoindNode, closer: NodeProcess,
                  wait_for: WaitFor) -> tuple[CTransaction, int, int]:
-    """Force-close from ``closer``, mine it, check it; returns (tx, to_local vout, to_remote vout)."""
+    """Force-close from ``closer``, mine and check it; return (tx, to_local n, to_remote n)."""
     other = pair.other(closer)
     outpoint = pair.outpoint()
     funding_spk = bytes(_tx(bitcoind, outpoint[0]).vout[outpoint[1]].scriptPubKey)
@@ -309,7 +320,7 @@ def _paid_pair(cluster: Cluster, wait_for: WaitFor) -> Pair:
 @pytest.mark.parametrize("closer_role", ["opener", "accepter"])
 def test_force_close_broadcasts_the_latest_commitment(
         cluster: Cluster, bitcoind: BitcoindNode, wait_for: WaitFor, closer_role: str) -> None:
-    """force-close puts the latest commitment on chain: exact to_local and to_remote, opener pays."""
+    """force-close mines the latest commitment: exact to_local and to_remote, the opener pays."""
     pair = _paid_pair(cluster, wait_for)
     closer = pair.opener if closer_role == "opener" else pair.accepter
     _force_close(pair, bitcoind, closer, wait_for)
@@ -320,11 +331,11 @@ def _sweep_of(bitcoind: BitcoindNode, outpoint: tuple[str, int]) -> CTransaction
     spender = _mempool_spender(bitcoind, outpoint)
     if spender is not None:
         return spender
-    if bitcoind.rpc.call("gettxout", outpoint[0], outpoint[1], True) is not None:
+    if _rpc(bitcoind, "gettxout", outpoint[0], outpoint[1], True) is not None:
         return None
-    best = str(bitcoind.rpc.call("getbestblockhash"))
+    best = str(_rpc(bitcoind, "getbestblockhash"))
     for _ in range(20):
-        block = bitcoind.rpc.call("getblock", best, 2)
+        block = _rpc(bitcoind, "getblock", best, 2)
         for entry in block["tx"]:
             tx = CTransaction.deserialize(bytes.fromhex(str(entry["hex"])))
             if _spends(tx, outpoint):
@@ -346,7 +357,6 @@ def _check_sweep(bitcoind: BitcoindNode, sweep: CTransaction, outpoint: tuple[st
     assert _unspent_sat(bitcoind, owner.name, _txid(sweep), 0) == out.nValue
 
 
-@pytest.mark.xfail(strict=False, raises=WaitTimeout, reason="monitor not wired yet")
 @pytest.mark.parametrize("closer_role", ["opener", "accepter"])
 def test_force_close_sweeps_to_remote_at_once_and_to_local_after_the_delay(
         cluster: Cluster, bitcoind: BitcoindNode, wait_for: WaitFor, closer_role: str) -> None:
@@ -357,7 +367,7 @@ def test_force_close_sweeps_to_remote_at_once_and_to_local_after_the_delay(
     tx, to_local, to_remote = _force_close(pair, bitcoind, closer, wait_for)
     txid = _txid(tx)
     delay = ACCEPTER_DELAY if closer is pair.opener else OPENER_DELAY
-    confirmed_at = int(bitcoind.rpc.call("getblockcount"))
+    confirmed_at = _height(bitcoind)
 
     remote_sweep = wait_for(lambda: _sweep_of(bitcoind, (txid, to_remote)), timeout=10,
                             what=f"{other.name} to sweep its to_remote")
@@ -366,7 +376,7 @@ def test_force_close_sweeps_to_remote_at_once_and_to_local_after_the_delay(
     _check_sweep(bitcoind, remote_sweep, (txid, to_remote), tx.vout[to_remote].nValue, other)
 
     # to_local: spendable in the block at height confirmed_at + delay, not one block earlier
-    while int(bitcoind.rpc.call("getblockcount")) < confirmed_at + delay - 1:
+    while _height(bitcoind) < confirmed_at + delay - 1:
         assert _sweep_of(bitcoind, (txid, to_local)) is None
         pair.cluster.mine(1)
     local_sweep = wait_for(lambda: _sweep_of(bitcoind, (txid, to_local)), timeout=10,
@@ -448,7 +458,8 @@ def test_kill_9_mid_payment_then_restart_loses_nothing(
     for round_ in range(KILL_ROUNDS):
         loop = _PayLoop(payer, payee)
         loop.start()
-        wait_for(lambda: loop.succeeded >= 3, timeout=10, what="three payments to go through")
+        wait_for(lambda loop=loop: loop.succeeded >= 3, timeout=10,
+                 what="three payments to go through")
         # a different moment of the payment cycle each round
         time.sleep(KILL_OFFSETS_S[round_])
         victim.kill()
@@ -459,7 +470,7 @@ def test_kill_9_mid_payment_then_restart_loses_nothing(
 
         def settled_both() -> bool:
             a, b = pair.channel(payer), pair.channel(payee)
-            return (a["state"] == b["state"] == "normal" and a["htlcs"] == b["htlcs"] == 0
+            return bool(a["state"] == b["state"] == "normal" and a["htlcs"] == b["htlcs"] == 0
                     and a["local_msat"] == b["remote_msat"]
                     and a["remote_msat"] == b["local_msat"])
 
@@ -586,7 +597,7 @@ class Attack:
         assert self.peer.channel is not None
         return self.peer.channel.add_htlc(
             amount_msat=amount_msat, payment_hash=secrets.token_bytes(32),
-            cltv_expiry=int(self.bitcoind.rpc.call("getblockcount")) + 100,
+            cltv_expiry=_height(self.bitcoind) + 100,
             onion_routing_packet=secrets.token_bytes(1366))
 
 
@@ -730,11 +741,13 @@ def test_hostile_garbage_after_the_handshake(
         await a.peer.send(chan.channel_reestablish())
         for message in chan.on_channel_reestablish(theirs):
             await a.peer.send(message)
+        # an HTLC with a junk onion locks in, and the node fails it back as BOLT 4 wants
         await a.peer.send(a.add_htlc(), chan.sign_commitment())
         chan.on_revoke_and_ack(await a.peer.expect(RevokeAndAck))
         await a.peer.send(chan.on_commitment_signed(await a.peer.expect(CommitmentSigned)))
-        await a.wait(lambda: a.node_channel()["htlcs"] == 1, "the HTLC to lock in")
-        assert _mempool_spender(bitcoind, a.outpoint) is None
+        failed = await a.peer.expect(UpdateFailHtlc)
+        assert (failed.channel_id, failed.id) == (a.channel_id, 0)
         assert a.node_channel()["state"] == "normal"
+        assert _mempool_spender(bitcoind, a.outpoint) is None
 
     _run(target, bitcoind, attack)

@@ -7,8 +7,8 @@ problem) and uninstalling either removes the module. So pyln-proto lives in its 
 virtualenv, created once under the pytest cache (``.pytest_cache/d/pyln-proto-venv``), or
 named by ``CHANLAB_PYLN_PYTHON``; the tests skip with the reason if it cannot be installed.
 
-pyln runs in a subprocess, as the initiator, against a small asyncio peer built on our
-transport and message code; a later version dials the full node daemon instead.
+pyln runs in a subprocess, as the initiator: against a small asyncio peer built on our
+transport and message code, and against a real ``chanlab node start`` process.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,12 @@ from channel.wire import (
     Init,
     Ping,
     UnknownMessage,
+    WarningMessage,
     check_compatible,
     our_features,
     pong_for,
 )
+from regtest.cluster import Cluster
 
 NODE_KEY = b"\x21" * 32
 NODE_ID = coincurve.PrivateKey(NODE_KEY).public_key.format(compressed=True)
@@ -266,3 +269,100 @@ def test_pyln_agrees_on_single_hop_onion(pyln_python: Path, tmp_path: Path) -> N
     peeled = peel_onion(onion=bytes.fromhex(result["built"]), node_key=node_key,
                         associated_data=payment_hash)
     assert peeled.payload == payload
+
+
+PYLN_NODE_PEER = r'''
+import io, json, socket, sys
+from pyln.proto.message import Message, MessageNamespace
+from pyln.proto.wire import PrivateKey, connect
+
+CSV = """msgtype,init,16
+msgdata,init,gflen,u16,
+msgdata,init,globalfeatures,byte,gflen
+msgdata,init,flen,u16,
+msgdata,init,features,byte,flen
+msgdata,init,tlvs,init_tlvs,
+tlvtype,init_tlvs,networks,1
+tlvdata,init_tlvs,networks,chains,chain_hash,...
+tlvtype,init_tlvs,remote_addr,3
+tlvdata,init_tlvs,remote_addr,data,byte,...
+msgtype,ping,18
+msgdata,ping,num_pong_bytes,u16,
+msgdata,ping,byteslen,u16,
+msgdata,ping,ignored,byte,byteslen
+msgtype,pong,19
+msgdata,pong,byteslen,u16,
+msgdata,pong,ignored,byte,byteslen
+msgtype,warning,1
+msgdata,warning,channel_id,channel_id,
+msgdata,warning,len,u16,
+msgdata,warning,data,byte,len"""
+NS = MessageNamespace(CSV.splitlines())
+
+port, node_id, key, chain, rounds = sys.argv[1:6]
+conn = connect(PrivateKey(bytes.fromhex(key)), bytes.fromhex(node_id), "127.0.0.1", int(port))
+conn.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def send(text):
+    buf = io.BytesIO()
+    Message.from_str(NS, text).write(buf)
+    conn.send_message(buf.getvalue())
+
+
+def recv():
+    return Message.read(NS, io.BytesIO(conn.read_message()))
+
+
+out = {}
+send("init globalfeatures= features=a200 tlvs={networks={chains=[%s]}}" % chain)
+theirs = recv()
+out["init"] = {"type": theirs.messagetype.name, **theirs.to_py()}
+out["pong_sizes"] = []
+for i in range(int(rounds)):
+    send("ping num_pong_bytes=%d ignored=00" % (i * 7))
+    pong = recv()
+    assert pong.messagetype.name == "pong"
+    out["pong_sizes"].append(len(bytes.fromhex(pong.to_py()["ignored"])))
+conn.send_message(bytes.fromhex("8001") + b"odd")
+send("ping num_pong_bytes=3 ignored=")
+out["pong_after_odd"] = len(bytes.fromhex(recv().to_py()["ignored"]))
+conn.send_message(bytes.fromhex("8000") + b"even")
+out["after_even"] = []
+while True:
+    try:
+        message = recv()
+    except (ValueError, OSError) as exc:
+        out["after_even"].append("closed")
+        break
+    out["after_even"].append({"type": message.messagetype.name, **message.to_py()})
+print(json.dumps(out))
+'''
+
+
+def test_pyln_dials_a_node_process(pyln_python: Path, tmp_path: Path, cluster: Cluster,
+                                   wait_for: Callable[..., object]) -> None:
+    """pyln-proto dials a chanlab node process: init, ping/pong, odd ignored, even: warn, close."""
+    node = cluster.start_node("pyln-target-" + os.urandom(3).hex())
+    script = tmp_path / "pyln_node_peer.py"
+    script.write_text(PYLN_NODE_PEER)
+    result = _run_pyln(pyln_python, script, str(node.port), node.node_id, PYLN_KEY.hex(),
+                       REGTEST_CHAIN_HASH.hex(), "20")
+    assert result["init"] == {
+        "type": "init",
+        "globalfeatures": "",
+        "features": our_features().to_bytes().hex(),
+        "tlvs": {"networks": {"chains": [REGTEST_CHAIN_HASH.hex()]}},
+    }
+    assert result["pong_sizes"] == [i * 7 for i in range(20)]
+    assert result["pong_after_odd"] == 3
+    warning, closed = result["after_even"]
+    assert closed == "closed"
+    assert warning["type"] == "warning"
+    assert warning["channel_id"] == bytes(32).hex()
+    text = WarningMessage(channel_id=bytes(32), data=bytes.fromhex(warning["data"])).text
+    assert "unknown even message type 32768" in text
+    # the node hung up on that peer only: it still serves, and no longer lists it
+    assert node.call("info")["node_id"] == node.node_id
+    wait_for(lambda: PYLN_ID.hex() not in node.call("info")["peers"], timeout=5,
+             what="the node to drop the pyln peer")

@@ -6,13 +6,16 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from bitcoin.core import CTransaction
+from bitcoin.core import CTransaction, CTxOut
+from bitcoin.core.script import CScript
 
-from channel.keys import ChannelKeys, PrivateKey
+from channel.keys import ChannelKeys, PrivateKey, compact_signature
 from channel.monitor import ChannelMonitor, MonitorEvent
 from channel.scripts import p2wpkh
 from channel.state import Channel, ChannelConfig, ChannelState, ForceCloseTransactions
-from channel.types import CommitmentFormat, OutPoint
+from channel.sweeps import build_htlc_transaction_with_fee, p2wpkh_output
+from channel.transactions import build_htlc_transaction
+from channel.types import CommitmentFormat, HtlcDirection, OutPoint
 
 FUNDING_SAT = 1_000_000
 FUNDING_OUTPOINT = OutPoint(txid=hashlib.sha256(b"funding").digest(), vout=1)
@@ -21,6 +24,9 @@ SWEEP_FEERATE = 1000
 ALICE_DEST = p2wpkh(PrivateKey(b"\x0a" * 32).pubkey)
 BOB_DEST = p2wpkh(PrivateKey(b"\x0b" * 32).pubkey)
 CLTV = 500
+FEE_KEY = PrivateKey(b"\x0c" * 32)
+FEE_COIN = OutPoint(txid=hashlib.sha256(b"fee coin").digest(), vout=0)
+FEE_COIN_TX_OUT = CTxOut(100_000, CScript(p2wpkh(FEE_KEY.pubkey)))
 
 
 def preimage(tag: str) -> bytes:
@@ -115,6 +121,38 @@ class Pair:
         return who.holder_transactions()
 
 
-def commitment_of(txs: ForceCloseTransactions) -> CTransaction:
-    """The signed commitment transaction of a snapshot."""
-    return txs.commitment_tx
+def breach(fmt: CommitmentFormat, *, offered: bool, received: bool
+            ) -> tuple[Pair, ForceCloseTransactions]:
+    """Alice's commitment with the requested HTLCs in flight, captured, then revoked."""
+    p = Pair(fmt)
+    p.pay(p.alice, 300_000_000, "warm-up")
+    if offered:
+        p.add(p.alice, 50_000_000, "offered")   # OFFERED in Alice's commitment
+    if received:
+        p.add(p.bob, 40_000_000, "received")    # RECEIVED in Alice's commitment
+    old = p.snapshot(p.alice)
+    if offered:
+        p.fulfill(p.bob, "offered")
+    if received:
+        p.fail(p.alice, "received")
+    p.pay(p.alice, 10_000_000, "after")
+    assert old.commitment.commitment_number in p.bob_monitor.revoked_commitment_numbers
+    return p, old
+
+
+def cheater_second_stage(p: Pair, old: ForceCloseTransactions, direction: HtlcDirection
+                          ) -> CTransaction:
+    """Alice's signed HTLC-timeout/-success tx of the revoked commitment; with anchors made
+    relayable the way a cheater would, with a fee input (so its txid is not the pre-signed one)."""
+    c = old.commitment
+    (ho,) = [o for o in c.htlc_outputs if o.htlc.direction is direction]
+    (signed,) = [t for t in old.htlc_txs if t.vin[0].prevout.n == ho.vout]
+    if p.fmt is CommitmentFormat.STATIC_REMOTEKEY:
+        return signed
+    stack = [bytes(x) for x in signed.wit.vtxinwit[0].scriptWitness.stack]
+    coin = p2wpkh_output(outpoint=FEE_COIN, amount_sat=100_000, privkey=FEE_KEY)
+    return build_htlc_transaction_with_fee(
+        build_htlc_transaction(c, ho), countersignatory_signature=compact_signature(stack[1][:-1]),
+        broadcaster_htlc_privkey=p.alice.keys.htlc_privkey(c.keys.per_commitment_point),
+        payment_preimage=stack[3] or None, fee_inputs=[coin], change_script_pubkey=ALICE_DEST,
+        feerate_per_kw=2000).tx

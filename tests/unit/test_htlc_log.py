@@ -45,7 +45,7 @@ def fee(feerate: int, holder: int | None, counterparty: int | None) -> FeeUpdate
 
 
 def test_in_commitment_window() -> None:
-    """An HTLC is in side S's commitments from added_at[S] (inclusive) to removed_at[S] (exclusive)."""
+    """An HTLC is in side S's commitments from added_at[S] up to, not including, removed_at[S]."""
     h = entry(H, 0, added=(3, 2), removed=(6, 5), removal=Removal.FULFILLED)
     assert [n for n in range(9) if h.in_commitment(H, n)] == [3, 4, 5]
     assert [n for n in range(9) if h.in_commitment(C, n)] == [2, 3, 4]
@@ -127,29 +127,33 @@ def test_schedule_acked_fee_updates_only_from_the_opener() -> None:
 
 
 def test_drop_unsigned_forgets_what_no_signature_covers() -> None:
-    """On disconnection: unsigned adds go (ids reused), unsigned removals are undone, signed stay."""
-    signed_ours = entry(H, 0, added=(None, 3))
-    unsigned_ours = entry(H, 1, added=(None, 4))
-    unsigned_ours2 = entry(H, 2, added=(None, 4))
-    unsigned_theirs = entry(C, 0, added=(5, None))
-    signed_theirs = entry(C, 1, added=(4, None))
-    their_removal_unsigned = entry(H, 3, added=(1, 1), removed=(5, None),
+    """On disconnection: unsigned adds go (ids reused), unsigned removals undone, signed stay."""
+    # ours: id 0 settled-in, its fulfill by them unsigned; id 1 signed; ids 2, 3 unsigned
+    their_removal_unsigned = entry(H, 0, added=(1, 1), removed=(5, None),
                                    removal=Removal.FULFILLED)
     their_removal_unsigned.payment_preimage = b"\x01" * 32
-    our_removal_signed = entry(C, 2, added=(1, 1), removed=(None, 3), removal=Removal.FAILED)
+    signed_ours = entry(H, 1, added=(None, 3))
+    unsigned_ours = entry(H, 2, added=(None, 4))
+    unsigned_ours2 = entry(H, 3, added=(None, 4))
+    # theirs: id 0 settled-in and failed by us (signed); id 1 signed; id 2 unsigned
+    our_removal_signed = entry(C, 0, added=(1, 1), removed=(None, 3), removal=Removal.FAILED)
     our_removal_signed.fail_reason = b"no"
-    log = log_with(signed_ours, unsigned_ours, unsigned_ours2, unsigned_theirs, signed_theirs,
-                   their_removal_unsigned, our_removal_signed,
+    signed_theirs = entry(C, 1, added=(4, None))
+    unsigned_theirs = entry(C, 2, added=(5, None))
+    log = log_with(their_removal_unsigned, signed_ours, unsigned_ours, unsigned_ours2,
+                   our_removal_signed, signed_theirs, unsigned_theirs,
                    fees=(fee(2000, None, 3), fee(3000, None, 4)))
     dropped = log.drop_unsigned(holder_ctn=4, counterparty_ctn=3)
-    assert [h.htlc_id for h in dropped] == [1, 2]            # only our own adds are reported
-    assert set(log.htlcs) == {(H, 0), (C, 1), (H, 3), (C, 2)}
-    assert log.next_htlc_id == {H: 1, C: 1}
+    assert [h.htlc_id for h in dropped] == [2, 3]            # only our own adds are reported
+    assert set(log.htlcs) == {(H, 0), (H, 1), (C, 0), (C, 1)}
+    assert log.next_htlc_id == {H: 2, C: 2}
     assert their_removal_unsigned.removal is None
     assert their_removal_unsigned.payment_preimage is None
     assert their_removal_unsigned.removed_at == {H: None, C: None}
     assert our_removal_signed.removal is Removal.FAILED and our_removal_signed.fail_reason == b"no"
+    assert our_removal_signed.removed_at == {H: None, C: 3}
     assert [u.feerate_per_kw for u in log.fee_updates] == [2000]
+    assert log.drop_unsigned(holder_ctn=4, counterparty_ctn=3) == []   # idempotent
 
 
 def test_prune_folds_settled_htlcs_into_the_base() -> None:

@@ -9,7 +9,6 @@ is checked to the satoshi.
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import pytest
@@ -19,17 +18,21 @@ from chanpair import (
     ALICE_DEST,
     BOB_DEST,
     CLTV,
+    FEE_COIN,
+    FEE_COIN_TX_OUT,
+    FEE_KEY,
     FUNDING_OUTPOINT,
     FUNDING_SAT,
     SWEEP_FEERATE,
     TO_SELF_DELAY,
     Pair,
+    breach,
+    cheater_second_stage,
     preimage,
 )
 from segwit_check import ScriptFailed, lock_satisfied, verify_input, verify_spends
 
 from channel.errors import InvalidRevocation
-from channel.keys import PrivateKey, compact_signature
 from channel.monitor import (
     ANTI_REORG_DELAY,
     BalanceStatus,
@@ -46,16 +49,12 @@ from channel.monitor import (
     MonitorEvent,
     PreimageLearned,
 )
-from channel.scripts import p2wpkh
-from channel.state import CounterpartySecretRevealed, ForceCloseTransactions
-from channel.sweeps import build_htlc_transaction_with_fee, p2wpkh_output
-from channel.transactions import ANCHOR_OUTPUT_SAT, build_htlc_transaction
+from channel.state import CounterpartySecretRevealed
+from channel.sweeps import p2wpkh_output
+from channel.transactions import ANCHOR_OUTPUT_SAT
 from channel.types import CommitmentFormat, HtlcDirection, OutPoint
 
 FORMATS = list(CommitmentFormat)
-FEE_KEY = PrivateKey(b"\x0c" * 32)
-FEE_COIN = OutPoint(txid=hashlib.sha256(b"fee coin").digest(), vout=0)
-FEE_COIN_TX_OUT = CTxOut(100_000, CScript(p2wpkh(FEE_KEY.pubkey)))
 
 
 def _of(events: list[MonitorEvent], kind: type) -> list:  # type: ignore[type-arg]
@@ -75,43 +74,6 @@ def _check_claim(claim: Claim, *parents: CTransaction) -> None:
     verify_spends(claim.tx, {bytes(p.GetTxid()): p for p in parents})
 
 
-def _breach(fmt: CommitmentFormat, *, offered: bool, received: bool
-            ) -> tuple[Pair, ForceCloseTransactions]:
-    """Alice's commitment with the requested HTLCs in flight, captured, then revoked."""
-    p = Pair(fmt)
-    p.pay(p.alice, 300_000_000, "warm-up")
-    if offered:
-        p.add(p.alice, 50_000_000, "offered")   # OFFERED in Alice's commitment
-    if received:
-        p.add(p.bob, 40_000_000, "received")    # RECEIVED in Alice's commitment
-    old = p.snapshot(p.alice)
-    if offered:
-        p.fulfill(p.bob, "offered")
-    if received:
-        p.fail(p.alice, "received")
-    p.pay(p.alice, 10_000_000, "after")
-    assert old.commitment.commitment_number in p.bob_monitor.revoked_commitment_numbers
-    return p, old
-
-
-def _cheater_second_stage(p: Pair, old: ForceCloseTransactions, direction: HtlcDirection
-                          ) -> CTransaction:
-    """Alice's signed HTLC-timeout/-success tx of the revoked commitment; with anchors made
-    relayable the way a cheater would, with a fee input (so its txid is not the pre-signed one)."""
-    c = old.commitment
-    (ho,) = [o for o in c.htlc_outputs if o.htlc.direction is direction]
-    (signed,) = [t for t in old.htlc_txs if t.vin[0].prevout.n == ho.vout]
-    if p.fmt is CommitmentFormat.STATIC_REMOTEKEY:
-        return signed
-    stack = [bytes(x) for x in signed.wit.vtxinwit[0].scriptWitness.stack]
-    coin = p2wpkh_output(outpoint=FEE_COIN, amount_sat=100_000, privkey=FEE_KEY)
-    return build_htlc_transaction_with_fee(
-        build_htlc_transaction(c, ho), countersignatory_signature=compact_signature(stack[1][:-1]),
-        broadcaster_htlc_privkey=p.alice.keys.htlc_privkey(c.keys.per_commitment_point),
-        payment_preimage=stack[3] or None, fee_inputs=[coin], change_script_pubkey=ALICE_DEST,
-        feerate_per_kw=2000).tx
-
-
 # ---------------------------------------------------------------------------------------------
 # Breach matrix
 
@@ -124,7 +86,7 @@ def test_revoked_commitment_penalty_takes_every_output(fmt: CommitmentFormat, of
                                                        received: bool) -> None:
     """A revoked commitment gets one penalty spending to_local and every HTLC output at once;
     the victim ends with the whole channel minus the commitment's and its own claims' fees."""
-    p, old = _breach(fmt, offered=offered, received=received)
+    p, old = breach(fmt, offered=offered, received=received)
     c = old.commitment
     events = p.bob_monitor.transaction_seen(old.commitment_tx, None)
     (spent,) = _of(events, FundingSpent)
@@ -188,7 +150,7 @@ def test_revoked_second_stage_output_is_penalised(fmt: CommitmentFormat,
     events = monitor.block_connected(400, [old.commitment_tx])
     (first,) = _claims(events, ClaimKind.PENALTY)
     assert len(first.spends) == 3
-    second = _cheater_second_stage(p, old, direction)
+    second = cheater_second_stage(p, old, direction)
     verify_input(second, 0, bytes(c.tx.vout[second.vin[0].prevout.n].scriptPubKey),
                  int(c.tx.vout[second.vin[0].prevout.n].nValue))
     height = CLTV if offered else 401
@@ -230,7 +192,7 @@ def test_second_stage_seen_in_mempool_before_penalty() -> None:
     old = p.snapshot(p.alice)
     p.flush()
     monitor = p.bob_monitor
-    second = _cheater_second_stage(p, old, HtlcDirection.RECEIVED)
+    second = cheater_second_stage(p, old, HtlcDirection.RECEIVED)
     monitor.transaction_seen(old.commitment_tx, None)
     events = monitor.transaction_seen(second, None)
     kinds = sorted(e.claim.kind.value for e in _of(events, ClaimRequested))
@@ -243,7 +205,7 @@ def test_second_stage_seen_in_mempool_before_penalty() -> None:
 def test_penalty_confirms_then_channel_resolves(fmt: CommitmentFormat) -> None:
     """Penalty and to_remote sweep confirm; ANTI_REORG_DELAY blocks later the channel is
     resolved, reported once."""
-    p, old = _breach(fmt, offered=True, received=False)
+    p, old = breach(fmt, offered=True, received=False)
     monitor = p.bob_monitor
     monitor.block_connected(300, [old.commitment_tx])
     claims = monitor.claims_to_broadcast(300)
@@ -402,7 +364,7 @@ def test_peer_htlc_success_reveals_preimage_and_voids_timeout_claim(
     theirs = p.snapshot(p.alice)
     monitor = p.bob_monitor
     monitor.block_connected(250, [theirs.commitment_tx])
-    success = _cheater_second_stage(p, theirs, HtlcDirection.RECEIVED)
+    success = cheater_second_stage(p, theirs, HtlcDirection.RECEIVED)
     events = monitor.block_connected(251, [success])
     (learned,) = _of(events, PreimageLearned)
     assert learned.payment_preimage == preimage("bob-offers")
@@ -455,7 +417,7 @@ def test_unknown_funding_spend_raises_an_alert() -> None:
 def test_same_transaction_twice_changes_nothing() -> None:
     """Feeding the same tx again (mempool, mempool, then block, then block) yields no new
     claim; only the confirmation itself is reported."""
-    p, old = _breach(CommitmentFormat.STATIC_REMOTEKEY, offered=True, received=True)
+    p, old = breach(CommitmentFormat.STATIC_REMOTEKEY, offered=True, received=True)
     monitor = p.bob_monitor
     first = monitor.transaction_seen(old.commitment_tx, None)
     assert len(_of(first, ClaimRequested)) == 2
@@ -502,7 +464,7 @@ def test_reorg_of_our_commitment_moves_the_sweep_height(fmt: CommitmentFormat) -
 def test_reorg_of_breach_and_penalty_keeps_the_penalty() -> None:
     """Breach and penalty confirmed, both blocks reorganised out and back: the same penalty is
     asked for again and confirms again."""
-    p, old = _breach(CommitmentFormat.STATIC_REMOTEKEY, offered=False, received=True)
+    p, old = breach(CommitmentFormat.STATIC_REMOTEKEY, offered=False, received=True)
     monitor = p.bob_monitor
     monitor.block_connected(300, [old.commitment_tx])
     (penalty,) = [cl for cl in monitor.claims_to_broadcast(300) if cl.kind is ClaimKind.PENALTY]
@@ -523,10 +485,10 @@ def test_reorg_of_breach_and_penalty_keeps_the_penalty() -> None:
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_record_roundtrip_keeps_every_decision(fmt: CommitmentFormat) -> None:
     """to_record -> JSON -> from_record gives the same claims, outcome and balances, silently."""
-    p, old = _breach(fmt, offered=True, received=True)
+    p, old = breach(fmt, offered=True, received=True)
     monitor = p.bob_monitor
     monitor.block_connected(300, [old.commitment_tx])
-    second = _cheater_second_stage(p, old, HtlcDirection.OFFERED)
+    second = cheater_second_stage(p, old, HtlcDirection.OFFERED)
     monitor.block_connected(CLTV, [second])
     text = json.dumps(monitor.to_record())
     restored = ChannelMonitor.from_record(json.loads(text))

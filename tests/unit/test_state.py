@@ -481,9 +481,12 @@ def _bypass(msg: Any, **changes: Any) -> Any:
     {"feerate_per_kw": 252},
     {"funding_satoshis": 2**24},
     {"push_msat": (FUNDING_SAT - 723) * 1000},             # 723 sat left, the fee is 724
+    # 5000 sat at 5000 sat/kw: a 3620 sat fee leaves 690 + 690 sat, both within the reserve
+    {"funding_satoshis": 5000, "push_msat": 690_000, "feerate_per_kw": 5000,
+     "channel_reserve_satoshis": 1000},
 ], ids=["chain_hash", "no_channel_type", "bad_channel_type", "anchors_only", "dust_353",
         "dust_above_reserve", "push_above_funding", "to_self_delay", "max_accepted_htlcs",
-        "feerate_low", "funding_too_large", "fee_unaffordable"])
+        "feerate_low", "funding_too_large", "fee_unaffordable", "outputs_within_reserve"])
 def test_open_channel_bad_parameters_are_refused(changes: dict[str, Any]) -> None:
     """accept_inbound fails the channel (PeerProtocolError) on each bad open_channel field."""
     msg = dataclasses.replace(_open_msg(), **changes)
@@ -526,8 +529,9 @@ def _accept_for(open_msg: OpenChannel) -> AcceptChannel:
     {"channel_reserve_satoshis": 545},
     {"dust_limit_satoshis": 353},
     {"to_self_delay": 5000},
+    {"dust_limit_satoshis": 10_001, "channel_reserve_satoshis": 20_000},   # ours is 10_000
 ], ids=["temp_id", "changed_type", "no_type", "depth", "reserve_below_our_dust", "dust_353",
-        "to_self_delay"])
+        "to_self_delay", "dust_above_our_reserve"])
 def test_accept_channel_bad_parameters_are_refused(changes: dict[str, Any]) -> None:
     """on_accept_channel fails on a bad accept_channel and leaves the opener unchanged."""
     a, open_msg = Channel.open_outbound(
@@ -1723,14 +1727,19 @@ def test_disconnect_during_close_negotiation(fmt: CommitmentFormat, counter: boo
                 msgs.append((a if dest is b else b, reply))
         a.on_disconnect()
         b.on_disconnect()
+        for chan in (a, b):     # a negotiation in progress starts over
+            assert state(chan) in (ChannelState.SHUTTING_DOWN, ChannelState.CLOSING)
         from_a = a.on_channel_reestablish(b.channel_reestablish())
         from_b = b.on_channel_reestablish(a.channel_reestablish())
         assert from_a == [Shutdown(channel_id=a.channel_id or b"", scriptpubkey=SCRIPT_A)]
         assert from_b == [Shutdown(channel_id=b.channel_id or b"", scriptpubkey=SCRIPT_B)]
+        # the opener proposes again at once, before B's shutdown reaches it
+        pending: list[tuple[Channel, ClosingSigned]] = []
+        if state(a) is ChannelState.SHUTTING_DOWN:
+            pending.append((b, a.propose_closing()))
         assert b.on_shutdown(from_a[0], SCRIPT_B) is None
         assert a.on_shutdown(from_b[0], SCRIPT_A) is None
-        if state(a) is not ChannelState.CLOSING:
-            pending: list[tuple[Channel, ClosingSigned]] = [(b, a.propose_closing())]
+        if pending:
             while pending:
                 dest, msg = pending.pop(0)
                 reply, _ = dest.on_closing_signed(msg)
@@ -1739,9 +1748,76 @@ def test_disconnect_during_close_negotiation(fmt: CommitmentFormat, counter: boo
         assert a.closing_tx is not None
         if counter and cut == 2:
             # A's echo was lost: A holds the final tx (and broadcasts it), B sees it confirm
-            assert state(b) is ChannelState.NEGOTIATING_CLOSE and b.closing_tx is None
+            assert state(b) is ChannelState.SHUTTING_DOWN and b.closing_tx is None
             continue
         assert state(a) is ChannelState.CLOSING and state(b) is ChannelState.CLOSING
         assert a.closing_tx == b.closing_tx
         final = CTransaction.deserialize(a.closing_tx)
         run_witness(final, 0, a.funding_script_pubkey, FUNDING_SAT)
+
+
+# -- monitor updates --------------------------------------------------------------------------
+
+
+def _rebuild(chan: Channel, side: Side, number: int, point: Any, to_broadcaster_msat: int,
+             to_countersignatory_msat: int, feerate_per_kw: int,
+             htlcs: tuple[Any, ...]) -> bytes:
+    """A commitment's txid from what a monitor update carries (balances before fees)."""
+    from channel.transactions import CommitmentKeys, build_commitment_transaction
+    ours, theirs = chan.holder_params, chan.counterparty_params
+    assert theirs is not None and chan.funding_outpoint is not None
+    broadcaster, countersignatory = (ours, theirs) if side is Side.HOLDER else (theirs, ours)
+    keys = CommitmentKeys.derive(per_commitment_point=point, broadcaster=broadcaster.basepoints,
+                                 countersignatory=countersignatory.basepoints)
+    return build_commitment_transaction(
+        funding_outpoint=chan.funding_outpoint, funding_amount_sat=FUNDING_SAT,
+        commitment_number=number, obscuring_factor=chan._obscuring_factor, keys=keys,
+        to_self_delay=countersignatory.to_self_delay, dust_limit_sat=broadcaster.dust_limit_sat,
+        feerate_per_kw=feerate_per_kw, broadcaster_is_opener=chan.opener is side,
+        to_local_msat=to_broadcaster_msat, to_remote_msat=to_countersignatory_msat,
+        htlcs=htlcs, commitment_format=chan.commitment_format).txid
+
+
+def test_monitor_updates_rebuild_every_commitment(fmt: CommitmentFormat) -> None:
+    """Each monitor update carries enough to rebuild exactly the commitment it describes."""
+    a, b = open_pair(fmt, push_msat=PUSH)
+    add(a, b, BIG_MSAT + 555, 1)          # msat remainders: balances are not whole sats
+    add(a, b, DUST_MSAT, 2)
+    add(b, a, 3_000_000, 3)
+    flush(a, b)
+    b.on_update_fee(a.update_fee(1800))
+    settle(b, a)
+    flush(b, a)
+    flush(a, b)
+    drained = {id(a): a.drain_monitor_updates(), id(b): b.drain_monitor_updates()}
+    for chan, peer in ((a, b), (b, a)):
+        updates = drained[id(chan)]
+        peer_txids = {u.commitment_number: u.txid for u in drained[id(peer)]
+                      if isinstance(u, CounterpartyCommitmentSigned)}
+        holder = [u for u in updates if isinstance(u, HolderCommitmentSigned)]
+        theirs = [u for u in updates if isinstance(u, CounterpartyCommitmentSigned)]
+        secrets = [u for u in updates if isinstance(u, CounterpartySecretRevealed)]
+        assert [u.commitment_number for u in holder] == \
+            list(range(chan.holder_commitment_number + 1))
+        assert [u.commitment_number for u in theirs] == \
+            list(range(chan.counterparty_commitment_number + 1))
+        assert [u.commitment_number for u in secrets] == \
+            list(range(chan.counterparty_commitment_number))
+        peer_keys = ChannelKeys.from_seed(SEED_B if chan is a else SEED_A)
+        assert all(u.per_commitment_secret == peer_keys.per_commitment_secret(u.commitment_number)
+                   for u in secrets)
+        for h in holder:
+            txid = _rebuild(chan, Side.HOLDER, h.commitment_number,
+                            chan.keys.per_commitment_point(h.commitment_number),
+                            h.to_broadcaster_msat, h.to_countersignatory_msat,
+                            h.feerate_per_kw, h.htlcs)
+            assert txid == peer_txids[h.commitment_number]
+        last = holder[-1]
+        assert last.counterparty_signature == chan.holder_commitment_signature
+        assert last.counterparty_htlc_signatures == chan.holder_htlc_signatures
+        for c in theirs:
+            txid = _rebuild(chan, Side.COUNTERPARTY, c.commitment_number,
+                            c.per_commitment_point, c.to_broadcaster_msat,
+                            c.to_countersignatory_msat, c.feerate_per_kw, c.htlcs)
+            assert txid == c.txid
+        assert theirs[-1].txid == peer.holder_transactions().commitment.txid
