@@ -1099,47 +1099,40 @@ class ChannelMonitor:
         # Outputs a live tx of ours already takes (ours earlier, or our tower's per-output
         # justice txs paying the same script) are followed as they are, not re-grouped.
         adopted: dict[bytes, tuple[_Seen, list[SpendableOutput]]] = {}
+        second_stage: list[tuple[HtlcOutput, _Seen]] = []
         to_local_sat = 0
         htlc_count = 0
         htlc_sat = 0
         lost: list[str] = []
-
-        def ours(spender: _Seen | None, spend: SpendableOutput) -> bool:
-            if spender is None or not self._pays_us(spender.tx):
-                return spender is None
-            if self._is_live(spender):
-                adopted.setdefault(spender.txid, (spender, []))[1].append(spend)
-            else:
-                revocable.append(spend)   # a grouping of ours that lost an input: re-plan
-            return True
-
+        candidates: list[tuple[SpendableOutput, HtlcOutput | None]] = []
         if c.to_local_vout is not None:
-            spender = self._spender(c.outpoint(c.to_local_vout))
-            spend = revoked_to_local_output(c, rk)
-            if ours(spender, spend):
-                if spender is None:
-                    revocable.append(spend)
-                to_local_sat = c.to_local_amount_sat
-            else:
+            candidates.append((revoked_to_local_output(c, rk), None))
+        candidates += [(revoked_htlc_output(c, ho, rk), ho) for ho in c.htlc_outputs]
+        for spend, ho in candidates:
+            spender = self._spender(spend.outpoint)
+            if spender is not None and self._pays_us(spender.tx) and self._is_live(spender):
+                adopted.setdefault(spender.txid, (spender, []))[1].append(spend)
+            elif spender is None or self._pays_us(spender.tx):
+                revocable.append(spend)   # unspent, or a grouping of ours that lost an input
+            elif ho is None:
                 lost.append(f"to_local {c.to_local_amount_sat} sat")
                 self._note_spend(plan, spender, f"{self.peer_name} swept its revoked to_local "
                                  f"({c.to_local_amount_sat} sat) in {_short(spender.txid)}: the "
                                  "penalty came too late")
-        second_stage: list[tuple[HtlcOutput, _Seen]] = []
-        for ho in c.htlc_outputs:
-            spender = self._spender(c.outpoint(ho.vout))
-            spend = revoked_htlc_output(c, ho, rk)
-            if ours(spender, spend):
-                if spender is None:
-                    revocable.append(spend)
-                htlc_count += 1
-                htlc_sat += ho.amount_sat
+                continue
             elif bytes(spender.tx.vout[0].scriptPubKey) == second_spk:
                 second_stage.append((ho, spender))
+                continue
             else:
                 lost.append(f"HTLC #{ho.htlc.htlc_id} {ho.amount_sat} sat")
                 self._note_spend(plan, spender, f"HTLC #{ho.htlc.htlc_id} of the revoked "
                                  f"commitment went to {_short(spender.txid)}")
+                continue
+            if ho is None:
+                to_local_sat = c.to_local_amount_sat
+            else:
+                htlc_count += 1
+                htlc_sat += ho.amount_sat
         takes = []
         if to_local_sat:
             takes.append(f"to_local {to_local_sat} sat")

@@ -33,6 +33,7 @@ from chanpair import (
 from segwit_check import ScriptFailed, lock_satisfied, verify_input, verify_spends
 
 from channel.errors import InvalidRevocation
+from channel.keys import PrivateKey
 from channel.monitor import (
     ANTI_REORG_DELAY,
     BalanceStatus,
@@ -51,6 +52,7 @@ from channel.monitor import (
 )
 from channel.state import CounterpartySecretRevealed
 from channel.sweeps import p2wpkh_output
+from channel.tower import MemoryTowerStore, TowerClient, Watchtower, justice_kit_for_state
 from channel.transactions import ANCHOR_OUTPUT_SAT
 from channel.types import CommitmentFormat, HtlcDirection, OutPoint
 
@@ -548,3 +550,58 @@ def test_anchor_fee_bump_signs_a_tx_funded_elsewhere() -> None:
                             base.nLockTime, 2, signed.wit)
     with pytest.raises(ScriptFailed):
         verify_input(tampered, 0, bytes(out.scriptPubKey), int(out.nValue))
+
+
+# ---------------------------------------------------------------------------------------------
+# Node and tower acting on the same breach
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_monitor_adopts_the_towers_justice_txs(fmt: CommitmentFormat) -> None:
+    """When the tower's per-output justice txs (paying our script) win, the node's monitor
+    follows them as its penalty claims instead of re-requesting its own, and resolves."""
+    p, old = breach(fmt, offered=True, received=True)
+    monitor = p.bob_monitor
+    tower = Watchtower(MemoryTowerStore())
+    client = TowerClient(PrivateKey(b"\x44" * 32))
+    tower.register_client(client.pubkey)
+    txid, kit = justice_kit_for_state(monitor, old.commitment.commitment_number)
+    tower.accept(client.upload_kit(kit, txid))
+    justice = tower.on_transaction(old.commitment_tx)
+    assert len(justice) == 3
+    monitor.transaction_seen(old.commitment_tx, None)
+    (own,) = [cl for cl in monitor.pending_claims() if cl.kind is ClaimKind.PENALTY]
+    events = monitor.block_connected(300, [old.commitment_tx, *(j.tx for j in justice)])
+    confirmed = {e.claim.txid for e in _of(events, ClaimConfirmed)}
+    assert confirmed == {j.txid for j in justice}
+    assert [e.claim.txid for e in _of(events, ClaimWithdrawn)] == [own.txid]
+    assert [cl.kind for cl in monitor.pending_claims()] == [ClaimKind.TO_REMOTE_SWEEP]
+    (remote,) = monitor.claims_to_broadcast(300)
+    monitor.block_connected(301, [remote.tx])
+    for height in range(302, 301 + ANTI_REORG_DELAY):
+        monitor.block_connected(height, [])
+    assert monitor.is_resolved
+
+
+def test_monitor_completes_what_the_tower_left() -> None:
+    """The tower's to_local justice confirms first: the node's combined penalty is void and a
+    new one takes only the HTLC outputs."""
+    p, old = breach(CommitmentFormat.STATIC_REMOTEKEY, offered=True, received=True)
+    monitor = p.bob_monitor
+    tower = Watchtower(MemoryTowerStore())
+    client = TowerClient(PrivateKey(b"\x44" * 32))
+    tower.register_client(client.pubkey)
+    txid, kit = justice_kit_for_state(monitor, old.commitment.commitment_number)
+    tower.accept(client.upload_kit(kit, txid))
+    c = old.commitment
+    (to_local,) = [j for j in tower.on_transaction(old.commitment_tx)
+                   if j.spends.vout == c.to_local_vout]
+    monitor.transaction_seen(old.commitment_tx, None)
+    (own,) = [cl for cl in monitor.pending_claims() if cl.kind is ClaimKind.PENALTY]
+    monitor.transaction_seen(own.tx, None)      # ours reached the mempool first ...
+    events = monitor.block_connected(300, [old.commitment_tx, to_local.tx])   # ... tower's won
+    assert [e.claim.txid for e in _of(events, ClaimWithdrawn)] == [own.txid]
+    (rest,) = _claims(events, ClaimKind.PENALTY)
+    assert {o.vout for o in rest.spends} == {o.vout for o in c.htlc_outputs}
+    _check_claim(rest, old.commitment_tx)
+    assert to_local.txid in {e.claim.txid for e in _of(events, ClaimConfirmed)}
