@@ -13,6 +13,7 @@ so a peer loop needs one ``except`` per reaction, not one per cause.
     ├── PeerProtocolError     the peer broke the protocol: send ``error``, fail the channel
     │   ├── InvalidSignature
     │   ├── InvalidRevocation
+    │   ├── LostState          (ours is stale: error, but never broadcast our commitment)
     │   └── InvalidStateTransition
     └── UnsafeOperation       refused on purpose (e.g. a cheat command outside regtest)
 """
@@ -62,6 +63,14 @@ class InvalidSignature(PeerProtocolError):
 
 class InvalidRevocation(PeerProtocolError):
     """A revealed per-commitment secret does not match, or does not fit the shachain."""
+
+
+class LostState(PeerProtocolError):
+    """The peer proved (with a secret we revealed) that our state is older than its own.
+
+    Reaction: send ``error`` but NEVER broadcast our commitment, which the peer can punish as
+    revoked; wait for the peer's commitment on chain and sweep our to_remote from it.
+    """
 
 
 class InvalidStateTransition(PeerProtocolError):

@@ -486,6 +486,9 @@ class ChannelMonitor:
 
     def apply_update(self, update: MonitorUpdate) -> list[MonitorEvent]:
         """Learn one state change of the channel (idempotent for a repeated update)."""
+        # Rebuilt commitments are only worth keeping once the channel is closed and updates
+        # stop; while it is open this keeps the cache from growing with every state.
+        self._cache.clear()
         if isinstance(update, HolderCommitmentSigned):
             if self._holder is None or update.commitment_number >= \
                     self._holder.state.commitment_number:
@@ -497,7 +500,6 @@ class ChannelMonitor:
                         feerate_per_kw=update.feerate_per_kw, htlcs=update.htlcs),
                     counterparty_signature=update.counterparty_signature,
                     counterparty_htlc_signatures=update.counterparty_htlc_signatures)
-                self._cache.pop(("holder", update.commitment_number), None)
         elif isinstance(update, CounterpartyCommitmentSigned):
             if update.commitment_number not in self._revoked:
                 self._counterparty[update.commitment_number] = _CounterpartyState(
@@ -581,15 +583,17 @@ class ChannelMonitor:
         return depth
 
     def _record(self, tx: CTransaction, height: int | None) -> None:
+        # Relevance first (dict lookups on the prevouts): most txs fed here are not ours, and
+        # a recorded tx always has depth >= 1, so hashing can wait.
+        depth = self._depth_of(tx)
+        if depth == 0:
+            return
         txid = bytes(tx.GetTxid())
         seen = self._seen.get(txid)
         if seen is not None:
             if height is not None:
                 seen.height = height
         else:
-            depth = self._depth_of(tx)
-            if depth == 0:
-                return
             self._seen[txid] = _Seen(tx=tx, txid=txid, height=height, order=self._next_order,
                                      depth=depth)
             self._next_order += 1

@@ -83,6 +83,8 @@ from channel.state import (
     monitor_update_to_record,
 )
 from channel.store import ChannelRow, NodeStore, PaymentRow
+from channel.sweeps import build_sweep_transaction, delayed_output
+from channel.transactions import build_htlc_transactions, finalize_htlc_transaction
 from channel.transport import Transport, accept, connect
 from channel.types import CommitmentFormat, OutPoint, Side
 from channel.wire import (
@@ -208,6 +210,8 @@ class Node:
         self._pay_waiters: dict[bytes, asyncio.Future[dict[str, Any]]] = {}
         self._height = 0
         self._cheat_archive: dict[str, dict[int, bytes]] = {}
+        # per channel, per state: that state's signed HTLC txs and a to_local sweep
+        self._cheat_extras: dict[str, dict[int, dict[str, Any]]] = {}
         self._sweep_script = b""
         self.events: list[str] = []  # what the monitors said, for `events` and narration
 
@@ -235,6 +239,10 @@ class Node:
             if raw_archive:
                 self._cheat_archive = {k: {int(n): bytes.fromhex(t) for n, t in v.items()}
                                        for k, v in json.loads(raw_archive).items()}
+            raw_extras = self.store.get("cheat_extras")
+            if raw_extras:
+                self._cheat_extras = {k: {int(n): e for n, e in v.items()}
+                                      for k, v in json.loads(raw_extras).items()}
         self._height = await self.chain.height()
         sweep = self.store.get("sweep_script")
         if sweep is None:
@@ -309,6 +317,8 @@ class Node:
             kv.append(("cheat_archive", json.dumps(
                 {k: {str(n): t.hex() for n, t in v.items()}
                  for k, v in self._cheat_archive.items()})))
+            kv.append(("cheat_extras", json.dumps(
+                {k: {str(n): e for n, e in v.items()} for k, v in self._cheat_extras.items()})))
         snapshots: list[tuple[str, dict[str, Any]]] = []
         update_rows: list[tuple[str, int, dict[str, Any]]] = []
         for h in flight.handles:
@@ -323,7 +333,10 @@ class Node:
             if h.monitor is None:
                 continue
             self._note(h, h.monitor.apply_updates(updates))
-            if h.monitor_dirty or h.monitor_seq + len(updates) > MONITOR_SNAPSHOT_EVERY:
+            # a snapshot costs O(revoked states): take one only after as many updates, so
+            # persistence stays amortised O(1) per update on a long-lived channel
+            threshold = max(MONITOR_SNAPSHOT_EVERY, len(h.monitor.revoked_commitment_numbers))
+            if h.monitor_dirty or h.monitor_seq + len(updates) > threshold:
                 snapshots.append((h.key, h.monitor.to_record()))
                 h.monitor_seq = 0
                 h.monitor_dirty = False
@@ -360,6 +373,45 @@ class Node:
         number = chan.holder_commitment_number
         if number not in archive:
             archive[number] = chan.holder_transactions().commitment_tx.serialize()
+        extras = self._cheat_extras.setdefault(handle.key, {})
+        if number not in extras:
+            extras[number] = self._cheat_extras_for(chan)
+
+    def _cheat_extras_for(self, chan: Channel) -> dict[str, Any]:
+        """Developer mode: the current state's signed HTLC txs (HTLC-success ones with the
+        preimages we know, from the channel or our own invoices) and a pre-signed sweep of its
+        to_local (valid ``to_self_delay`` blocks after the commitment confirms)."""
+        txs = chan.holder_transactions()
+        ctx = txs.commitment
+        preimages = {h.payment_hash: h.payment_preimage for h in chan.log.entries()
+                     if h.payment_preimage is not None} if chan.log is not None else {}
+        htlc_key = chan.keys.htlc_privkey(ctx.keys.per_commitment_point)
+        htlc_txs: list[str] = []
+        for htlc_tx, their_sig in zip(build_htlc_transactions(ctx), chan.holder_htlc_signatures,
+                                      strict=True):
+            preimage = None
+            if not htlc_tx.is_timeout:
+                payment_hash = htlc_tx.htlc_output.htlc.payment_hash
+                preimage = preimages.get(payment_hash)
+                row = self.store.payment(payment_hash.hex())
+                if preimage is None and row is not None and row.direction == "in" and \
+                        row.preimage is not None:
+                    preimage = bytes.fromhex(row.preimage)
+                if preimage is None:
+                    continue
+            htlc_txs.append(finalize_htlc_transaction(
+                htlc_tx, countersignatory_signature=their_sig,
+                broadcaster_signature=htlc_key.sign(htlc_tx.broadcaster_sighash()),
+                payment_preimage=preimage).serialize().hex())
+        sweep = ""
+        if ctx.to_local_vout is not None:
+            spend = delayed_output(ctx, chan.keys.delayed_payment_privkey(
+                ctx.keys.per_commitment_point))
+            with contextlib.suppress(ValueError):  # dust after the fee: nothing to sweep
+                sweep = build_sweep_transaction(
+                    [spend], destination_script_pubkey=self._sweep_script,
+                    feerate_per_kw=SWEEP_FEERATE_PER_KW).tx.serialize().hex()
+        return {"htlc_txs": htlc_txs, "to_local_sweep": sweep}
 
     async def _complete(self, flight: _Flight) -> None:
         """Persist a flight, then send its messages (one write per peer), then broadcast."""
@@ -740,6 +792,10 @@ class Node:
                     reason = "cltv expiry too soon"
                 elif payment.status == "succeeded":
                     reason = "invoice already paid"
+                elif self.store.get(f"hold:{payment.payment_hash}") == "cancel":
+                    reason = "the payee cancelled the invoice"
+                elif self.store.get(f"hold:{payment.payment_hash}") == "hold":
+                    continue  # a hold invoice: the HTLC stays until `settle` or `cancel`
                 else:
                     preimage = bytes.fromhex(payment.preimage)
             except InvalidOnion as exc:
@@ -867,6 +923,12 @@ class Node:
 
     async def _force_close(self, handle: _Handle, *, reason: str) -> str | None:
         chan = handle.channel
+        if chan.lost_state:
+            log.warning("channel %s: not broadcasting our commitment, the peer proved it stale "
+                        "(%s); waiting for the peer's commitment", handle.key[:16], reason)
+            chan.state = ChannelState.FORCE_CLOSING
+            self._persist(_Flight(handles=[handle]))
+            return None
         if chan.state in (ChannelState.CLOSED, ChannelState.CLOSING) or \
                 not chan.holder_commitment_signature:
             chan.fail_channel()
@@ -947,7 +1009,8 @@ class Node:
         return {"channel": handle.key, "channel_id": (chan.channel_id or b"").hex(),
                 "funding_txid": funding_txid, "funding_sat": chan.funding_sat}
 
-    async def cmd_invoice(self, amount_msat: int, description: str = "") -> dict[str, Any]:
+    async def cmd_invoice(self, amount_msat: int, description: str = "",
+                          hold: bool = False) -> dict[str, Any]:
         preimage = secrets.token_bytes(32)
         payment_hash = hashlib.sha256(preimage).digest()
         secret = secrets.token_bytes(32)
@@ -957,9 +1020,40 @@ class Node:
         self.store.commit_flight(payments=[PaymentRow(
             payment_hash=payment_hash.hex(), direction="in", amount_msat=int(amount_msat),
             status="pending", preimage=preimage.hex(), payment_secret=secret.hex(),
-            detail=description)])
+            detail=description)], kv=[(f"hold:{payment_hash.hex()}", "hold")] if hold else [])
         return {"invoice": invoice.encode(), "payment_hash": payment_hash.hex(),
-                "amount_msat": int(amount_msat)}
+                "amount_msat": int(amount_msat), "hold": bool(hold)}
+
+    async def cmd_settle(self, payment_hash: str) -> dict[str, Any]:
+        """Fulfil the HTLCs paying a hold invoice (``invoice --hold``)."""
+        return await self._release_hold(payment_hash, "settle")
+
+    async def cmd_cancel(self, payment_hash: str) -> dict[str, Any]:
+        """Fail the HTLCs paying a hold invoice back to the payer."""
+        return await self._release_hold(payment_hash, "cancel")
+
+    async def _release_hold(self, payment_hash: str, decision: str) -> dict[str, Any]:
+        key = f"hold:{payment_hash}"
+        if self.store.get(key) != "hold":
+            raise RejectedUpdate(f"no held invoice with payment hash {payment_hash[:16]}…")
+        self.store.commit_flight(kv=[(key, decision)])
+        released = 0
+        for handle in list(self.handles.values()):
+            chan = handle.channel
+            if chan.log is None or not any(e.payment_hash.hex() == payment_hash
+                                           for e in chan.htlcs_to_settle()):
+                continue
+            peer = self.peers.get(handle.peer_id)
+            if peer is None or chan.state is not ChannelState.NORMAL:
+                continue  # done at the next channel_reestablish
+            async with peer.lock:
+                flight = _Flight()
+                flight.touch(handle)
+                self._settle_incoming(handle, flight)
+                self._sign_if_needed(handle, flight)
+                await self._complete(flight)
+            released += 1
+        return {"payment_hash": payment_hash, "decision": decision, "channels": released}
 
     def _channel_with(self, node_id: bytes, channel: str | None = None) -> _Handle:
         for h in self._handles_of(node_id):
@@ -970,8 +1064,11 @@ class Node:
         raise RejectedUpdate(f"no usable channel with {node_id.hex()[:16]}…")
 
     async def cmd_pay(self, invoice: str, timeout_s: float = PAYMENT_TIMEOUT_S,
-                      ) -> dict[str, Any]:
-        results = await self.pay_many([invoice], timeout_s=timeout_s)
+                      wait: bool = True) -> dict[str, Any]:
+        """Pay ``invoice``; with ``wait`` False, return once the HTLC is sent and signed."""
+        results = await self.pay_many([invoice], timeout_s=timeout_s if wait else 0.0)
+        if not wait and results[0].get("status") == "pending":
+            results[0]["reason"] = "sent; not waiting for the outcome"
         return results[0]
 
     async def pay_many(self, invoices: list[str],
@@ -1075,7 +1172,11 @@ class Node:
         return {"channel": handle.key, "commitment_txid": txid,
                 "to_self_delay": handle.channel._peer.to_self_delay}
 
-    async def cmd_cheat(self, channel: str, state: int) -> dict[str, Any]:
+    async def cmd_cheat(self, channel: str, state: int, htlc_txs: bool = False,
+                        sweep: bool = False) -> dict[str, Any]:
+        """Broadcast our revoked commitment ``state``; with ``htlc_txs`` also its HTLC txs,
+        with ``sweep`` the sweep of its to_local (valid once to_self_delay has passed). Each
+        may be asked for again later (a tx the chain or mempool already holds is fine)."""
         if self.chain.chain != "regtest":
             raise UnsafeOperation(f"cheat refuses to run on {self.chain.chain}: regtest only")
         if not self.settings.allow_cheating:
@@ -1085,8 +1186,31 @@ class Node:
         raw = self._cheat_archive.get(handle.key, {}).get(int(state))
         if raw is None:
             raise RejectedUpdate(f"no archived commitment #{state} for this channel")
-        txid = await self.chain.broadcast(raw)
-        return {"channel": handle.key, "revoked_commitment_txid": txid, "state": int(state)}
+        if not (htlc_txs or sweep):
+            txid = await self.chain.broadcast(raw)
+            return {"channel": handle.key, "revoked_commitment_txid": txid, "state": int(state)}
+        extras = self._cheat_extras.get(handle.key, {}).get(int(state),
+                                                            {"htlc_txs": [], "to_local_sweep": ""})
+        result: dict[str, Any] = {"channel": handle.key, "state": int(state),
+                                  "revoked_commitment_txid": _txid_hex(raw),
+                                  "commitment": await self._cheat_broadcast(raw)}
+        if htlc_txs:
+            result["htlc_txs"] = [await self._cheat_broadcast(bytes.fromhex(t))
+                                  for t in extras["htlc_txs"]]
+        if sweep and extras["to_local_sweep"]:
+            result["to_local_sweep"] = await self._cheat_broadcast(
+                bytes.fromhex(extras["to_local_sweep"]))
+        return result
+
+    async def _cheat_broadcast(self, raw: bytes) -> dict[str, Any]:
+        txid = _txid_hex(raw)
+        try:
+            await self.chain.broadcast(raw)
+        except Exception as exc:  # any rejection: reported to the cheater, who may retry
+            if await self.chain.confirmations(txid) > 0:
+                return {"txid": txid, "accepted": True, "confirmed": True}
+            return {"txid": txid, "accepted": False, "error": str(exc)}
+        return {"txid": txid, "accepted": True, "confirmed": False}
 
     async def cmd_events(self) -> list[str]:
         """What the chain monitors noticed and did since this node started."""
@@ -1124,6 +1248,8 @@ class Node:
         "force-close": cmd_force_close, "cheat": cmd_cheat, "stop": cmd_stop,
         "events": cmd_events, "claimable": cmd_claimable,
     }
+    _COMMANDS["settle"] = cmd_settle
+    _COMMANDS["cancel"] = cmd_cancel
 
     async def _cmd_pay_batch(self, invoices: list[str]) -> list[dict[str, Any]]:
         return await self.pay_many(invoices)

@@ -39,6 +39,7 @@ from channel.errors import (
     InvalidRevocation,
     InvalidSignature,
     InvalidStateTransition,
+    LostState,
     PeerProtocolError,
     RejectedUpdate,
 )
@@ -285,6 +286,8 @@ class Channel:
     counterparty_shutdown_script: bytes | None = None
     closing_fee_sent_sat: int | None = None
     closing_tx: bytes | None = None
+    # set when the peer proved our state is stale: our commitment must never be broadcast
+    lost_state: bool = False
     monitor_updates: list[MonitorUpdate] = field(default_factory=list)
 
     # -- opening (BOLT 2 "Channel Establishment v1") -----------------------------------------
@@ -971,7 +974,8 @@ class Channel:
                 if msg.your_last_per_commitment_secret != \
                         self.keys.per_commitment_secret(msg.next_revocation_number - 1):
                     raise InvalidRevocation("your_last_per_commitment_secret is not ours")
-                raise PeerProtocolError(
+                self.lost_state = True
+                raise LostState(
                     "the peer proves we lost state: we must not broadcast our commitment")
             raise PeerProtocolError(
                 f"next_revocation_number {msg.next_revocation_number}, our commitment is "
@@ -1181,6 +1185,9 @@ class Channel:
         """
         if self.funding_outpoint is None or not self.holder_commitment_signature:
             raise RejectedUpdate("nothing to force-close: the channel has no signed commitment")
+        if self.lost_state:
+            raise RejectedUpdate("our state is stale (the peer proved it): broadcasting our "
+                                 "commitment would forfeit the channel; wait for the peer's")
         txs = self.holder_transactions()
         self.state = ChannelState.FORCE_CLOSING
         return txs
@@ -1346,6 +1353,7 @@ def channel_to_record(chan: Channel) -> dict[str, Any]:
         "counterparty_shutdown_script": _opt_hex(chan.counterparty_shutdown_script),
         "closing_fee_sent_sat": chan.closing_fee_sent_sat,
         "closing_tx": _opt_hex(chan.closing_tx),
+        "lost_state": chan.lost_state,
     }
 
 
@@ -1403,7 +1411,8 @@ def channel_from_record(rec: dict[str, Any]) -> Channel:
         channel_ready_received=rec["channel_ready_received"],
         holder_shutdown_script=_opt_bytes(rec["holder_shutdown_script"]),
         counterparty_shutdown_script=_opt_bytes(rec["counterparty_shutdown_script"]),
-        closing_fee_sent_sat=rec["closing_fee_sent_sat"], closing_tx=_opt_bytes(rec["closing_tx"]))
+        closing_fee_sent_sat=rec["closing_fee_sent_sat"], closing_tx=_opt_bytes(rec["closing_tx"]),
+        lost_state=bool(rec.get("lost_state", False)))
 
 
 def _htlcs_record(htlcs: tuple[CommitmentHtlc, ...]) -> list[list[Any]]:

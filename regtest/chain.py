@@ -20,6 +20,7 @@ from bitcoin.core import CBlock, CScript, CTransaction
 from bitcoin.wallet import CBitcoinAddress
 
 from channel.chain import BlockEvent, FundingTransaction, TxEvent
+from regtest.errors import RpcUnreachable
 from regtest.rpc import AsyncRpc, RpcAuth, RpcError
 
 __all__ = ["BitcoindChain", "BitcoindEndpoint"]
@@ -103,6 +104,7 @@ class BitcoindChain:
         seen_mempool: set[str] = set()
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         zmq_task = None
+        outage = False  # bitcoind was down: reload our wallet once it answers again
         if self._endpoint.zmq_rawtx or self._endpoint.zmq_rawblock:
             zmq_task = asyncio.ensure_future(self._zmq_listen(queue))
         try:
@@ -119,6 +121,9 @@ class BitcoindChain:
                         yield TxEvent(raw_tx=raw)
                     continue
                 try:
+                    if outage:
+                        await self.ensure_wallet()  # a restarted bitcoind loads no wallet
+                        outage = False
                     tip = await self._rpc.getbestblockhash()
                     if seen.get(tip_height) != tip:
                         height = await self.height()
@@ -144,9 +149,11 @@ class BitcoindChain:
                                 yield TxEvent(raw_tx=await self._rpc.getrawtransaction(txid))
                 except RpcError as exc:
                     log.info("chain poll failed (%s); retrying", exc)
+                    outage = True  # e.g. -28, still warming up after a restart
                     await asyncio.sleep(0.5)
-                except OSError as exc:
+                except (OSError, RpcUnreachable) as exc:
                     log.info("bitcoind unreachable (%s); retrying", exc)
+                    outage = True
                     await asyncio.sleep(0.5)
         finally:
             if zmq_task is not None:

@@ -1,13 +1,26 @@
-"""I/O: ``chanlab bitcoind where`` and ``chanlab bitcoind install``."""
+"""I/O: ``chanlab bitcoind where|install|start|mine|fund``.
+
+``start`` runs a regtest bitcoind in the foreground for hand-driven sessions (workshops): it
+writes ``$CHANLAB_HOME/bitcoind.json`` so ``chanlab node start`` finds it, and keeps a funded
+``miner`` wallet that ``mine`` and ``fund`` use.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 from typing import Any
 
 from regtest import provision
 from regtest.bitcoind_binary import BitcoindBinary, ensure_bitcoind, locate_bitcoind
+from regtest.chain import BitcoindEndpoint
+from regtest.control import chanlab_home
+from regtest.errors import SetupError
+from regtest.node import LocalBitcoind
+from regtest.rpc import Rpc
+from regtest.wallet import Wallet, ensure_mature_coins
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -22,6 +35,16 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--force", action="store_true", help="discard chanlab's cached bitcoind and provision again"
     )
     install.set_defaults(handler=_install)
+    start = actions.add_parser(
+        "start", help="run a regtest bitcoind for chanlab nodes in the foreground (Ctrl-C stops)")
+    start.set_defaults(handler=_start)
+    mine = actions.add_parser("mine", help="mine blocks on the running regtest bitcoind")
+    mine.add_argument("blocks", type=int, nargs="?", default=1)
+    mine.set_defaults(handler=_mine)
+    fund = actions.add_parser("fund", help="send coins from the miner to a node's wallet")
+    fund.add_argument("node", help="node name (its bitcoind wallet has the same name)")
+    fund.add_argument("amount_sat", type=int)
+    fund.set_defaults(handler=_fund)
 
 
 def _describe(binary: BitcoindBinary) -> str:
@@ -61,4 +84,54 @@ def _install(args: argparse.Namespace) -> int:
         provision.wipe(provision.cache_dir())
     binary = ensure_bitcoind(progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(_describe(binary))
+    return 0
+
+
+def _endpoint_rpc() -> Rpc:
+    path = chanlab_home() / "bitcoind.json"
+    try:
+        endpoint = BitcoindEndpoint.from_json(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise SetupError(f"no {path}: run `chanlab bitcoind start` first") from None
+    return Rpc(endpoint.rpc_url, auth=endpoint.cookie_path)
+
+
+def _start(args: argparse.Namespace) -> int:
+    home = chanlab_home()
+    home.mkdir(parents=True, exist_ok=True)
+    node = LocalBitcoind(binary=ensure_bitcoind(
+        progress=lambda line: print(f"   {line}", file=sys.stderr, flush=True)),
+        datadir=home / "bitcoind")
+    with node:
+        miner = Wallet.open(node.rpc, "miner")
+        ensure_mature_coins(miner)
+        endpoint = BitcoindEndpoint(rpc_url=node.rpc_url, cookie_path=node.cookie_path,
+                                    zmq_rawblock=node.zmq_rawblock, zmq_rawtx=node.zmq_rawtx)
+        (home / "bitcoind.json").write_text(json.dumps(endpoint.to_json()))
+        print(f"regtest bitcoind running (RPC {node.rpc_url}, data in {node.datadir}); "
+              f"height {miner.height()}. Ctrl-C stops it.", flush=True)
+        try:
+            while node.running:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            print("stopping bitcoind", flush=True)
+    (home / "bitcoind.json").unlink(missing_ok=True)
+    return 0
+
+
+def _mine(args: argparse.Namespace) -> int:
+    miner = Wallet(_endpoint_rpc(), "miner")
+    hashes = miner.mine(args.blocks)
+    print(f"mined {len(hashes)} block(s); height {miner.height()}")
+    return 0
+
+
+def _fund(args: argparse.Namespace) -> int:
+    rpc = _endpoint_rpc()
+    miner = Wallet(rpc, "miner")
+    target = Wallet.open(rpc, args.node)
+    txid = miner.send_to_address(target.new_address(), args.amount_sat)
+    miner.mine(1)
+    print(f"sent {args.amount_sat} sat to {args.node}'s wallet in {txid} (confirmed); "
+          f"balance {target.balance_sat()} sat")
     return 0

@@ -38,6 +38,7 @@ from channel.wire import ErrorMessage, Ping, Pong, WarningMessage
 from regtest.chain import address_of
 from regtest.cluster import Cluster, NodeProcess
 from regtest.node import BitcoindNode
+from regtest.wait import wait_for as blocking_wait_for
 from regtest.wallet import Wallet
 
 WaitFor = Callable[..., object]
@@ -602,8 +603,7 @@ class Attack:
 
 
 def _wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    from regtest.wait import wait_for
-    return wait_for(predicate, timeout=timeout, what=what)
+    return blocking_wait_for(predicate, timeout=timeout, what=what)
 
 
 def _run(target: tuple[Cluster, NodeProcess], bitcoind: BitcoindNode,

@@ -9,6 +9,7 @@ byte-for-byte unchanged.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -48,6 +49,7 @@ from channel.errors import (
     InvalidRevocation,
     InvalidSignature,
     InvalidStateTransition,
+    LostState,
     MalformedMessage,
     PeerProtocolError,
     RejectedUpdate,
@@ -1310,8 +1312,14 @@ def test_peer_proves_we_lost_state(fmt: CommitmentFormat) -> None:
     from_b = b.channel_reestablish()
     assert from_b.next_revocation_number == a.holder_commitment_number
     assert a.holder_commitment_number > old_a.holder_commitment_number
-    expect_unchanged(old_a, PeerProtocolError, lambda: old_a.on_channel_reestablish(from_b),
-                     match="lost state")
+    forged_first = copy.deepcopy(old_a)  # the forged-secret check below needs A before this
+    with pytest.raises(LostState, match="lost state"):
+        old_a.on_channel_reestablish(from_b)
+    # the one state change a failure makes: A must never broadcast its stale commitment
+    assert old_a.lost_state
+    with pytest.raises(RejectedUpdate, match="stale"):
+        old_a.force_close()
+    old_a = forged_first
     # B, for its part, sees a peer that claims commitments it has long revoked
     expect_unchanged(b, PeerProtocolError,
                      lambda: b.on_channel_reestablish(old_a.channel_reestablish()))
