@@ -40,7 +40,11 @@ class TxEvent:
 
 
 class ChainBackend(Protocol):
-    """A bitcoind (or equivalent) seen by one node: its chain, mempool and wallet."""
+    """A bitcoind (or equivalent) seen by one node: its chain, mempool and wallet.
+
+    Every method raises ``channel.errors.ChainError`` (or a subclass) when the backend refuses
+    or fails a request; nothing else is expected to escape.
+    """
 
     @property
     def chain(self) -> str:

@@ -4,7 +4,7 @@ Pure. Modelled on LDK's ``ChannelError``: the class of an exception tells its ca
 so a peer loop needs one ``except`` per reaction, not one per cause.
 
     ChanlabError
-    ├── MalformedMessage      bytes that do not parse: send ``warning``/``error``, drop the connection
+    ├── MalformedMessage      bytes that do not parse: send ``warning``, drop the connection
     ├── HandshakeFailed       BOLT 8 act failed (bad version, bad MAC, bad key): drop the connection
     ├── UnknownEvenMessage    "it's OK to be odd" violated by the peer: fail the connection
     ├── RejectedUpdate        *our* request is invalid (amount over balance, too many HTLCs):
@@ -15,6 +15,7 @@ so a peer loop needs one ``except`` per reaction, not one per cause.
     │   ├── InvalidRevocation
     │   ├── LostState          (ours is stale: error, but never broadcast our commitment)
     │   └── InvalidStateTransition
+    ├── ChainError            the chain backend refused or failed: report, retry at the next block
     └── UnsafeOperation       refused on purpose (e.g. a cheat command outside regtest)
 """
 
@@ -75,6 +76,11 @@ class LostState(PeerProtocolError):
 
 class InvalidStateTransition(PeerProtocolError):
     """A message arrived that the channel's current state does not allow."""
+
+
+class ChainError(ChanlabError):
+    """The chain backend refused or failed a request (a rejected broadcast, an unreachable
+    bitcoind, a wallet that cannot fund): report it; chain work is retried at the next block."""
 
 
 class UnsafeOperation(ChanlabError):

@@ -34,6 +34,7 @@ from bitcoin.core import CTransaction
 
 from channel.chain import BlockEvent, ChainBackend, TxEvent
 from channel.errors import (
+    ChainError,
     ChanlabError,
     HandshakeFailed,
     InvalidOnion,
@@ -431,7 +432,7 @@ class Node:
             try:
                 txid = await self.chain.broadcast(raw)
                 log.info("broadcast %s", txid)
-            except Exception as exc:
+            except ChainError as exc:
                 log.warning("broadcast failed: %s", exc)
 
     # -- peers -----------------------------------------------------------------------------
@@ -621,7 +622,7 @@ class Node:
         try:
             funding = await self.chain.fund_output(chan.funding_script_pubkey, chan.funding_sat,
                                                    FUNDING_FEERATE_SAT_PER_VB)
-        except Exception as exc:
+        except ChainError as exc:
             chan.state = ChannelState.CLOSED
             self._resolve(handle.opened, error=f"cannot fund the channel: {exc}")
             self._persist(_Flight(handles=[handle]))
@@ -900,7 +901,7 @@ class Node:
                     text = f"channel {handle.key[:8]}: broadcast {claim.description}"
                     self.events.append(text)
                     log.info("%s", text)
-                except Exception as exc:  # noqa: BLE001 - retried at the next block
+                except ChainError as exc:  # retried at the next block
                     log.info("claim %s not accepted yet: %s", claim.txid_hex, exc)
         if dirty:
             self._persist(_Flight(handles=dirty))
@@ -1206,7 +1207,7 @@ class Node:
         txid = _txid_hex(raw)
         try:
             await self.chain.broadcast(raw)
-        except Exception as exc:  # any rejection: reported to the cheater, who may retry
+        except ChainError as exc:  # any rejection: reported to the cheater, who may retry
             if await self.chain.confirmations(txid) > 0:
                 return {"txid": txid, "accepted": True, "confirmed": True}
             return {"txid": txid, "accepted": False, "error": str(exc)}

@@ -20,7 +20,7 @@ catches all deliberate failures.
 
 from __future__ import annotations
 
-from channel.errors import ChanlabError
+from channel.errors import ChainError, ChanlabError
 
 
 class RegtestError(ChanlabError):
@@ -59,7 +59,7 @@ class PortInUse(NodeStartError):
     """A port the node was asked to use is already taken by another socket."""
 
 
-class RpcUnreachable(RegtestError):
+class RpcUnreachable(RegtestError, ChainError):
     """bitcoind could not be reached over RPC at all (refused, reset, or credentials rejected)."""
 
 

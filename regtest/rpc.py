@@ -36,6 +36,7 @@ import httpx
 import orjson
 from bitcoinrpc import BitcoinRPC, RPCError
 
+from channel.errors import ChainError
 from regtest.errors import RegtestError, RpcUnreachable
 
 JSON = None | bool | int | float | str | list["JSON"] | dict[str, "JSON"]
@@ -84,7 +85,7 @@ def sat_per_vb_to_btc_per_kvb(feerate_sat_per_vb: int) -> str:
 # --- errors --------------------------------------------------------------------------------------
 
 
-class RpcError(RegtestError):
+class RpcError(RegtestError, ChainError):
     """bitcoind answered a call with a JSON-RPC error: its ``code`` and ``message`` are kept."""
 
     code: int

@@ -166,7 +166,8 @@ def lifecycle(ctx: DemoContext) -> None:
                    "to_local to her wallet")
 
         alice_sweep = _wait_claim(alice, "to_local_sweep", mine=cluster)
-        say.detail(f"sweep {alice_sweep[0]}… confirmed: {sat(alice_sweep[1])} back in Alice's wallet")
+        say.detail(f"sweep {alice_sweep[0]}… confirmed: {sat(alice_sweep[1])} back in "
+                   "Alice's wallet")
 
         say.step("Bob's node comes back: it reads the chain it missed and sweeps his to_remote")
         bob.start()
