@@ -85,6 +85,7 @@ from channel.state import (
 )
 from channel.store import ChannelRow, NodeStore, PaymentRow
 from channel.sweeps import build_sweep_transaction, delayed_output
+from channel.tower_client import WatchtowerClient
 from channel.transactions import build_htlc_transactions, finalize_htlc_transaction
 from channel.transport import Transport, accept, connect
 from channel.types import CommitmentFormat, OutPoint, Side
@@ -144,6 +145,7 @@ class NodeSettings:
     port: int = 0
     channel_config: ChannelConfig = field(default_factory=ChannelConfig)
     allow_cheating: bool = False
+    towers: tuple[str, ...] = ()   # watchtowers (tower_id@host:port) to add at start
 
 
 @dataclass(slots=True)
@@ -215,6 +217,8 @@ class Node:
         self._cheat_extras: dict[str, dict[int, dict[str, Any]]] = {}
         self._sweep_script = b""
         self.events: list[str] = []  # what the monitors said, for `events` and narration
+        self.towers = WatchtowerClient(node_secret=self._node_secret, store=self.store,
+                                       monitor_of=self._monitor_of)
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -266,6 +270,8 @@ class Node:
         tmp.replace(self.settings.home / "node.json")
         self._spawn(self._watch_chain())
         self._spawn(self._reconnect_known_peers())
+        self.towers.start(((k, h.monitor) for k, h in self.handles.items()
+                           if h.monitor is not None), self.settings.towers)
         log.info("node %s (%s) listening on %s:%d", self.settings.name, self.node_id.hex(),
                  self.settings.host, self.port)
 
@@ -289,6 +295,7 @@ class Node:
         for task in list(self._tasks):
             with contextlib.suppress(BaseException):
                 await task
+        await self.towers.stop()
         await self.chain.aclose()
         self.store.close()
         with contextlib.suppress(FileNotFoundError):
@@ -334,6 +341,7 @@ class Node:
             if h.monitor is None:
                 continue
             self._note(h, h.monitor.apply_updates(updates))
+            self.towers.note_updates(h.key, updates)  # uploads happen in the background
             # a snapshot costs O(revoked states): take one only after as many updates, so
             # persistence stays amortised O(1) per update on a long-lived channel
             threshold = max(MONITOR_SNAPSHOT_EVERY, len(h.monitor.revoked_commitment_numbers))
@@ -845,14 +853,18 @@ class Node:
         for handle in list(self.handles.values()):
             await self._check_funding_depth(handle)
         await self._catch_up_monitors()
-        async for event in self.chain.events():
+        async for event in self.chain.events(from_height=self._height):
             if isinstance(event, BlockEvent):
+                reorg = event.height <= self._height  # replayed after a reorg: undo the old branch
                 self._height = event.height
                 txs = [CTransaction.deserialize(raw) for raw in event.transactions]
                 for handle in list(self.handles.values()):
                     await self._check_funding_depth(handle)
                     if handle.monitor is not None and not handle.monitor.is_resolved:
+                        if reorg:
+                            self._note(handle, handle.monitor.block_disconnected(event.height))
                         self._note(handle, handle.monitor.block_connected(event.height, txs))
+                await self._rebroadcast_pending()
                 await self._after_chain_event()
             elif isinstance(event, TxEvent):
                 tx = CTransaction.deserialize(event.raw_tx)
@@ -885,6 +897,20 @@ class Node:
                 if handle.monitor is not None and not handle.monitor.is_resolved:
                     self._note(handle, handle.monitor.transaction_seen(tx, None))
         await self._after_chain_event()
+
+    async def _rebroadcast_pending(self) -> None:
+        """Once a block, send again our claims that are out but still unconfirmed: bitcoind may
+        have dropped them (a restart without its mempool, a reorg, eviction)."""
+        for handle in self.handles.values():
+            if handle.monitor is None:
+                continue
+            for claim in handle.monitor.claims_to_broadcast(self._height):
+                if claim.fee_bump is not None or claim.txid_hex not in handle.broadcast:
+                    continue
+                try:
+                    await self.chain.broadcast(claim.tx.serialize())
+                except ChainError as exc:  # e.g. its input is gone: the monitor re-plans
+                    log.info("claim %s not re-broadcast: %s", claim.txid_hex, exc)
 
     async def _after_chain_event(self) -> None:
         """Broadcast what the monitors want now, and persist monitors that changed."""
@@ -1213,6 +1239,20 @@ class Node:
             return {"txid": txid, "accepted": False, "error": str(exc)}
         return {"txid": txid, "accepted": True, "confirmed": False}
 
+    async def cmd_update_fee(self, channel: str, feerate_per_kw: int) -> dict[str, Any]:
+        """Change a channel's commitment feerate (we must be the opener): update_fee + sign."""
+        handle = self._find(channel)
+        peer = self.peers.get(handle.peer_id)
+        if peer is None:
+            raise RejectedUpdate("the peer is offline")
+        async with peer.lock:
+            flight = _Flight()
+            flight.touch(handle)
+            flight.send(handle.peer_id, handle.channel.update_fee(int(feerate_per_kw)))
+            self._sign_if_needed(handle, flight)
+            await self._complete(flight)
+        return {"channel": handle.key, "feerate_per_kw": int(feerate_per_kw)}
+
     async def cmd_events(self) -> list[str]:
         """What the chain monitors noticed and did since this node started."""
         return list(self.events)
@@ -1247,10 +1287,25 @@ class Node:
         "info": cmd_info, "connect": cmd_connect, "open": cmd_open, "invoice": cmd_invoice,
         "pay": cmd_pay, "channels": cmd_channels, "balance": cmd_balance, "close": cmd_close,
         "force-close": cmd_force_close, "cheat": cmd_cheat, "stop": cmd_stop,
-        "events": cmd_events, "claimable": cmd_claimable,
+        "events": cmd_events, "update-fee": cmd_update_fee, "claimable": cmd_claimable,
     }
     _COMMANDS["settle"] = cmd_settle
     _COMMANDS["cancel"] = cmd_cancel
+
+    async def cmd_add_tower(self, address: str) -> dict[str, Any]:
+        """Upload a justice kit per revoked state to the tower ``tower_id@host:port``."""
+        return self.towers.add(address)
+
+    async def cmd_towers(self) -> list[dict[str, Any]]:
+        """Our watchtowers: connection, uploads, states not acknowledged yet."""
+        return self.towers.status()
+
+    _COMMANDS["add-tower"] = cmd_add_tower
+    _COMMANDS["towers"] = cmd_towers
+
+    def _monitor_of(self, key: str) -> ChannelMonitor | None:
+        handle = self.handles.get(key)
+        return None if handle is None else handle.monitor
 
     async def _cmd_pay_batch(self, invoices: list[str]) -> list[dict[str, Any]]:
         return await self.pay_many(invoices)

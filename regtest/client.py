@@ -10,6 +10,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from regtest.commands.tower import tower_address
 from regtest.control import call_node, node_address
 
 __all__ = ["run_client"]
@@ -42,6 +43,13 @@ def _parser(name: str) -> argparse.ArgumentParser:
     p = sub.add_parser("cheat", help="(regtest, --allow-cheating) broadcast a revoked commitment")
     p.add_argument("channel")
     p.add_argument("--state", type=int, required=True)
+    p = sub.add_parser("add-tower", help="upload justice kits to a watchtower "
+                                         "(a tower name or tower_id@host:port)")
+    p.add_argument("tower")
+    sub.add_parser("towers", help="watchtowers: connection, uploads, pending states")
+    p = sub.add_parser("update-fee", help="change the commitment feerate (opener only)")
+    p.add_argument("channel")
+    p.add_argument("feerate_per_kw", type=int)
     sub.add_parser("stop", help="stop the node")
     return parser
 
@@ -67,6 +75,10 @@ def run_client(name: str, argv: Sequence[str]) -> int:
         call = {"invoice": args.invoice}
     elif cmd in ("close", "force-close"):
         call = {"channel": args.channel}
+    elif cmd == "add-tower":
+        call = {"address": args.tower if "@" in args.tower else tower_address(args.tower)}
+    elif cmd == "update-fee":
+        call = {"channel": args.channel, "feerate_per_kw": args.feerate_per_kw}
     elif cmd == "cheat":
         call = {"channel": args.channel, "state": args.state}
     result = call_node(name, cmd, call)
