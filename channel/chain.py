@@ -57,8 +57,11 @@ class ChainBackend(Protocol):
 
     async def mempool_transactions(self) -> list[bytes]: ...
 
-    def events(self) -> AsyncIterator[BlockEvent | TxEvent]:
-        """New blocks (in order, none skipped) and new mempool transactions, as they come."""
+    def events(self, from_height: int | None = None) -> AsyncIterator[BlockEvent | TxEvent]:
+        """New blocks (in order, none skipped) and new mempool transactions, as they come.
+
+        Blocks start after ``from_height`` (the last one the caller processed), so none mined
+        between the caller's catch-up and this call is missed; None: after the current tip."""
         ...
 
     async def broadcast(self, raw_tx: bytes) -> str:

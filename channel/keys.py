@@ -445,6 +445,13 @@ class Basepoints:
                 raise TypeError(f"Basepoints.{name} must be a {kind.__name__}")
 
 
+@functools.lru_cache(maxsize=4096)
+def _per_commitment_secret(seed: bytes, commitment_number: int) -> bytes:
+    # each secret is asked for 3-4 times per payment (points for both commitments, then the
+    # revocation); the shachain walk is 48 SHA256 steps in Python, so derive it once
+    return generate_from_seed(seed, index_for_commitment(commitment_number))
+
+
 def _labelled_secret(seed: bytes, label: bytes) -> bytes:
     counter = 0
     while True:
@@ -502,7 +509,7 @@ class ChannelKeys:
 
     def per_commitment_secret(self, commitment_number: int) -> bytes:
         """Our secret for ``commitment_number`` (revealed in ``revoke_and_ack`` once revoked)."""
-        return generate_from_seed(self.per_commitment_seed, index_for_commitment(commitment_number))
+        return _per_commitment_secret(self.per_commitment_seed, commitment_number)
 
     def per_commitment_point(self, commitment_number: int) -> PerCommitmentPoint:
         """Our ``per_commitment_point`` for ``commitment_number``."""

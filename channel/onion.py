@@ -20,6 +20,7 @@ Peeling failures raise ``InvalidOnion`` with the BOLT 4 ``failure_code``: BADONI
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Sequence
@@ -222,18 +223,22 @@ class PeeledOnion:
 
 def _route_secrets(session_key: bytes, hops: Sequence[OnionHop]) -> list[tuple[bytes, bytes]]:
     """``(ephemeral public key, shared secret)`` per hop, blinding the key after each one."""
-    try:
-        ephemeral = coincurve.PrivateKey(session_key)
-    except ValueError as exc:
-        raise MalformedMessage("session_key is not a valid secp256k1 secret") from exc
+    # Only public-key operations on the ephemeral secret: coincurve.PrivateKey would also derive
+    # an x-only key per hop, a third of this function's cost on a single-hop route.
+    ephemeral = session_key
     secrets = []
     for index, hop in enumerate(hops):
-        public = ephemeral.public_key.format(compressed=True)
-        shared_secret = ephemeral.ecdh(hop.node_id)
+        try:
+            public = coincurve.PublicKey.from_secret(ephemeral).format(compressed=True)
+        except ValueError as exc:
+            raise MalformedMessage("session_key is not a valid secp256k1 secret") from exc
+        # libsecp256k1's ECDH hash: SHA256 of the compressed shared point
+        shared_point = coincurve.PublicKey(hop.node_id).multiply(ephemeral)
+        shared_secret = hashlib.sha256(shared_point.format(compressed=True)).digest()
         secrets.append((public, shared_secret))
         if index + 1 < len(hops):
             blinding = hashlib.sha256(public + shared_secret).digest()
-            ephemeral = ephemeral.multiply(blinding)
+            ephemeral = coincurve.PrivateKey(ephemeral).multiply(blinding).secret
     return secrets
 
 
@@ -305,6 +310,13 @@ def build_single_hop_onion(
 # --- peeling -----------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=8)
+def _node_private_key(node_key: bytes) -> coincurve.PrivateKey:
+    # coincurve derives two public keys in the constructor; a node peels every incoming HTLC
+    # with the same key, so build it once
+    return coincurve.PrivateKey(node_key)
+
+
 def peel_onion(*, onion: bytes, node_key: bytes, associated_data: bytes) -> PeeledOnion:
     """BOLT 4 "Accepting and Forwarding a Payment": verify and unwrap our layer.
 
@@ -321,7 +333,7 @@ def peel_onion(*, onion: bytes, node_key: bytes, associated_data: bytes) -> Peel
     if not is_valid_point(public_key):
         raise InvalidOnion("onion ephemeral key is not a point", failure_code=INVALID_ONION_KEY)
 
-    shared_secret = coincurve.PrivateKey(node_key).ecdh(public_key)
+    shared_secret = _node_private_key(node_key).ecdh(public_key)
     expected = hmac.digest(
         _generate_key(b"mu", shared_secret), hop_payloads + associated_data, "sha256"
     )

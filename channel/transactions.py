@@ -597,10 +597,16 @@ def build_htlc_transaction(commitment: CommitmentTransaction,
         OP_IF <revocationpubkey> OP_ELSE `to_self_delay` OP_CHECKSEQUENCEVERIFY OP_DROP
         <local_delayedpubkey> OP_ENDIF OP_CHECKSIG
     """
-    fmt = commitment.commitment_format
-    htlc = htlc_output.htlc
     if htlc_output not in commitment.htlc_outputs:
         raise ValueError("build_htlc_transaction: htlc_output is not from this commitment")
+    return _build_htlc_transaction(commitment, htlc_output)
+
+
+def _build_htlc_transaction(commitment: CommitmentTransaction,
+                            htlc_output: HtlcOutput) -> HtlcTransaction:
+    """:func:`build_htlc_transaction` for an output known to be in ``commitment``."""
+    fmt = commitment.commitment_format
+    htlc = htlc_output.htlc
     timeout = htlc.direction is HtlcDirection.OFFERED
     fee = (htlc_timeout_fee_sat(commitment.feerate_per_kw, fmt) if timeout
            else htlc_success_fee_sat(commitment.feerate_per_kw, fmt))
@@ -638,7 +644,9 @@ def build_htlc_success_transaction(commitment: CommitmentTransaction,
 
 def build_htlc_transactions(commitment: CommitmentTransaction) -> tuple[HtlcTransaction, ...]:
     """Every second-stage transaction of ``commitment``, in output order (htlc_signature order)."""
-    return tuple(build_htlc_transaction(commitment, out) for out in commitment.htlc_outputs)
+    # the outputs come from the commitment itself: skip the per-output membership test, which
+    # compares dataclasses and made a commitment with n HTLCs cost O(n**2)
+    return tuple(_build_htlc_transaction(commitment, out) for out in commitment.htlc_outputs)
 
 
 def finalize_htlc_transaction(htlc_tx: HtlcTransaction, *, countersignatory_signature: bytes,

@@ -97,9 +97,12 @@ class BitcoindChain:
                 out.append(await self._rpc.getrawtransaction(txid))
         return out
 
-    async def events(self) -> AsyncIterator[BlockEvent | TxEvent]:
+    async def events(self, from_height: int | None = None,
+                     ) -> AsyncIterator[BlockEvent | TxEvent]:
         seen: dict[int, str] = {}
         tip_height = await self.height()
+        if from_height is not None:
+            tip_height = max(0, min(from_height, tip_height))
         seen[tip_height] = await self._rpc.getblockhash(tip_height)
         seen_mempool: set[str] = set()
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
@@ -124,6 +127,9 @@ class BitcoindChain:
                     if outage:
                         await self.ensure_wallet()  # a restarted bitcoind loads no wallet
                         outage = False
+                        # It may also have lost its mempool, or reorganised while we could
+                        # not look: replay the tip, so the caller re-checks and re-sends.
+                        tip_height = max(0, tip_height - 1)
                     tip = await self._rpc.getbestblockhash()
                     if seen.get(tip_height) != tip:
                         height = await self.height()

@@ -19,23 +19,25 @@ from pathlib import Path
 from typing import Any
 
 from regtest.chain import BitcoindEndpoint
+from regtest.commands.tower import call_tower, tower_home
 from regtest.control import NodeUnreachable, call_node, node_home
 from regtest.node import BitcoindNode
 from regtest.wait import wait_for
 from regtest.wallet import Wallet
 
-__all__ = ["Cluster", "NodeProcess"]
+__all__ = ["Cluster", "NodeProcess", "TowerProcess"]
 
 
 class NodeProcess:
     """One ``chanlab node start`` child process."""
 
     def __init__(self, cluster: Cluster, name: str, *, allow_cheating: bool,
-                 to_self_delay: int) -> None:
+                 to_self_delay: int, towers: tuple[str, ...] = ()) -> None:
         self.cluster = cluster
         self.name = name
         self.allow_cheating = allow_cheating
         self.to_self_delay = to_self_delay
+        self.towers = towers   # tower addresses given with --tower (the node remembers them)
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -57,6 +59,8 @@ class NodeProcess:
                "--port", str(self.port), "--to-self-delay", str(self.to_self_delay)]
         if self.allow_cheating:
             cmd.append("--allow-cheating")
+        for tower in self.towers:
+            cmd += ["--tower", tower]
         env = dict(os.environ, CHANLAB_HOME=str(self.cluster.home))
         stderr = (self.home / "stderr.log").open("ab")
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
@@ -110,6 +114,82 @@ class NodeProcess:
         return self.proc is not None and self.proc.poll() is None
 
 
+class TowerProcess:
+    """One ``chanlab tower start`` child process; it keeps its port across restarts."""
+
+    def __init__(self, cluster: Cluster, name: str) -> None:
+        self.cluster = cluster
+        self.name = name
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    @property
+    def home(self) -> Path:
+        return tower_home(self.name, self.cluster.home)
+
+    def start(self, timeout: float = 30.0) -> TowerProcess:
+        """Start the process and wait until its control socket answers."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "tower.json").unlink(missing_ok=True)
+        cmd = [sys.executable, "-m", "regtest.cli", "tower", "start", "--name", self.name,
+               "--port", str(self.port)]
+        env = dict(os.environ, CHANLAB_HOME=str(self.cluster.home))
+        with (self.home / "stderr.log").open("ab") as stderr:
+            self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+                                         start_new_session=True)
+
+        def up() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                tail = (self.home / "stderr.log").read_text()[-2000:]
+                raise RuntimeError(f"tower {self.name} exited at start:\n{tail}")
+            try:
+                self.call("info")
+            except (NodeUnreachable, OSError):
+                return False
+            return True
+
+        wait_for(up, timeout=timeout, what=f"tower {self.name} to start")
+        self.port = int(json.loads((self.home / "tower.json").read_text())["port"])
+        return self
+
+    def call(self, cmd: str, **args: Any) -> Any:
+        return call_tower(self.name, cmd, args, home=self.cluster.home)
+
+    @property
+    def address(self) -> str:
+        """``tower_id@host:port``."""
+        return str(json.loads((self.home / "tower.json").read_text())["address"])
+
+    @property
+    def tower_id(self) -> str:
+        return self.address.split("@")[0]
+
+    def register(self, node: NodeProcess) -> None:
+        """The operator allows ``node`` (by its node id) to store justice kits."""
+        self.call("register", client_id=node.node_id)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Graceful stop (SIGTERM), then kill if it does not exit."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def kill(self) -> None:
+        """kill -9."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
 class Cluster:
     """Nodes sharing ``bitcoind`` under ``home`` (their ``$CHANLAB_HOME``)."""
 
@@ -118,6 +198,7 @@ class Cluster:
         self.home = home
         self.miner = miner
         self.nodes: dict[str, NodeProcess] = {}
+        self.towers: dict[str, TowerProcess] = {}
         home.mkdir(parents=True, exist_ok=True)
         endpoint = BitcoindEndpoint(rpc_url=bitcoind.rpc_url, cookie_path=bitcoind.cookie_path,
                                     zmq_rawblock=bitcoind.zmq_rawblock,
@@ -125,13 +206,24 @@ class Cluster:
         (home / "bitcoind.json").write_text(json.dumps(endpoint.to_json()))
 
     def start_node(self, name: str, *, funds_sat: int = 0, allow_cheating: bool = False,
-                   to_self_delay: int = 10) -> NodeProcess:
+                   to_self_delay: int = 10, towers: tuple[TowerProcess, ...] = ()
+                   ) -> NodeProcess:
+        """Start a node; with ``towers``, registered with each and uploading to them."""
         node = NodeProcess(self, name, allow_cheating=allow_cheating,
-                           to_self_delay=to_self_delay).start()
+                           to_self_delay=to_self_delay,
+                           towers=tuple(t.address for t in towers)).start()
+        for tower in towers:
+            tower.register(node)
         self.nodes[name] = node
         if funds_sat:
             self.fund(node, funds_sat)
         return node
+
+    def start_tower(self, name: str) -> TowerProcess:
+        """Start a ``chanlab tower start`` process (no client registered yet)."""
+        tower = TowerProcess(self, name).start()
+        self.towers[name] = tower
+        return tower
 
     def fund(self, node: NodeProcess, amount_sat: int) -> str:
         """Send ``amount_sat`` from the miner to the node's wallet and confirm it."""
@@ -188,6 +280,8 @@ class Cluster:
     def stop_all(self) -> None:
         for node in self.nodes.values():
             node.stop()
+        for tower in self.towers.values():
+            tower.stop()
 
     @classmethod
     @contextmanager
@@ -198,4 +292,6 @@ class Cluster:
         finally:
             for node in cluster.nodes.values():
                 node.kill() if node.running else None
+            for tower in cluster.towers.values():
+                tower.kill()
             time.sleep(0)

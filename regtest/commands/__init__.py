@@ -7,4 +7,5 @@ MODULES: tuple[str, ...] = (
     "regtest.commands.bitcoind",
     "regtest.commands.demo",
     "regtest.commands.node",
+    "regtest.commands.tower",
 )

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import regtest.story  # noqa: F401  (registers the channel stories)
+import regtest.drills  # registers the outage drills
+import regtest.story  # registers the channel stories
+import regtest.tower_drills  # noqa: F401  (registers breach-tower)
 from regtest.demo import DEFAULT_SCENARIO, SCENARIOS, run_demo
 
 

@@ -35,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     start.add_argument("--allow-cheating", action="store_true",
                        help="developer mode (regtest only): keep revoked commitments so "
                             "`cheat` can broadcast one")
+    start.add_argument("--tower", action="append", default=[], metavar="TOWER_ID@HOST:PORT",
+                       help="upload justice kits to this watchtower (repeatable; remembered)")
     start.set_defaults(handler=_start)
 
 
@@ -53,7 +55,7 @@ def _start(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = NodeSettings(name=args.name, home=home, port=args.port,
                             channel_config=ChannelConfig(to_self_delay=args.to_self_delay),
-                            allow_cheating=args.allow_cheating)
+                            allow_cheating=args.allow_cheating, towers=tuple(args.tower))
     return asyncio.run(_run(settings, endpoint))
 
 

@@ -1,0 +1,283 @@
+"""I/O: ``make bench``: every chanlab figure, each printed with how it was measured, then a table.
+
+Run from the repository root: ``python -m bench`` (``--quick`` shrinks every count for a smoke
+run; ``--no-nodes`` skips the sections that need bitcoind and node processes).
+
+1. Payments through one channel between two ``chanlab node start`` processes (``bench.nodes``).
+2. Breach to penalty, by the victim's node and by its watchtower (``bench.nodes``).
+3. The BOLT 8 transport over loopback (``bench.transport``'s measurements).
+4. The channel state machine alone, in memory (``bench.state_machine.measure``).
+5. Watchtower storage and lookup (``python -m bench.tower``, its output shown as printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import bitcoin
+
+from bench.figures import Figure, Goal, parse_tower_output, render_table, summarize
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _section(title: str) -> None:
+    say(f"\n== {title}")
+
+
+def _load() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+# -- 1 and 2: node processes ------------------------------------------------------------------
+
+
+def _node_figures(quick: bool, rounds: int) -> list[Figure]:
+    from bench.nodes import (
+        PAYMENT_MSAT,
+        BreachRun,
+        MempoolFeed,
+        bench_cluster,
+        measure_breach,
+        measure_payments,
+        zmq_rawtx_endpoint,
+    )
+
+    figures: list[Figure] = []
+    unbatched, batched, control = (100, 1000, 20) if quick else (600, 6000, 100)
+    with bench_cluster(say) as cluster:
+        _section("1. payments through one channel between two node processes")
+        say(f"alice pays bob {PAYMENT_MSAT // 1000:,} sat per payment (above dust: every "
+            "commitment carries an HTLC output and an htlc_signature); both nodes persist "
+            "every flight durably before sending it; timed inside alice's node by its "
+            "bench-pay command, from the first update_add_htlc until the channel is quiescent "
+            "(every HTLC removed from both commitments)")
+        started = time.perf_counter()
+        pay = measure_payments(cluster, say, unbatched=unbatched, batched=batched,
+                               control=control)
+        one, many = pay.unbatched, pay.batched
+        say(f"one payment in flight: {one.per_second:7.0f} payments/s  ({one.payments} payments, "
+            f"each begun when the previous preimage arrived; {one.settled_s:.2f} s; alice's "
+            f"CPU {one.payer_cpu_ms:.2f} ms per payment)")
+        say(f"batched:               {many.per_second:7.0f} payments/s  ({many.payments} "
+            f"payments, {many.batch_size} HTLCs per commitment_signed, one batch in flight; "
+            f"{many.settled_s:.2f} s; alice's CPU {many.payer_cpu_ms:.2f} ms per payment)")
+        say(f"one control call each: {pay.control_per_second:7.0f} payments/s  "
+            f"({pay.control_payments} `pay` calls on alice's control socket from this process,"
+            " as `chanlab alice pay` does minus its process start-up)")
+        say(f"({time.perf_counter() - started:.0f} s)")
+        figures += [
+            Figure(section="payments, two node processes, durable", name="one payment in flight",
+                   value=one.per_second, unit="payments/s", target=100,
+                   how=f"{one.payments} sequential payments, timed in the payer"),
+            Figure(section="payments, two node processes, durable",
+                   name=f"batched, {many.batch_size} HTLCs per commitment_signed",
+                   value=many.per_second, unit="payments/s", target=1000,
+                   how=f"{many.payments} payments"),
+            Figure(section="payments, two node processes, durable",
+                   name="one in flight, one control call each", value=pay.control_per_second,
+                   unit="payments/s", how="client round trip included"),
+            Figure(section="payments, two node processes, durable",
+                   name="payer CPU per payment, one in flight", value=one.payer_cpu_ms,
+                   unit="ms", how="user+system CPU of alice's process"),
+        ]
+
+        _section("2. breach to penalty")
+        say("the cheater broadcasts its revoked first commitment (regtest `cheat`); the figure "
+            "is the time between bitcoind announcing the breach and the penalty on its ZMQ "
+            "rawtx feed (both stamped on arrival in this process, so the feed's delay cancels); "
+            "the penalty is then mined and checked confirmed. Node: the victim is online. "
+            "Tower: the victim uploaded its kits, was stopped, and only its tower watches.")
+        started = time.perf_counter()
+        with MempoolFeed(zmq_rawtx_endpoint(cluster.bitcoind)) as feed:
+            tower = cluster.start_tower("watchtower")
+            for watcher in ("node", "tower"):
+                runs: list[BreachRun] = []
+                missing = ""
+                for index in range(1, rounds + 1):
+                    result = measure_breach(cluster, feed, say, index=index,
+                                            tower=tower if watcher == "tower" else None)
+                    if isinstance(result, str):
+                        missing = result
+                        say(f"{watcher} round {index}: {result}")
+                        continue
+                    if not result.penalty_confirmed:
+                        missing = "a penalty did not confirm"
+                    runs.append(result)
+                name = f"breach -> penalty in mempool, {watcher}"
+                if runs and not missing:
+                    median, low, high = summarize(r.latency_s * 1e3 for r in runs)
+                    figures.append(Figure(
+                        section="breach and penalty", name=name, value=median, unit="ms",
+                        target=200, goal=Goal.AT_MOST,
+                        how=f"median of {len(runs)} ({low:.1f}-{high:.1f} ms)"))
+                    say(f"{watcher}: median {median:.1f} ms over {len(runs)} breaches "
+                        f"(min {low:.1f}, max {high:.1f})")
+                else:
+                    figures.append(Figure(section="breach and penalty", name=name, value=None,
+                                          unit="ms", how="", note=missing or "no run"))
+        say(f"({time.perf_counter() - started:.0f} s)")
+    return figures
+
+
+# -- 3: transport -----------------------------------------------------------------------------
+
+
+async def _transport_figures(quick: bool) -> list[Figure]:
+    from bench.transport import (
+        bench_handshakes,
+        bench_in_memory,
+        bench_one_way,
+        bench_round_trips,
+    )
+
+    scale = 10 if quick else 1
+    handshakes, small, large, trips = 300 // scale, 100_000 // scale, 30_000 // scale, \
+        5_000 // scale
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.transport", "--serve", cwd=REPO,
+        stdout=asyncio.subprocess.PIPE)
+    if child.stdout is None:
+        raise RuntimeError("the responder process has no stdout pipe")
+    try:
+        port = int((await child.stdout.readline()).decode())
+        hs_rate = await bench_handshakes(port, handshakes)
+        small_rate = await bench_one_way(port, small, 100)
+        large_rate = await bench_one_way(port, large, 1452)
+        trip_rate = await bench_round_trips(port, trips)
+    finally:
+        child.terminate()
+        await child.wait()
+    memory_hs, memory_msgs = bench_in_memory(100_000 // scale, 100)
+    say("responder in its own process (python -m bench.transport --serve), loopback TCP with "
+        "TCP_NODELAY, one write per message")
+    say(f"handshake:        {1e3 / hs_rate:6.2f} ms  ({handshakes} sequential connect() + acts "
+        "1-3, each until the responder's first encrypted message arrives)")
+    say(f"messages/s 100 B: {small_rate:8.0f}   ({small} send() calls back to back, until the "
+        "responder reports all decrypted)")
+    say(f"messages/s 1452 B:{large_rate:8.0f}   ({large} send() calls)")
+    say(f"round trips/s:    {trip_rate:8.0f}   ({trips} lock-step ping -> pong)")
+    say(f"in memory, both roles in one process: {memory_hs:.0f} handshakes/s, "
+        f"{memory_msgs:.0f} messages/s of 100 B encrypted + decrypted")
+    section = "BOLT 8 transport, loopback"
+    return [
+        Figure(section=section, name="handshake time", value=1e3 / hs_rate, unit="ms",
+               how=f"mean of {handshakes}"),
+        Figure(section=section, name="messages one way, 100 B", value=small_rate,
+               unit="messages/s", how=f"{small} messages"),
+        Figure(section=section, name="messages one way, 1452 B", value=large_rate,
+               unit="messages/s", how=f"{large} messages"),
+        Figure(section=section, name="ping/pong round trips", value=trip_rate,
+               unit="round trips/s", how=f"{trips} round trips"),
+    ]
+
+
+# -- 4: state machine -------------------------------------------------------------------------
+
+
+def _state_machine_figures(quick: bool) -> list[Figure]:
+    from bench.state_machine import measure
+    from channel.types import CommitmentFormat
+
+    unbatched, batches = (50, 4) if quick else (400, 20)
+    single, batched = measure(CommitmentFormat.STATIC_REMOTEKEY, unbatched=unbatched,
+                              batches=batches)
+    say("two in-memory Channels (static_remotekey), every message encoded and decoded, no "
+        "sockets, no disk: the floor under section 1")
+    say(f"one HTLC in flight: {single:6.0f} payments/s ({unbatched} payments of 10,000 sat)")
+    say(f"batched:            {batched:6.0f} payments/s ({batches} batches of 50 HTLCs)")
+    section = "state machine alone, in memory"
+    return [
+        Figure(section=section, name="one payment in flight", value=single,
+               unit="payments/s", how=f"{unbatched} payments"),
+        Figure(section=section, name="batched, 50 HTLCs per commitment_signed", value=batched,
+               unit="payments/s", how=f"{batches} batches"),
+    ]
+
+
+# -- 5: tower storage -------------------------------------------------------------------------
+
+
+def _tower_figures(quick: bool) -> list[Figure]:
+    cmd = [sys.executable, "-m", "bench.tower"] + (["--quick"] if quick else [])
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240,
+                          check=False)
+    for line in done.stdout.splitlines():
+        say(f"  {line}")
+    section = "watchtower storage"
+    if done.returncode != 0:
+        say(done.stderr[-2000:])
+        return [Figure(section=section, name="bench.tower", value=None, unit="",
+                       how="", note=f"python -m bench.tower exited {done.returncode}")]
+    found = parse_tower_output(done.stdout)
+    states = int(found.get("states", 0))
+
+    def fig(key: str, name: str, unit: str, target: float | None = None,
+            goal: Goal = Goal.AT_LEAST) -> Figure:
+        value = found.get(key)
+        return Figure(section=section, name=name, value=value, unit=unit, target=target,
+                      goal=goal, how="python -m bench.tower",
+                      note="" if value is not None else "not in bench.tower's output")
+
+    return [
+        fig("stored_bytes_0_htlc", "stored per revoked state, no HTLC", "B", 256, Goal.AT_MOST),
+        fig("stored_bytes_1_htlc", "stored per revoked state, 1 HTLC", "B", 256, Goal.AT_MOST),
+        fig("stored_bytes_2_htlc", "stored per revoked state, 2 HTLCs", "B", 256, Goal.AT_MOST),
+        fig("sqlite_file_bytes_per_state", f"SQLite file per state ({states:,} states)", "B",
+            256, Goal.AT_MOST),
+        fig("sqlite_lookup_us", f"lookup per new transaction ({states:,} states)", "us"),
+        fig("hit_ms", "breach hit: decrypt and sign justice", "ms"),
+    ]
+
+
+def _timed(title: str, run: Callable[[], list[Figure]]) -> list[Figure]:
+    _section(title)
+    started = time.perf_counter()
+    figures = run()
+    say(f"({time.perf_counter() - started:.0f} s)")
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
+    parser.add_argument("--no-nodes", action="store_true",
+                        help="skip the sections that need bitcoind and node processes")
+    parser.add_argument("--rounds", type=int, default=3, help="breaches per watcher")
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    bitcoin.SelectParams("regtest")
+    started = time.perf_counter()
+    say(f"chanlab bench: python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
+        f"{_load()} at the start{' (quick run: small counts)' if args.quick else ''}")
+    figures: list[Figure] = []
+    if not args.no_nodes:
+        figures += _node_figures(args.quick, args.rounds)
+    figures += _timed("3. BOLT 8 transport",
+                      lambda: asyncio.run(_transport_figures(args.quick)))
+    figures += _timed("4. state machine alone", lambda: _state_machine_figures(args.quick))
+    figures += _timed("5. watchtower storage and lookup", lambda: _tower_figures(args.quick))
+    say("\n== summary")
+    say(render_table(figures))
+    say(f"total {time.perf_counter() - started:.0f} s; load average {_load()} at the end (other "
+        "work on this machine lowers every figure)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

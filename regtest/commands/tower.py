@@ -1,0 +1,150 @@
+"""``chanlab tower ...``: run a watchtower daemon and operate it.
+
+I/O. ``chanlab tower start --name NAME`` runs the daemon in the foreground; its home is
+``$CHANLAB_HOME/towers/NAME/`` (``tower_key`` mode 0600, ``tower.db``, ``tower.json`` with its
+``tower_id@host:port``, ``control.sock``, ``tower.log``). It shares the regtest bitcoind of
+``$CHANLAB_HOME/bitcoind.json`` and watches it through ZMQ ``rawtx`` (backed by polling).
+
+Registration is by the operator: the tower stores blobs only for client keys registered with
+``chanlab tower register NAME CLIENT`` (a node name or a node id: a chanlab node's tower
+client key is its node id, which the BOLT 8 handshake authenticates). A node is pointed at the
+tower with ``chanlab node start --tower ADDRESS`` or ``chanlab NODE add-tower ADDRESS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from channel.errors import ChanlabError
+from channel.tower_server import TowerServer, TowerSettings
+from regtest.chain import BitcoindChain, BitcoindEndpoint
+from regtest.control import NodeUnreachable, chanlab_home, node_address
+from regtest.errors import SetupError
+
+__all__ = ["call_tower", "register", "tower_address", "tower_home"]
+
+
+def tower_home(name: str, home: Path | None = None) -> Path:
+    return (home or chanlab_home()) / "towers" / name
+
+
+def tower_address(name: str, home: Path | None = None) -> str:
+    """``tower_id@host:port`` of the tower called ``name`` (from its ``tower.json``)."""
+    path = tower_home(name, home) / "tower.json"
+    try:
+        return str(json.loads(path.read_text())["address"])
+    except FileNotFoundError:
+        raise NodeUnreachable(f"no tower called {name!r} (start it: chanlab tower start "
+                              f"--name {name})") from None
+
+
+def call_tower(name: str, cmd: str, args: dict[str, Any] | None = None, *,
+               home: Path | None = None, timeout_s: float = 60.0) -> Any:
+    """Send one command to a running tower and return its result (raises on its error)."""
+    path = tower_home(name, home) / "control.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout_s)
+    try:
+        sock.connect(str(path))
+    except (FileNotFoundError, ConnectionRefusedError):
+        sock.close()
+        raise NodeUnreachable(f"tower {name!r} is not running (no {path})") from None
+    chunks: list[bytes] = []
+    try:
+        sock.sendall(json.dumps({"cmd": cmd, "args": args or {}}).encode() + b"\n")
+        while not chunks or not chunks[-1].endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        sock.close()
+    if not chunks:
+        raise NodeUnreachable(f"tower {name!r} closed the control connection without answering")
+    response = json.loads(b"".join(chunks))
+    if not response.get("ok"):
+        raise ChanlabError(f"tower {name}: {response.get('error')}")
+    return response.get("result")
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    parser = subparsers.add_parser("tower", help="run and operate a watchtower")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    start = actions.add_parser("start", help="run a watchtower in the foreground")
+    start.add_argument("--name", required=True, help="the tower's name, e.g. watchtower")
+    start.add_argument("--port", type=int, default=0, help="BOLT 8 port on 127.0.0.1 (0: any)")
+    start.add_argument("--bitcoind", type=Path, default=None,
+                       help="bitcoind.json to use (default: $CHANLAB_HOME/bitcoind.json)")
+    start.set_defaults(handler=_start)
+    reg = actions.add_parser("register", help="allow a client (a node name or node id) to "
+                                              "store justice kits")
+    reg.add_argument("name", help="the tower")
+    reg.add_argument("client", help="a chanlab node's name or a 33-byte node id in hex")
+    reg.set_defaults(handler=_register)
+    for action, text in (("info", "address, clients, blobs stored, pending justice"),
+                         ("events", "breaches seen and justice broadcast"),
+                         ("stop", "stop the tower")):
+        p = actions.add_parser(action, help=text)
+        p.add_argument("name", help="the tower")
+        p.set_defaults(handler=_control, control=action)
+
+
+def _start(args: argparse.Namespace) -> int:
+    endpoint_file = args.bitcoind or chanlab_home() / "bitcoind.json"
+    try:
+        endpoint = BitcoindEndpoint.from_json(json.loads(endpoint_file.read_text()))
+    except FileNotFoundError:
+        raise SetupError(f"no {endpoint_file}: start a regtest bitcoind first "
+                         "(`chanlab demo` does it for you)") from None
+    home = tower_home(args.name)
+    home.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s tower-{args.name} %(name)s %(message)s",
+        handlers=[logging.FileHandler(home / "tower.log"), logging.StreamHandler(sys.stderr)])
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    settings = TowerSettings(name=args.name, home=home, port=args.port)
+    return asyncio.run(_run(settings, endpoint))
+
+
+async def _run(settings: TowerSettings, endpoint: BitcoindEndpoint) -> int:
+    # The tower never uses a wallet; the name only matters if bitcoind restarts (the feed
+    # reloads "its" wallet then).
+    chain = BitcoindChain(endpoint, wallet=f"tower-{settings.name}")
+    tower = TowerServer(settings, chain)
+    await tower.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, tower.request_stop)
+    print(f"tower {settings.name} ready: {tower.address}", flush=True)
+    await tower.serve_forever()
+    return 0
+
+
+def _client_id(text: str) -> str:
+    if len(text) == 66 and all(c in "0123456789abcdef" for c in text.lower()):
+        return text.lower()
+    return node_address(text).split("@")[0]
+
+
+def _register(args: argparse.Namespace) -> int:
+    result = call_tower(args.name, "register", {"client_id": _client_id(args.client)})
+    state = "registered" if result["new"] else "already registered"
+    print(f"{args.client}: {state} with tower {args.name} ({result['client_id']})")
+    return 0
+
+
+def _control(args: argparse.Namespace) -> int:
+    result = call_tower(args.name, args.control)
+    if args.control == "events":
+        print("\n".join(result) if result else "nothing happened yet")
+    else:
+        print(json.dumps(result, indent=2))
+    return 0
