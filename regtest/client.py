@@ -32,8 +32,16 @@ def _parser(name: str) -> argparse.ArgumentParser:
     p = sub.add_parser("invoice", help="ask to be paid")
     p.add_argument("amount_msat", type=int)
     p.add_argument("--description", default="")
+    p.add_argument("--hold", action="store_true",
+                   help="hold invoice: keep the HTLC until `settle` or `cancel`")
+    p = sub.add_parser("settle", help="fulfil the HTLCs paying a hold invoice")
+    p.add_argument("payment_hash")
+    p = sub.add_parser("cancel", help="fail the HTLCs paying a hold invoice")
+    p.add_argument("payment_hash")
     p = sub.add_parser("pay", help="pay an invoice")
     p.add_argument("invoice")
+    p.add_argument("--no-wait", action="store_true",
+                   help="return once the HTLC is sent, without waiting for the outcome")
     sub.add_parser("channels", help="list channels")
     sub.add_parser("balance", help="on-chain and off-chain balances")
     p = sub.add_parser("close", help="cooperative close")
@@ -43,6 +51,10 @@ def _parser(name: str) -> argparse.ArgumentParser:
     p = sub.add_parser("cheat", help="(regtest, --allow-cheating) broadcast a revoked commitment")
     p.add_argument("channel")
     p.add_argument("--state", type=int, required=True)
+    p.add_argument("--htlc-txs", action="store_true",
+                   help="also broadcast that state's HTLC-timeout/-success transactions")
+    p.add_argument("--sweep", action="store_true",
+                   help="also sweep that state's to_local (valid after to_self_delay)")
     p = sub.add_parser("add-tower", help="upload justice kits to a watchtower "
                                          "(a tower name or tower_id@host:port)")
     p.add_argument("tower")
@@ -70,9 +82,12 @@ def run_client(name: str, argv: Sequence[str]) -> int:
         call = {"peer_id": _peer_id(args.peer), "amount_sat": args.amount_sat,
                 "push_msat": args.push_msat, "anchors": args.anchors}
     elif cmd == "invoice":
-        call = {"amount_msat": args.amount_msat, "description": args.description}
+        call = {"amount_msat": args.amount_msat, "description": args.description,
+                "hold": args.hold}
+    elif cmd in ("settle", "cancel"):
+        call = {"payment_hash": args.payment_hash}
     elif cmd == "pay":
-        call = {"invoice": args.invoice}
+        call = {"invoice": args.invoice, "wait": not args.no_wait}
     elif cmd in ("close", "force-close"):
         call = {"channel": args.channel}
     elif cmd == "add-tower":
@@ -80,13 +95,14 @@ def run_client(name: str, argv: Sequence[str]) -> int:
     elif cmd == "update-fee":
         call = {"channel": args.channel, "feerate_per_kw": args.feerate_per_kw}
     elif cmd == "cheat":
-        call = {"channel": args.channel, "state": args.state}
+        call = {"channel": args.channel, "state": args.state, "htlc_txs": args.htlc_txs,
+                "sweep": args.sweep}
     result = call_node(name, cmd, call)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print(_human(cmd, result))
-    if cmd == "pay" and result.get("status") != "succeeded":
+    if cmd == "pay" and result.get("status") != "succeeded" and not args.no_wait:
         return 1
     return 0
 

@@ -450,12 +450,12 @@ def breach_victim_returns(cluster: Cluster, say: Narrator, *,
              "block")
     for _ in range(offline - 1):
         attempt = _try_sweep(staged, state)
-        tip = mine_synced(cluster, 1)
-        reason = str(attempt.get("error", "")).split("(")[0].strip() or "accepted?!"
+        _check(not attempt.get("accepted"), "Alice swept her to_local before to_self_delay")
+        reason = str(attempt.get("error", "")).split("(")[0].strip()
         if "non-BIP68-final" in reason:
             reason += " (its to_self_delay, a CSV lock, has not passed)"
-        say.detail(f"height {tip}: bitcoind refuses Alice's sweep: {reason}")
-        _check(not attempt.get("accepted"), "Alice swept her to_local before to_self_delay")
+        say.detail(f"at height {chain.height()} bitcoind refuses Alice's sweep: {reason}")
+        mine_synced(cluster, 1)
 
     say.step(f"Bob's node comes back {chain.height() - height + 1} blocks after the breach "
              f"confirmed, before its {TO_SELF_DELAY}-block delay ran out")
@@ -565,9 +565,11 @@ def restart_reorg(cluster: Cluster, say: Narrator, *,
     before = _wallets(alice, bob)
 
     say.step(f"Alice broadcasts her revoked commitment #{state} while Bob's node is online")
+    seen = len(bob.call("events"))
     txid = breach(staged, state)
     wait_all_spent(chain, txid, what="Bob's penalty to reach the mempool")
-    say.detail("Bob's node saw it in the mempool and broadcast its penalty at once")
+    seen = _show_events(say, bob, seen)
+    say.detail("Bob's node saw the breach in the mempool and broadcast its penalty at once")
     address = chain.new_address()
     block = chain.rpc.generateblock(address, [txid])
     height = sync_nodes(cluster)
@@ -588,9 +590,10 @@ def restart_reorg(cluster: Cluster, say: Narrator, *,
     chain.rpc.reconsiderblock(block)
     _check(chain.rpc.getblockhash(height) == block, "the block did not come back")
     wait_all_spent(chain, txid, what="Bob's node to broadcast its penalty again")
-    say.detail("Bob's node noticed the breach confirmed again and re-broadcast its penalty")
     mine_synced(cluster, 1)
-    _show_events(say, bob)
+    _show_events(say, bob, seen)
+    say.detail("Bob's node noticed bitcoind's return and the block's, re-checked the breach, "
+               "and sent its penalty again; it is confirmed")
 
     say.step("Check the outcome on chain, to the satoshi")
     s = settlement(chain, staged.funding, height)

@@ -41,7 +41,3 @@ def height_of(chain: Chain, txid: str) -> int:
 def all_leaves_owned(settlement: Settlement, wallet: Wallet) -> bool:
     return bool(settlement.leaves) and all(owned_by(wallet, leaf.script_pubkey)
                                            for leaf in settlement.leaves)
-
-
-def funding_fee(chain: Chain, funding_txid: str) -> int:
-    return fee_of(chain, funding_txid)
