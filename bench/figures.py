@@ -86,15 +86,16 @@ def _number(value: float) -> str:
 
 
 def render_table(figures: Sequence[Figure]) -> str:
-    """The closing table: one row per figure, grouped by section, with target and verdict."""
-    header = ("figure", "measured", "target", "")
-    rows: list[tuple[str, str, str, str]] = []
+    """The closing table: one row per figure, grouped by section (in first-seen order), with
+    target, verdict and a few words on how it was measured."""
+    header = ("figure", "measured", "target", "verdict", "how")
+    rows: list[tuple[str, ...]] = []
     sections: list[str] = []
     for fig in figures:
         if fig.section not in sections:
             sections.append(fig.section)
     for section in sections:
-        rows.append((section, "", "", ""))
+        rows.append((section,))
         for fig in figures:
             if fig.section != section:
                 continue
@@ -102,19 +103,19 @@ def render_table(figures: Sequence[Figure]) -> str:
                        else "ABOVE TARGET", None: ""}[fig.met]
             if fig.value is None:
                 verdict = fig.note
-            rows.append(("  " + fig.name, fig.value_text(), fig.target_text(), verdict))
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
-    lines = []
-    rule = "-" * (sum(widths) + 6 + max(len(r[3]) for r in [header, *rows]))
-    lines.append(rule)
-    for row in [header, *rows]:
-        if row is not header and row[0] and not row[0].startswith("  "):
-            lines.append(row[0])
-            continue
-        lines.append(f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:<{widths[2]}}  "
-                     f"{row[3]}".rstrip())
-        if row is header:
-            lines.append(rule)
+            rows.append(("  " + fig.name, fig.value_text(), fig.target_text(), verdict,
+                         fig.how))
+    full = [header, *(r for r in rows if len(r) > 1)]
+    widths = [max(len(r[i]) for r in full) for i in range(len(header))]
+
+    def line(row: tuple[str, ...]) -> str:
+        cells = [f"{row[0]:<{widths[0]}}", f"{row[1]:>{widths[1]}}",
+                 *(f"{cell:<{width}}" for cell, width in zip(row[2:], widths[2:], strict=True))]
+        return "  ".join(cells).rstrip()
+
+    rule = "-" * len(line(tuple("-" * w for w in widths)))
+    lines = [rule, line(header), rule]
+    lines += [row[0] if len(row) == 1 else line(row) for row in rows]
     lines.append(rule)
     return "\n".join(lines)
 

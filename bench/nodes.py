@@ -55,6 +55,7 @@ BATCH_SIZE = 200               # per commitment_signed; two batches overlap unde
 BREACH_CHANNEL_SAT = 1_000_000
 BREACH_PAYMENT_MSAT = 100_000_000
 PENALTY_WAIT_S = 10.0
+_MAX_UNIX_PATH = 107
 
 
 def _bench_root() -> Path:
@@ -93,6 +94,11 @@ def bench_cluster(say: Say) -> Iterator[Cluster]:
     root = _bench_root()
     root.mkdir(parents=True, exist_ok=True)
     home = Path(tempfile.mkdtemp(prefix="run-", dir=root))
+    longest_socket = home / "nodes" / "cheatertower99" / "control.sock"
+    if len(str(longest_socket).encode()) > _MAX_UNIX_PATH:
+        shutil.rmtree(home, ignore_errors=True)
+        raise RuntimeError(f"{root} is too deep for the nodes' control sockets (AF_UNIX paths "
+                           "are at most 107 bytes): set CHANLAB_BENCH_DIR to a shorter folder")
     fs = filesystem_of(home)
     say(f"node state in {home} ({fs}); SQLite WAL, synchronous=FULL")
     if fs in ("tmpfs", "ramfs"):

@@ -5,7 +5,7 @@ Three real processes share the demo's bitcoind: Alice's node (``--allow-cheating
 (``--tower``: after every revocation it uploads an encrypted justice kit) and the tower
 (``chanlab tower start``). :func:`breach_tower` narrates each step, checks the chain to the
 satoshi (``RegtestError`` otherwise) and returns a :class:`TowerBreachOutcome`, which
-``tests/integration/test_tower.py`` checks again on its own. Variants, for the breach matrix:
+``tests/integration/test_tower_daemon.py`` checks again on its own. Variants, for the breach matrix:
 
 * ``htlc="offered"``: the revoked state carries an HTLC Alice offered (she paid Bob's hold
   invoice), ``htlc="received"``: one she received (Bob paid hers);

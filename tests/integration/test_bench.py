@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from bitcoin.core import CTransaction
 
 from bench.nodes import (
@@ -23,17 +27,25 @@ from regtest.wallet import Wallet
 AMOUNT_MSAT = 2_000_000
 
 
+@pytest.fixture()
+def home() -> Iterator[Path]:
+    """A short cluster home: control sockets live under it, and AF_UNIX paths are short."""
+    path = Path(tempfile.mkdtemp(prefix="bench-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def _name(role: str) -> str:
     """A node name unique in the run (it is also the node's wallet name on the shared bitcoind)."""
     return f"{role}-{secrets.token_hex(3)}"
 
 
 def test_bench_commands_pay_exactly_and_count_failures(bitcoind: BitcoindNode, miner: Wallet,
-                                                       tmp_path: Path) -> None:
+                                                       home: Path) -> None:
     """``invoices`` makes distinct invoices of the payee; ``bench-pay`` pays them one at a time
     or batched, counts a second payment of a paid invoice as failed, and returns with the
     channel quiescent and exactly the successful payments moved."""
-    with Cluster.running(bitcoind, tmp_path / "cluster", miner) as cluster:
+    with Cluster.running(bitcoind, home, miner) as cluster:
         alice = cluster.start_node(_name("alice"), funds_sat=1_500_000)
         bob = cluster.start_node(_name("bob"))
         funding_txid = str(cluster.open_channel(alice, bob, 1_000_000)["funding_txid"])
@@ -44,7 +56,7 @@ def test_bench_commands_pay_exactly_and_count_failures(bitcoind: BitcoindNode, m
         assert {inv.amount_msat for inv in decoded} == {AMOUNT_MSAT}
         assert len({inv.payment_hash for inv in decoded}) == 5
 
-        path = tmp_path / "invoices.txt"
+        path = home / "invoices.txt"
         path.write_text("\n".join(invoices[:2]) + "\n")
         one = alice.call("bench-pay", invoices_path=str(path), batch_size=1)
         assert (one["payments"], one["succeeded"], one["batch_size"]) == (2, 2, 1)
@@ -63,12 +75,12 @@ def test_bench_commands_pay_exactly_and_count_failures(bitcoind: BitcoindNode, m
 
 
 def test_bench_measurements_on_real_nodes(bitcoind: BitcoindNode, miner: Wallet,
-                                          tmp_path: Path) -> None:
+                                          home: Path) -> None:
     """measure_payments reports every payment it made (its own balance check passes), and
     measure_breach sees the victim node's penalty spend the breach in the mempool, then
     confirm."""
     lines: list[str] = []
-    with Cluster.running(bitcoind, tmp_path / "cluster", miner) as cluster:
+    with Cluster.running(bitcoind, home, miner) as cluster:
         pay = measure_payments(cluster, lines.append, unbatched=5, batched=400, control=2,
                                warmup=1, names=(_name("alice"), _name("bob")))
         assert (pay.unbatched.payments, pay.unbatched.succeeded) == (5, 5)
@@ -79,7 +91,7 @@ def test_bench_measurements_on_real_nodes(bitcoind: BitcoindNode, miner: Wallet,
 
         with MempoolFeed(zmq_rawtx_endpoint(bitcoind)) as feed:
             run = measure_breach(cluster, feed, lines.append, index=1, tower=None,
-                                 prefix=secrets.token_hex(3))
+                                 prefix=secrets.token_hex(2))
         assert isinstance(run, BreachRun), run
         assert run.penalty_confirmed
         assert 0 < run.latency_s < 10

@@ -56,14 +56,15 @@ def test_value_and_target_text() -> None:
 
 
 def test_table_groups_sections_and_marks_misses() -> None:
-    """The table lists each section once, in first-seen order, with a verdict per row."""
+    """The table lists each section once, in first-seen order, with a verdict and how per
+    row."""
     figures = [
         Figure(section="payments", name="one in flight", value=83.0, unit="payments/s",
                how="", target=100),
         Figure(section="breach", name="node", value=5.3, unit="ms", how="", target=200,
                goal=Goal.AT_MOST),
-        Figure(section="payments", name="batched", value=1042.0, unit="payments/s", how="",
-               target=1000),
+        Figure(section="payments", name="batched", value=1042.0, unit="payments/s",
+               how="6000 payments", target=1000),
         Figure(section="breach", name="tower", value=None, unit="ms", how="",
                note="tower not running"),
     ]
@@ -77,7 +78,7 @@ def test_table_groups_sections_and_marks_misses() -> None:
     assert row("one in flight").split()[3:] == ["83", "payments/s", ">=", "100", "payments/s",
                                                 "BELOW", "TARGET"]
     assert row("batched").split()[1:] == ["1,042", "payments/s", ">=", "1,000", "payments/s",
-                                          "ok"]
+                                          "ok", "6000", "payments"]
     assert row("node").split()[1:] == ["5.30", "ms", "<=", "200", "ms", "ok"]
     assert row("tower").split()[1:] == ["not", "measured", "tower", "not", "running"]
     assert lines.index(row("batched")) < lines.index("breach") < lines.index(row("node"))
