@@ -684,6 +684,11 @@ class ChannelMonitor:
         return self.keys.revocation_privkey(secret)
 
     @property
+    def revoked_state_count(self) -> int:
+        """How many revoked peer states this monitor keeps (O(1))."""
+        return len(self._revoked)
+
+    @property
     def revoked_commitment_numbers(self) -> list[int]:
         """Numbers of the peer's revoked commitments known here, ascending."""
         return sorted(self._revoked)

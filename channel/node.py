@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import json
 import logging
@@ -33,6 +34,7 @@ from typing import Any, ClassVar
 from bitcoin.core import CTransaction
 
 from channel.chain import BlockEvent, ChainBackend, TxEvent
+from channel.control_socket import start_unix_server
 from channel.errors import (
     ChainError,
     ChanlabError,
@@ -183,12 +185,36 @@ class _Flight:
     outgoing: list[tuple[bytes, Any]] = field(default_factory=list)  # (peer_id, message)
     broadcasts: list[bytes] = field(default_factory=list)
 
+    after: list[Callable[[], None]] = field(default_factory=list)  # once durable and sent
+    closed: bool = False
+
     def touch(self, handle: _Handle) -> None:
         if handle not in self.handles:
             self.handles.append(handle)
 
+    def merge(self, other: _Flight) -> None:
+        for handle in other.handles:
+            self.touch(handle)
+        self.payments += other.payments
+        self.kv += other.kv
+        self.outgoing += other.outgoing
+        self.broadcasts += other.broadcasts
+        self.after += other.after
+
     def send(self, peer_id: bytes, message: Any) -> None:
         self.outgoing.append((peer_id, message))
+
+
+# The flight that collects every step of the messages already received from one peer (set by
+# that peer's read loop for its own task): persisted once and sent in one write when the
+# buffer is empty, so a batch of N updates costs one fsync, not N.
+_COALESCED: contextvars.ContextVar[_Flight | None] = contextvars.ContextVar(
+    "chanlab_coalesced_flight", default=None)
+
+
+def _open_batch() -> _Flight | None:
+    batch = _COALESCED.get()
+    return batch if batch is not None and not batch.closed else None
 
 
 class Node:
@@ -257,11 +283,8 @@ class Node:
         self._server = await asyncio.start_server(self._on_inbound, self.settings.host,
                                                   self.settings.port)
         self.port = self._server.sockets[0].getsockname()[1]
-        sock_path = self.settings.home / "control.sock"
-        with contextlib.suppress(FileNotFoundError):
-            sock_path.unlink()
-        self._control = await asyncio.start_unix_server(self._on_control, path=str(sock_path))
-        os.chmod(sock_path, 0o600)
+        self._control = await start_unix_server(self._on_control,
+                                                self.settings.home / "control.sock")
         info = {"name": self.settings.name, "node_id": self.node_id.hex(),
                 "host": self.settings.host, "port": self.port, "pid": os.getpid(),
                 "chain": self.chain.chain}
@@ -316,6 +339,10 @@ class Node:
     # -- persistence -----------------------------------------------------------------------
 
     def _persist(self, flight: _Flight) -> None:
+        batch = _open_batch()
+        if batch is not None:
+            batch.merge(_Flight(handles=flight.handles, payments=flight.payments, kv=flight.kv))
+            return
         rows = [ChannelRow(key=h.key, peer_id=h.peer_id.hex(),
                            record=channel_to_record(h.channel)) for h in flight.handles]
         kv = list(flight.kv)
@@ -344,7 +371,7 @@ class Node:
             self.towers.note_updates(h.key, updates)  # uploads happen in the background
             # a snapshot costs O(revoked states): take one only after as many updates, so
             # persistence stays amortised O(1) per update on a long-lived channel
-            threshold = max(MONITOR_SNAPSHOT_EVERY, len(h.monitor.revoked_commitment_numbers))
+            threshold = max(MONITOR_SNAPSHOT_EVERY, h.monitor.revoked_state_count)
             if h.monitor_dirty or h.monitor_seq + len(updates) > threshold:
                 snapshots.append((h.key, h.monitor.to_record()))
                 h.monitor_seq = 0
@@ -423,7 +450,12 @@ class Node:
         return {"htlc_txs": htlc_txs, "to_local_sweep": sweep}
 
     async def _complete(self, flight: _Flight) -> None:
-        """Persist a flight, then send its messages (one write per peer), then broadcast."""
+        """Persist a flight, then send its messages (one write per peer), then broadcast, then
+        run its ``after`` callbacks (inside a peer's read loop: all of that once, at its end)."""
+        batch = _open_batch()
+        if batch is not None:
+            batch.merge(flight)
+            return
         self._persist(flight)
         by_peer: dict[bytes, list[bytes]] = {}
         for peer_id, message in flight.outgoing:
@@ -442,6 +474,8 @@ class Node:
                 log.info("broadcast %s", txid)
             except ChainError as exc:
                 log.warning("broadcast failed: %s", exc)
+        for callback in flight.after:
+            callback()
 
     # -- peers -----------------------------------------------------------------------------
 
@@ -533,25 +567,62 @@ class Node:
             except (EOFError, ConnectionError, asyncio.IncompleteReadError, HandshakeFailed,
                     MalformedMessage):  # a BOLT 8 MAC failure: the stream is lost, hang up
                 return
-            try:
-                message = decode_message(raw)
-            except UnknownEvenMessage as exc:
-                log.warning("peer %s sent an unknown even message: %s", peer.node_id.hex()[:16],
-                            exc)
-                await self._warn_and_disconnect(peer, f"unknown even message: {exc}")
-                return
-            except MalformedMessage as exc:
-                log.warning("malformed message from %s: %s", peer.node_id.hex()[:16], exc)
-                await self._warn_and_disconnect(peer, f"malformed message: {exc}")
-                return
             async with peer.lock:
+                # every message already received joins one flight: one fsync, one write
+                batch = _Flight()
+                token = _COALESCED.set(batch)
                 try:
-                    await self._dispatch(peer, message)
-                except PeerProtocolError as exc:
-                    await self._fail_channel_of(peer, message, str(exc))
-                except MalformedMessage as exc:
-                    await self._warn_and_disconnect(peer, str(exc))
-                    return
+                    while True:
+                        if not await self._handle_one(peer, raw, batch):
+                            return
+                        if not peer.transport.has_buffered_data():
+                            break
+                        try:
+                            raw = await peer.transport.recv()
+                        except (EOFError, ConnectionError, asyncio.IncompleteReadError,
+                                HandshakeFailed, MalformedMessage):
+                            return
+                finally:
+                    _COALESCED.reset(token)
+                    batch.closed = True
+                    await self._complete(batch)
+
+    async def _handle_one(self, peer: _Peer, raw: bytes, batch: _Flight) -> bool:
+        """Dispatch one message into ``batch``; False once the peer must be dropped."""
+        try:
+            message = decode_message(raw)
+        except UnknownEvenMessage as exc:
+            log.warning("peer %s sent an unknown even message: %s", peer.node_id.hex()[:16], exc)
+            await self._flush_then(batch)
+            await self._warn_and_disconnect(peer, f"unknown even message: {exc}")
+            return False
+        except MalformedMessage as exc:
+            log.warning("malformed message from %s: %s", peer.node_id.hex()[:16], exc)
+            await self._flush_then(batch)
+            await self._warn_and_disconnect(peer, f"malformed message: {exc}")
+            return False
+        try:
+            await self._dispatch(peer, message)
+        except PeerProtocolError as exc:
+            await self._flush_then(batch)
+            await self._fail_channel_of(peer, message, str(exc))
+        except MalformedMessage as exc:
+            await self._flush_then(batch)
+            await self._warn_and_disconnect(peer, str(exc))
+            return False
+        return True
+
+    async def _flush_then(self, batch: _Flight) -> None:
+        """Complete what the batch holds so far, outside it (before an error is handled)."""
+        pending = _Flight()
+        pending.merge(batch)
+        batch.handles, batch.payments, batch.kv = [], [], []
+        batch.outgoing, batch.broadcasts, batch.after = [], [], []
+        token = _COALESCED.set(None)
+        try:
+            await self._complete(pending)
+        finally:
+            _COALESCED.reset(token)
 
     async def _warn_and_disconnect(self, peer: _Peer, text: str) -> None:
         with contextlib.suppress(ConnectionError, OSError):
@@ -822,6 +893,10 @@ class Node:
                 flight.send(handle.peer_id, chan.fail_htlc(entry.htlc_id, reason.encode()))
 
     def _resolve_payment(self, payment_hash: bytes, result: dict[str, Any]) -> None:
+        batch = _open_batch()
+        if batch is not None:  # report the payment once what proves it is durable
+            batch.after.append(lambda: self._resolve_payment(payment_hash, result))
+            return
         waiter = self._pay_waiters.pop(payment_hash, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(result)
@@ -829,6 +904,10 @@ class Node:
     @staticmethod
     def _resolve(fut: asyncio.Future[str] | None, *, result: str | None = None,
                  error: str | None = None) -> None:
+        batch = _open_batch()
+        if batch is not None:  # the caller learns the outcome once it is durable and sent
+            batch.after.append(lambda: Node._resolve(fut, result=result, error=error))
+            return
         if fut is None or fut.done():
             return
         if error is not None:
@@ -1093,13 +1172,11 @@ class Node:
     async def cmd_pay(self, invoice: str, timeout_s: float = PAYMENT_TIMEOUT_S,
                       wait: bool = True) -> dict[str, Any]:
         """Pay ``invoice``; with ``wait`` False, return once the HTLC is sent and signed."""
-        results = await self.pay_many([invoice], timeout_s=timeout_s if wait else 0.0)
-        if not wait and results[0].get("status") == "pending":
-            results[0]["reason"] = "sent; not waiting for the outcome"
+        results = await self.pay_many([invoice], timeout_s=timeout_s, wait=wait)
         return results[0]
 
-    async def pay_many(self, invoices: list[str],
-                       timeout_s: float = PAYMENT_TIMEOUT_S) -> list[dict[str, Any]]:
+    async def pay_many(self, invoices: list[str], timeout_s: float = PAYMENT_TIMEOUT_S,
+                       wait: bool = True) -> list[dict[str, Any]]:
         """Pay invoices to one peer as one batch: all HTLCs in one ``commitment_signed``."""
         decoded = [Invoice.decode(text) for text in invoices]
         payee = decoded[0].payee_node_id
@@ -1109,38 +1186,60 @@ class Node:
         peer = self.peers.get(payee)
         if peer is None:
             raise RejectedUpdate("the payee is not connected")
-        waiters: list[asyncio.Future[dict[str, Any]]] = []
+        # One result per invoice: refused ones fail here and now, the others are all added
+        # before one commitment_signed. An add that raises changes nothing (the state
+        # machine's contract), so the HTLCs added before it still go out, and none is lost.
+        outcomes: list[dict[str, Any] | asyncio.Future[dict[str, Any]]] = []
         loop = asyncio.get_running_loop()
         async with peer.lock:
             flight = _Flight()
             flight.touch(handle)
             cltv = self._height + FINAL_CLTV_DELTA
             for inv in decoded:
+                previous = self.store.payment(inv.payment_hash.hex())
                 if inv.payment_hash in self._pay_waiters:
-                    raise RejectedUpdate("a payment for this invoice is already in flight")
+                    outcomes.append({"status": "failed",
+                                     "reason": "a payment for this invoice is in flight"})
+                    continue
+                if previous is not None and previous.direction == "out" and \
+                        previous.status == "succeeded":
+                    outcomes.append({"status": "failed", "reason": "this invoice is already "
+                                     "paid (we hold its preimage)"})
+                    continue
                 onion = build_single_hop_onion(
                     session_key=secrets.token_bytes(32), node_id=payee,
                     amt_to_forward=inv.amount_msat, outgoing_cltv_value=cltv,
                     payment_secret=inv.payment_secret, total_msat=inv.amount_msat,
                     payment_hash=inv.payment_hash)
-                flight.send(payee, handle.channel.add_htlc(
-                    amount_msat=inv.amount_msat, payment_hash=inv.payment_hash,
-                    cltv_expiry=cltv, onion_routing_packet=onion))
+                try:
+                    add = handle.channel.add_htlc(
+                        amount_msat=inv.amount_msat, payment_hash=inv.payment_hash,
+                        cltv_expiry=cltv, onion_routing_packet=onion)
+                except RejectedUpdate as exc:
+                    outcomes.append({"status": "failed", "reason": str(exc)})
+                    continue
+                flight.send(payee, add)
                 flight.payments.append(PaymentRow(
                     payment_hash=inv.payment_hash.hex(), direction="out",
                     amount_msat=inv.amount_msat, status="pending"))
                 waiter: asyncio.Future[dict[str, Any]] = loop.create_future()
                 self._pay_waiters[inv.payment_hash] = waiter
-                waiters.append(waiter)
+                outcomes.append(waiter)
             self._sign_if_needed(handle, flight)
             await self._complete(flight)
-        results = []
-        for inv, waiter in zip(decoded, waiters, strict=True):
-            try:
-                results.append(await asyncio.wait_for(waiter, timeout_s))
-            except TimeoutError:
-                self._pay_waiters.pop(inv.payment_hash, None)
-                results.append({"status": "pending", "reason": "timed out waiting"})
+        results: list[dict[str, Any]] = []
+        for inv, outcome in zip(decoded, outcomes, strict=True):
+            if isinstance(outcome, dict):
+                results.append(dict(outcome))
+            elif not wait:
+                results.append({"status": "pending",
+                                "reason": "sent; not waiting for the outcome"})
+            else:
+                try:
+                    results.append(await asyncio.wait_for(outcome, timeout_s))
+                except TimeoutError:
+                    self._pay_waiters.pop(inv.payment_hash, None)
+                    results.append({"status": "pending", "reason": "timed out waiting"})
             results[-1]["payment_hash"] = inv.payment_hash.hex()
         return results
 

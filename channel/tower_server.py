@@ -42,6 +42,7 @@ import coincurve
 from bitcoin.core import CTransaction
 
 from channel.chain import BlockEvent, ChainBackend, TxEvent
+from channel.control_socket import start_unix_server
 from channel.errors import (
     ChainError,
     ChanlabError,
@@ -145,11 +146,8 @@ class TowerServer:
         self._server = await serve(self.settings.host, self.settings.port,
                                    local_static=self._secret, on_connection=self._on_client)
         self.port = self._server.sockets[0].getsockname()[1]
-        sock_path = self.settings.home / "control.sock"
-        with contextlib.suppress(FileNotFoundError):
-            sock_path.unlink()
-        self._control = await asyncio.start_unix_server(self._on_control, path=str(sock_path))
-        os.chmod(sock_path, 0o600)
+        self._control = await start_unix_server(self._on_control,
+                                                self.settings.home / "control.sock")
         info = {"name": self.settings.name, "tower_id": self.tower_id.hex(),
                 "host": self.settings.host, "port": self.port, "address": self.address,
                 "pid": os.getpid(), "chain": self.chain.chain}

@@ -112,6 +112,12 @@ class Transport:
         body = await self._reader.readexactly(self._session.decrypt_length(header))
         return self._session.decrypt_body(body)
 
+    def has_buffered_data(self) -> bool:
+        """True if bytes of a next message have already arrived (a ``recv`` will not wait for
+        the peer to send more; at worst for the rest of a message being delivered)."""
+        # asyncio has no public test for this; StreamReader keeps unread bytes in _buffer
+        return bool(self._reader._buffer)  # type: ignore[attr-defined]
+
     def is_closing(self) -> bool:
         return self._writer.is_closing()
 

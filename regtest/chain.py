@@ -57,14 +57,18 @@ class BitcoindChain:
     """One node's view of bitcoind: its wallet ``wallet`` plus the chain and mempool."""
 
     def __init__(self, endpoint: BitcoindEndpoint, *, wallet: str, chain: str = "regtest",
-                 poll_interval_s: float = 0.05) -> None:
+                 poll_interval_s: float | None = None) -> None:
         auth: RpcAuth = endpoint.cookie_path
         self._endpoint = endpoint
-        self._rpc = AsyncRpc(endpoint.rpc_url, auth=auth, timeout_s=30)
+        self._rpc = AsyncRpc(endpoint.rpc_url, auth=auth, timeout_s=5)
         self._wallet = self._rpc.wallet(wallet)
         self._wallet_name = wallet
         self._chain = chain
-        self._poll_interval_s = poll_interval_s
+        # With ZMQ, polling is only the safety net (ZMQ drops messages under load and loses
+        # its socket when bitcoind restarts); without it, polling is the feed.
+        has_zmq = bool(endpoint.zmq_rawtx or endpoint.zmq_rawblock)
+        self._poll_interval_s = poll_interval_s if poll_interval_s is not None else (
+            0.5 if has_zmq else 0.05)
 
     @property
     def chain(self) -> str:
@@ -108,6 +112,8 @@ class BitcoindChain:
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         zmq_task = None
         outage = False  # bitcoind was down: reload our wallet once it answers again
+        last_uptime = 0
+        last_cookie = self._cookie_stamp()
         if self._endpoint.zmq_rawtx or self._endpoint.zmq_rawblock:
             zmq_task = asyncio.ensure_future(self._zmq_listen(queue))
         try:
@@ -124,6 +130,13 @@ class BitcoindChain:
                         yield TxEvent(raw_tx=raw)
                     continue
                 try:
+                    # a restart between two polls leaves no failed call behind: notice it by
+                    # the new cookie every bitcoind start writes (or its uptime going back)
+                    cookie = self._cookie_stamp()
+                    uptime = await self._rpc.uptime()
+                    if uptime < last_uptime or cookie != last_cookie:
+                        outage = True
+                    last_uptime, last_cookie = uptime, cookie
                     if outage:
                         await self.ensure_wallet()  # a restarted bitcoind loads no wallet
                         outage = False
@@ -167,6 +180,12 @@ class BitcoindChain:
                 with contextlib.suppress(BaseException):
                     await zmq_task
 
+    def _cookie_stamp(self) -> int:
+        try:
+            return self._endpoint.cookie_path.stat().st_mtime_ns
+        except OSError:
+            return 0
+
     async def _zmq_listen(self, queue: asyncio.Queue[bytes | None]) -> None:
         import zmq
         import zmq.asyncio
@@ -176,10 +195,17 @@ class BitcoindChain:
             if self._endpoint.zmq_rawtx:
                 sock.connect(self._endpoint.zmq_rawtx)
                 sock.setsockopt(zmq.SUBSCRIBE, b"rawtx")
+            if self._endpoint.zmq_rawblock:
+                sock.connect(self._endpoint.zmq_rawblock)
+                sock.setsockopt(zmq.SUBSCRIBE, b"rawblock")
             while True:
                 parts = await sock.recv_multipart()
                 if len(parts) >= 2 and parts[0] == b"rawtx":
                     queue.put_nowait(parts[1])
+                elif parts and parts[0] == b"rawblock":
+                    # a new block: wake the poll now; blocks are always read over RPC, by
+                    # height, so a dropped ZMQ message never skips one
+                    queue.put_nowait(None)
         finally:
             sock.close(linger=0)
 

@@ -13,9 +13,11 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from channel.control_socket import connect_unix
 from channel.errors import ChanlabError
 
-__all__ = ["NodeUnreachable", "call_node", "chanlab_home", "node_address", "node_home"]
+__all__ = ["NodeUnreachable", "call_control", "call_node", "chanlab_home", "node_address",
+           "node_home"]
 
 
 class NodeUnreachable(ChanlabError):
@@ -47,29 +49,34 @@ def node_address(name: str, home: Path | None = None) -> str:
 def call_node(name: str, cmd: str, args: dict[str, Any] | None = None, *,
               home: Path | None = None, timeout_s: float = 120.0) -> Any:
     """Send one command to a running node and return its result (raises on its error)."""
-    path = node_home(name, home) / "control.sock"
+    return call_control(node_home(name, home) / "control.sock", f"node {name!r}", cmd, args,
+                        timeout_s=timeout_s)
+
+
+def call_control(path: Path, who: str, cmd: str, args: dict[str, Any] | None = None, *,
+                 timeout_s: float = 120.0) -> Any:
+    """One JSON request on the control socket at ``path`` (a node's or a tower's)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout_s)
     try:
-        sock.connect(str(path))
+        connect_unix(sock, path)
     except (FileNotFoundError, ConnectionRefusedError):
         sock.close()
-        raise NodeUnreachable(f"node {name!r} is not running (no {path})") from None
+        raise NodeUnreachable(f"{who} is not running (no {path})") from None
+    chunks: list[bytes] = []
     try:
         sock.sendall(json.dumps({"cmd": cmd, "args": args or {}}).encode() + b"\n")
-        chunks = []
-        while True:
+        while not chunks or not chunks[-1].endswith(b"\n"):
             chunk = sock.recv(65536)
             if not chunk:
                 break
             chunks.append(chunk)
-            if chunk.endswith(b"\n"):
-                break
     finally:
         sock.close()
     if not chunks:
-        raise NodeUnreachable(f"node {name!r} closed the control connection without answering")
+        raise NodeUnreachable(f"{who} closed the control connection without answering")
     response = json.loads(b"".join(chunks))
     if not response.get("ok"):
+        name = who.split("'")[1] if "'" in who else who
         raise ChanlabError(f"{name}: {response.get('error')}")
     return response.get("result")

@@ -18,15 +18,13 @@ import asyncio
 import json
 import logging
 import signal
-import socket
 import sys
 from pathlib import Path
 from typing import Any
 
-from channel.errors import ChanlabError
 from channel.tower_server import TowerServer, TowerSettings
 from regtest.chain import BitcoindChain, BitcoindEndpoint
-from regtest.control import NodeUnreachable, chanlab_home, node_address
+from regtest.control import NodeUnreachable, call_control, chanlab_home, node_address
 from regtest.errors import SetupError
 
 __all__ = ["call_tower", "register", "tower_address", "tower_home"]
@@ -49,30 +47,8 @@ def tower_address(name: str, home: Path | None = None) -> str:
 def call_tower(name: str, cmd: str, args: dict[str, Any] | None = None, *,
                home: Path | None = None, timeout_s: float = 60.0) -> Any:
     """Send one command to a running tower and return its result (raises on its error)."""
-    path = tower_home(name, home) / "control.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout_s)
-    try:
-        sock.connect(str(path))
-    except (FileNotFoundError, ConnectionRefusedError):
-        sock.close()
-        raise NodeUnreachable(f"tower {name!r} is not running (no {path})") from None
-    chunks: list[bytes] = []
-    try:
-        sock.sendall(json.dumps({"cmd": cmd, "args": args or {}}).encode() + b"\n")
-        while not chunks or not chunks[-1].endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        sock.close()
-    if not chunks:
-        raise NodeUnreachable(f"tower {name!r} closed the control connection without answering")
-    response = json.loads(b"".join(chunks))
-    if not response.get("ok"):
-        raise ChanlabError(f"tower {name}: {response.get('error')}")
-    return response.get("result")
+    return call_control(tower_home(name, home) / "control.sock", f"tower {name!r}", cmd, args,
+                        timeout_s=timeout_s)
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:

@@ -148,7 +148,7 @@ def pyln_python(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         if not _has_pyln(Path(override)):
             pytest.fail(f"CHANLAB_PYLN_PYTHON={override} cannot import pyln.proto")
         return Path(override)
-    cache = request.config.cache
+    cache = getattr(request.config, "cache", None)
     venv = (Path(cache.mkdir("pyln-proto-venv")) if cache is not None
             else tmp_path_factory.mktemp("pyln-proto-venv"))
     python = venv / "bin" / "python"
