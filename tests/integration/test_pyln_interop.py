@@ -49,7 +49,7 @@ PYLN_KEY = b"\x44" * 32
 PYLN_ID = coincurve.PrivateKey(PYLN_KEY).public_key.format(compressed=True)
 PING_ROUNDS = 1005  # > 1000 messages each way: crosses two key rotations per direction
 
-PYLN_PEER = r'''
+PYLN_SCRIPT = r'''
 import io, json, socket, sys
 from pyln.proto.message import Message, MessageNamespace
 from pyln.proto.wire import PrivateKey, connect
@@ -70,11 +70,16 @@ msgdata,ping,byteslen,u16,
 msgdata,ping,ignored,byte,byteslen
 msgtype,pong,19
 msgdata,pong,byteslen,u16,
-msgdata,pong,ignored,byte,byteslen"""
+msgdata,pong,ignored,byte,byteslen
+msgtype,warning,1
+msgdata,warning,channel_id,channel_id,
+msgdata,warning,len,u16,
+msgdata,warning,data,byte,len"""
 NS = MessageNamespace(CSV.splitlines())
 
 
-def peer(port, node_id, key, chain, rounds):
+def peer(port, node_id, key, chain, plan_json):
+    plan = json.loads(plan_json)
     conn = connect(PrivateKey(bytes.fromhex(key)), bytes.fromhex(node_id), "127.0.0.1", port)
     # pyln writes the length header and the body with two send() calls and leaves Nagle on:
     # each lock-step ping would then wait ~40 ms for our delayed ACK.
@@ -92,21 +97,24 @@ def peer(port, node_id, key, chain, rounds):
     send("init globalfeatures= features=a200 tlvs={networks={chains=[%s]}}" % chain)
     theirs = recv()
     out["init"] = {"type": theirs.messagetype.name, **theirs.to_py()}
-    sizes = []
-    for i in range(rounds):
-        send("ping num_pong_bytes=%d ignored=000000" % (i % 50))
+    out["pong_sizes"] = []
+    for size in plan["pong_sizes"]:
+        send("ping num_pong_bytes=%d ignored=%s" % (size, plan["ignored"]))
         pong = recv()
         assert pong.messagetype.name == "pong"
-        sizes.append(len(bytes.fromhex(pong.to_py()["ignored"])))
-    out["pong_sizes"] = sizes
+        out["pong_sizes"].append(len(bytes.fromhex(pong.to_py()["ignored"])))
     conn.send_message(bytes.fromhex("8001") + b"odd")
-    send("ping num_pong_bytes=7 ignored=")
+    send("ping num_pong_bytes=%d ignored=" % plan["pong_after_odd"])
     out["pong_after_odd"] = len(bytes.fromhex(recv().to_py()["ignored"]))
     conn.send_message(bytes.fromhex("8000") + b"even")
-    try:
-        out["after_even"] = conn.read_message().hex()
-    except (ValueError, OSError) as exc:
-        out["after_even"] = "closed: " + type(exc).__name__
+    out["after_even"] = []
+    while True:
+        try:
+            message = recv()
+        except (ValueError, OSError):
+            out["after_even"].append("closed")
+            break
+        out["after_even"].append({"type": message.messagetype.name, **message.to_py()})
     print(json.dumps(out))
 
 
@@ -127,7 +135,7 @@ def onion(onion_hex, node_key, payment_hash, session_key, payload_hex):
 
 
 if sys.argv[1] == "peer":
-    peer(int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6]))
+    peer(int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6])
 else:
     onion(*sys.argv[2:7])
 '''
@@ -164,6 +172,14 @@ def pyln_python(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     return python
 
 
+@pytest.fixture()
+def pyln_script(tmp_path: Path) -> Path:
+    """PYLN_SCRIPT as a file for the pyln interpreter to run."""
+    script = tmp_path / "pyln_peer.py"
+    script.write_text(PYLN_SCRIPT)
+    return script
+
+
 def _run_pyln(python: Path, script: Path, *args: str, timeout: float = 120) -> dict[str, Any]:
     done = subprocess.run([str(python), str(script), *args], capture_output=True, text=True,
                           timeout=timeout)
@@ -171,6 +187,24 @@ def _run_pyln(python: Path, script: Path, *args: str, timeout: float = 120) -> d
         raise AssertionError(f"pyln script failed:\n{done.stderr}")
     result: dict[str, Any] = json.loads(done.stdout)
     return result
+
+
+def _pyln_dials(python: Path, script: Path, port: int, node_id: str, *, pong_sizes: list[int],
+                ignored: str, pong_after_odd: int) -> dict[str, Any]:
+    """pyln dials ``node_id`` as PYLN_KEY: init, one ping per pong size (each carrying
+    ``ignored``), an odd unknown type, one more ping, an even unknown type; what it read back."""
+    plan = {"pong_sizes": pong_sizes, "ignored": ignored, "pong_after_odd": pong_after_odd}
+    return _run_pyln(python, script, "peer", str(port), node_id, PYLN_KEY.hex(),
+                     REGTEST_CHAIN_HASH.hex(), json.dumps(plan))
+
+
+def _our_init_as_pyln_reads_it() -> dict[str, Any]:
+    return {
+        "type": "init",
+        "globalfeatures": "",
+        "features": our_features().to_bytes().hex(),
+        "tlvs": {"networks": {"chains": [REGTEST_CHAIN_HASH.hex()]}},
+    }
 
 
 def test_our_environment_has_no_coincurve_fork() -> None:
@@ -184,10 +218,10 @@ def test_our_environment_has_no_coincurve_fork() -> None:
     assert coincurve.__version__ == importlib.metadata.version("coincurve")
 
 
-def test_pyln_peer_handshake_init_ping_and_even_type(pyln_python: Path, tmp_path: Path) -> None:
+def test_pyln_peer_handshake_init_ping_and_even_type(pyln_python: Path,
+                                                     pyln_script: Path) -> None:
     """pyln-proto dials us: handshake, init both ways, 1005 ping/pongs, odd ignored, even closes."""
-    script = tmp_path / "pyln_peer.py"
-    script.write_text(PYLN_PEER)
+    pong_sizes = [i % 50 for i in range(PING_ROUNDS)]
     seen: list[object] = []
 
     async def on_connection(transport: Transport) -> None:
@@ -216,8 +250,8 @@ def test_pyln_peer_handshake_init_ping_and_even_type(pyln_python: Path, tmp_path
         port = server.sockets[0].getsockname()[1]
         try:
             return await asyncio.to_thread(
-                _run_pyln, pyln_python, script, "peer", str(port), NODE_ID.hex(),
-                PYLN_KEY.hex(), REGTEST_CHAIN_HASH.hex(), str(PING_ROUNDS),
+                _pyln_dials, pyln_python, pyln_script, port, NODE_ID.hex(),
+                pong_sizes=pong_sizes, ignored="000000", pong_after_odd=7,
             )
         finally:
             server.close()
@@ -226,15 +260,10 @@ def test_pyln_peer_handshake_init_ping_and_even_type(pyln_python: Path, tmp_path
     result = asyncio.run(scenario())
 
     # what pyln saw from us
-    assert result["init"] == {
-        "type": "init",
-        "globalfeatures": "",
-        "features": our_features().to_bytes().hex(),
-        "tlvs": {"networks": {"chains": [REGTEST_CHAIN_HASH.hex()]}},
-    }
-    assert result["pong_sizes"] == [i % 50 for i in range(PING_ROUNDS)]
+    assert result["init"] == _our_init_as_pyln_reads_it()
+    assert result["pong_sizes"] == pong_sizes
     assert result["pong_after_odd"] == 7
-    assert result["after_even"].startswith("closed")
+    assert result["after_even"] == ["closed"]
     # what we saw from pyln
     assert seen[0] == PYLN_ID
     assert seen[1] == Init(globalfeatures=b"", features=bytes.fromhex("a200"),
@@ -246,10 +275,8 @@ def test_pyln_peer_handshake_init_ping_and_even_type(pyln_python: Path, tmp_path
     assert len(seen) == 4
 
 
-def test_pyln_agrees_on_single_hop_onion(pyln_python: Path, tmp_path: Path) -> None:
+def test_pyln_agrees_on_single_hop_onion(pyln_python: Path, pyln_script: Path) -> None:
     """pyln unwraps our single-hop onion to our payload, and builds the identical packet."""
-    script = tmp_path / "pyln_peer.py"
-    script.write_text(PYLN_PEER)
     node_key = bytes.fromhex("b0" * 32)
     session_key = bytes.fromhex("a1" * 32)
     payment_hash = bytes(range(32))
@@ -263,7 +290,7 @@ def test_pyln_agrees_on_single_hop_onion(pyln_python: Path, tmp_path: Path) -> N
         amt_to_forward=123_456_789, outgoing_cltv_value=432,
         payment_secret=bytes(range(50, 82)), total_msat=123_456_789, payment_hash=payment_hash,
     )
-    result = _run_pyln(pyln_python, script, "onion", onion.hex(), node_key.hex(),
+    result = _run_pyln(pyln_python, pyln_script, "onion", onion.hex(), node_key.hex(),
                        payment_hash.hex(), session_key.hex(), payload.encode().hex())
     assert result == {"payload": payload.encode().hex(), "final": True, "built": onion.hex()}
     peeled = peel_onion(onion=bytes.fromhex(result["built"]), node_key=node_key,
@@ -271,90 +298,15 @@ def test_pyln_agrees_on_single_hop_onion(pyln_python: Path, tmp_path: Path) -> N
     assert peeled.payload == payload
 
 
-PYLN_NODE_PEER = r'''
-import io, json, socket, sys
-from pyln.proto.message import Message, MessageNamespace
-from pyln.proto.wire import PrivateKey, connect
-
-CSV = """msgtype,init,16
-msgdata,init,gflen,u16,
-msgdata,init,globalfeatures,byte,gflen
-msgdata,init,flen,u16,
-msgdata,init,features,byte,flen
-msgdata,init,tlvs,init_tlvs,
-tlvtype,init_tlvs,networks,1
-tlvdata,init_tlvs,networks,chains,chain_hash,...
-tlvtype,init_tlvs,remote_addr,3
-tlvdata,init_tlvs,remote_addr,data,byte,...
-msgtype,ping,18
-msgdata,ping,num_pong_bytes,u16,
-msgdata,ping,byteslen,u16,
-msgdata,ping,ignored,byte,byteslen
-msgtype,pong,19
-msgdata,pong,byteslen,u16,
-msgdata,pong,ignored,byte,byteslen
-msgtype,warning,1
-msgdata,warning,channel_id,channel_id,
-msgdata,warning,len,u16,
-msgdata,warning,data,byte,len"""
-NS = MessageNamespace(CSV.splitlines())
-
-port, node_id, key, chain, rounds = sys.argv[1:6]
-conn = connect(PrivateKey(bytes.fromhex(key)), bytes.fromhex(node_id), "127.0.0.1", int(port))
-conn.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def send(text):
-    buf = io.BytesIO()
-    Message.from_str(NS, text).write(buf)
-    conn.send_message(buf.getvalue())
-
-
-def recv():
-    return Message.read(NS, io.BytesIO(conn.read_message()))
-
-
-out = {}
-send("init globalfeatures= features=a200 tlvs={networks={chains=[%s]}}" % chain)
-theirs = recv()
-out["init"] = {"type": theirs.messagetype.name, **theirs.to_py()}
-out["pong_sizes"] = []
-for i in range(int(rounds)):
-    send("ping num_pong_bytes=%d ignored=00" % (i * 7))
-    pong = recv()
-    assert pong.messagetype.name == "pong"
-    out["pong_sizes"].append(len(bytes.fromhex(pong.to_py()["ignored"])))
-conn.send_message(bytes.fromhex("8001") + b"odd")
-send("ping num_pong_bytes=3 ignored=")
-out["pong_after_odd"] = len(bytes.fromhex(recv().to_py()["ignored"]))
-conn.send_message(bytes.fromhex("8000") + b"even")
-out["after_even"] = []
-while True:
-    try:
-        message = recv()
-    except (ValueError, OSError) as exc:
-        out["after_even"].append("closed")
-        break
-    out["after_even"].append({"type": message.messagetype.name, **message.to_py()})
-print(json.dumps(out))
-'''
-
-
-def test_pyln_dials_a_node_process(pyln_python: Path, tmp_path: Path, cluster: Cluster,
+def test_pyln_dials_a_node_process(pyln_python: Path, pyln_script: Path, cluster: Cluster,
                                    wait_for: Callable[..., object]) -> None:
     """pyln-proto dials a chanlab node process: init, ping/pong, odd ignored, even: warn, close."""
     node = cluster.start_node("pyln-target-" + os.urandom(3).hex())
-    script = tmp_path / "pyln_node_peer.py"
-    script.write_text(PYLN_NODE_PEER)
-    result = _run_pyln(pyln_python, script, str(node.port), node.node_id, PYLN_KEY.hex(),
-                       REGTEST_CHAIN_HASH.hex(), "20")
-    assert result["init"] == {
-        "type": "init",
-        "globalfeatures": "",
-        "features": our_features().to_bytes().hex(),
-        "tlvs": {"networks": {"chains": [REGTEST_CHAIN_HASH.hex()]}},
-    }
-    assert result["pong_sizes"] == [i * 7 for i in range(20)]
+    pong_sizes = [i * 7 for i in range(20)]
+    result = _pyln_dials(pyln_python, pyln_script, node.port, node.node_id,
+                         pong_sizes=pong_sizes, ignored="00", pong_after_odd=3)
+    assert result["init"] == _our_init_as_pyln_reads_it()
+    assert result["pong_sizes"] == pong_sizes
     assert result["pong_after_odd"] == 3
     warning, closed = result["after_even"]
     assert closed == "closed"

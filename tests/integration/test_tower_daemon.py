@@ -26,7 +26,7 @@ from channel.tower_wire import (
     decode_tower_message,
     encode_tower_upload,
 )
-from channel.transport import connect
+from channel.transport import Transport, connect
 from channel.types import OutPoint
 from channel.wire import Features, Init
 from regtest.cluster import Cluster, NodeProcess, TowerProcess
@@ -258,9 +258,8 @@ def test_uploads_queued_while_the_tower_is_down_survive_a_node_kill(cluster: Clu
 # The protocol, spoken by hand
 
 
-async def _session(tower: TowerProcess, key: PrivateKey,
-                   uploads: list[SignedUpload | bytes]) -> list[TowerAck]:
-    """Connect as ``key``, exchange init, send each upload (or raw message), read the acks."""
+async def _dial(tower: TowerProcess, key: PrivateKey) -> Transport:
+    """Connect to ``tower`` as ``key`` (BOLT 8) and exchange init."""
     tower_id, _, addr = tower.address.partition("@")
     host, _, port = addr.rpartition(":")
     transport = await connect(host, int(port), local_static=key.secret,
@@ -268,6 +267,17 @@ async def _session(tower: TowerProcess, key: PrivateKey,
     try:
         await transport.send(encode_message(Init.ours(Features())))
         assert isinstance(decode_message(await transport.recv()), Init)
+    except BaseException:
+        await transport.close()
+        raise
+    return transport
+
+
+async def _session(tower: TowerProcess, key: PrivateKey,
+                   uploads: list[SignedUpload | bytes]) -> list[TowerAck]:
+    """Connect as ``key``, exchange init, send each upload (or raw message), read the acks."""
+    transport = await _dial(tower, key)
+    try:
         acks = []
         for upload in uploads:
             await transport.send(upload if isinstance(upload, bytes)
@@ -324,13 +334,8 @@ def test_tower_answers_a_short_upload_with_a_warning_and_hangs_up(cluster: Clust
     key = PrivateKey(secrets.token_bytes(32))
 
     async def run() -> bytes:
-        tower_id, _, addr = tower.address.partition("@")
-        host, _, port = addr.rpartition(":")
-        transport = await connect(host, int(port), local_static=key.secret,
-                                  remote_static_pubkey=bytes.fromhex(tower_id))
+        transport = await _dial(tower, key)
         try:
-            await transport.send(encode_message(Init.ours(Features())))
-            await transport.recv()
             await transport.send(b"\x80\x01" + bytes(20))   # tower_upload, 20 bytes
             warning = await asyncio.wait_for(transport.recv(), 10)
             with pytest.raises((EOFError, ConnectionError, asyncio.IncompleteReadError)):

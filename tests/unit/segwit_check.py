@@ -7,6 +7,8 @@ signatures (checked with libsecp256k1 through :func:`channel.keys.verify`, low-S
 NULLDUMMY, NULLFAIL, CLEANSTACK, BIP 65 (CLTV against nLockTime) and BIP 112 (CSV against the
 input's nSequence and the tx version). Relative/absolute lock *satisfaction by the chain*
 (BIP 68, nLockTime finality) is a block-level rule, checked by :func:`lock_satisfied`.
+:func:`verify_input` also reports the sighash type of every signature that verified, so tests
+can check e.g. that anchor HTLC txs carry SIGHASH_SINGLE|ANYONECANPAY from the peer.
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ def _true(data: bytes) -> bool:
 class _Checker:
     def __init__(self, tx: CTransaction, index: int, script_code: bytes, amount_sat: int) -> None:
         self.tx, self.index, self.script_code, self.amount = tx, index, script_code, amount_sat
+        self.sighash_types: list[int] = []
 
     def sig_ok(self, signature: bytes, pubkey: bytes, *, nullfail: bool = True) -> bool:
         if not signature:
@@ -115,6 +118,7 @@ class _Checker:
             if nullfail:
                 raise ScriptFailed("NULLFAIL: a non-empty signature does not verify")
             return False
+        self.sighash_types.append(signature[-1])
         return True
 
     def cltv(self, value: int) -> None:
@@ -250,9 +254,13 @@ def _step(op: int, stack: list[bytes], checker: _Checker) -> None:
 
 
 def verify_input(tx: CTransaction, index: int, spent_script_pubkey: bytes,
-                 amount_sat: int) -> None:
+                 amount_sat: int) -> list[int]:
     """Raise :class:`ScriptFailed` unless input ``index`` of ``tx`` validly spends an output
-    ``spent_script_pubkey`` worth ``amount_sat`` (P2WPKH or P2WSH)."""
+    ``spent_script_pubkey`` worth ``amount_sat`` (P2WPKH or P2WSH).
+
+    Returns the sighash type of each signature that verified, in the order the script checked
+    them.
+    """
     if tx.wit.is_null() or index >= len(tx.wit.vtxinwit):
         raise ScriptFailed("no witness")
     witness = [bytes(x) for x in tx.wit.vtxinwit[index].scriptWitness.stack]
@@ -274,9 +282,11 @@ def verify_input(tx: CTransaction, index: int, spent_script_pubkey: bytes,
     for item in stack:
         if len(item) > 520:
             raise ScriptFailed("witness item over 520 bytes")
-    result = _execute(script, list(stack), _Checker(tx, index, script, amount_sat))
+    checker = _Checker(tx, index, script, amount_sat)
+    result = _execute(script, list(stack), checker)
     if len(result) != 1 or not _true(result[0]):
         raise ScriptFailed(f"CLEANSTACK: script left {len(result)} items / false")
+    return checker.sighash_types
 
 
 def verify_spends(tx: CTransaction, parents: dict[bytes, CTransaction]) -> None:

@@ -71,6 +71,17 @@ def _anchors_sat(fmt: CommitmentFormat) -> int:
     return 2 * ANCHOR_OUTPUT_SAT if fmt is CommitmentFormat.ANCHORS else 0
 
 
+def _tower_holding(monitor: ChannelMonitor, commitment_number: int) -> Watchtower:
+    """An in-memory tower holding the justice kit for ``monitor``'s revoked ``commitment_number``,
+    uploaded by a registered client."""
+    tower = Watchtower(MemoryTowerStore())
+    client = TowerClient(PrivateKey(b"\x44" * 32))
+    tower.register_client(client.pubkey)
+    txid, kit = justice_kit_for_state(monitor, commitment_number)
+    tower.accept(client.upload_kit(kit, txid))
+    return tower
+
+
 def _check_claim(claim: Claim, *parents: CTransaction) -> None:
     """Every input of the claim validates against its parent outputs."""
     verify_spends(claim.tx, {bytes(p.GetTxid()): p for p in parents})
@@ -562,11 +573,7 @@ def test_monitor_adopts_the_towers_justice_txs(fmt: CommitmentFormat) -> None:
     follows them as its penalty claims instead of re-requesting its own, and resolves."""
     p, old = breach(fmt, offered=True, received=True)
     monitor = p.bob_monitor
-    tower = Watchtower(MemoryTowerStore())
-    client = TowerClient(PrivateKey(b"\x44" * 32))
-    tower.register_client(client.pubkey)
-    txid, kit = justice_kit_for_state(monitor, old.commitment.commitment_number)
-    tower.accept(client.upload_kit(kit, txid))
+    tower = _tower_holding(monitor, old.commitment.commitment_number)
     justice = tower.on_transaction(old.commitment_tx)
     assert len(justice) == 3
     monitor.transaction_seen(old.commitment_tx, None)
@@ -588,11 +595,7 @@ def test_monitor_completes_what_the_tower_left() -> None:
     new one takes only the HTLC outputs."""
     p, old = breach(CommitmentFormat.STATIC_REMOTEKEY, offered=True, received=True)
     monitor = p.bob_monitor
-    tower = Watchtower(MemoryTowerStore())
-    client = TowerClient(PrivateKey(b"\x44" * 32))
-    tower.register_client(client.pubkey)
-    txid, kit = justice_kit_for_state(monitor, old.commitment.commitment_number)
-    tower.accept(client.upload_kit(kit, txid))
+    tower = _tower_holding(monitor, old.commitment.commitment_number)
     c = old.commitment
     (to_local,) = [j for j in tower.on_transaction(old.commitment_tx)
                    if j.spends.vout == c.to_local_vout]

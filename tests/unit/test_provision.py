@@ -56,6 +56,12 @@ def bare_env(tmp_path: Path, *, path_dirs: list[Path] | None = None) -> dict[str
     }
 
 
+def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m regtest.cli *args`` from the repo with ``env``; output captured as text."""
+    return subprocess.run([sys.executable, "-m", "regtest.cli", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
 def fake_provisioner(version_line: str = KNOTS_LINE) -> tuple[list[Path], provision.Provisioner]:
     """A provisioner that records its calls and leaves a ready cache holding fake binaries."""
     calls: list[Path] = []
@@ -195,15 +201,7 @@ def test_no_bitcoind_and_no_apt_says_what_to_do(tmp_path: Path) -> None:
 def test_cli_install_without_bitcoind_or_apt_exits_2(tmp_path: Path) -> None:
     """`chanlab bitcoind install` on such a machine prints one error line and exits 2."""
     env = bare_env(tmp_path)
-    done = subprocess.run(
-        [sys.executable, "-m", "regtest.cli", "bitcoind", "install"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_cli(env, "bitcoind", "install")
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1
@@ -217,15 +215,7 @@ def test_cli_where_reports_the_choice(tmp_path: Path) -> None:
     chosen = fake_bitcoind(tmp_path / "custom" / "bitcoind", "Bitcoin Core version v28.1.0")
     env = bare_env(tmp_path)
     env["BITCOIND"] = str(chosen)
-    done = subprocess.run(
-        [sys.executable, "-m", "regtest.cli", "bitcoind", "where"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_cli(env, "bitcoind", "where")
     assert done.returncode == 0, done.stderr
     assert f"bitcoind:    {chosen}" in done.stdout
     assert "Bitcoin Core version v28.1.0" in done.stdout

@@ -1,10 +1,10 @@
 """The BOLT 2 channel state machine, driven through two in-memory ``Channel``s.
 
 Every commitment both sides hold is rebuilt from each side's view and compared, and every
-signature is checked by running the spending witness through a small independent script
-interpreter (python-bitcoinlib 0.12 has no segwit ``VerifyScript``). Hostile messages and our own
-invalid requests must raise the right ``channel.errors`` class and leave the channel's record
-byte-for-byte unchanged.
+signature is checked by running the spending witness through the test script interpreter in
+``segwit_check`` (python-bitcoinlib 0.12 has no segwit ``VerifyScript``). Hostile messages and
+our own invalid requests must raise the right ``channel.errors`` class and leave the channel's
+record byte-for-byte unchanged.
 """
 
 from __future__ import annotations
@@ -17,33 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import coincurve
 import pytest
 from bitcoin.core import CTransaction
-from bitcoin.core.script import (
-    OP_1,
-    OP_16,
-    OP_CHECKLOCKTIMEVERIFY,
-    OP_CHECKMULTISIG,
-    OP_CHECKSEQUENCEVERIFY,
-    OP_CHECKSIG,
-    OP_CHECKSIGVERIFY,
-    OP_DROP,
-    OP_DUP,
-    OP_ELSE,
-    OP_ENDIF,
-    OP_EQUAL,
-    OP_EQUALVERIFY,
-    OP_HASH160,
-    OP_IF,
-    OP_NOTIF,
-    OP_PUSHDATA4,
-    OP_SIZE,
-    OP_SWAP,
-    SIGVERSION_WITNESS_V0,
-    CScript,
-    SignatureHash,
-)
+from segwit_check import ScriptFailed, verify_input
 
 from channel.errors import (
     InvalidRevocation,
@@ -82,6 +58,7 @@ from channel.state import (
     channel_from_record,
     channel_to_record,
 )
+from channel.transactions import tx_with_witnesses
 from channel.types import CommitmentFormat, OutPoint, Side
 
 FORMATS = [CommitmentFormat.STATIC_REMOTEKEY, CommitmentFormat.ANCHORS]
@@ -123,129 +100,6 @@ def preimage(n: int) -> bytes:
 
 def payment_hash(n: int) -> bytes:
     return hashlib.sha256(preimage(n)).digest()
-
-
-# -- an independent P2WSH witness interpreter (just the opcodes BOLT 3 scripts use) -------------
-
-
-def _ripemd160(data: bytes) -> bytes:
-    return hashlib.new("ripemd160", data).digest()
-
-
-def _script_num(data: bytes) -> int:
-    if not data:
-        return 0
-    value = int.from_bytes(data, "little")
-    if data[-1] & 0x80:
-        return -(value & ~(0x80 << (8 * (len(data) - 1))))
-    return value
-
-
-def _encode_num(n: int) -> bytes:
-    if n == 0:
-        return b""
-    out = n.to_bytes((n.bit_length() + 7) // 8, "little")
-    return out + b"\x00" if out[-1] & 0x80 else out
-
-
-def _truthy(data: bytes) -> bool:
-    return any(data[:-1]) or (bool(data) and data[-1] not in (0, 0x80))
-
-
-@dataclass
-class WitnessCheck:
-    """Result of running one input's witness: which sighash types its signatures carried."""
-
-    sighash_types: list[int] = field(default_factory=list)
-
-
-def run_witness(tx: CTransaction, vin: int, script_pubkey: bytes, amount_sat: int) -> WitnessCheck:
-    """Execute input ``vin``'s P2WSH witness against ``script_pubkey``; raise if it fails."""
-    items = [bytes(x) for x in tx.wit.vtxinwit[vin].scriptWitness.stack]
-    witness_script, stack = items[-1], items[:-1]
-    assert script_pubkey == b"\x00\x20" + hashlib.sha256(witness_script).digest(), "not P2WSH"
-    result = WitnessCheck()
-
-    def checksig(sig: bytes, pubkey: bytes) -> bool:
-        if not sig:
-            return False
-        digest = SignatureHash(CScript(witness_script), tx, vin, sig[-1], amount=amount_sat,
-                               sigversion=SIGVERSION_WITNESS_V0)
-        ok = coincurve.PublicKey(pubkey).verify(sig[:-1], bytes(digest), hasher=None)
-        if ok:
-            result.sighash_types.append(sig[-1])
-        return bool(ok)
-
-    branches: list[bool] = []
-    for op, data, _ in CScript(witness_script).raw_iter():
-        if op in (OP_IF, OP_NOTIF):
-            taken = False
-            if all(branches):
-                top = stack.pop()
-                assert top in (b"", b"\x01"), "MINIMALIF"
-                taken = (top == b"\x01") == (op == OP_IF)
-            branches.append(taken)
-            continue
-        if op == OP_ELSE:
-            branches[-1] = not branches[-1]
-            continue
-        if op == OP_ENDIF:
-            branches.pop()
-            continue
-        if not all(branches):
-            continue
-        if op <= OP_PUSHDATA4:
-            stack.append(bytes(data))
-        elif OP_1 <= op <= OP_16:
-            stack.append(bytes([op - OP_1 + 1]))
-        elif op == OP_DUP:
-            stack.append(stack[-1])
-        elif op == OP_DROP:
-            stack.pop()
-        elif op == OP_SWAP:
-            stack[-1], stack[-2] = stack[-2], stack[-1]
-        elif op == OP_SIZE:
-            stack.append(_encode_num(len(stack[-1])))
-        elif op == OP_HASH160:
-            stack.append(_ripemd160(hashlib.sha256(stack.pop()).digest()))
-        elif op in (OP_EQUAL, OP_EQUALVERIFY):
-            equal = stack.pop() == stack.pop()
-            if op == OP_EQUALVERIFY:
-                assert equal, "OP_EQUALVERIFY failed"
-            else:
-                stack.append(b"\x01" if equal else b"")
-        elif op in (OP_CHECKSIG, OP_CHECKSIGVERIFY):
-            pubkey = stack.pop()
-            ok = checksig(stack.pop(), pubkey)
-            if op == OP_CHECKSIGVERIFY:
-                assert ok, "OP_CHECKSIGVERIFY failed"
-            else:
-                stack.append(b"\x01" if ok else b"")
-        elif op == OP_CHECKMULTISIG:
-            keys = [stack.pop() for _ in range(_script_num(stack.pop()))]
-            sigs = [stack.pop() for _ in range(_script_num(stack.pop()))]
-            assert stack.pop() == b"", "NULLDUMMY"
-            ok = True
-            for sig in sigs:   # each signature must match a later key, in order
-                while keys and not checksig(sig, keys[0]):
-                    keys.pop(0)
-                if not keys:
-                    ok = False
-                    break
-                keys.pop(0)
-            stack.append(b"\x01" if ok else b"")
-        elif op == OP_CHECKSEQUENCEVERIFY:
-            sequence = tx.vin[vin].nSequence
-            assert tx.nVersion >= 2 and not sequence & (1 << 31), "CSV disabled"
-            assert sequence & 0xFFFF >= _script_num(stack[-1]), "CSV not met"
-        elif op == OP_CHECKLOCKTIMEVERIFY:
-            assert tx.vin[vin].nSequence != 0xFFFFFFFF, "CLTV with final sequence"
-            assert tx.nLockTime >= _script_num(stack[-1]), "CLTV not met"
-        else:
-            raise AssertionError(f"opcode {op} not supported by the test interpreter")
-    assert not branches, "unbalanced IF"
-    assert len(stack) == 1 and _truthy(stack[0]), f"script left {stack!r}"
-    return result
 
 
 # -- two channels in memory ------------------------------------------------------------------
@@ -345,17 +199,17 @@ def check_holder_transactions(x: Channel) -> None:
     """The finalized commitment spends the funding output; each HTLC tx spends its HTLC output."""
     txs = x.holder_transactions()
     ctx = txs.commitment
-    funding = run_witness(txs.commitment_tx, 0, x.funding_script_pubkey, FUNDING_SAT)
-    assert funding.sighash_types == [1, 1]
+    assert verify_input(txs.commitment_tx, 0, x.funding_script_pubkey, FUNDING_SAT) == [1, 1]
     assert sum(o.nValue for o in txs.commitment_tx.vout) == FUNDING_SAT - ctx.fee_sat
     outputs = {o.vout: o for o in ctx.htlc_outputs}
     for htlc_tx in txs.htlc_txs:
         spent = htlc_tx.vin[0].prevout
         assert bytes(spent.hash) == ctx.txid
         out = outputs[spent.n]
-        checked = run_witness(htlc_tx, 0, bytes(ctx.tx.vout[spent.n].scriptPubKey), out.amount_sat)
+        sighash_types = verify_input(htlc_tx, 0, bytes(ctx.tx.vout[spent.n].scriptPubKey),
+                                     out.amount_sat)
         remote_type = 0x83 if x.commitment_format is CommitmentFormat.ANCHORS else 0x01
-        assert sorted(checked.sighash_types) == sorted([remote_type, 0x01])
+        assert sorted(sighash_types) == sorted([remote_type, 0x01])
 
 
 def output_values(chan: Channel) -> list[int]:
@@ -1086,7 +940,7 @@ def test_force_close_needs_a_signed_commitment() -> None:
     a.on_funding_signed(b.on_funding_created(created))
     txs = a.force_close()          # allowed from AWAITING_LOCKIN: the funding may confirm
     assert state(a) is ChannelState.FORCE_CLOSING
-    run_witness(txs.commitment_tx, 0, a.funding_script_pubkey, FUNDING_SAT)
+    verify_input(txs.commitment_tx, 0, a.funding_script_pubkey, FUNDING_SAT)
 
 
 # -- reconnection: cut the link at every point of a payment's message flow ------------------------
@@ -1392,7 +1246,7 @@ def test_cooperative_close_exact_outputs(fmt: CommitmentFormat) -> None:
     assert FUNDING_SAT - sum(outputs.values()) == fee + (bal_a % 1000 + bal_b % 1000) // 1000
     assert [o.nValue for o in tx_a.vout] == sorted(o.nValue for o in tx_a.vout)   # BIP 69
     assert tx_a.vin[0].nSequence == 0xFFFFFFFF and tx_a.nLockTime == 0
-    assert run_witness(tx_a, 0, a.funding_script_pubkey, FUNDING_SAT).sighash_types == [1, 1]
+    assert verify_input(tx_a, 0, a.funding_script_pubkey, FUNDING_SAT) == [1, 1]
     assert _weight(tx_a) * FEERATE // 1000 <= fee      # the estimate never underpays
 
 
@@ -1415,7 +1269,7 @@ def test_closing_fee_negotiation(fmt: CommitmentFormat) -> None:
     done, tx_b = b.on_closing_signed(echo)
     assert done is None and tx_b is not None and tx_b.serialize() == tx_a.serialize()
     assert FUNDING_SAT - sum(o.nValue for o in tx_b.vout) == b_max
-    run_witness(tx_b, 0, b.funding_script_pubkey, FUNDING_SAT)
+    verify_input(tx_b, 0, b.funding_script_pubkey, FUNDING_SAT)
 
 
 def test_closing_signed_hostile(fmt: CommitmentFormat) -> None:
@@ -1576,22 +1430,21 @@ def test_witness_interpreter_catches_tampering(fmt: CommitmentFormat) -> None:
     b.fulfill_htlc(0, preimage(1))
     txs = b.holder_transactions()
     spk = b.funding_script_pubkey
-    run_witness(txs.commitment_tx, 0, spk, FUNDING_SAT)
-    with pytest.raises(AssertionError):
-        run_witness(txs.commitment_tx, 0, spk, FUNDING_SAT - 1)
+    verify_input(txs.commitment_tx, 0, spk, FUNDING_SAT)
+    with pytest.raises(ScriptFailed):
+        verify_input(txs.commitment_tx, 0, spk, FUNDING_SAT - 1)
     stack = [bytes(x) for x in txs.commitment_tx.wit.vtxinwit[0].scriptWitness.stack]
     stack[1] = stack[1][:10] + bytes([stack[1][10] ^ 1]) + stack[1][11:]
-    from channel.transactions import tx_with_witnesses
-    with pytest.raises((AssertionError, ValueError)):
-        run_witness(tx_with_witnesses(txs.commitment_tx, [stack]), 0, spk, FUNDING_SAT)
+    with pytest.raises(ScriptFailed):
+        verify_input(tx_with_witnesses(txs.commitment_tx, [stack]), 0, spk, FUNDING_SAT)
     (success,) = txs.htlc_txs
     out = txs.commitment.htlc_outputs[0]
     spent_spk = bytes(txs.commitment.tx.vout[out.vout].scriptPubKey)
-    run_witness(success, 0, spent_spk, out.amount_sat)
+    verify_input(success, 0, spent_spk, out.amount_sat)
     htlc_stack = [bytes(x) for x in success.wit.vtxinwit[0].scriptWitness.stack]
     htlc_stack[3] = preimage(2)
-    with pytest.raises(AssertionError):
-        run_witness(tx_with_witnesses(success, [htlc_stack]), 0, spent_spk, out.amount_sat)
+    with pytest.raises(ScriptFailed):
+        verify_input(tx_with_witnesses(success, [htlc_stack]), 0, spent_spk, out.amount_sat)
 
 
 # -- two honest peers at random: no error, every invariant holds --------------------------------
@@ -1761,7 +1614,7 @@ def test_disconnect_during_close_negotiation(fmt: CommitmentFormat, counter: boo
         assert state(a) is ChannelState.CLOSING and state(b) is ChannelState.CLOSING
         assert a.closing_tx == b.closing_tx
         final = CTransaction.deserialize(a.closing_tx)
-        run_witness(final, 0, a.funding_script_pubkey, FUNDING_SAT)
+        verify_input(final, 0, a.funding_script_pubkey, FUNDING_SAT)
 
 
 # -- monitor updates --------------------------------------------------------------------------
