@@ -205,6 +205,21 @@ class _Flight:
         self.outgoing.append((peer_id, message))
 
 
+@dataclass(slots=True)
+class _Pipeline:
+    """Payments made one batch after another on one channel: the next batch's HTLCs are added
+    in the very flight that brings the last preimage of the current one (no round trip lost)."""
+
+    handle: _Handle
+    invoices: list[Invoice]
+    batch_size: int
+    done: asyncio.Future[None]
+    next_index: int = 0
+    outstanding: set[bytes] = field(default_factory=set)
+    succeeded: int = 0
+    failed: int = 0
+
+
 # The flight that collects every step of the messages already received from one peer (set by
 # that peer's read loop for its own task): persisted once and sent in one write when the
 # buffer is empty, so a batch of N updates costs one fsync, not N.
@@ -237,6 +252,7 @@ class Node:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
         self._pay_waiters: dict[bytes, asyncio.Future[dict[str, Any]]] = {}
+        self._pipelines: dict[str, _Pipeline] = {}
         self._height = 0
         self._cheat_archive: dict[str, dict[int, bytes]] = {}
         # per channel, per state: that state's signed HTLC txs and a to_local sweep
@@ -585,6 +601,10 @@ class Node:
                 finally:
                     _COALESCED.reset(token)
                     batch.closed = True
+                    # updates queued while handling the batch (a payment pipeline's next
+                    # HTLCs) ride in the same flight's commitment_signed
+                    for handle in list(batch.handles):
+                        self._sign_if_needed(handle, batch)
                     await self._complete(batch)
 
     async def _handle_one(self, peer: _Peer, raw: bytes, batch: _Flight) -> bool:
@@ -755,12 +775,14 @@ class Node:
         self._resolve_payment(entry.payment_hash, {"status": "succeeded",
                                                    "payment_preimage": msg.payment_preimage.hex(),
                                                    "amount_msat": entry.amount_msat})
+        await self._advance_pipeline(handle, entry.payment_hash, True)
 
     async def _on_update_fail_htlc(self, peer: _Peer, msg: UpdateFailHtlc) -> None:
         handle = self._require(peer, msg.channel_id)
         entry = handle.channel.on_update_fail_htlc(msg)
         self._resolve_payment(entry.payment_hash, {"status": "failed",
                                                    "reason": msg.reason.decode(errors="replace")})
+        await self._advance_pipeline(handle, entry.payment_hash, False)
 
     async def _on_update_fail_malformed_htlc(self, peer: _Peer,
                                              msg: UpdateFailMalformedHtlc) -> None:
@@ -769,6 +791,7 @@ class Node:
             channel_id=msg.channel_id, id=msg.id, reason=b"malformed onion"))
         self._resolve_payment(entry.payment_hash, {"status": "failed",
                                                    "reason": f"malformed onion {msg.failure_code}"})
+        await self._advance_pipeline(handle, entry.payment_hash, False)
 
     async def _on_update_fee(self, peer: _Peer, msg: UpdateFee) -> None:
         self._require(peer, msg.channel_id).channel.on_update_fee(msg)
@@ -1186,45 +1209,9 @@ class Node:
         peer = self.peers.get(payee)
         if peer is None:
             raise RejectedUpdate("the payee is not connected")
-        # One result per invoice: refused ones fail here and now, the others are all added
-        # before one commitment_signed. An add that raises changes nothing (the state
-        # machine's contract), so the HTLCs added before it still go out, and none is lost.
-        outcomes: list[dict[str, Any] | asyncio.Future[dict[str, Any]]] = []
-        loop = asyncio.get_running_loop()
         async with peer.lock:
             flight = _Flight()
-            flight.touch(handle)
-            cltv = self._height + FINAL_CLTV_DELTA
-            for inv in decoded:
-                previous = self.store.payment(inv.payment_hash.hex())
-                if inv.payment_hash in self._pay_waiters:
-                    outcomes.append({"status": "failed",
-                                     "reason": "a payment for this invoice is in flight"})
-                    continue
-                if previous is not None and previous.direction == "out" and \
-                        previous.status == "succeeded":
-                    outcomes.append({"status": "failed", "reason": "this invoice is already "
-                                     "paid (we hold its preimage)"})
-                    continue
-                onion = build_single_hop_onion(
-                    session_key=secrets.token_bytes(32), node_id=payee,
-                    amt_to_forward=inv.amount_msat, outgoing_cltv_value=cltv,
-                    payment_secret=inv.payment_secret, total_msat=inv.amount_msat,
-                    payment_hash=inv.payment_hash)
-                try:
-                    add = handle.channel.add_htlc(
-                        amount_msat=inv.amount_msat, payment_hash=inv.payment_hash,
-                        cltv_expiry=cltv, onion_routing_packet=onion)
-                except RejectedUpdate as exc:
-                    outcomes.append({"status": "failed", "reason": str(exc)})
-                    continue
-                flight.send(payee, add)
-                flight.payments.append(PaymentRow(
-                    payment_hash=inv.payment_hash.hex(), direction="out",
-                    amount_msat=inv.amount_msat, status="pending"))
-                waiter: asyncio.Future[dict[str, Any]] = loop.create_future()
-                self._pay_waiters[inv.payment_hash] = waiter
-                outcomes.append(waiter)
+            outcomes = self._add_payments(handle, decoded, flight)
             self._sign_if_needed(handle, flight)
             await self._complete(flight)
         results: list[dict[str, Any]] = []
@@ -1242,6 +1229,113 @@ class Node:
                     results.append({"status": "pending", "reason": "timed out waiting"})
             results[-1]["payment_hash"] = inv.payment_hash.hex()
         return results
+
+    def _add_payments(self, handle: _Handle, decoded: list[Invoice], flight: _Flight,
+                      ) -> list[dict[str, Any] | asyncio.Future[dict[str, Any]]]:
+        """Add one HTLC per invoice to ``flight`` (not signed yet); one outcome per invoice.
+
+        Refused ones fail here and now; an add that raises changes nothing (the state
+        machine's contract), so the HTLCs added before it still go out, and none is lost.
+        """
+        outcomes: list[dict[str, Any] | asyncio.Future[dict[str, Any]]] = []
+        loop = asyncio.get_running_loop()
+        flight.touch(handle)
+        cltv = self._height + FINAL_CLTV_DELTA
+        payee = handle.peer_id
+        for inv in decoded:
+            previous = self.store.payment(inv.payment_hash.hex())
+            if inv.payment_hash in self._pay_waiters:
+                outcomes.append({"status": "failed",
+                                 "reason": "a payment for this invoice is in flight"})
+                continue
+            if previous is not None and previous.direction == "out" and \
+                    previous.status == "succeeded":
+                outcomes.append({"status": "failed", "reason": "this invoice is already "
+                                 "paid (we hold its preimage)"})
+                continue
+            onion = build_single_hop_onion(
+                session_key=secrets.token_bytes(32), node_id=payee,
+                amt_to_forward=inv.amount_msat, outgoing_cltv_value=cltv,
+                payment_secret=inv.payment_secret, total_msat=inv.amount_msat,
+                payment_hash=inv.payment_hash)
+            try:
+                add = handle.channel.add_htlc(
+                    amount_msat=inv.amount_msat, payment_hash=inv.payment_hash,
+                    cltv_expiry=cltv, onion_routing_packet=onion)
+            except RejectedUpdate as exc:
+                outcomes.append({"status": "failed", "reason": str(exc)})
+                continue
+            flight.send(payee, add)
+            flight.payments.append(PaymentRow(
+                payment_hash=inv.payment_hash.hex(), direction="out",
+                amount_msat=inv.amount_msat, status="pending"))
+            waiter: asyncio.Future[dict[str, Any]] = loop.create_future()
+            self._pay_waiters[inv.payment_hash] = waiter
+            outcomes.append(waiter)
+        return outcomes
+
+    async def pay_pipeline(self, invoices: list[str], batch_size: int = 1,
+                           timeout_s: float = PAYMENT_TIMEOUT_S) -> _Pipeline:
+        """Pay ``invoices`` (one payee) in batches of ``batch_size``, one batch in flight."""
+        decoded = [Invoice.decode(text) for text in invoices]
+        if not decoded or any(inv.payee_node_id != decoded[0].payee_node_id
+                              for inv in decoded):
+            raise RejectedUpdate("a pipeline pays one peer at least one invoice")
+        handle = self._channel_with(decoded[0].payee_node_id)
+        peer = self.peers.get(handle.peer_id)
+        if peer is None:
+            raise RejectedUpdate("the payee is not connected")
+        if handle.key in self._pipelines:
+            raise RejectedUpdate("a payment pipeline already runs on this channel")
+        pipeline = _Pipeline(handle=handle, invoices=decoded, batch_size=max(1, batch_size),
+                             done=asyncio.get_running_loop().create_future())
+        self._pipelines[handle.key] = pipeline
+        try:
+            async with peer.lock:
+                flight = _Flight()
+                self._start_pipeline_batch(pipeline, flight)
+                self._sign_if_needed(handle, flight)
+                await self._complete(flight)
+            await asyncio.wait_for(asyncio.shield(pipeline.done), timeout_s)
+        finally:
+            self._pipelines.pop(handle.key, None)
+        return pipeline
+
+    def _start_pipeline_batch(self, pipeline: _Pipeline, flight: _Flight) -> None:
+        """Add the pipeline's next batch to ``flight``; resolve it when nothing is left."""
+        while not pipeline.outstanding and pipeline.next_index < len(pipeline.invoices):
+            first = pipeline.next_index
+            batch = pipeline.invoices[first:first + pipeline.batch_size]
+            pipeline.next_index += len(batch)
+            for inv, outcome in zip(batch, self._add_payments(pipeline.handle, batch, flight),
+                                    strict=True):
+                if isinstance(outcome, dict):
+                    pipeline.failed += 1
+                else:
+                    pipeline.outstanding.add(inv.payment_hash)
+        if not pipeline.outstanding and not pipeline.done.done():
+            def finish() -> None:
+                if not pipeline.done.done():
+                    pipeline.done.set_result(None)
+
+            flight.after.append(finish)
+
+    async def _advance_pipeline(self, handle: _Handle, payment_hash: bytes,
+                                succeeded: bool) -> None:
+        """A payment of a pipeline resolved: once its batch is all resolved, start the next
+        batch in this same flight (its HTLCs go out with this flight's commitment_signed)."""
+        pipeline = self._pipelines.get(handle.key)
+        if pipeline is None or payment_hash not in pipeline.outstanding:
+            return
+        pipeline.outstanding.discard(payment_hash)
+        if succeeded:
+            pipeline.succeeded += 1
+        else:
+            pipeline.failed += 1
+        if not pipeline.outstanding:
+            flight = _Flight()
+            self._start_pipeline_batch(pipeline, flight)
+            await self._complete(flight)
 
     async def cmd_channels(self) -> list[dict[str, Any]]:
         out = []
@@ -1446,10 +1540,8 @@ class Node:
         loop = asyncio.get_running_loop()
         cpu_before = os.times()
         started = loop.time()
-        succeeded = 0
-        for first in range(0, len(invoices), size):
-            results = await self.pay_many(invoices[first:first + size], timeout_s=timeout_s)
-            succeeded += sum(1 for r in results if r.get("status") == "succeeded")
+        pipeline = await self.pay_pipeline(invoices, size, timeout_s=timeout_s)
+        succeeded = pipeline.succeeded
         paid = loop.time() - started
         chan = handle.channel
         deadline = loop.time() + timeout_s

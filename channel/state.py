@@ -666,16 +666,33 @@ class Channel:
     def _spendable_msat(self, side: Side) -> int:
         """``side``'s balance counting every pending debit but only irrevocable credits,
         minus the reserve the other side imposes and, for the opener, the commitment fee."""
+        return self._add_budget(side)[2]
+
+    def _add_budget(self, side: Side) -> tuple[int, int, int]:
+        """One pass over the log (adds are checked per HTLC, so this is the hot loop of a
+        batch): (HTLCs ``side`` offers, their msat, what ``side`` can still spend)."""
         log = self._log
         balance = log.base_balance_msat[side]
-        count = 0
-        for h in log.entries():
+        count = offered = offered_msat = 0
+        holder_ctn = self.holder_commitment_number
+        counterparty_ctn = self.counterparty_commitment_number
+        fulfilled, failed = Removal.FULFILLED, Removal.FAILED
+        for h in log.htlcs.values():
             count += 1
+            removal = h.removal
+            committed = False
+            if removal is not None:
+                removed_l = h.removed_at[Side.HOLDER]
+                removed_r = h.removed_at[Side.COUNTERPARTY]
+                committed = removed_l is not None and removed_l <= holder_ctn and \
+                    removed_r is not None and removed_r <= counterparty_ctn
             if h.offerer is side:
-                failed_both = h.removal is Removal.FAILED and self._removal_committed(h)
-                if not failed_both:
+                # it counts against the limits until pruned (gone from both commitments)
+                offered += 1
+                offered_msat += h.amount_msat
+                if not (removal is failed and committed):
                     balance -= h.amount_msat
-            elif h.removal is Removal.FULFILLED and self._removal_committed(h):
+            elif removal is fulfilled and committed:
                 balance += h.amount_msat
         reserve_msat = (self._peer.channel_reserve_sat if side is Side.HOLDER
                         else self.holder_params.channel_reserve_sat) * 1000
@@ -687,7 +704,7 @@ class Channel:
             if self.commitment_format is CommitmentFormat.ANCHORS:
                 fee += 2 * ANCHOR_OUTPUT_SAT
             balance -= fee * 1000
-        return balance - reserve_msat
+        return offered, offered_msat, balance - reserve_msat
 
     def _removal_committed(self, h: HtlcEntry) -> bool:
         removed_l = h.removed_at[Side.HOLDER]
@@ -708,13 +725,12 @@ class Channel:
             raise error(f"cltv_expiry {cltv_expiry} is not a block height")
         # An HTLC counts until it is gone from both commitments (pruned), not just removed:
         # until then the receiver's next commitment may still hold it next to the new one.
-        offered = [h for h in self._log.entries() if h.offerer is side]
-        if len(offered) + 1 > receiver.max_accepted_htlcs:
+        offered, offered_msat, spendable = self._add_budget(side)
+        if offered + 1 > receiver.max_accepted_htlcs:
             raise error(f"more than max_accepted_htlcs={receiver.max_accepted_htlcs} HTLCs")
-        in_flight = sum(h.amount_msat for h in offered) + amount_msat
+        in_flight = offered_msat + amount_msat
         if in_flight > receiver.max_htlc_value_in_flight_msat:
             raise error(f"{in_flight} msat in flight exceeds max_htlc_value_in_flight_msat")
-        spendable = self._spendable_msat(side)
         if amount_msat > spendable:
             raise error(f"amount_msat {amount_msat} exceeds the {max(spendable, 0)} msat the "
                         f"{'peer' if side is Side.COUNTERPARTY else 'channel'} can spend")
@@ -853,6 +869,12 @@ class Channel:
         self.counterparty_commitment_number = number
         self.awaiting_revoke_and_ack = True
         self.commitment_signed_sent_last = True
+        # a removal we signed can no longer be undone by a disconnection, so the onion of the
+        # HTLC it removes will never be peeled again: stop carrying 1366 bytes per HTLC
+        for h in self._log.entries():
+            removed = h.removed_at[Side.COUNTERPARTY]
+            if h.offerer is Side.COUNTERPARTY and removed is not None and removed <= number:
+                h.onion_routing_packet = b""
         return msg
 
     def _signed_commitment(self, number: int, record: bool = True) -> CommitmentSigned:
@@ -916,6 +938,12 @@ class Channel:
         self._log.schedule_acked(sender=Side.HOLDER, acked_by=Side.COUNTERPARTY,
                                  acked_up_to=self.counterparty_commitment_number,
                                  into_number=self.holder_commitment_number + 1)
+        # the peer revoked after receiving our adds: they are never retransmitted again
+        for h in self._log.entries():
+            added = h.added_at[Side.COUNTERPARTY]
+            if h.offerer is Side.HOLDER and added is not None and \
+                    added <= self.counterparty_commitment_number:
+                h.onion_routing_packet = b""
         self.monitor_updates.append(CounterpartySecretRevealed(
             commitment_number=revoked, per_commitment_secret=msg.per_commitment_secret))
         self._prune()

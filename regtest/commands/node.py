@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -56,6 +57,14 @@ def _start(args: argparse.Namespace) -> int:
     settings = NodeSettings(name=args.name, home=home, port=args.port,
                             channel_config=ChannelConfig(to_self_delay=args.to_self_delay),
                             allow_cheating=args.allow_cheating, towers=tuple(args.tower))
+    profile = os.environ.get("CHANLAB_PROFILE_DIR")
+    if profile:  # developer aid: a cProfile dump per node, for `make bench` investigations
+        import cProfile
+        profiler = cProfile.Profile()
+        try:
+            return profiler.runcall(lambda: asyncio.run(_run(settings, endpoint)))
+        finally:
+            profiler.dump_stats(str(Path(profile) / f"{args.name}.prof"))
     return asyncio.run(_run(settings, endpoint))
 
 
