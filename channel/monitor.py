@@ -27,7 +27,9 @@ What it does, per BOLT 5 case (X = us, Y = the peer)::
                                       revocation key; to_remote as above; if Y's HTLC-success /
                                       -timeout tx takes an HTLC output first, a second-stage
                                       penalty on its output (``<revocation_sig> 1``)
-    anything else                     none: an alert (keys leaked, or our state is stale)
+    anything else                     an alert (keys leaked, or our state is stale); if
+                                      it pays our static to_remote key, that output
+                                      as above (the peer's commitment newer than ours)
 
 Storage is compact: a revoked peer state keeps only its number, balances, feerate and HTLCs;
 the per-commitment secret comes from the shachain store (49 slots at most).
@@ -58,9 +60,15 @@ from channel.keys import (
     PrivateKey,
     RevocationBasepoint,
     per_commitment_point_from_secret,
+    static_payment_pubkey,
     witness_signature,
 )
-from channel.scripts import htlc_output_script, p2wsh
+from channel.scripts import (
+    htlc_output_script,
+    p2wsh,
+    to_remote_anchors_script,
+    to_remote_script_pubkey,
+)
 from channel.shachain import RevocationStore
 from channel.state import (
     Channel,
@@ -71,8 +79,10 @@ from channel.state import (
     PartyParams,
 )
 from channel.sweeps import (
+    SEQUENCE_NO_RELATIVE_LOCK,
     SpendableOutput,
     SweepTransaction,
+    WitnessKind,
     build_htlc_transaction_with_fee,
     build_sweep_transaction,
     delayed_output,
@@ -803,6 +813,7 @@ class ChannelMonitor:
             kind=CloseKind.UNKNOWN, txid=funding.txid, height=h, commitment_number=number,
             description=f"ALERT: the funding output was spent by {_short(funding.txid)}, which "
                         "is none of the commitments we know: keys leaked, or our state is stale")
+        self._plan_static_to_remote(plan, funding)
         return plan
 
     def _where(self, height: int | None) -> str:
@@ -1096,6 +1107,34 @@ class ChannelMonitor:
         self._sweep(plan, ClaimKind.TO_REMOTE_SWEEP, [spend], (h or 0) if anchors else 0,
                     f"sweep our to_remote {spend.amount_sat} sat from {self.peer_name}'s "
                     f"commitment #{c.commitment_number}")
+
+    def _plan_static_to_remote(self, plan: _Plan, funding: _Seen) -> None:
+        """Our to_remote on a commitment of the peer's we never saw (our state is stale).
+
+        The point of ``option_static_remotekey``: our to_remote pays the same untweaked key in
+        every commitment of the peer's, so a node restored from an old backup, which must not
+        broadcast its own (revoked) commitment, still finds and sweeps its latest balance.
+        """
+        pubkey = static_payment_pubkey(self.keys.basepoints().payment_basepoint)
+        anchors = self.commitment_format is CommitmentFormat.ANCHORS
+        script_pubkey = to_remote_script_pubkey(pubkey, self.commitment_format)
+        for vout, out in enumerate(funding.tx.vout):
+            if bytes(out.scriptPubKey) != script_pubkey:
+                continue
+            amount = int(out.nValue)
+            if anchors and funding.height is None:
+                self._awaiting_parent(plan, amount, "our to_remote")
+                continue
+            spend = SpendableOutput(
+                outpoint=OutPoint(txid=funding.txid, vout=vout), amount_sat=amount,
+                kind=WitnessKind.SIG_ONLY if anchors else WitnessKind.P2WPKH,
+                witness_script=to_remote_anchors_script(pubkey) if anchors else None,
+                signing_key=self.keys.payment_privkey(),
+                sequence=1 if anchors else SEQUENCE_NO_RELATIVE_LOCK)
+            self._sweep(plan, ClaimKind.TO_REMOTE_SWEEP, [spend],
+                        (funding.height or 0) if anchors else 0,
+                        f"sweep our to_remote {amount} sat from {self.peer_name}'s commitment "
+                        f"{_short(funding.txid)}, newer than our state")
 
     # ---- the peer's revoked commitment on chain
 

@@ -9,9 +9,13 @@ satoshi (``RegtestError`` otherwise) and returns a :class:`TowerBreachOutcome`, 
 
 * ``htlc="offered"``: the revoked state carries an HTLC Alice offered (she paid Bob's hold
   invoice), ``htlc="received"``: one she received (Bob paid hers);
-* ``second_stage=True`` (with ``htlc="received"``): the tower is down (``kill -9``) when Alice
-  broadcasts her commitment *and* her HTLC-success tx and both confirm; restarted, the tower
-  reads the blocks it missed and takes the HTLC tx's output with its second-stage signature.
+* ``second_stage=True`` (with an ``htlc``): the tower is down (``kill -9``) while Alice's
+  commitment *and* her HTLC tx confirm. ``htlc="received"``: her HTLC-success tx goes out with
+  the commitment and confirms in the same block. ``htlc="offered"``: her HTLC-timeout tx is
+  non-final until ``cltv_expiry`` (its nLockTime), so the chain first climbs to two blocks
+  short of it, Alice broadcasts the commitment, and retries the HTLC-timeout tx block by block
+  (``cheat --htlc-txs`` again) until bitcoind takes it. Restarted, the tower reads the blocks
+  it missed and takes the HTLC tx's output with its second-stage signature.
 """
 
 from __future__ import annotations
@@ -24,10 +28,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bitcoin.core import CTransaction
+
+from channel.node import FINAL_CLTV_DELTA
 from channel.types import OutPoint
 from regtest.cluster import Cluster, NodeProcess, TowerProcess
 from regtest.demo import DemoContext, Narrator, sat, scenario
-from regtest.drills import Settlement, mine_synced, owned_by, settlement, wait_all_spent
+from regtest.drills import (
+    Settlement,
+    mine_synced,
+    owned_by,
+    settlement,
+    sync_nodes,
+    wait_all_spent,
+)
 from regtest.errors import RegtestError
 from regtest.wait import wait_for
 
@@ -45,7 +59,9 @@ ALICE_FUNDS_SAT = 2_000_000
 class TowerBreachOutcome:
     """How the breach ended. ``justice`` is what the tower reported (txid, fee_sat,
     amount_sat, ...); ``wallet_delta_sat`` is per node, from just before the breach;
-    ``balances_msat`` is (Alice, Bob) in the revoked state, ``htlc_sat`` the HTLCs it held."""
+    ``balances_msat`` is (Alice, Bob) in the revoked state, ``htlc_sat`` the HTLCs it held,
+    ``cltv_expiry`` its HTLC's; ``second_stage_txid`` is Alice's confirmed HTLC tx (second-stage
+    variant only)."""
 
     funding: OutPoint
     breach_txid: str
@@ -53,6 +69,8 @@ class TowerBreachOutcome:
     state: int
     balances_msat: tuple[int, int]
     htlc_sat: int
+    cltv_expiry: int | None
+    second_stage_txid: str | None
     justice: tuple[dict[str, Any], ...]
     blobs_before_restart: int | None
     blobs_after_restart: int | None
@@ -128,8 +146,8 @@ def _leaves_all_of(chain_view: Settlement, node: NodeProcess) -> bool:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TowerStaged:
     """Alice's channel to Bob, whose node uploads to ``tower``; Alice's commitment ``state``
-    is revoked (balances ``revoked`` msat, Alice's then Bob's; ``htlc_sat`` in HTLCs) and the
-    tower holds a kit for every revoked state."""
+    is revoked (balances ``revoked`` msat, Alice's then Bob's; ``htlc_sat`` in an HTLC expiring
+    at ``cltv_expiry``) and the tower holds a kit for every revoked state."""
 
     alice: NodeProcess
     bob: NodeProcess
@@ -139,6 +157,7 @@ class TowerStaged:
     state: int
     revoked: tuple[int, int]
     htlc_sat: int
+    cltv_expiry: int | None
     blobs: int
 
 
@@ -176,14 +195,17 @@ def stage_tower_channel(cluster: Cluster, say: Narrator, *,
         _check(result.get("status") == "succeeded", f"payment of {amount} sat failed: {result}")
         states.append(_wait_quiet(cluster, (alice, bob), funding_txid, htlcs=0))
     state, revoked = states[-2]   # settled, no HTLC, revoked by the last payment
-    htlc_sat = 0
+    htlc_sat, cltv_expiry = 0, None
     if htlc is not None:
         payer, payee = (alice, bob) if htlc == "offered" else (bob, alice)
+        # the payer sets cltv_expiry from the tip it has seen: make that the chain's tip
+        cltv_expiry = sync_nodes(cluster) + FINAL_CLTV_DELTA
         say.step(f"{payer.name} pays a {HTLC_SAT:,} sat hold invoice of {payee.name}: the HTLC "
                  "stays in the commitments until the payee settles it")
         payment_hash = _hold_payment(payer, payee, HTLC_SAT)
         state, revoked = _wait_quiet(cluster, (alice, bob), funding_txid, htlcs=1)
-        say.detail(f"Alice's commitment #{state} holds the HTLC ({htlc} by Alice)")
+        say.detail(f"Alice's commitment #{state} holds the HTLC ({htlc} by Alice, "
+                   f"cltv_expiry {cltv_expiry})")
         payee.call("settle", payment_hash=payment_hash)
         _wait_quiet(cluster, (alice, bob), funding_txid, htlcs=0)
         say.detail(f"{payee.name} settles; newer commitments revoke #{state}")
@@ -198,15 +220,63 @@ def stage_tower_channel(cluster: Cluster, say: Narrator, *,
                "one until the breach it punishes appears: the key is the hash of its txid")
     return TowerStaged(alice=alice, bob=bob, tower=tower, channel=str(opened["channel"]),
                        funding=funding, state=state, revoked=revoked, htlc_sat=htlc_sat,
-                       blobs=blobs)
+                       cltv_expiry=cltv_expiry, blobs=blobs)
+
+
+def _cheat_htlc_tx(staged: TowerStaged, answer: dict[str, Any]) -> dict[str, Any]:
+    """bitcoind's answer for the one HTLC tx of a ``cheat --htlc-txs`` call."""
+    htlc_txs = answer.get("htlc_txs", [])
+    _check(len(htlc_txs) == 1, f"Alice's commitment #{staged.state} should have one HTLC tx: "
+                               f"{answer}")
+    return dict(htlc_txs[0])
+
+
+def _confirm_second_stage(cluster: Cluster, say: Narrator, staged: TowerStaged,
+                          cheat: dict[str, Any], kind: str) -> tuple[int, str]:
+    """Confirm Alice's commitment (just broadcast, answer ``cheat``) and then her HTLC tx:
+    (the commitment's height, the HTLC tx's txid).
+
+    An HTLC-success tx went out with the commitment and confirms in its block; an HTLC-timeout
+    tx is non-final until the tip reaches its nLockTime (``cltv_expiry``), so Alice retries it
+    block by block, as a cheater would.
+    """
+    chain = cluster.miner
+    breach_txid = str(cheat["revoked_commitment_txid"])
+    _check(bool(cheat.get("commitment", {}).get("accepted")),
+           f"Alice's revoked commitment was not accepted: {cheat}")
+    attempt = _cheat_htlc_tx(staged, cheat)
+    breach_height = mine_synced(cluster, 1)
+    _check(chain.confirmations(breach_txid) == 1, "Alice's revoked commitment did not confirm")
+    for _ in range(4):
+        if attempt["accepted"]:
+            break
+        _check("non-final" in str(attempt.get("error")),
+               f"Alice's {kind} tx was refused for another reason than its locktime: {attempt}")
+        say.detail(f"her {kind} tx is still non-final at height {chain.height()}: "
+                   f"nLockTime {staged.cltv_expiry}")
+        attempt = _cheat_htlc_tx(staged, staged.alice.call(
+            "cheat", channel=staged.channel, state=staged.state, htlc_txs=True))
+        if not attempt["accepted"]:
+            mine_synced(cluster, 1)
+    _check(bool(attempt["accepted"]), f"Alice's {kind} tx never became valid: {attempt}")
+    htlc_txid = str(attempt["txid"])
+    if chain.confirmations(htlc_txid) == 0:
+        mine_synced(cluster, 1)
+    _check(chain.confirmations(htlc_txid) == 1, f"Alice's {kind} tx did not confirm")
+    locktime = int(CTransaction.deserialize(chain.get_transaction(htlc_txid)).nLockTime)
+    _check(locktime == (staged.cltv_expiry if kind == "HTLC-timeout" else 0),
+           f"Alice's {kind} tx has nLockTime {locktime}")
+    return breach_height, htlc_txid
 
 
 def breach_tower(cluster: Cluster, say: Narrator, *,
                  names: tuple[str, str, str] = ("alice", "bob", "watchtower"),
                  htlc: str | None = None, second_stage: bool = False) -> TowerBreachOutcome:
     """Alice breaches while Bob is offline; Bob's watchtower alone punishes her."""
-    if second_stage and htlc != "received":
-        raise ValueError("the second-stage variant needs htlc='received' (Alice's HTLC-success)")
+    if second_stage and htlc not in ("offered", "received"):
+        raise ValueError("the second-stage variant needs an HTLC: htlc='offered' (Alice's "
+                         "HTLC-timeout) or htlc='received' (Alice's HTLC-success)")
+    kind = "HTLC-timeout" if htlc == "offered" else "HTLC-success"
     chain = cluster.miner
     staged = stage_tower_channel(cluster, say, names=names, htlc=htlc)
     alice, bob, tower = staged.alice, staged.bob, staged.tower
@@ -216,10 +286,18 @@ def breach_tower(cluster: Cluster, say: Narrator, *,
     say.step("Bob's node goes offline")
     bob.stop()
     blobs_before = blobs_after = None
+    second_stage_txid: str | None = None
     if second_stage:
         blobs_before = staged.blobs
         tower.kill()
         say.detail(f"and the tower crashes too (kill -9), holding {blobs_before} blobs")
+    if second_stage and kind == "HTLC-timeout" and staged.cltv_expiry is not None:
+        say.step(f"Alice waits: her HTLC-timeout tx is valid only from block "
+                 f"{staged.cltv_expiry} (its nLockTime is the HTLC's cltv_expiry)")
+        # two blocks short: the commitment confirms while the HTLC-timeout tx is still
+        # non-final, which then goes in a block or two later, well inside to_self_delay
+        mine_synced(cluster, max(0, staged.cltv_expiry - 2 - chain.height()))
+        say.detail(f"nobody watches Bob's channel; the chain is at height {chain.height()}")
 
     say.step(f"Alice cheats: she broadcasts her REVOKED commitment #{state} (Alice "
              f"{revoked[0] // 1000:,} sat, Bob {revoked[1] // 1000:,} sat"
@@ -230,13 +308,11 @@ def breach_tower(cluster: Cluster, say: Narrator, *,
     breach_txid = str(cheat["revoked_commitment_txid"])
     started = time.monotonic()
     if second_stage:
-        htlc_txs = [t for t in cheat.get("htlc_txs", []) if t.get("accepted")]
-        _check(bool(htlc_txs), f"Alice's HTLC-success tx was not accepted: {cheat}")
-        breach_height = mine_synced(cluster, 1)
-        _check(chain.confirmations(str(htlc_txs[0]["txid"])) == 1,
-               "Alice's HTLC-success tx did not confirm")
-        say.detail(f"her commitment {breach_txid[:16]}… and her HTLC-success tx "
-                   f"{str(htlc_txs[0]['txid'])[:16]}… confirm at height {breach_height}, "
+        breach_height, second_stage_txid = _confirm_second_stage(cluster, say, staged, cheat,
+                                                                 kind)
+        second_height = chain.height() - chain.confirmations(second_stage_txid) + 1
+        say.detail(f"her commitment {breach_txid[:16]}… confirms at height {breach_height} and "
+                   f"her {kind} tx {second_stage_txid[:16]}… at height {second_height}, "
                    "nobody watching: the HTLC output is gone, its second-stage output waits "
                    f"{TO_SELF_DELAY} blocks for Alice")
         say.step("The tower restarts, reads the blocks it missed, and punishes")
@@ -245,8 +321,7 @@ def breach_tower(cluster: Cluster, say: Narrator, *,
         _check(blobs_after == blobs_before, f"the tower lost blobs: {blobs_before} before the "
                                             f"crash, {blobs_after} after")
         say.detail(f"all {blobs_after} blobs survived the crash (SQLite, synchronous=FULL)")
-    if second_stage:
-        wait_tower_height(tower, breach_height)   # every block it missed is read
+        wait_tower_height(tower, chain.height())   # every block it missed is read
     justice = wait_for(lambda: broadcast_all(tower, breach_txid), timeout=20,
                        what="the tower to broadcast justice")
     reaction_ms = (time.monotonic() - started) * 1000
@@ -302,7 +377,8 @@ def breach_tower(cluster: Cluster, say: Narrator, *,
                "tower never held a key, only signatures Bob made for exactly these transactions")
     return TowerBreachOutcome(
         funding=funding, breach_txid=breach_txid, breach_height=breach_height, state=state,
-        balances_msat=revoked, htlc_sat=htlc_sat, justice=tuple(landed),
+        balances_msat=revoked, htlc_sat=htlc_sat, cltv_expiry=staged.cltv_expiry,
+        second_stage_txid=second_stage_txid, justice=tuple(landed),
         blobs_before_restart=blobs_before, blobs_after_restart=blobs_after,
         wallet_delta_sat=delta, settlement=s)
 

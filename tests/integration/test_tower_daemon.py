@@ -92,7 +92,7 @@ def _check_punished(cluster: Cluster, out: TowerBreachOutcome, *, htlc_outputs: 
                                    vout=int(_tx(cluster, t).vin[0].prevout.n)))
                       for t in justice}
     # Bob's node (offline during the breach) added only the to_remote sweep; the rest of the
-    # tree is the breach, the tower's justice and (second stage) Alice's HTLC-success tx
+    # tree is the breach, the tower's justice and (second stage) Alice's HTLC tx
     others = [t for t in s.order if t != out.breach_txid and t not in justice]
     bob_sweeps = [t for t in others if owned_by(bob.wallet, bytes(_tx(cluster, t).vout[0]
                                                                  .scriptPubKey))]
@@ -103,7 +103,7 @@ def _check_punished(cluster: Cluster, out: TowerBreachOutcome, *, htlc_outputs: 
     assert [(bytes(i.prevout.hash)[::-1].hex(), int(i.prevout.n)) for i in sweep.vin] == \
         [(out.breach_txid, to_remote)]
     htlc_txs = [t for t in others if t not in bob_sweeps]
-    assert len(htlc_txs) == (1 if second_stage else 0)
+    assert htlc_txs == ([out.second_stage_txid] if second_stage else [])
     revocable = [f"{out.breach_txid}:{i}" for i in range(len(breach.vout)) if i != to_remote]
     if second_stage:
         revocable = [op for op in revocable
@@ -155,6 +155,27 @@ def test_tower_restarted_after_a_crash_punishes_the_cheaters_htlc_success_output
     assert out.blobs_before_restart is not None and out.blobs_before_restart >= 4
     assert out.blobs_after_restart == out.blobs_before_restart
     assert len(out.justice) == 2
+    _check_punished(cluster, out, htlc_outputs=1, second_stage=True)
+
+
+def test_tower_alone_punishes_the_cheaters_htlc_timeout_output(cluster: Cluster) -> None:
+    """With victim and tower down, the cheater confirms a revoked commitment holding the HTLC it
+    offered, then (after cltv_expiry) its HTLC-timeout tx; the restarted tower alone takes
+    to_local and the HTLC-timeout tx's output (second-stage signature, static_remotekey)."""
+    out = breach_tower(cluster, _Quiet(), names=_names(), htlc="offered", second_stage=True)
+    assert out.blobs_before_restart is not None and out.blobs_before_restart >= 4
+    assert out.blobs_after_restart == out.blobs_before_restart
+    assert len(out.justice) == 2 and out.htlc_sat == HTLC_SAT
+    chain = cluster.miner
+    assert out.second_stage_txid is not None and out.cltv_expiry is not None
+    timeout_tx = _tx(cluster, out.second_stage_txid)
+    # an HTLC-timeout (nLockTime = cltv_expiry, BOLT 3), not valid with the commitment
+    assert timeout_tx.nLockTime == out.cltv_expiry
+    timeout_height = chain.height() - chain.confirmations(out.second_stage_txid) + 1
+    assert out.breach_height < timeout_height and timeout_height > out.cltv_expiry
+    # the tower's second-stage justice spends the HTLC-timeout output by the revocation path
+    second = next(j for j in out.justice if j["spends"] == f"{out.second_stage_txid}:0")
+    assert _tx(cluster, second["txid"]).wit.vtxinwit[0].scriptWitness.stack[1] == b"\x01"
     _check_punished(cluster, out, htlc_outputs=1, second_stage=True)
 
 
