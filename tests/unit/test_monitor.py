@@ -423,6 +423,34 @@ def test_unknown_funding_spend_raises_an_alert() -> None:
     assert p.bob_monitor.pending_claims() == []
 
 
+@pytest.mark.parametrize("fmt", list(CommitmentFormat))
+def test_stale_monitor_still_sweeps_to_remote_from_a_newer_peer_commitment(
+        fmt: CommitmentFormat) -> None:
+    """A monitor restored from a stale backup sweeps our to_remote from the peer's newer,
+    unknown commitment, because the static_remotekey output pays the same key in every state."""
+    p = Pair(fmt)
+    p.pay(p.alice, 200_000_000, "before-backup")
+    stale = ChannelMonitor.from_record(json.loads(json.dumps(p.alice_monitor.to_record())))
+    p.pay(p.alice, 100_000_000, "after-backup")
+    p.pay(p.bob, 30_000_000, "back")
+    latest = p.snapshot(p.bob).commitment_tx  # Bob's commitment, unknown to the stale monitor
+    events = stale.transaction_seen(latest, None)
+    (spent,) = _of(events, FundingSpent)
+    assert spent.outcome.kind is CloseKind.UNKNOWN
+    events += stale.block_connected(300, [latest])  # anchors: to_remote has a 1-block CSV
+    (claim,) = _claims(events, ClaimKind.TO_REMOTE_SWEEP)
+    ours = p.alice.balance_msat() // 1000
+    (vout,) = [i for i, out in enumerate(latest.vout)
+               if (claim.spends[0].txid, claim.spends[0].vout) == (bytes(latest.GetTxid()), i)]
+    # Alice opened, so her to_remote in Bob's commitment is her latest balance minus the
+    # commitment fee and, with anchors, both anchors; the claim takes all of it
+    commitment_fee = FUNDING_SAT - sum(out.nValue for out in latest.vout)
+    assert latest.vout[vout].nValue == ours - commitment_fee - _anchors_sat(fmt)
+    assert claim.amount_sat + claim.fee_sat == latest.vout[vout].nValue
+    assert bytes(claim.tx.vout[0].scriptPubKey) == ALICE_DEST
+    _check_claim(claim, latest)
+
+
 # ---------------------------------------------------------------------------------------------
 # Idempotence, reorgs, persistence, balances
 
