@@ -1476,15 +1476,6 @@ class Node:
                 return h
         raise RejectedUpdate(f"no channel {channel}")
 
-    _COMMANDS: ClassVar[dict[str, Callable[..., Awaitable[Any]]]] = {
-        "info": cmd_info, "connect": cmd_connect, "open": cmd_open, "invoice": cmd_invoice,
-        "pay": cmd_pay, "channels": cmd_channels, "balance": cmd_balance, "close": cmd_close,
-        "force-close": cmd_force_close, "cheat": cmd_cheat, "stop": cmd_stop,
-        "events": cmd_events, "update-fee": cmd_update_fee, "claimable": cmd_claimable,
-    }
-    _COMMANDS["settle"] = cmd_settle
-    _COMMANDS["cancel"] = cmd_cancel
-
     async def cmd_add_tower(self, address: str) -> dict[str, Any]:
         """Upload a justice kit per revoked state to the tower ``tower_id@host:port``."""
         return self.towers.add(address)
@@ -1493,14 +1484,13 @@ class Node:
         """Our watchtowers: connection, uploads, states not acknowledged yet."""
         return self.towers.status()
 
-    _COMMANDS["add-tower"] = cmd_add_tower
-    _COMMANDS["towers"] = cmd_towers
 
     def _monitor_of(self, key: str) -> ChannelMonitor | None:
         handle = self.handles.get(key)
         return None if handle is None else handle.monitor
 
-    async def _cmd_pay_batch(self, invoices: list[str]) -> list[dict[str, Any]]:
+    async def cmd_pay_batch(self, invoices: list[str]) -> list[dict[str, Any]]:
+        """Pay several invoices to one peer with one commitment_signed."""
         return await self.pay_many(invoices)
 
     # -- benchmark commands (``make bench``): timed inside the node, not through this socket --
@@ -1557,7 +1547,14 @@ class Node:
                 "paid_s": paid, "settled_s": settled, "cpu_s": cpu,
                 "holder_commitment_number": chan.holder_commitment_number}
 
-
-Node._COMMANDS["pay-batch"] = Node._cmd_pay_batch
-Node._COMMANDS["invoices"] = Node.cmd_invoices
-Node._COMMANDS["bench-pay"] = Node.cmd_bench_pay
+    # The control commands, by the name ``chanlab NAME COMMAND`` uses (an explicit table, not
+    # getattr on user input).
+    _COMMANDS: ClassVar[dict[str, Callable[..., Awaitable[Any]]]] = {
+        "info": cmd_info, "connect": cmd_connect, "open": cmd_open, "invoice": cmd_invoice,
+        "pay": cmd_pay, "pay-batch": cmd_pay_batch, "settle": cmd_settle, "cancel": cmd_cancel,
+        "channels": cmd_channels, "balance": cmd_balance, "claimable": cmd_claimable,
+        "events": cmd_events, "close": cmd_close, "force-close": cmd_force_close,
+        "update-fee": cmd_update_fee, "cheat": cmd_cheat, "add-tower": cmd_add_tower,
+        "towers": cmd_towers, "invoices": cmd_invoices, "bench-pay": cmd_bench_pay,
+        "stop": cmd_stop,
+    }

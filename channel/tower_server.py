@@ -297,7 +297,9 @@ class TowerServer:
     async def _watch_chain(self) -> None:
         while not self._stopping.is_set():
             try:
-                async for event in self.chain.events():
+                # from our bookmark, not the tip: a block mined between the catch-up and
+                # this subscription would otherwise wait for the next block to be read
+                async for event in self.chain.events(from_height=self._scanned):
                     if isinstance(event, TxEvent):
                         await self._on_transaction(event.raw_tx, None)
                     elif isinstance(event, BlockEvent):
