@@ -11,7 +11,20 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["BlockEvent", "ChainBackend", "FundingTransaction", "TxEvent"]
+from channel.errors import UnsafeOperation
+
+__all__ = ["BlockEvent", "ChainBackend", "FundingTransaction", "TxEvent", "require_regtest"]
+
+
+def require_regtest(chain: str, action: str) -> None:
+    """Refuse ``action`` unless ``chain`` (as bitcoind names it) is regtest.
+
+    Developer powers (keeping revoked commitments, broadcasting one) would cost real money on
+    any other chain, so they check the chain bitcoind itself reports, not a setting.
+    """
+    if chain != "regtest":
+        raise UnsafeOperation(f"{action} refuses to run on {chain!r}: it is only allowed on "
+                              "regtest, where coins are worthless")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

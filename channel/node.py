@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 from bitcoin.core import CTransaction
 
-from channel.chain import BlockEvent, ChainBackend, TxEvent
+from channel.chain import BlockEvent, ChainBackend, TxEvent, require_regtest
 from channel.control_socket import start_unix_server
 from channel.errors import (
     ChainError,
@@ -265,8 +265,8 @@ class Node:
     # -- life cycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self.settings.allow_cheating and self.chain.chain != "regtest":
-            raise UnsafeOperation("--allow-cheating is only allowed on regtest")
+        if self.settings.allow_cheating:
+            require_regtest(self.chain.chain, "--allow-cheating")
         for row in self.store.channels():
             chan = channel_from_record(row.record)
             chan.on_disconnect()  # uncommitted updates die with the connection
@@ -1397,8 +1397,7 @@ class Node:
         """Broadcast our revoked commitment ``state``; with ``htlc_txs`` also its HTLC txs,
         with ``sweep`` the sweep of its to_local (valid once to_self_delay has passed). Each
         may be asked for again later (a tx the chain or mempool already holds is fine)."""
-        if self.chain.chain != "regtest":
-            raise UnsafeOperation(f"cheat refuses to run on {self.chain.chain}: regtest only")
+        require_regtest(self.chain.chain, "cheat")
         if not self.settings.allow_cheating:
             raise UnsafeOperation("this node was not started with --allow-cheating, so it kept "
                                   "no revoked commitments to broadcast")

@@ -75,7 +75,8 @@ class BitcoindChain:
         return self._chain
 
     async def ensure_wallet(self) -> None:
-        """Load the node's wallet, creating it on first use."""
+        """Learn which chain bitcoind runs, and load the node's wallet (created on first use)."""
+        self._chain = (await self._rpc.getblockchaininfo()).chain
         names = await self._rpc.listwallets()
         if self._wallet_name in names:
             return
