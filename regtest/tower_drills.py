@@ -292,8 +292,10 @@ def breach_tower(cluster: Cluster, say: Narrator, *,
         tower.kill()
         say.detail(f"and the tower crashes too (kill -9), holding {blobs_before} blobs")
     if second_stage and kind == "HTLC-timeout" and staged.cltv_expiry is not None:
-        say.step(f"Alice waits: her HTLC-timeout tx is valid only from block "
+        say.step(f"Alice waits: her HTLC-timeout tx is valid only in a block after "
                  f"{staged.cltv_expiry} (its nLockTime is the HTLC's cltv_expiry)")
+        say.detail("a running tower would take the HTLC output with the revocation key as "
+                   "soon as the commitment appears, long before that: hence the crash")
         # two blocks short: the commitment confirms while the HTLC-timeout tx is still
         # non-final, which then goes in a block or two later, well inside to_self_delay
         mine_synced(cluster, max(0, staged.cltv_expiry - 2 - chain.height()))
