@@ -26,6 +26,11 @@ class Side(enum.Enum):
     HOLDER = "holder"
     COUNTERPARTY = "counterparty"
 
+    # Sides key the update log's per-HTLC dicts, looked up in the hot loop of every add:
+    # members are singletons, so identity hashing is correct and runs in C (Enum's own
+    # __hash__ hashes the name in Python).
+    __hash__ = object.__hash__
+
     @property
     def other(self) -> Side:
         """The opposite side."""
