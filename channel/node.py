@@ -87,6 +87,7 @@ from channel.state import (
 )
 from channel.store import ChannelRow, NodeStore, PaymentRow
 from channel.sweeps import build_sweep_transaction, delayed_output
+from channel.tasks import BackgroundTasks
 from channel.tower_client import WatchtowerClient
 from channel.transactions import build_htlc_transactions, finalize_htlc_transaction
 from channel.transport import Transport, accept, connect
@@ -249,7 +250,7 @@ class Node:
         self.port = settings.port
         self._server: asyncio.Server | None = None
         self._control: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = BackgroundTasks(log)
         self._stopping = asyncio.Event()
         self._pay_waiters: dict[bytes, asyncio.Future[dict[str, Any]]] = {}
         self._pipelines: dict[str, _Pipeline] = {}
@@ -329,11 +330,7 @@ class Node:
                 server.close()
         for peer in list(self.peers.values()):
             await peer.transport.close()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
+        await self._tasks.cancel_all()
         await self.towers.stop()
         await self.chain.aclose()
         self.store.close()
@@ -341,16 +338,7 @@ class Node:
             (self.settings.home / "control.sock").unlink()
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background task failed: %r", task.exception(),
-                      exc_info=task.exception())
+        return self._tasks.spawn(coro)
 
     # -- persistence -----------------------------------------------------------------------
 

@@ -53,6 +53,7 @@ from channel.errors import (
 )
 from channel.messages import decode_message, encode_message
 from channel.node import load_or_create_node_key
+from channel.tasks import BackgroundTasks
 from channel.tower import (
     SignedUpload,
     Watchtower,
@@ -124,7 +125,7 @@ class TowerServer:
         self._scanned = -1
         self._server: asyncio.Server | None = None
         self._control: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = BackgroundTasks(log)
         self._stopping = asyncio.Event()
 
     @property
@@ -175,27 +176,14 @@ class TowerServer:
         for server in (self._server, self._control):
             if server is not None:
                 server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
+        await self._tasks.cancel_all()
         await self.chain.aclose()
         self.store.close()
         with contextlib.suppress(FileNotFoundError):
             (self.settings.home / "control.sock").unlink()
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background task failed: %r", task.exception(),
-                      exc_info=task.exception())
+        return self._tasks.spawn(coro)
 
     def _say(self, text: str) -> None:
         self.events.append(text)

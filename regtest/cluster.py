@@ -28,69 +28,52 @@ from regtest.wallet import Wallet
 __all__ = ["Cluster", "NodeProcess", "TowerProcess"]
 
 
-class NodeProcess:
-    """One ``chanlab node start`` child process."""
+class _ChildProcess:
+    """A ``chanlab <kind> start`` child process with its own home: start it and wait until its
+    control socket answers, stop it gracefully, or kill -9 it. It keeps its port across
+    restarts, so peers can reconnect."""
 
-    def __init__(self, cluster: Cluster, name: str, *, allow_cheating: bool,
-                 to_self_delay: int, towers: tuple[str, ...] = ()) -> None:
+    kind = ""          # "node" or "tower": the CLI subcommand and the word in messages
+    info_file = ""     # written by the process once it listens: holds its port
+
+    def __init__(self, cluster: Cluster, name: str) -> None:
         self.cluster = cluster
         self.name = name
-        self.allow_cheating = allow_cheating
-        self.to_self_delay = to_self_delay
-        self.towers = towers   # tower addresses given with --tower (the node remembers them)
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
     @property
     def home(self) -> Path:
-        return node_home(self.name, self.cluster.home)
+        raise NotImplementedError
 
-    @property
-    def wallet(self) -> Wallet:
-        return Wallet(self.cluster.bitcoind.rpc, self.name)
+    def _extra_args(self) -> list[str]:
+        return []
 
-    def start(self, timeout: float = 30.0) -> NodeProcess:
-        """Start the process and wait until its control socket answers."""
+    def call(self, cmd: str, **args: Any) -> Any:
+        raise NotImplementedError
+
+    def _start(self, timeout: float) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
-        with (self.home / "node.json").open("a"):
-            pass
-        (self.home / "node.json").unlink()
-        cmd = [sys.executable, "-m", "regtest.cli", "node", "start", "--name", self.name,
-               "--port", str(self.port), "--to-self-delay", str(self.to_self_delay)]
-        if self.allow_cheating:
-            cmd.append("--allow-cheating")
-        for tower in self.towers:
-            cmd += ["--tower", tower]
+        (self.home / self.info_file).unlink(missing_ok=True)
+        cmd = [sys.executable, "-m", "regtest.cli", self.kind, "start", "--name", self.name,
+               "--port", str(self.port), *self._extra_args()]
         env = dict(os.environ, CHANLAB_HOME=str(self.cluster.home))
-        stderr = (self.home / "stderr.log").open("ab")
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
-                                     start_new_session=True)
-        stderr.close()
+        with (self.home / "stderr.log").open("ab") as stderr:
+            self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+                                         start_new_session=True)
 
         def up() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 tail = (self.home / "stderr.log").read_text()[-2000:]
-                raise RuntimeError(f"node {self.name} exited at start:\n{tail}")
+                raise RuntimeError(f"{self.kind} {self.name} exited at start:\n{tail}")
             try:
                 self.call("info")
             except (NodeUnreachable, OSError):
                 return False
             return True
 
-        wait_for(up, timeout=timeout, what=f"node {self.name} to start")
-        self.port = int(json.loads((self.home / "node.json").read_text())["port"])
-        return self
-
-    def call(self, cmd: str, **args: Any) -> Any:
-        return call_node(self.name, cmd, args, home=self.cluster.home)
-
-    @property
-    def node_id(self) -> str:
-        return str(self.call("info")["node_id"])
-
-    @property
-    def address(self) -> str:
-        return str(self.call("info")["address"])
+        wait_for(up, timeout=timeout, what=f"{self.kind} {self.name} to start")
+        self.port = int(json.loads((self.home / self.info_file).read_text())["port"])
 
     def stop(self, timeout: float = 15.0) -> None:
         """Graceful stop (SIGTERM), then kill if it does not exit."""
@@ -114,14 +97,57 @@ class NodeProcess:
         return self.proc is not None and self.proc.poll() is None
 
 
-class TowerProcess:
-    """One ``chanlab tower start`` child process; it keeps its port across restarts."""
+class NodeProcess(_ChildProcess):
+    """One ``chanlab node start`` child process."""
 
-    def __init__(self, cluster: Cluster, name: str) -> None:
-        self.cluster = cluster
-        self.name = name
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
+    kind = "node"
+    info_file = "node.json"
+
+    def __init__(self, cluster: Cluster, name: str, *, allow_cheating: bool,
+                 to_self_delay: int, towers: tuple[str, ...] = ()) -> None:
+        super().__init__(cluster, name)
+        self.allow_cheating = allow_cheating
+        self.to_self_delay = to_self_delay
+        self.towers = towers   # tower addresses given with --tower (the node remembers them)
+
+    @property
+    def home(self) -> Path:
+        return node_home(self.name, self.cluster.home)
+
+    @property
+    def wallet(self) -> Wallet:
+        return Wallet(self.cluster.bitcoind.rpc, self.name)
+
+    def _extra_args(self) -> list[str]:
+        args = ["--to-self-delay", str(self.to_self_delay)]
+        if self.allow_cheating:
+            args.append("--allow-cheating")
+        for tower in self.towers:
+            args += ["--tower", tower]
+        return args
+
+    def start(self, timeout: float = 30.0) -> NodeProcess:
+        """Start the process and wait until its control socket answers."""
+        self._start(timeout)
+        return self
+
+    def call(self, cmd: str, **args: Any) -> Any:
+        return call_node(self.name, cmd, args, home=self.cluster.home)
+
+    @property
+    def node_id(self) -> str:
+        return str(self.call("info")["node_id"])
+
+    @property
+    def address(self) -> str:
+        return str(self.call("info")["address"])
+
+
+class TowerProcess(_ChildProcess):
+    """One ``chanlab tower start`` child process."""
+
+    kind = "tower"
+    info_file = "tower.json"
 
     @property
     def home(self) -> Path:
@@ -129,27 +155,7 @@ class TowerProcess:
 
     def start(self, timeout: float = 30.0) -> TowerProcess:
         """Start the process and wait until its control socket answers."""
-        self.home.mkdir(parents=True, exist_ok=True)
-        (self.home / "tower.json").unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "regtest.cli", "tower", "start", "--name", self.name,
-               "--port", str(self.port)]
-        env = dict(os.environ, CHANLAB_HOME=str(self.cluster.home))
-        with (self.home / "stderr.log").open("ab") as stderr:
-            self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
-                                         start_new_session=True)
-
-        def up() -> bool:
-            if self.proc is not None and self.proc.poll() is not None:
-                tail = (self.home / "stderr.log").read_text()[-2000:]
-                raise RuntimeError(f"tower {self.name} exited at start:\n{tail}")
-            try:
-                self.call("info")
-            except (NodeUnreachable, OSError):
-                return False
-            return True
-
-        wait_for(up, timeout=timeout, what=f"tower {self.name} to start")
-        self.port = int(json.loads((self.home / "tower.json").read_text())["port"])
+        self._start(timeout)
         return self
 
     def call(self, cmd: str, **args: Any) -> Any:
@@ -167,27 +173,6 @@ class TowerProcess:
     def register(self, node: NodeProcess) -> None:
         """The operator allows ``node`` (by its node id) to store justice kits."""
         self.call("register", client_id=node.node_id)
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """Graceful stop (SIGTERM), then kill if it does not exit."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def kill(self) -> None:
-        """kill -9."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
 
 class Cluster:
