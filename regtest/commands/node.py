@@ -31,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     start.add_argument("--port", type=int, default=0, help="P2P port on 127.0.0.1 (0: any)")
     start.add_argument("--bitcoind", type=Path, default=None,
                        help="bitcoind.json to use (default: $CHANLAB_HOME/bitcoind.json)")
+    start.add_argument("--minimum-depth", type=int, default=1,
+                       help="confirmations we ask for before channel_ready, on channels "
+                            "opened to us (the opener always waits for the accepter's number)")
     start.add_argument("--to-self-delay", type=int, default=144,
                        help="CSV delay imposed on the peer's to_local outputs")
     start.add_argument("--allow-cheating", action="store_true",
@@ -55,7 +58,8 @@ def _start(args: argparse.Namespace) -> int:
         handlers=[logging.FileHandler(home / "node.log"), logging.StreamHandler(sys.stderr)])
     logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = NodeSettings(name=args.name, home=home, port=args.port,
-                            channel_config=ChannelConfig(to_self_delay=args.to_self_delay),
+                            channel_config=ChannelConfig(to_self_delay=args.to_self_delay,
+                                                           minimum_depth=args.minimum_depth),
                             allow_cheating=args.allow_cheating, towers=tuple(args.tower))
     profile = os.environ.get("CHANLAB_PROFILE_DIR")
     if profile:  # developer aid: a cProfile dump per node, for `make bench` investigations
