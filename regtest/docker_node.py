@@ -206,9 +206,11 @@ class DockerBitcoind:
 
     def _create(self) -> None:
         client = self._client
+        from docker.errors import ImageNotFound
+
         try:
             client.images.get(self._image)
-        except Exception:
+        except ImageNotFound:
             client.images.pull(self._image)
         user, password = "chanlab", secrets.token_hex(16)
         self._auth = (user, password)
@@ -288,9 +290,11 @@ class DockerBitcoind:
 def open_docker_node() -> DockerBitcoind:
     """Attach to the ``docker compose`` node if it runs, else a node in a container of its own."""
     client = docker_client()
+    from docker.errors import NotFound
+
     try:
         container = client.containers.get(COMPOSE_CONTAINER)
-    except Exception:
+    except NotFound:
         return DockerBitcoind()
     if container.status == "running":
         return DockerBitcoind(attach=COMPOSE_CONTAINER)
