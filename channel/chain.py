@@ -90,6 +90,17 @@ class ChainBackend(Protocol):
         """Build and sign (not broadcast) a wallet tx paying exactly ``amount_sat`` there."""
         ...
 
+    async def add_fee_inputs(self, raw_tx: bytes, *, external_input_weight: int,
+                             feerate_sat_per_vb: int) -> bytes:
+        """Pay ``raw_tx``'s fee from the wallet: add wallet inputs (and a change output) after
+        its input 0 and output 0, sign those, and return the tx with input 0 left unsigned.
+
+        ``raw_tx`` has one input, not the wallet's (an anchors HTLC output), whose final
+        weight, non-witness bytes included, is ``external_input_weight``. Its input 0, output
+        0, nLockTime and nVersion come back unchanged, so a SIGHASH_SINGLE|ANYONECANPAY
+        signature over them stays valid."""
+        ...
+
     async def release_inputs(self, raw_tx: bytes) -> None:
         """Unlock the wallet inputs of a funding tx that will never be broadcast."""
         ...

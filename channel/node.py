@@ -70,9 +70,11 @@ from channel.messages import (
 from channel.monitor import (
     ChannelMonitor,
     ChannelResolved,
+    Claim,
     ClaimConfirmed,
     ClaimRequested,
     FundingSpent,
+    HtlcFeeBump,
     MonitorEvent,
 )
 from channel.onion import build_single_hop_onion, peel_onion
@@ -119,6 +121,18 @@ PAYMENT_TIMEOUT_S = 60.0
 
 def _txid_hex(raw_tx: bytes) -> str:
     return bytes(CTransaction.deserialize(raw_tx).GetTxid())[::-1].hex()
+
+
+def _htlc_input_weight(bump: HtlcFeeBump) -> int:
+    """Weight of an anchors HTLC tx's input 0 once signed, for the wallet's fee estimate.
+
+    41 non-witness bytes (outpoint, empty scriptSig, nSequence) count 4 each; the BOLT 3
+    witness ``0 <remotehtlcsig> <localhtlcsig> <payment_preimage or empty> <witness_script>``
+    counts 1 each, with signatures at their largest (72 DER bytes + the sighash byte)."""
+    items = (0, 73, 73, 32 if bump.payment_preimage is not None else 0,
+             len(bump.htlc_tx.htlc_output.witness_script))
+    witness = 1 + sum((1 if n < 0xFD else 3) + n for n in items)
+    return 41 * 4 + witness
 
 
 def load_or_create_node_key(path: Path) -> bytes:
@@ -172,6 +186,7 @@ class _Handle:
     monitor_seq: int = 0           # updates written since the last monitor snapshot
     monitor_dirty: bool = False    # chain events changed the monitor: snapshot it
     broadcast: set[str] = field(default_factory=set)
+    fee_bumped: dict[str, bytes] = field(default_factory=dict)  # claim txid -> tx we sent
     opened: asyncio.Future[str] | None = None
     closed: asyncio.Future[str] | None = None
 
@@ -995,12 +1010,15 @@ class Node:
             if handle.monitor is None:
                 continue
             for claim in handle.monitor.claims_to_broadcast(self._height):
-                if claim.fee_bump is not None or claim.txid_hex not in handle.broadcast:
+                if claim.txid_hex not in handle.broadcast:
                     continue
                 try:
-                    await self.chain.broadcast(claim.tx.serialize())
+                    await self.chain.broadcast(handle.fee_bumped.get(claim.txid_hex)
+                                               or claim.tx.serialize())
                 except ChainError as exc:  # e.g. its input is gone: the monitor re-plans
                     log.info("claim %s not re-broadcast: %s", claim.txid_hex, exc)
+                    if handle.fee_bumped.pop(claim.txid_hex, None) is not None:
+                        handle.broadcast.discard(claim.txid_hex)  # fee inputs gone: re-fund
 
     async def _after_chain_event(self) -> None:
         """Broadcast what the monitors want now, and persist monitors that changed."""
@@ -1009,11 +1027,15 @@ class Node:
             if handle.monitor is None:
                 continue
             for claim in handle.monitor.claims_to_broadcast(self._height):
-                if claim.fee_bump is not None or claim.txid_hex in handle.broadcast:
+                if claim.txid_hex in handle.broadcast:
                     continue
                 try:
-                    await self.chain.broadcast(claim.tx.serialize())
+                    raw = await self._with_fees(claim)
+                    # the monitor follows a fee-bumped tx under its own txid: mark both sent
+                    handle.broadcast.add(await self.chain.broadcast(raw))
                     handle.broadcast.add(claim.txid_hex)
+                    if claim.fee_bump is not None:
+                        handle.fee_bumped[claim.txid_hex] = raw
                     text = f"channel {handle.key[:8]}: broadcast {claim.description}"
                     self.events.append(text)
                     log.info("%s", text)
@@ -1021,6 +1043,18 @@ class Node:
                     log.info("claim %s not accepted yet: %s", claim.txid_hex, exc)
         if dirty:
             self._persist(_Flight(handles=dirty))
+
+    async def _with_fees(self, claim: Claim) -> bytes:
+        """``claim``'s tx, ready to send: a zero-fee anchors HTLC tx gets wallet fee inputs."""
+        bump = claim.fee_bump
+        if bump is None:
+            raw: bytes = claim.tx.serialize()
+            return raw
+        funded = await self.chain.add_fee_inputs(
+            bump.htlc_tx.tx.serialize(), external_input_weight=_htlc_input_weight(bump),
+            feerate_sat_per_vb=-(-SWEEP_FEERATE_PER_KW * 4 // 1000))
+        signed: bytes = bump.sign_htlc_input(CTransaction.deserialize(funded)).serialize()
+        return signed
 
     async def _check_funding_depth(self, handle: _Handle) -> None:
         chan = handle.channel

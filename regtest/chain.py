@@ -21,7 +21,7 @@ from bitcoin.wallet import CBitcoinAddress
 
 from channel.chain import BlockEvent, FundingTransaction, TxEvent
 from regtest.errors import RpcUnreachable
-from regtest.rpc import AsyncRpc, RpcAuth, RpcError
+from regtest.rpc import JSON, AsyncRpc, RpcAuth, RpcError
 
 __all__ = ["BitcoindChain", "BitcoindEndpoint"]
 
@@ -51,6 +51,13 @@ def address_of(script_pubkey: bytes, chain: str) -> str:
     """The address bitcoind's wallet RPCs want for ``script_pubkey``."""
     bitcoin.SelectParams({"main": "mainnet", "test": "testnet"}.get(chain, chain))
     return str(CBitcoinAddress.from_scriptPubKey(CScript(script_pubkey)))
+
+
+def _hex_field(result: JSON) -> str:
+    """The ``hex`` member of an RPC result object."""
+    if not isinstance(result, dict) or not isinstance(result.get("hex"), str):
+        raise RpcError.from_code(-1, f"expected an object with 'hex', got {result!r}")
+    return str(result["hex"])
 
 
 class BitcoindChain:
@@ -234,6 +241,34 @@ class BitcoindChain:
         vout = next(i for i, out in enumerate(tx.vout)
                     if bytes(out.scriptPubKey) == script_pubkey and out.nValue == amount_sat)
         return FundingTransaction(raw_tx=processed.raw, txid=bytes(tx.GetTxid()), vout=vout)
+
+    async def add_fee_inputs(self, raw_tx: bytes, *, external_input_weight: int,
+                             feerate_sat_per_vb: int) -> bytes:
+        base = CTransaction.deserialize(raw_tx)
+        if len(base.vin) != 1:
+            raise RpcError.from_code(-8, f"add_fee_inputs wants one external input, got "
+                                     f"{len(base.vin)}", method="fundrawtransaction")
+        prevout = base.vin[0].prevout
+        # the wallet cannot size an input it has no script for: tell it the final weight
+        options: dict[str, JSON] = {
+            "add_inputs": True, "changePosition": len(base.vout),
+            "fee_rate": feerate_sat_per_vb, "lockUnspents": False,
+            "input_weights": [{"txid": prevout.hash[::-1].hex(), "vout": prevout.n,
+                               "weight": external_input_weight}]}
+        bare = CTransaction(base.vin, base.vout, base.nLockTime, base.nVersion)
+        funded = await self._wallet.call("fundrawtransaction", bare.serialize().hex(), options)
+        # input 0 stays unsigned, so ``complete`` is false: that is expected
+        signed = await self._wallet.call("signrawtransactionwithwallet", _hex_field(funded))
+        raw = bytes.fromhex(_hex_field(signed))
+        tx = CTransaction.deserialize(raw)
+        # bitcoind keeps preselected inputs first and places change where asked; check it,
+        # since the countersignatory's signature is only valid over these fields
+        if tx.vin[0].prevout != prevout or tx.vin[0].nSequence != base.vin[0].nSequence or \
+                tx.vout[0] != base.vout[0] or tx.nLockTime != base.nLockTime or \
+                tx.nVersion != base.nVersion:
+            raise RpcError.from_code(-4, "fundrawtransaction moved input 0 / output 0 or "
+                                     "changed nLockTime/nVersion", method="fundrawtransaction")
+        return raw
 
     async def release_inputs(self, raw_tx: bytes) -> None:
         tx = CTransaction.deserialize(raw_tx)

@@ -212,9 +212,14 @@ class Cluster:
 
     def fund(self, node: NodeProcess, amount_sat: int) -> str:
         """Send ``amount_sat`` from the miner to the node's wallet and confirm it."""
-        address = node.wallet.new_address()
-        txid = self.miner.send_to_address(address, amount_sat)
+        wallet = node.wallet
+        before = wallet.balances().trusted_sat
+        txid = self.miner.send_to_address(wallet.new_address(), amount_sat)
         self.mine(1)
+        # the wallet sees its block a moment after generatetoaddress returns; funding a channel
+        # before that finds the coins untrusted ("Insufficient funds")
+        wait_for(lambda: wallet.balances().trusted_sat >= before + amount_sat,
+                 timeout=30, what=f"{node.name}'s wallet to see its {amount_sat} sat confirmed")
         return txid
 
     def mine(self, n: int = 1) -> list[str]:

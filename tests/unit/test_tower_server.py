@@ -81,6 +81,10 @@ class _Chain:
                           feerate_sat_per_vb: int) -> FundingTransaction:
         raise ChainError("a tower has no wallet")
 
+    async def add_fee_inputs(self, raw_tx: bytes, *, external_input_weight: int,
+                             feerate_sat_per_vb: int) -> bytes:
+        raise ChainError("a tower has no wallet")
+
     async def release_inputs(self, raw_tx: bytes) -> None:
         raise ChainError("a tower has no wallet")
 
