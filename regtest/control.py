@@ -8,16 +8,28 @@ database, ``node.json`` with its public address, ``control.sock`` and ``node.log
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
 from channel.control_socket import connect_unix
 from channel.errors import ChanlabError
+from regtest.chain import BitcoindEndpoint
+from regtest.errors import SetupError
 
-__all__ = ["NodeUnreachable", "call_control", "call_node", "chanlab_home", "node_address",
-           "node_home"]
+__all__ = [
+    "NodeUnreachable",
+    "call_control",
+    "call_node",
+    "chanlab_home",
+    "daemon_logging",
+    "load_endpoint",
+    "node_address",
+    "node_home",
+]
 
 
 class NodeUnreachable(ChanlabError):
@@ -80,3 +92,21 @@ def call_control(path: Path, who: str, cmd: str, args: dict[str, Any] | None = N
         name = who.split("'")[1] if "'" in who else who
         raise ChanlabError(f"{name}: {response.get('error')}")
     return response.get("result")
+
+
+def load_endpoint(path: Path | None = None) -> BitcoindEndpoint:
+    """How to reach the shared regtest bitcoind: ``path`` or ``$CHANLAB_HOME/bitcoind.json``."""
+    endpoint_file = path or chanlab_home() / "bitcoind.json"
+    try:
+        return BitcoindEndpoint.from_json(json.loads(endpoint_file.read_text()))
+    except FileNotFoundError:
+        raise SetupError(f"no {endpoint_file}: start a regtest bitcoind first "
+                         "(`chanlab bitcoind start`, or `chanlab demo` for a guided run)") from None
+
+
+def daemon_logging(home: Path, label: str, log_name: str) -> None:
+    """A daemon's log: ``home/log_name`` and stderr, every line tagged with ``label``."""
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s {label} %(name)s %(message)s",
+        handlers=[logging.FileHandler(home / log_name), logging.StreamHandler(sys.stderr)])
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per RPC call otherwise

@@ -16,8 +16,7 @@ from typing import Any
 from regtest import provision
 from regtest.bitcoind_binary import BitcoindBinary, ensure_bitcoind, locate_bitcoind
 from regtest.chain import BitcoindEndpoint
-from regtest.control import chanlab_home
-from regtest.errors import SetupError
+from regtest.control import chanlab_home, load_endpoint
 from regtest.node import LocalBitcoind
 from regtest.rpc import Rpc
 from regtest.wallet import Wallet, ensure_mature_coins
@@ -88,11 +87,7 @@ def _install(args: argparse.Namespace) -> int:
 
 
 def _endpoint_rpc() -> Rpc:
-    path = chanlab_home() / "bitcoind.json"
-    try:
-        endpoint = BitcoindEndpoint.from_json(json.loads(path.read_text()))
-    except FileNotFoundError:
-        raise SetupError(f"no {path}: run `chanlab bitcoind start` first") from None
+    endpoint = load_endpoint()
     return Rpc(endpoint.rpc_url, auth=endpoint.cookie_path)
 
 

@@ -8,19 +8,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import logging
 import os
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
 from channel.node import Node, NodeSettings
 from channel.state import ChannelConfig
 from regtest.chain import BitcoindChain, BitcoindEndpoint
-from regtest.control import chanlab_home, node_home
-from regtest.errors import SetupError
+from regtest.control import daemon_logging, load_endpoint, node_home
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -45,18 +41,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def _start(args: argparse.Namespace) -> int:
-    endpoint_file = args.bitcoind or chanlab_home() / "bitcoind.json"
-    try:
-        endpoint = BitcoindEndpoint.from_json(json.loads(endpoint_file.read_text()))
-    except FileNotFoundError:
-        raise SetupError(f"no {endpoint_file}: start a regtest bitcoind first "
-                         "(`chanlab demo` does it for you)") from None
+    endpoint = load_endpoint(args.bitcoind)
     home = node_home(args.name)
     home.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(
-        level=logging.INFO, format=f"%(asctime)s {args.name} %(name)s %(message)s",
-        handlers=[logging.FileHandler(home / "node.log"), logging.StreamHandler(sys.stderr)])
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    daemon_logging(home, f"{args.name}", "node.log")
     settings = NodeSettings(name=args.name, home=home, port=args.port,
                             channel_config=ChannelConfig(to_self_delay=args.to_self_delay,
                                                            minimum_depth=args.minimum_depth),

@@ -16,16 +16,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
 from channel.tower_server import TowerServer, TowerSettings
 from regtest.chain import BitcoindChain, BitcoindEndpoint
-from regtest.control import NodeUnreachable, call_control, chanlab_home, node_address
-from regtest.errors import SetupError
+from regtest.control import (
+    NodeUnreachable,
+    call_control,
+    chanlab_home,
+    daemon_logging,
+    load_endpoint,
+    node_address,
+)
 
 __all__ = ["call_tower", "register", "tower_address", "tower_home"]
 
@@ -74,18 +78,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def _start(args: argparse.Namespace) -> int:
-    endpoint_file = args.bitcoind or chanlab_home() / "bitcoind.json"
-    try:
-        endpoint = BitcoindEndpoint.from_json(json.loads(endpoint_file.read_text()))
-    except FileNotFoundError:
-        raise SetupError(f"no {endpoint_file}: start a regtest bitcoind first "
-                         "(`chanlab demo` does it for you)") from None
+    endpoint = load_endpoint(args.bitcoind)
     home = tower_home(args.name)
     home.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(
-        level=logging.INFO, format=f"%(asctime)s tower-{args.name} %(name)s %(message)s",
-        handlers=[logging.FileHandler(home / "tower.log"), logging.StreamHandler(sys.stderr)])
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    daemon_logging(home, f"tower-{args.name}", "tower.log")
     settings = TowerSettings(name=args.name, home=home, port=args.port)
     return asyncio.run(_run(settings, endpoint))
 
