@@ -624,29 +624,24 @@ def _cluster(ctx: DemoContext) -> Iterator[Cluster]:
             cluster.stop_all()
 
 
-@scenario("peer-down", "Bob's node is down: Alice force-closes and gets her money with nothing "
-                       "but bitcoind; Bob sweeps his share when he returns")
-def _peer_down_demo(ctx: DemoContext) -> None:
-    with _cluster(ctx) as cluster:
-        peer_down(cluster, ctx.say)
+def _register(name: str, summary: str,
+              drill: Callable[[Cluster, Narrator], DrillOutcome]) -> None:
+    """Each drill is also a ``chanlab demo`` scenario, run on a cluster of its own."""
+
+    def run(ctx: DemoContext) -> None:
+        with _cluster(ctx) as cluster:
+            drill(cluster, ctx.say)
+
+    scenario(name, summary)(run)
 
 
-@scenario("breach-victim-returns", "Alice broadcasts a revoked state while Bob is offline for "
-                                   "fewer blocks than to_self_delay; Bob returns and punishes")
-def _breach_victim_returns_demo(ctx: DemoContext) -> None:
-    with _cluster(ctx) as cluster:
-        breach_victim_returns(cluster, ctx.say)
-
-
-@scenario("breach-too-late", "Bob (and any tower) offline longer than to_self_delay: the cheat "
-                             "succeeds, the honest limit of the security model")
-def _breach_too_late_demo(ctx: DemoContext) -> None:
-    with _cluster(ctx) as cluster:
-        breach_too_late(cluster, ctx.say)
-
-
-@scenario("bitcoind-restart-reorg", "bitcoind restarts mid-channel; a breach's block is "
-                                    "reorganised out and back in; the penalty still lands")
-def _restart_reorg_demo(ctx: DemoContext) -> None:
-    with _cluster(ctx) as cluster:
-        restart_reorg(cluster, ctx.say)
+_register("peer-down", "Bob's node is down: Alice force-closes and gets her money with nothing "
+                       "but bitcoind; Bob sweeps his share when he returns", peer_down)
+_register("breach-victim-returns", "Alice broadcasts a revoked state while Bob is offline for "
+                                   "fewer blocks than to_self_delay; Bob returns and punishes",
+          breach_victim_returns)
+_register("breach-too-late", "Bob (and any tower) offline longer than to_self_delay: the cheat "
+                             "succeeds, the honest limit of the security model", breach_too_late)
+_register("bitcoind-restart-reorg", "bitcoind restarts mid-channel; a breach's block is "
+                                    "reorganised out and back in; the penalty still lands",
+          restart_reorg)
