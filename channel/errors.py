@@ -15,6 +15,7 @@ so a peer loop needs one ``except`` per reaction, not one per cause.
     │   ├── InvalidRevocation
     │   ├── LostState          (ours is stale: error, but never broadcast our commitment)
     │   └── InvalidStateTransition
+    ├── InvalidGossip         a BOLT 7 announcement fails a check: ignore it, fail no channel
     ├── ChainError            the chain backend refused or failed: report, retry at the next block
     └── UnsafeOperation       refused on purpose (e.g. a cheat command outside regtest)
 """
@@ -85,3 +86,7 @@ class ChainError(ChanlabError):
 
 class UnsafeOperation(ChanlabError):
     """Refused on purpose: the operation is only allowed where it cannot cost real money."""
+
+
+class InvalidGossip(ChanlabError):
+    """A gossip message (BOLT 7) fails a check: ignore it (maybe warn); no channel is at stake."""
