@@ -8,4 +8,5 @@ MODULES: tuple[str, ...] = (
     "regtest.commands.demo",
     "regtest.commands.node",
     "regtest.commands.tower",
+    "regtest.commands.web",
 )
