@@ -73,6 +73,7 @@ __all__ = [
     "PeeledForward",
     "PeeledOnion",
     "build_onion",
+    "build_onion_with_secrets",
     "build_single_hop_onion",
     "chacha20_xor",
     "generate_key",
@@ -317,6 +318,16 @@ def build_onion(*, session_key: bytes, hops: Sequence[OnionHop], associated_data
 
     ``associated_data`` is the HTLC's ``payment_hash``: the packet only verifies with it.
     """
+    packet, _ = build_onion_with_secrets(
+        session_key=session_key, hops=hops, associated_data=associated_data
+    )
+    return packet
+
+
+def build_onion_with_secrets(
+    *, session_key: bytes, hops: Sequence[OnionHop], associated_data: bytes
+) -> tuple[bytes, list[bytes]]:
+    """``build_onion`` plus each hop's shared secret (the origin keeps them to read failures)."""
     if not hops:
         raise MalformedMessage("a route needs at least one hop")
     if sum(hop.frame_size for hop in hops) > HOP_PAYLOADS_SIZE:
@@ -337,7 +348,8 @@ def build_onion(*, session_key: bytes, hops: Sequence[OnionHop], associated_data
         next_hmac = hmac.digest(
             generate_key(b"mu", shared_secret), mix_header + associated_data, "sha256"
         )
-    return bytes((ONION_VERSION,)) + secrets[0][0] + mix_header + next_hmac
+    packet = bytes((ONION_VERSION,)) + secrets[0][0] + mix_header + next_hmac
+    return packet, [shared_secret for _, shared_secret in secrets]
 
 
 def build_single_hop_onion(
