@@ -222,7 +222,7 @@ def test_bad_version_and_key_map_to_their_codes() -> None:
     assert isinstance(rejected, OnionRejected)
     assert rejected.failure == InvalidOnionVersion(
         sha256_of_onion=hashlib.sha256(bad_version).digest())
-    assert rejected.failure.failure_code == FailureCode.INVALID_ONION_VERSION == 0xC004
+    assert rejected.failure.failure_code == int(FailureCode.INVALID_ONION_VERSION) == 0xC004
     bad_key = onion[:1] + b"\x04" + onion[2:]
     rejected = peel_payment_onion(onion=bad_key, node_key=_key(0), payment_hash=PAYMENT_HASH)
     assert isinstance(rejected, OnionRejected)
