@@ -9,7 +9,9 @@ Each failure is one frozen dataclass whose fields are its data in wire order; th
 declares its code and layout, so encoding and decoding are one table-driven loop. Decoding
 ignores bytes after the known data (the spec's optional TLV and newer fields) and turns an
 unknown code into ``UnknownFailure`` rather than an error: the origin must still report it.
-``describe()`` gives the payer's one-line reading of each failure.
+``describe()`` gives the payer's one-line reading of each failure. A ``channel_update``
+field holds the raw bytes as sent (with the ``0x0102`` type prefix, as BOLT 4 now asks);
+``channel_update_body`` strips the prefix when a peer included it.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ __all__ = [
     "TemporaryNodeFailure",
     "UnknownFailure",
     "UnknownNextPeer",
+    "channel_update_body",
     "decode_failure_message",
     "malformed_failure",
 ]
@@ -448,3 +451,18 @@ def malformed_failure(failure_code: int, sha256_of_onion: bytes) -> OnionFailure
             return cls(sha256_of_onion=sha256_of_onion)
     return UnknownFailure(code=failure_code, data=sha256_of_onion)
 
+
+
+_CHANNEL_UPDATE_TYPE: Final = (258).to_bytes(2, "big")
+
+
+def channel_update_body(channel_update: bytes) -> bytes:
+    """The ``channel_update`` of an UPDATE failure without its message type, whichever form.
+
+    BOLT 4 (since bolts#979) writes the update with its ``0x0102`` type prefix, but lnd and
+    older nodes omit it; readers accept both. A 64-byte signature starting ``0102`` is the one
+    ambiguous case, as in every implementation's compatibility rule.
+    """
+    if channel_update.startswith(_CHANNEL_UPDATE_TYPE):
+        return channel_update[2:]
+    return channel_update

@@ -35,6 +35,7 @@ from channel.onion_failures import (
     TemporaryNodeFailure,
     UnknownFailure,
     UnknownNextPeer,
+    channel_update_body,
     decode_failure_message,
 )
 
@@ -161,3 +162,10 @@ def test_field_values_are_checked() -> None:
         ChannelDisabled(channel_update=bytes(0x10000))
     with pytest.raises(MalformedMessage):
         UnknownFailure(code=0x10000, data=b"")
+
+
+def test_channel_update_body_accepts_both_forms() -> None:
+    """An update with the 0x0102 type prefix (BOLT 4) or without (lnd) gives the same body."""
+    body = bytes(range(1, 129))
+    assert channel_update_body(bytes.fromhex("0102") + body) == body
+    assert channel_update_body(body) == body
