@@ -1,8 +1,9 @@
 """BOLT 4 Sphinx onion packets: build one for a route, and peel one layer at a hop.
 
 Pure: the sender's ``session_key`` and the hop's private key are handed in; nothing here
-draws randomness. chanlab pays its direct peer, so its routes have one hop, but the
-construction is the general one (and is checked against the spec's five-hop vector).
+draws randomness. The construction is the general one, for any route whose payloads fit the
+1300 bytes (checked against the spec's five-hop vector); ``channel.route`` builds the
+payloads of a whole route, ``channel.failure_onion`` the failures that come back.
 
 Packet (1366 bytes) = ``version (0) ‖ public_key (33) ‖ hop_payloads (1300) ‖ hmac (32)``.
 Each hop's slice of ``hop_payloads`` is ``bigsize(len) ‖ payload (TLV) ‖ next hmac (32)``;
@@ -13,9 +14,11 @@ Keys per hop i (``ss_i = SHA256(e_i · P_i)``, BOLT 8's ECDH):
 ``pad = HMAC("pad", session_key)`` (initial filler bytes); next ephemeral key
 ``e_{i+1} = e_i · SHA256(E_i ‖ ss_i)``.
 
-Peeling failures raise ``InvalidOnion`` with the BOLT 4 ``failure_code``: BADONION codes
+``peel_onion`` raises ``InvalidOnion`` with the BOLT 4 ``failure_code``: BADONION codes
 (version, key, HMAC) call for ``update_fail_malformed_htlc``; ``invalid_onion_payload``
-(a payload that authenticates but does not parse) for ``update_fail_htlc``.
+(a payload that authenticates but does not parse; ``InvalidHopPayload``) for
+``update_fail_htlc``. ``peel_payment_onion`` returns the same outcomes as values: forward
+(``PeeledForward``), final (``PeeledFinal``) or the typed failure (``OnionRejected``).
 """
 
 from __future__ import annotations
