@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from channel.codec import is_valid_point
 from channel.errors import MalformedMessage
+from channel.failure_onion import DecryptedFailure, decrypt_failure_onion
 from channel.forwarding import forwarding_fee_msat
 from channel.onion import (
     MAX_ROUTE_HOPS,
@@ -29,13 +30,22 @@ from channel.onion import (
 )
 
 __all__ = [
+    "FailedHop",
     "HopAmounts",
     "Route",
     "RouteHop",
     "RouteOnion",
     "build_route_onion",
+    "format_short_channel_id",
+    "read_route_failure",
     "route_amounts",
 ]
+
+
+def format_short_channel_id(short_channel_id: bytes) -> str:
+    """BOLT 7 text form ``HEIGHTxTXINDEXxOUTPUT`` (``0000670000010001`` → ``103x1x1``)."""
+    value = int.from_bytes(short_channel_id, "big")
+    return f"{value >> 40}x{(value >> 16) & 0xFFFFFF}x{value & 0xFFFF}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -184,3 +194,30 @@ def build_route_onion(
         hop_amounts=tuple(amounts),
         shared_secrets=tuple(shared_secrets),
     )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FailedHop:
+    """A failure read back by the origin, tied to the route: who sent it and over what."""
+
+    hop_index: int
+    node_id: bytes
+    short_channel_id: bytes
+    decrypted: DecryptedFailure
+
+    def describe(self) -> str:
+        """The payer's line: ``hop 2 (03ab…, reached over 103x1x1) failed: <failure>``."""
+        return (f"hop {self.hop_index} ({self.node_id.hex()[:16]}…, reached over "
+                f"{format_short_channel_id(self.short_channel_id)}) failed: "
+                f"{self.decrypted.failure.describe()}")
+
+
+def read_route_failure(route: Route, built: RouteOnion, reason: bytes) -> FailedHop:
+    """Decrypt the ``reason`` of an ``update_fail_htlc`` for a payment sent along ``route``.
+
+    Raises ``MalformedMessage`` when no hop authenticates it (see ``decrypt_failure_onion``).
+    """
+    decrypted = decrypt_failure_onion(shared_secrets=built.shared_secrets, packet=reason)
+    hop = route.hops[decrypted.hop_index]
+    return FailedHop(hop_index=decrypted.hop_index, node_id=hop.node_id,
+                     short_channel_id=hop.short_channel_id, decrypted=decrypted)

@@ -12,6 +12,7 @@ import pytest
 
 from channel.codec import decode_bigsize
 from channel.errors import MalformedMessage
+from channel.failure_onion import build_failure_onion, wrap_failure_onion
 from channel.onion import (
     MAX_ROUTE_HOPS,
     ONION_PACKET_SIZE,
@@ -27,13 +28,22 @@ from channel.onion import (
     peel_payment_onion,
 )
 from channel.onion_failures import (
+    ExpiryTooSoon,
     FailureCode,
     InvalidOnionHmac,
     InvalidOnionKey,
     InvalidOnionPayload,
     InvalidOnionVersion,
 )
-from channel.route import HopAmounts, Route, RouteHop, build_route_onion, route_amounts
+from channel.route import (
+    HopAmounts,
+    Route,
+    RouteHop,
+    build_route_onion,
+    format_short_channel_id,
+    read_route_failure,
+    route_amounts,
+)
 
 VECTORS = Path(__file__).parents[1] / "vectors" / "bolt4"
 ONION_VECTOR: dict[str, Any] = json.loads((VECTORS / "onion-test.json").read_text())
@@ -260,3 +270,24 @@ def test_forward_without_short_channel_id_names_type_6() -> None:
     rejected = peel_payment_onion(onion=onion, node_key=_key(0), payment_hash=PAYMENT_HASH)
     assert isinstance(rejected, OnionRejected)
     assert rejected.failure == InvalidOnionPayload(tlv_type=6, offset=1)
+
+
+def test_short_channel_id_text_form() -> None:
+    """BOLT 7: 0000670000010001 reads 103x1x1."""
+    assert format_short_channel_id(bytes.fromhex("0000670000010001")) == "103x1x1"
+    assert format_short_channel_id(_scid(2)) == "102x1x0"
+
+
+def test_payer_report_names_the_failing_hop_and_channel() -> None:
+    """A failure from hop 2 of 4 reads back as that node, the channel reaching it, the failure."""
+    route = _route(4)
+    built = build_route_onion(route, payment_hash=PAYMENT_HASH, payment_secret=PAYMENT_SECRET,
+                              total_msat=1_000, final_cltv=900, session_key=SESSION_KEY)
+    reason = build_failure_onion(shared_secret=built.shared_secrets[2], failure=ExpiryTooSoon())
+    for secret in reversed(built.shared_secrets[:2]):
+        reason = wrap_failure_onion(shared_secret=secret, packet=reason)
+    failed = read_route_failure(route, built, reason)
+    assert (failed.hop_index, failed.node_id, failed.short_channel_id) == (2, _node_id(2), _scid(2))
+    assert failed.describe() == (
+        f"hop 2 ({_node_id(2).hex()[:16]}…, reached over 102x1x0) failed: expiry_too_soon: "
+        "the HTLC expires too close to the forwarding node's block height")
