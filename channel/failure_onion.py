@@ -27,6 +27,7 @@ from channel.onion_failures import OnionFailure, decode_failure_message
 
 __all__ = [
     "FAILURE_PADDED_SIZE",
+    "ORIGIN_DECRYPTION_ROUNDS",
     "DecryptedFailure",
     "build_failure_onion",
     "decrypt_failure_onion",
@@ -35,6 +36,10 @@ __all__ = [
 
 #: failure_len + pad_len, the size every failure message is padded to (BOLT 4 SHOULD).
 FAILURE_PADDED_SIZE: Final = 256
+#: BOLT 4 "Origin node": decrypt this many layers whatever the route's length (27 is the
+#: most hops a 1300-byte onion of minimal TLV payloads can hold).
+ORIGIN_DECRYPTION_ROUNDS: Final = 27
+_DUMMY_SECRET: Final = bytes(32)
 _HMAC_SIZE: Final = 32
 _U16 = struct.Struct(">H")
 
@@ -81,22 +86,31 @@ def decrypt_failure_onion(
     ``shared_secrets`` are the route's, first hop first (``onion_shared_secrets``). Raises
     ``MalformedMessage`` when no hop authenticates it (a hop garbled it) or when the
     authenticated payload does not parse.
+
+    As BOLT 4 "Origin node" asks, the work does not depend on which hop failed: every hop's
+    layer is peeled and checked, then dummy rounds (zero secret) up to
+    ``ORIGIN_DECRYPTION_ROUNDS``, so timing does not leak the failing hop's position.
     """
-    for hop_index, shared_secret in enumerate(shared_secrets):
+    found: tuple[int, bytes] | None = None
+    rounds = max(ORIGIN_DECRYPTION_ROUNDS, len(shared_secrets))
+    for hop_index in range(rounds):
+        real = hop_index < len(shared_secrets)
+        shared_secret = shared_secrets[hop_index] if real else _DUMMY_SECRET
         packet = wrap_failure_onion(shared_secret=shared_secret, packet=packet)
-        if len(packet) < _HMAC_SIZE + 2:
-            continue
         payload = packet[_HMAC_SIZE:]
-        if not hmac.compare_digest(_um_hmac(shared_secret, payload), packet[:_HMAC_SIZE]):
-            continue
-        try:
-            reader = Reader(payload)
-            message = reader.read(reader.u16())
-            # the origin must not insist on the padding's length, only read what is there
-            failure = decode_failure_message(message)
-        except MalformedMessage as exc:
-            raise MalformedMessage(f"hop {hop_index} sent an unreadable failure: {exc}") from exc
-        return DecryptedFailure(hop_index=hop_index, failure=failure, failure_message=message)
-    raise MalformedMessage(
-        f"no hop of the {len(shared_secrets)}-hop route authenticates the failure onion"
-    )
+        matches = hmac.compare_digest(_um_hmac(shared_secret, payload), packet[:_HMAC_SIZE])
+        if matches and real and found is None and len(packet) >= _HMAC_SIZE + 2:
+            found = (hop_index, payload)
+    if found is None:
+        raise MalformedMessage(
+            f"no hop of the {len(shared_secrets)}-hop route authenticates the failure onion"
+        )
+    hop_index, payload = found
+    try:
+        reader = Reader(payload)
+        message = reader.read(reader.u16())
+        # the origin must not insist on the padding's length, only read what is there
+        failure = decode_failure_message(message)
+    except MalformedMessage as exc:
+        raise MalformedMessage(f"hop {hop_index} sent an unreadable failure: {exc}") from exc
+    return DecryptedFailure(hop_index=hop_index, failure=failure, failure_message=message)

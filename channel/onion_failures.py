@@ -124,7 +124,8 @@ def _read(kind: _Kind, reader: Reader) -> int | bytes:
     if kind == "sha256":
         return reader.read(32)
     if kind == "channel_update":
-        return reader.read(reader.u16())
+        # optional since bolts#1163; some nodes leave out even its length: read that as none
+        return b"" if reader.at_end() else reader.read(reader.u16())
     if kind == "bigsize":
         return reader.bigsize()
     value: int = _FIXED[kind].unpack(reader.read(_FIXED[kind].size))[0]

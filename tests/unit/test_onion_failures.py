@@ -169,3 +169,10 @@ def test_channel_update_body_accepts_both_forms() -> None:
     body = bytes(range(3, 131))
     assert channel_update_body(bytes.fromhex("0102") + body) == body
     assert channel_update_body(body) == body
+
+
+def test_update_failure_without_its_update_field() -> None:
+    """An UPDATE failure that leaves out even the update's length reads as no update."""
+    assert decode_failure_message(bytes.fromhex("1007")) == TemporaryChannelFailure()
+    assert decode_failure_message(bytes.fromhex("100c" "00000000000003e8")) == FeeInsufficient(
+        htlc_msat=1_000)
