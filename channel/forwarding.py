@@ -24,7 +24,6 @@ import hmac
 from dataclasses import dataclass
 from typing import Final
 
-from channel.codec import MAX_MSAT
 from channel.errors import MalformedMessage
 from channel.onion import PeeledFinal, PeeledForward
 from channel.onion_failures import (
@@ -119,6 +118,9 @@ class IncomingHtlc:
 
     def __post_init__(self) -> None:
         _check_non_negative(amount_msat=self.amount_msat, cltv_expiry=self.cltv_expiry)
+        # the wire's u64 and u32: a failure echoing them back must be encodable
+        if self.amount_msat >= 1 << 64 or self.cltv_expiry >= 1 << 32:
+            raise MalformedMessage("incoming HTLC amount or cltv_expiry out of range")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -242,7 +244,7 @@ def check_final_hop(
     take multi-part payments, so a ``total_msat`` other than the HTLC's own amount is refused.
     """
     details = IncorrectOrUnknownPaymentDetails(
-        htlc_msat=min(incoming.amount_msat, MAX_MSAT), height=current_height
+        htlc_msat=incoming.amount_msat, height=current_height
     )
     if expected is None:
         return details

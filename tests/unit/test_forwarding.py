@@ -179,11 +179,13 @@ def test_first_failure_in_order_wins() -> None:
 
 
 def test_policy_is_validated() -> None:
-    """A policy with a maximum below its minimum, or a negative fee, is refused."""
+    """A policy with max below min or a negative fee, an HTLC beyond u32 CLTV: refused."""
     with pytest.raises(MalformedMessage):
         dataclasses.replace(POLICY, htlc_maximum_msat=999)
     with pytest.raises(MalformedMessage):
         dataclasses.replace(POLICY, fee_base_msat=-1)
+    with pytest.raises(MalformedMessage):
+        IncomingHtlc(amount_msat=1, cltv_expiry=1 << 32)
 
 
 def test_route_built_with_the_policy_passes_the_forwarder() -> None:
