@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from channel.errors import InvalidGossip, RejectedUpdate
+from channel.forwarding import ChannelPolicy
 from channel.gossip import (
     GOSSIP_MESSAGES,
     ChannelAnnouncement,
@@ -32,22 +33,19 @@ from channel.gossip import (
     check_node_announcement,
     decode_ipv4_addresses,
 )
+from channel.onion import MAX_ROUTE_HOPS
+from channel.route import Route, RouteHop
 from channel.wire import decode_with
 
 __all__ = [
-    "MAX_ROUTE_HOPS",
-    "ChannelPolicy",
     "GraphChannel",
     "NetworkGraph",
     "NoRoute",
-    "Route",
     "RouteHint",
-    "RouteHop",
     "find_route",
+    "policy_of_update",
 ]
 
-#: BOLT 4: an onion holds at most 20 hops (1,300 bytes of payloads).
-MAX_ROUTE_HOPS: Final = 20
 #: BOLT 4's recommended ceiling on the total CLTV a payment may lock up.
 MAX_TOTAL_CLTV: Final = 2016
 #: LND's default: one block of lock-up costs 15 parts per billion of the amount.
@@ -58,28 +56,13 @@ class NoRoute(RejectedUpdate):
     """No route can carry this payment: tell the payer which constraint stopped it."""
 
 
-@dataclass(frozen=True, slots=True)
-class ChannelPolicy:
-    """One direction's forwarding policy, as a ``channel_update`` or a route hint states it."""
-
-    fee_base_msat: int
-    fee_proportional_millionths: int
-    cltv_expiry_delta: int
-    htlc_minimum_msat: int = 0
-    htlc_maximum_msat: int | None = None
-    disabled: bool = False
-    timestamp: int = 0
-
-    def fee_msat(self, amount_to_forward_msat: int) -> int:
-        """BOLT 7: ``fee_base_msat + amount_to_forward * fee_proportional_millionths / 10^6``."""
-        return (self.fee_base_msat
-                + amount_to_forward_msat * self.fee_proportional_millionths // 1_000_000)
-
-    @classmethod
-    def of_update(cls, update: ChannelUpdate) -> ChannelPolicy:
-        return cls(update.fee_base_msat, update.fee_proportional_millionths,
-                   update.cltv_expiry_delta, update.htlc_minimum_msat, update.htlc_maximum_msat,
-                   update.disabled, update.timestamp)
+def policy_of_update(update: ChannelUpdate) -> ChannelPolicy:
+    """The forwarding policy a ``channel_update`` announces for its direction."""
+    return ChannelPolicy(fee_base_msat=update.fee_base_msat,
+                         fee_proportional_millionths=update.fee_proportional_millionths,
+                         cltv_expiry_delta=update.cltv_expiry_delta,
+                         htlc_minimum_msat=update.htlc_minimum_msat,
+                         htlc_maximum_msat=update.htlc_maximum_msat, enabled=not update.disabled)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +75,7 @@ class GraphChannel:
     capacity_sat: int | None
     policies: tuple[ChannelPolicy | None, ChannelPolicy | None] = (None, None)
     public: bool = True
+    timestamps: tuple[int, int] = (0, 0)  # of the channel_update behind each policy
 
     def policy_from(self, node_id: bytes) -> ChannelPolicy | None:
         """The policy ``node_id`` applies to what it forwards over this channel."""
@@ -108,45 +92,6 @@ class RouteHint:
     node_id: bytes
     short_channel_id: ShortChannelId
     policy: ChannelPolicy
-
-
-@dataclass(frozen=True, slots=True)
-class RouteHop:
-    """One HTLC of a route: over ``short_channel_id`` to ``node_id``, ``amount_msat`` at
-    ``cltv_expiry``. For every hop but the last, the onion tells ``node_id`` to forward the
-    next hop's amount and expiry over the next hop's channel."""
-
-    node_id: bytes
-    short_channel_id: ShortChannelId
-    amount_msat: int
-    cltv_expiry: int
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """A payment path from us: ``hops[0]`` is our own channel, ``hops[-1]`` reaches the payee."""
-
-    hops: tuple[RouteHop, ...]
-
-    @property
-    def amount_msat(self) -> int:
-        """What the payee receives."""
-        return self.hops[-1].amount_msat
-
-    @property
-    def total_msat(self) -> int:
-        """What we send: the amount plus every forwarder's fee."""
-        return self.hops[0].amount_msat
-
-    @property
-    def fee_msat(self) -> int:
-        return self.total_msat - self.amount_msat
-
-    def describe(self) -> str:
-        """``103x1x0 → 02ab…cd (fee 1,001 msat)`` style, for the payer's report."""
-        path = " → ".join(f"{hop.short_channel_id} → {hop.node_id.hex()[:8]}…"
-                          for hop in self.hops)
-        return f"{path} ({len(self.hops)} hops, fee {self.fee_msat:,} msat)"
 
 
 @dataclass
@@ -201,14 +146,16 @@ class NetworkGraph:
             check_channel_update(update, chain_hash=self.chain_hash, node_id=signer)
         except InvalidGossip:
             return False
-        current = channel.policies[update.direction]
-        if current is not None and current.timestamp >= update.timestamp:
+        if channel.policies[update.direction] is not None \
+                and channel.timestamps[update.direction] >= update.timestamp:
             return False
         policies = list(channel.policies)
-        policies[update.direction] = ChannelPolicy.of_update(update)
+        policies[update.direction] = policy_of_update(update)
+        stamps = list(channel.timestamps)
+        stamps[update.direction] = update.timestamp
         self.channels[update.scid] = GraphChannel(
             channel.short_channel_id, channel.node_1, channel.node_2, channel.capacity_sat,
-            (policies[0], policies[1]), channel.public)
+            (policies[0], policies[1]), channel.public, (stamps[0], stamps[1]))
         if channel.public:
             key = bytes(update.scid) + bytes([update.direction])
             self._raw[("u", key)] = _typed(update)
@@ -293,12 +240,15 @@ class _Label:
 
 
 def find_route(graph: NetworkGraph, *, source: bytes, target: bytes, amount_msat: int,
-               final_cltv_expiry_delta: int, current_height: int,
+               final_cltv_expiry_delta: int,
                route_hints: Iterable[Iterable[RouteHint]] = (),
                liquidity_msat: Mapping[tuple[ShortChannelId, bytes], int] | None = None,
                excluded_channels: Iterable[ShortChannelId] = (),
                excluded_nodes: Iterable[bytes] = ()) -> Route:
     """The cheapest route from ``source`` to ``target`` that every hop on it would accept.
+
+    The amounts and expiries follow from the route (``channel.route.route_amounts``), with
+    the payer charging itself nothing: the policy of hop 0 (our own channel) is ignored there.
 
     ``liquidity_msat[(scid, from_node)]`` caps what a direction can carry (our own channels'
     spendable balance; what a failure taught us). ``route_hints`` add the payee's private
@@ -314,6 +264,7 @@ def find_route(graph: NetworkGraph, *, source: bytes, target: bytes, amount_msat
     liquidity = liquidity_msat or {}
     best: dict[bytes, _Label] = {target: _Label(0, 0, amount_msat, final_cltv_expiry_delta)}
     next_hop: dict[bytes, tuple[ShortChannelId, bytes]] = {}
+    policy_used: dict[bytes, ChannelPolicy] = {}
     queue: list[tuple[_Label, bytes]] = [(best[target], target)]
     done: set[bytes] = set()
     while queue:
@@ -326,12 +277,12 @@ def find_route(graph: NetworkGraph, *, source: bytes, target: bytes, amount_msat
         for scid, from_node, policy, capacity_sat in edges.get(node, ()):
             if scid in banned_channels or from_node in banned_nodes or from_node in done:
                 continue
-            if policy is None or policy.disabled or label.hops >= MAX_ROUTE_HOPS:
+            if policy is None or not policy.enabled or label.hops >= MAX_ROUTE_HOPS:
                 continue
             carried = label.amount_msat  # the HTLC over this channel, from_node → node
             if carried < policy.htlc_minimum_msat:
                 continue
-            if policy.htlc_maximum_msat is not None and carried > policy.htlc_maximum_msat:
+            if carried > policy.htlc_maximum_msat:
                 continue
             if capacity_sat is not None and carried > capacity_sat * 1000:
                 continue
@@ -349,22 +300,27 @@ def find_route(graph: NetworkGraph, *, source: bytes, target: bytes, amount_msat
             if known is None or candidate < known:
                 best[from_node] = candidate
                 next_hop[from_node] = (scid, node)
+                policy_used[from_node] = policy
                 heapq.heappush(queue, (candidate, from_node))
     if source not in next_hop:
         raise NoRoute(f"no route to {target.hex()[:16]}… can carry {amount_msat:,} msat")
-    return _walk(source, target, next_hop, best, current_height)
+    return _walk(source, target, next_hop, policy_used)
 
 
 def _walk(source: bytes, target: bytes, next_hop: dict[bytes, tuple[ShortChannelId, bytes]],
-          best: dict[bytes, _Label], current_height: int) -> Route:
+          policy_used: dict[bytes, ChannelPolicy]) -> Route:
+    """The route as ``channel.route`` wants it: each hop with the policy of its channel."""
     hops: list[RouteHop] = []
     node = source
     while node != target:
         scid, to_node = next_hop[node]
-        label = best[to_node]
-        hops.append(RouteHop(to_node, scid, label.amount_msat, current_height + label.cltv_delta))
+        policy = policy_used[node]
+        hops.append(RouteHop(node_id=to_node, short_channel_id=bytes(scid),
+                             fee_base_msat=policy.fee_base_msat,
+                             fee_proportional_millionths=policy.fee_proportional_millionths,
+                             cltv_expiry_delta=policy.cltv_expiry_delta))
         node = to_node
-    return Route(tuple(hops))
+    return Route(hops=tuple(hops))
 
 
 _Edge = tuple[ShortChannelId, bytes, ChannelPolicy | None, int | None]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from channel.forwarding import ChannelPolicy
 from channel.gossip import (
     ShortChannelId,
     encode_ipv4_address,
@@ -13,14 +14,9 @@ from channel.gossip import (
     unsigned_channel_announcement,
     with_channel_announcement_signatures,
 )
-from channel.graph import (
-    ChannelPolicy,
-    NetworkGraph,
-    NoRoute,
-    RouteHint,
-    find_route,
-)
+from channel.graph import NetworkGraph, NoRoute, RouteHint, find_route
 from channel.keys import PrivateKey
+from channel.route import Route, route_amounts
 from channel.wire import REGTEST_CHAIN_HASH
 
 KEYS = {name: PrivateKey.from_int(i + 1) for i, name in enumerate("ABCDE")}
@@ -31,6 +27,19 @@ CLTV = {"A": 10, "B": 20, "C": 30, "D": 40, "E": 50}
 FEES = {"A": (100, 1000), "B": (200, 2000), "C": (300, 3000), "D": (400, 4000),
         "E": (500, 5000)}
 HEIGHT = 500
+
+
+def _hops(route: Route, amount_msat: int, final_delta: int) -> list[tuple[bytes, bytes, int, int]]:
+    """(node, scid, HTLC amount, HTLC expiry) per hop, as the payer will offer them."""
+    amounts = route_amounts(route, amount_msat=amount_msat, final_cltv=HEIGHT + final_delta)
+    return [(hop.node_id, hop.short_channel_id, a.amount_msat, a.cltv_expiry)
+            for hop, a in zip(route.hops, amounts, strict=True)]
+
+
+def _policy(base: int, ppm: int, delta: int) -> ChannelPolicy:
+    return ChannelPolicy(fee_base_msat=base, fee_proportional_millionths=ppm,
+                         cltv_expiry_delta=delta, htlc_minimum_msat=0,
+                         htlc_maximum_msat=10**15)
 
 
 def _announce(graph: NetworkGraph, a: str, b: str, scid: ShortChannelId,
@@ -71,24 +80,24 @@ def test_bolt7_example_a_pays_c_through_b_with_the_spec_amounts() -> None:
     graph, scids = _bolt7_example()
     assert graph.is_complete()
     route = find_route(graph, source=ID["A"], target=ID["C"], amount_msat=4_999_999,
-                       final_cltv_expiry_delta=9, current_height=HEIGHT)
-    assert [(h.node_id, h.short_channel_id, h.amount_msat, h.cltv_expiry) for h in route.hops] \
-        == [(ID["B"], scids["AB"], 5_010_198, HEIGHT + 20 + 9),
-            (ID["C"], scids["BC"], 4_999_999, HEIGHT + 9)]
-    assert route.fee_msat == 10_199  # B's 200 + 4,999,999 * 2,000 / 10^6
+                       final_cltv_expiry_delta=9)
+    assert _hops(route, 4_999_999, 9) == [
+        (ID["B"], bytes(scids["AB"]), 5_010_198, HEIGHT + 20 + 9),  # B's fee: 200 + 9,999
+        (ID["C"], bytes(scids["BC"]), 4_999_999, HEIGHT + 9)]
 
 
 def test_without_b_the_route_goes_through_d_with_its_higher_fee() -> None:
     """Excluding B (a failed node) routes A→D→C: 5,020,398 msat at +49 blocks."""
     graph, scids = _bolt7_example()
     route = find_route(graph, source=ID["A"], target=ID["C"], amount_msat=4_999_999,
-                       final_cltv_expiry_delta=9, current_height=HEIGHT,
+                       final_cltv_expiry_delta=9,
                        excluded_nodes=[ID["B"]])
-    assert [(h.short_channel_id, h.amount_msat, h.cltv_expiry) for h in route.hops] == [
-        (scids["AD"], 5_020_398, HEIGHT + 40 + 9), (scids["DC"], 4_999_999, HEIGHT + 9)]
+    assert _hops(route, 4_999_999, 9) == [
+        (ID["D"], bytes(scids["AD"]), 5_020_398, HEIGHT + 40 + 9),
+        (ID["C"], bytes(scids["DC"]), 4_999_999, HEIGHT + 9)]
     with pytest.raises(NoRoute, match="no route"):
         find_route(graph, source=ID["A"], target=ID["C"], amount_msat=4_999_999,
-                   final_cltv_expiry_delta=9, current_height=HEIGHT,
+                   final_cltv_expiry_delta=9,
                    excluded_channels=[scids["AB"], scids["DC"]])
 
 
@@ -96,21 +105,21 @@ def test_direct_channel_costs_the_payer_nothing() -> None:
     """B→C directly: no fee and only C's final delta (the payer adds none of its own)."""
     graph, scids = _bolt7_example()
     route = find_route(graph, source=ID["B"], target=ID["C"], amount_msat=4_999_999,
-                       final_cltv_expiry_delta=9, current_height=HEIGHT)
-    assert [(h.short_channel_id, h.amount_msat, h.cltv_expiry) for h in route.hops] == [
-        (scids["BC"], 4_999_999, HEIGHT + 9)]
+                       final_cltv_expiry_delta=9)
+    assert _hops(route, 4_999_999, 9) == [
+        (ID["C"], bytes(scids["BC"]), 4_999_999, HEIGHT + 9)]
 
 
 def test_liquidity_and_maximum_constrain_the_choice() -> None:
     """A channel without the liquidity (ours, or learnt from a failure) is routed around."""
     graph, scids = _bolt7_example()
     route = find_route(graph, source=ID["A"], target=ID["C"], amount_msat=4_999_999,
-                       final_cltv_expiry_delta=9, current_height=HEIGHT,
+                       final_cltv_expiry_delta=9,
                        liquidity_msat={(scids["BC"], ID["B"]): 1_000_000})
-    assert route.hops[0].short_channel_id == scids["AD"]
+    assert route.hops[0].short_channel_id == bytes(scids["AD"])
     with pytest.raises(NoRoute):
         find_route(graph, source=ID["A"], target=ID["C"], amount_msat=2_000_000_000,
-                   final_cltv_expiry_delta=9, current_height=HEIGHT)
+                   final_cltv_expiry_delta=9)
 
 
 def test_disabled_update_and_newer_timestamp_rules() -> None:
@@ -128,22 +137,22 @@ def test_disabled_update_and_newer_timestamp_rules() -> None:
     assert not update(1, True)  # not newer than the announced one
     assert update(2, True)
     route = find_route(graph, source=ID["A"], target=ID["C"], amount_msat=4_999_999,
-                       final_cltv_expiry_delta=9, current_height=HEIGHT)
-    assert route.hops[0].short_channel_id == scids["AD"]
+                       final_cltv_expiry_delta=9)
+    assert route.hops[0].short_channel_id == bytes(scids["AD"])
 
 
 def test_route_hint_reaches_a_private_payee() -> None:
     """E is reachable only through C's private channel, named by a BOLT 11 route hint."""
     graph, scids = _bolt7_example()
     hint_scid = ShortChannelId(200, 3, 1)
-    hint = RouteHint(ID["C"], hint_scid, ChannelPolicy(300, 3000, 30))
+    hint = RouteHint(ID["C"], hint_scid, _policy(300, 3000, 30))
     route = find_route(graph, source=ID["A"], target=ID["E"], amount_msat=1_000_000,
-                       final_cltv_expiry_delta=18, current_height=HEIGHT, route_hints=[[hint]])
+                       final_cltv_expiry_delta=18, route_hints=[[hint]])
     # C charges 300 + 1,000,000 * 3,000 / 10^6 = 3,300; B charges 200 + 1,003,300 * 0.002.
-    assert [(h.node_id, h.short_channel_id, h.amount_msat, h.cltv_expiry) for h in route.hops] \
-        == [(ID["B"], scids["AB"], 1_005_506, HEIGHT + 18 + 30 + 20),
-            (ID["C"], scids["BC"], 1_003_300, HEIGHT + 18 + 30),
-            (ID["E"], hint_scid, 1_000_000, HEIGHT + 18)]
+    assert _hops(route, 1_000_000, 18) == [
+        (ID["B"], bytes(scids["AB"]), 1_005_506, HEIGHT + 18 + 30 + 20),
+        (ID["C"], bytes(scids["BC"]), 1_003_300, HEIGHT + 18 + 30),
+        (ID["E"], bytes(hint_scid), 1_000_000, HEIGHT + 18)]
 
 
 def test_graph_survives_a_restart_through_its_records() -> None:
@@ -173,11 +182,11 @@ def test_twenty_hop_limit() -> None:
     for i in range(21):
         graph.add_private_channel(
             ShortChannelId(300 + i, 1, 0), keys[i].pubkey, keys[i + 1].pubkey,
-            capacity_sat=1_000_000, policy_from_a=ChannelPolicy(0, 0, 1),
-            policy_from_b=ChannelPolicy(0, 0, 1))
+            capacity_sat=1_000_000, policy_from_a=_policy(0, 0, 1),
+            policy_from_b=_policy(0, 0, 1))
     route = find_route(graph, source=keys[0].pubkey, target=keys[20].pubkey,
-                       amount_msat=1000, final_cltv_expiry_delta=9, current_height=HEIGHT)
+                       amount_msat=1000, final_cltv_expiry_delta=9)
     assert len(route.hops) == 20
     with pytest.raises(NoRoute):
         find_route(graph, source=keys[0].pubkey, target=keys[21].pubkey, amount_msat=1000,
-                   final_cltv_expiry_delta=9, current_height=HEIGHT)
+                   final_cltv_expiry_delta=9)
