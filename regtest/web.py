@@ -133,7 +133,7 @@ class Classroom:
 
 
 def network_svg(nodes: list[dict[str, Any]], size: int = 520) -> str:
-    """Nodes on a circle, each channel a line split in proportion to who owns its balance."""
+    """Nodes on a circle; each channel a line split where its balance splits, each part named."""
     running = [n for n in nodes if n.get("node_id")]
     if not nodes:
         return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="60">'
@@ -166,10 +166,17 @@ def network_svg(nodes: list[dict[str, Any]], size: int = 520) -> str:
                          f'stroke="#2b8a3e" stroke-width="6"{dash}/>')
             parts.append(f'<line x1="{xm:.1f}" y1="{ym:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" '
                          f'stroke="#1c7ed6" stroke-width="6"{dash}/>')
-            label = (f'{chan["local_msat"] // 1000:,} sat | {chan["remote_msat"] // 1000:,} sat'
-                     f' ({html.escape(str(chan.get("state")))})')
-            parts.append(f'<text x="{(x1 + x2) / 2:.1f}" y="{(y1 + y2) / 2 - 8:.1f}" '
-                         f'text-anchor="middle">{html.escape(label)}</text>')
+            halo = 'paint-order="stroke" stroke="white" stroke-width="4"'
+            for (ax, ay), (bx, by), who, msat in (
+                    ((x1, y1), (xm, ym), node["name"], chan["local_msat"]),
+                    ((xm, ym), (x2, y2), peer, chan["remote_msat"])):
+                parts.append(f'<text x="{(ax + bx) / 2:.1f}" y="{(ay + by) / 2 + 4:.1f}" '
+                             f'text-anchor="middle" {halo}>{html.escape(who)} '
+                             f'{msat // 1000:,} sat</text>')
+            if not open_:
+                parts.append(f'<text x="{(x1 + x2) / 2:.1f}" y="{(y1 + y2) / 2 + 20:.1f}" '
+                             f'text-anchor="middle" fill="#c92a2a" {halo}>'
+                             f'{html.escape(str(chan.get("state")))}</text>')
     for node in nodes:
         x, y = where[node["name"]]
         fill = "#fff3bf" if node.get("running") else "#e9ecef"
@@ -199,8 +206,8 @@ overflow:auto} .legend span{display:inline-block;width:1em;height:.6em;margin:0 
 <div class="bar">block height <b id="height">?</b>
  <button id="mine" onclick="act('/api/mine')">Mine a block</button>
  <button id="drill" onclick="act('/api/drill')">Run the breach drill</button>
- <span class="legend"><span style="background:#2b8a3e"></span>near node's share
- <span style="background:#1c7ed6"></span>far node's share</span></div>
+ <span class="legend">each channel's line is split in proportion to who owns its
+ balance</span></div>
 <div id="net"></div>
 <table id="nodes"></table>
 <h2>Breach drill</h2><pre id="log">(not started)</pre>

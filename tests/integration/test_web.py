@@ -86,7 +86,7 @@ def test_page_shows_a_payment_and_a_block_within_two_seconds(
     state = _get(url + "/api/state")
     svg = ElementTree.fromstring(state["svg"])
     texts = " ".join(t.text or "" for t in svg.iter("{http://www.w3.org/2000/svg}text"))
-    assert "web_alice" in texts and "web_bob" in texts and "21,000 sat" in texts
+    assert "web_alice" in texts and "web_bob" in texts and "web_bob 21,000 sat" in texts
 
     height = state["height"]
     cluster.mine(1)
