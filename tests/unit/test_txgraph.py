@@ -19,6 +19,7 @@ from channel.sweeps import build_penalty_transaction, build_sweep_transaction, d
 from channel.types import CommitmentFormat, HtlcDirection, OutPoint
 from regtest.onchain_view import render_onchain_view, spend_path_status
 from regtest.story_page import StoryStep, render_story_page, write_story_page
+from regtest.txclassify import ChannelFacts, SeenTx, classify
 from regtest.txgraph import (
     OutputLabel,
     ScriptKind,
@@ -369,3 +370,84 @@ def test_onchain_view_prints_outputs_fees_and_countdown() -> None:
         "with the delayed key" in view
     assert "    Bob may spend now with the payment key" in view
     assert "[spent by Alice's commitment #" in view
+
+
+def test_svg_layout_boxes_do_not_overlap_and_arrows_run_left_to_right(breach: Breach) -> None:
+    """Every box lies inside the canvas, no two boxes overlap, every line of text fits its box
+    (at the renderer's glyph width) and every arrow goes from a column to a later one."""
+    root = ET.fromstring(render_svg(build_graph(breach.records)))
+    width, height = int(root.get("width", "0")), int(root.get("height", "0"))
+    boxes = []
+    for group in root.iter(f"{SVG_NS}g"):
+        rect = group.find(f"{SVG_NS}rect")
+        assert rect is not None
+        x, y, w, h = (int(rect.get(k, "0")) for k in ("x", "y", "width", "height"))
+        assert 0 <= x and x + w <= width and 0 <= y and y + h <= height
+        for text in group.iter(f"{SVG_NS}text"):
+            tx, ty = int(text.get("x", "0")), int(text.get("y", "0"))
+            assert x < tx and tx + len(text.text or "") * 7.3 <= x + w
+            assert y < ty < y + h
+        boxes.append((x, y, w, h))
+    for i, (x1, y1, w1, h1) in enumerate(boxes):
+        for x2, y2, w2, h2 in boxes[i + 1:]:
+            assert x1 + w1 <= x2 or x2 + w2 <= x1 or y1 + h1 <= y2 or y2 + h2 <= y1
+    for path in root.findall(f"{SVG_NS}path"):
+        start, *_, end_x, _end_y = path.get("d", "").replace(",", "").split()[1:]
+        assert int(start) < int(end_x)
+
+
+# --- classification ---------------------------------------------------------------------------
+
+
+def _facts(p: FundedPair, *views: CommitmentView) -> ChannelFacts:
+    return ChannelFacts(
+        names=("Alice", "Bob"),
+        funding_pubkeys=(p.alice.holder_params.basepoints.funding_pubkey,
+                         p.bob.holder_params.basepoints.funding_pubkey),
+        funding_outpoint=OutPoint(txid=bytes(p.funding_tx.GetTxid()), vout=0),
+        views=views, owners=OWNERS, funding_fee_sat=FUNDING_FEE_SAT)
+
+
+def _seen(record: TxRecord) -> SeenTx:
+    return SeenTx(raw=record.raw, confirmation_height=record.confirmation_height,
+                  broadcast=record.broadcast)
+
+
+def test_classify_recognises_a_breach_from_raw_transactions(breach: Breach) -> None:
+    """From raw transactions (in any order) and the channel's facts, classify finds the funding
+    tx, tells the revoked commitment from the current one, and names Bob's penalty: the same
+    records as built by hand."""
+    facts = _facts(breach.pair, _view(breach.current), _view(breach.revoked, revoked=True))
+    shuffled = [breach.records[i] for i in (3, 2, 0, 1)]
+    assert classify(facts, [_seen(r) for r in shuffled]) == tuple(shuffled)
+
+
+def test_classify_recognises_htlc_txs_sweeps_and_closing() -> None:
+    """An HTLC-timeout, a to_local sweep, and (on a second timeline) a cooperative close."""
+    p = FundedPair(CommitmentFormat.STATIC_REMOTEKEY)
+    p.pay(p.alice, 300_000_000, "warm-up")
+    p.add(p.alice, 50_000_000, "stuck")
+    closing = p.snapshot(p.alice)
+    (timeout_tx,) = closing.htlc_txs
+    c = closing.commitment
+    sweep = build_sweep_transaction(
+        [delayed_output(c, p.alice.keys.delayed_payment_privkey(c.keys.per_commitment_point))],
+        destination_script_pubkey=ALICE_DEST, feerate_per_kw=1000)
+    view = _view(closing)
+    expected = (
+        p.funding_record(),
+        commitment_record(closing.commitment_tx, view, confirmation_height=120),
+        htlc_tx_record(timeout_tx, view, timeout=True, confirmation_height=130),
+        wallet_record(sweep.tx, role=TxRole.SWEEP, holder="Alice", owners=OWNERS,
+                      confirmation_height=131),
+    )
+    assert classify(_facts(p, view), [_seen(r) for r in expected]) == expected
+
+    coop = CTransaction([CTxIn(COutPoint(p.funding_tx.GetTxid(), 0), nSequence=0xFFFFFFFF)],
+                        [CTxOut(600_000, CScript(ALICE_DEST)), CTxOut(399_000, CScript(BOB_DEST))],
+                        0, 2)
+    (record,) = classify(_facts(p, view), [SeenTx(raw=coop.serialize(), confirmation_height=140)])
+    assert record.role is TxRole.CLOSING
+    assert [(o.owner, o.amount_sat, o.kind) for o in record.outputs] == [
+        ("Alice", 600_000, ScriptKind.WALLET), ("Bob", 399_000, ScriptKind.WALLET)]
+    assert build_graph([p.funding_record(), record]).nodes[1].fee_sat == 1_000
