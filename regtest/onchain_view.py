@@ -89,9 +89,11 @@ def render_unresolved(graph: TxGraph, current_height: int) -> list[str]:
         return ["Nothing unresolved: every output is settled in a wallet."]
     lines = ["Unresolved outputs:"]
     for node, vout, label in pending:
-        lines.append(f"  {node.record.display_title()} #{vout} {label.kind.value} "
-                     f"{format_sat(label.amount_sat)}:")
+        lines.append(f"  {node.record.display_title()}, output #{vout}: {label.kind.value} "
+                     f"{format_sat(label.amount_sat)} [{label.owner}]")
         for path in label.paths:
+            if path.only_if:   # e.g. the revocation path of a state nobody revoked
+                continue
             lines.append("    " + spend_path_status(path, node.record.confirmation_height,
                                                     current_height))
     return lines

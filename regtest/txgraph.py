@@ -82,7 +82,8 @@ class SpendPath:
     ``csv_blocks``: relative delay (OP_CHECKSEQUENCEVERIFY) counted from the output's
     confirmation; ``cltv_expiry``: absolute block height (OP_CHECKLOCKTIMEVERIFY or the
     pre-signed transaction's nLockTime); 0 means none. ``needs``: anything besides the key
-    ("the payment preimage", "the HTLC-timeout tx Bob pre-signed").
+    ("the payment preimage"). ``only_if``: a condition without which nobody can take this
+    path (the revocation path of a state not revoked: "Alice revokes this state").
     """
 
     spender: str
@@ -90,6 +91,7 @@ class SpendPath:
     csv_blocks: int = 0
     cltv_expiry: int = 0
     needs: str = ""
+    only_if: str = ""
 
     def __post_init__(self) -> None:
         if self.csv_blocks < 0 or self.cltv_expiry < 0:
@@ -133,7 +135,8 @@ class SpendPath:
             timing.append(f"from height {self.cltv_expiry} (CLTV{note})")
         when = " and ".join(timing) if timing else "at once"
         needs = f" and {self.needs}" if self.needs else ""
-        return f"{self.spender} {when} with {self.key}{needs}"
+        only_if = f" (only if {self.only_if})" if self.only_if else ""
+        return f"{self.spender} {when} with {self.key}{needs}{only_if}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -21,7 +21,7 @@ from regtest.txgraph import OutputLabel, TxGraph, TxNode, format_sat
 __all__ = ["render_dot", "render_svg", "wrap_text"]
 
 _FONT_SIZE = 12
-_CHAR_W_TENTHS = 73          # a 12 px monospace glyph is about 7.3 px wide
+_CHAR_W_TENTHS = 78          # a 12 px monospace glyph is 7.2-7.8 px wide, by font
 _LINE_H = 16
 _PAD = 10
 _COL_GAP = 90
@@ -78,7 +78,8 @@ def _box_lines(graph: TxGraph, node: TxNode) -> list[_Line]:
     lines.append(_Line(fee, "meta"))
     for index, outpoint in enumerate(node.inputs):
         parent = graph.node(outpoint.txid)
-        source = (f"{parent.record.display_title()} #{outpoint.vout}" if parent is not None
+        source = (f"output #{outpoint.vout} of {parent.record.display_title()}"
+                  if parent is not None
                   else f"{_short(outpoint.txid_hex)}:{outpoint.vout}")
         lines.append(_Line(f"in {index} ← {source}", "input", f"in{index}"))
     for vout, label in enumerate(rec.outputs):

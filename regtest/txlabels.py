@@ -115,8 +115,11 @@ class CommitmentView:
         return 1 if self.commitment_format is CommitmentFormat.ANCHORS else 0
 
     def _revocation_path(self) -> SpendPath:
-        needs = "the revealed secret (this state is revoked)" if self.revoked else ""
-        return SpendPath(spender=self.countersignatory, key=REVOCATION_KEY, needs=needs)
+        if self.revoked:
+            return SpendPath(spender=self.countersignatory, key=REVOCATION_KEY,
+                             needs="the revealed secret (this state is revoked)")
+        return SpendPath(spender=self.countersignatory, key=REVOCATION_KEY,
+                         only_if=f"{self.broadcaster} revokes this state")
 
     def delayed_label(self, amount_sat: int, kind: ScriptKind) -> OutputLabel:
         """A to_local-shaped output: the broadcaster's after the delay, unless revoked."""

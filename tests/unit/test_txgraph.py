@@ -363,7 +363,8 @@ def test_onchain_view_prints_outputs_fees_and_countdown() -> None:
     left = 120 + TO_SELF_DELAY - 1 - 125
     assert (f"  #{c.to_local_vout} to_local {c.to_local_amount_sat:,} sat [Alice] — Alice after "
             f"{TO_SELF_DELAY} blocks (CSV, {left} left) with the delayed key or Bob at once with "
-            "the revocation key   [unspent]") in view
+            "the revocation key (only if Alice revokes this state)   [unspent]") in view
+    assert "may spend now with the revocation key" not in view   # nobody holds it
     assert f"fee {c.fee_sat:,} sat" in view and f"fee {FUNDING_FEE_SAT:,} sat" in view
     assert f"Fees paid by broadcast transactions: {c.fee_sat + FUNDING_FEE_SAT:,} sat" in view
     assert f"    Alice may spend in {left} blocks (tip at height {120 + TO_SELF_DELAY - 1}) " \
@@ -385,7 +386,7 @@ def test_svg_layout_boxes_do_not_overlap_and_arrows_run_left_to_right(breach: Br
         assert 0 <= x and x + w <= width and 0 <= y and y + h <= height
         for text in group.iter(f"{SVG_NS}text"):
             tx, ty = int(text.get("x", "0")), int(text.get("y", "0"))
-            assert x < tx and tx + len(text.text or "") * 7.3 <= x + w
+            assert x < tx and tx + len(text.text or "") * 7.8 <= x + w
             assert y < ty < y + h
         boxes.append((x, y, w, h))
     for i, (x1, y1, w1, h1) in enumerate(boxes):
