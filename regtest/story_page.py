@@ -1,11 +1,11 @@
 """I/O: write a demo's story as one static HTML page, its SVG pictures inline.
 
 :func:`render_story_page` is pure (steps in, HTML text out, deterministic);
-:func:`write_story_page` writes it to a file. The page needs nothing else: no scripts, no
-fonts, no network, so a learner can open it from disk in any browser. Narration is escaped
-text; blank lines separate paragraphs. An SVG is inlined as-is after dropping any XML
-declaration (which is not allowed inside HTML), so it must come from a trusted renderer
-such as :func:`regtest.txgraph_render.render_svg`.
+:func:`write_story_page` writes it to a file, and each picture beside it as an ``.svg``. The
+page needs nothing else: no scripts, no fonts, no network, so a learner can open it from disk
+in any browser. Narration is escaped text; blank lines separate paragraphs. An SVG is inlined
+as-is after dropping any XML declaration (which is not allowed inside HTML), so it must come
+from a trusted renderer such as :func:`regtest.txgraph_render.render_svg`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
-__all__ = ["StoryStep", "render_story_page", "write_story_page"]
+__all__ = ["StoryFiles", "StoryStep", "render_story_page", "write_story_page"]
 
 _XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>\s*")
 
@@ -71,9 +71,24 @@ def render_story_page(title: str, steps: Sequence[StoryStep], intro: str = "") -
     )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoryFiles:
+    """What :func:`write_story_page` wrote: the page and each picture beside it."""
+
+    page: Path
+    pictures: tuple[Path, ...]
+
+
 def write_story_page(path: Path, title: str, steps: Sequence[StoryStep],
-                     intro: str = "") -> Path:
-    """Write :func:`render_story_page` to ``path`` (UTF-8), creating its folder; returns it."""
+                     intro: str = "") -> StoryFiles:
+    """Write :func:`render_story_page` to ``path`` (UTF-8), creating its folder, and each
+    step's SVG beside it as ``<page stem>-<step number>.svg`` (for slides and worksheets)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_story_page(title, steps, intro), encoding="utf-8")
-    return path
+    pictures: list[Path] = []
+    for number, step in enumerate(steps, start=1):
+        if step.svg is not None:
+            picture = path.with_name(f"{path.stem}-{number:02d}.svg")
+            picture.write_text(step.svg, encoding="utf-8")
+            pictures.append(picture)
+    return StoryFiles(page=path, pictures=tuple(pictures))

@@ -306,13 +306,15 @@ def test_wrap_text_keeps_words_and_width() -> None:
 
 def test_story_page_inlines_svgs_and_escapes_narration(tmp_path: Path, breach: Breach) -> None:
     """The HTML page holds each step in order, the SVG inline (no XML declaration), and the
-    narration escaped."""
+    narration escaped; the picture is also written beside the page."""
     svg = render_svg(build_graph(breach.records))
     steps = [StoryStep(title="Open", narration="Alice <opens> a channel.\n\nSecond paragraph."),
              StoryStep(title="Breach", narration="Bob punishes.",
                        svg='<?xml version="1.0" encoding="UTF-8"?>\n' + svg, caption="penalty")]
-    path = write_story_page(tmp_path / "out" / "story.html", "A breach", steps)
-    page = path.read_text(encoding="utf-8")
+    files = write_story_page(tmp_path / "out" / "story.html", "A breach", steps)
+    page = files.page.read_text(encoding="utf-8")
+    assert files.pictures == (tmp_path / "out" / "story-02.svg",)
+    assert ET.fromstring(files.pictures[0].read_text(encoding="utf-8")).tag == f"{SVG_NS}svg"
     assert page == render_story_page("A breach", steps)
     assert "Alice &lt;opens&gt; a channel." in page and "<p>Second paragraph.</p>" in page
     assert "<?xml" not in page and page.count("<svg") == 1
