@@ -205,13 +205,18 @@ def _html(text: str) -> str:
     return escape(text, {'"': "&quot;"})
 
 
+def _dot_string(text: str) -> str:
+    """A double-quoted dot string (dot has no single-quoted strings, unlike XML)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def render_dot(graph: TxGraph, title: str = "") -> str:
     """The graph in Graphviz dot (``dot -Tsvg channel.dot``): HTML-like table nodes with one
     port per input and output, edges from output port to input port."""
     names = {node.txid: f"tx{i}" for i, node in enumerate(graph.nodes)}
     out = [
         "digraph channel {",
-        f"  label={quoteattr(title or 'channel transaction graph')};",
+        f"  label={_dot_string(title or 'channel transaction graph')};",
         '  rankdir=LR; node [shape=plain fontname="monospace" fontsize=10];',
     ]
     for node in graph.nodes:

@@ -289,6 +289,7 @@ def test_force_close_picture_shows_htlc_tx_and_sweep() -> None:
             assert f"{label.amount_sat:,} sat" in text
     dot = render_dot(graph)
     assert dot.startswith("digraph channel {") and dot == render_dot(build_graph(records))
+    assert '  label="say \\"hi\\"";' in render_dot(graph, title='say "hi"')
     # funding -> commitment, HTLC output -> HTLC-timeout, to_local -> sweep
     assert dot.count(" -> ") == len(graph.spends) == 3
     assert f"tx1:out{c.htlc_outputs[0].vout}:e -> tx2:in0:w;" in dot
