@@ -21,7 +21,7 @@ the regtest chain hash by name, long hex shortened (``02a1b2c3d4e5f6a7…c3d4 (3
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -34,10 +34,12 @@ from channel.wire import REGTEST_CHAIN_HASH, Feature, Features, Message, Unknown
 __all__ = [
     "MESSAGE_NAMES",
     "Direction",
+    "TraceEntry",
     "TracedField",
     "TracedMessage",
     "format_value",
     "render_trace",
+    "render_trace_log",
     "trace_bytes",
     "trace_message",
 ]
@@ -224,3 +226,19 @@ def render_trace(traced: TracedMessage, direction: Direction | None = None,
     width = max((len(f.name) for f in traced.fields), default=0)
     lines = [head, *(f"    {f.name:<{width}}  {f.value}" for f in traced.fields)]
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TraceEntry:
+    """One message as a node records it for ``trace``: which way, which peer, the bytes
+    (``type ‖ payload``, as handed to or received from the BOLT 8 transport)."""
+
+    direction: Direction
+    peer: str
+    data: bytes
+
+
+def render_trace_log(entries: Iterable[TraceEntry], full: bool = False) -> str:
+    """Every entry traced and rendered, in order, a blank line between messages."""
+    return "\n".join(render_trace(trace_bytes(e.data, full), e.direction, e.peer)
+                     for e in entries)

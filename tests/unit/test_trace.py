@@ -36,7 +36,9 @@ from channel.trace import (
     MESSAGE_NAMES,
     Direction,
     TracedMessage,
+    TraceEntry,
     render_trace,
+    render_trace_log,
     trace_bytes,
     trace_message,
 )
@@ -241,3 +243,17 @@ def test_render_prints_a_header_and_aligned_fields() -> None:
     received = render_trace(_by_name("ping"), Direction.RECEIVED, peer="alice")
     assert received.splitlines() == ["← received ping (type 18) from alice",
                                      "    num_pong_bytes  4", "    ignored         3 bytes"]
+
+
+def test_trace_log_renders_recorded_entries_in_order() -> None:
+    """A node's record of sent and received bytes renders as one block per message, in order."""
+    opened, accepted = MESSAGES[0], MESSAGES[1]
+    log = render_trace_log([
+        TraceEntry(direction=Direction.SENT, peer="bob", data=encode_message(opened)),
+        TraceEntry(direction=Direction.RECEIVED, peer="bob", data=encode_message(accepted)),
+    ])
+    blocks = log.split("\n\n")
+    assert [b.splitlines()[0] for b in blocks] == [
+        "→ sent open_channel (type 32) to bob", "← received accept_channel (type 33) from bob"]
+    assert blocks[0] + "\n" == render_trace(trace_bytes(encode_message(opened)), Direction.SENT,
+                                            "bob")
