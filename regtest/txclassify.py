@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from bitcoin.core import CTransaction
+from bitcoin.core.serialize import SerializationError
 
 from channel.keys import FundingPubkey
 from channel.scripts import funding_script, p2wsh
@@ -152,7 +153,7 @@ def classify(facts: ChannelFacts, txs: Sequence[SeenTx]) -> tuple[TxRecord, ...]
     for seen in txs:
         try:
             tx = CTransaction.deserialize(seen.raw)
-        except Exception as exc:  # python-bitcoinlib raises several unrelated types
+        except SerializationError as exc:
             raise ValueError(f"not a transaction: {exc}") from exc
         decoded.append((seen, tx, bytes(tx.GetTxid())))
     ours = {txid for _, _, txid in decoded}

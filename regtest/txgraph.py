@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bitcoin.core import CTransaction
+from bitcoin.core.serialize import SerializationError
 
 from channel.types import OutPoint
 
@@ -297,7 +298,7 @@ class TxGraph:
 def _decode(record: TxRecord) -> CTransaction:
     try:
         tx = CTransaction.deserialize(record.raw)
-    except Exception as exc:  # python-bitcoinlib raises several unrelated types
+    except SerializationError as exc:
         raise ValueError(f"{record.display_title()}: raw bytes are not a transaction: {exc}") \
             from exc
     if len(record.outputs) != len(tx.vout):

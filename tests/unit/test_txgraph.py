@@ -455,3 +455,15 @@ def test_classify_recognises_htlc_txs_sweeps_and_closing() -> None:
     assert [(o.owner, o.amount_sat, o.kind) for o in record.outputs] == [
         ("Alice", 600_000, ScriptKind.WALLET), ("Bob", 399_000, ScriptKind.WALLET)]
     assert build_graph([p.funding_record(), record]).nodes[1].fee_sat == 1_000
+
+
+def test_bytes_that_are_not_a_transaction_are_refused() -> None:
+    """Truncated or padded raw bytes raise ValueError naming the transaction."""
+    b = _breach(CommitmentFormat.STATIC_REMOTEKEY)
+    funding = b.records[0]
+    for raw in (funding.raw[:-1], funding.raw + b"\x00"):
+        bad = TxRecord(raw=raw, role=TxRole.FUNDING, outputs=funding.outputs, holder="Alice")
+        with pytest.raises(ValueError, match="Alice's funding: raw bytes are not a transaction"):
+            build_graph([bad])
+        with pytest.raises(ValueError, match="not a transaction"):
+            classify(_facts(b.pair), [SeenTx(raw=raw)])
