@@ -522,6 +522,11 @@ class Bolt11Invoice:
         return bech32_encode(self.hrp, words + bytes_to_words(self.signature))
 
     @property
+    def signing_hash(self) -> bytes:
+        """SHA256 of the signed data (hrp, timestamp, tagged fields): what the node signed."""
+        return _signing_hash(self.hrp, self.timestamp, self.tagged_fields)
+
+    @property
     def expires_at(self) -> int:
         """Seconds since 1970 after which payer and payee SHOULD refuse the invoice."""
         return self.timestamp + self.expiry_seconds
