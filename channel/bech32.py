@@ -29,6 +29,8 @@ CHARSET: Final = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
 _BECH32_CONST: Final = 1
 _BECH32M_CONST: Final = 0x2BC830A3
 _GENERATOR: Final = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
+_WORD_OF: Final = {c: i for i, c in enumerate(CHARSET)}
+_BASE32_DIGITS: Final = "0123456789abcdefghijklmnopqrstuv"
 _BASE58: Final = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
 
@@ -36,14 +38,27 @@ class Bech32Error(ValueError):
     """Text that is not valid bech32; the message says which rule it breaks."""
 
 
-def _polymod(values: Sequence[int]) -> int:
-    chk = 1
-    for value in values:
-        top = chk >> 25
-        chk = (chk & 0x1FFFFFF) << 5 ^ value
+def _generator_table() -> tuple[int, ...]:
+    """XOR of the generators selected by each 5-bit value of the checksum's top bits."""
+    table = []
+    for top in range(32):
+        value = 0
         for i, generator in enumerate(_GENERATOR):
             if (top >> i) & 1:
-                chk ^= generator
+                value ^= generator
+        table.append(value)
+    return tuple(table)
+
+
+_GENERATOR_TABLE: Final = _generator_table()
+
+
+def _polymod(values: Sequence[int]) -> int:
+    """BIP 173's checksum polynomial, one table lookup per word (same result as its loop)."""
+    chk = 1
+    table = _GENERATOR_TABLE
+    for value in values:
+        chk = (chk & 0x1FFFFFF) << 5 ^ value ^ table[chk >> 25]
     return chk
 
 
@@ -73,10 +88,10 @@ def bech32_decode(text: str) -> tuple[str, list[int]]:
         raise Bech32Error("human-readable part has a character outside ASCII 33-126")
     if len(data) < 6:
         raise Bech32Error("data part is shorter than the 6-character checksum")
-    bad = next((c for c in data if c not in CHARSET), None)
-    if bad is not None:
-        raise Bech32Error(f"character {bad!r} is not in the bech32 alphabet")
-    words = [CHARSET.index(c) for c in data]
+    try:
+        words = [_WORD_OF[c] for c in data]
+    except KeyError as exc:
+        raise Bech32Error(f"character {exc.args[0]!r} is not in the bech32 alphabet") from None
     if _polymod(_hrp_expand(hrp) + words) != _BECH32_CONST:
         raise Bech32Error("bech32 checksum does not verify (a character is wrong or missing)")
     return hrp, words[:-6]
@@ -84,31 +99,18 @@ def bech32_decode(text: str) -> tuple[str, list[int]]:
 
 def bech32_encode(hrp: str, words: Sequence[int]) -> str:
     """Lower-case bech32 (BIP 173 constant) of ``hrp`` and 5-bit ``words``; no length limit."""
-    if any(not 0 <= w < 32 for w in words):
+    if words and not (0 <= min(words) and max(words) < 32):
         raise ValueError("bech32_encode: every word must be 5 bits")
     hrp = hrp.lower()
-    return hrp + "1" + "".join(CHARSET[w] for w in [*words, *_checksum(hrp, words,
-                                                                         _BECH32_CONST)])
-
-
-def _convert_bits(values: Sequence[int], from_bits: int, to_bits: int, pad: bool) -> list[int]:
-    acc = bits = 0
-    out: list[int] = []
-    mask = (1 << to_bits) - 1
-    for value in values:
-        acc = (acc << from_bits | value) & ((1 << (from_bits + to_bits)) - 1)
-        bits += from_bits
-        while bits >= to_bits:
-            bits -= to_bits
-            out.append((acc >> bits) & mask)
-    if pad and bits:
-        out.append((acc << (to_bits - bits)) & mask)
-    return out
+    return hrp + "1" + "".join([CHARSET[w] for w in [*words, *_checksum(hrp, words,
+                                                                          _BECH32_CONST)]])
 
 
 def bytes_to_words(data: bytes) -> list[int]:
     """Bytes as 5-bit words, the last one zero-padded (BOLT 11: "pad field data ... using 0s")."""
-    return _convert_bits(data, 8, 5, pad=True)
+    count = (len(data) * 8 + 4) // 5
+    value = int.from_bytes(data, "big") << (count * 5 - len(data) * 8)
+    return [(value >> 5 * i) & 31 for i in range(count - 1, -1, -1)]
 
 
 def words_to_bytes(words: Sequence[int], *, pad: bool = False) -> bytes:
@@ -117,15 +119,17 @@ def words_to_bytes(words: Sequence[int], *, pad: bool = False) -> bytes:
     ``pad`` False (field data): the trailing bits short of a whole byte are padding, dropped.
     ``pad`` True (BOLT 11 signing data): zero bits are appended up to a byte boundary.
     """
-    return bytes(_convert_bits(words, 5, 8, pad=pad))
+    bits = len(words) * 5
+    size = (bits + 7) // 8 if pad else bits // 8
+    value = words_to_int(words)
+    value = value << (size * 8 - bits) if pad else value >> (bits - size * 8)
+    return value.to_bytes(size, "big")
 
 
 def words_to_int(words: Sequence[int]) -> int:
     """Big-endian value of 5-bit words (BOLT 11 ``x``, ``c``, ``9`` and the timestamp)."""
-    value = 0
-    for word in words:
-        value = value << 5 | word
-    return value
+    # int() parses base 32 with digits 0-9a-v: one C call instead of a shift per word
+    return int("".join([_BASE32_DIGITS[w] for w in words]), 32) if words else 0
 
 
 def segwit_address(hrp: str, witness_version: int, witness_program: bytes) -> str:

@@ -175,7 +175,8 @@ class TaggedField:
     def __post_init__(self) -> None:
         if len(self.tag) != 1 or self.tag not in CHARSET:
             raise ValueError(f"TaggedField: tag {self.tag!r} is not one bech32 character")
-        if len(self.data) > _MAX_DATA_WORDS or any(not 0 <= w < 32 for w in self.data):
+        if len(self.data) > _MAX_DATA_WORDS or (
+                self.data and not (0 <= min(self.data) and max(self.data) < 32)):
             raise ValueError("TaggedField: data must be at most 1023 five-bit words")
 
     @classmethod
