@@ -48,11 +48,12 @@ from channel.bech32 import (
 )
 from channel.errors import InvalidInvoice
 from channel.keys import verify
-from channel.wire import FEATURE_DEPENDENCIES, Feature, Features
+from channel.wire import FEATURE_DEPENDENCIES, Feature, Features, incompatible_bits
 
 __all__ = [
     "DEFAULT_EXPIRY_SECONDS",
     "DEFAULT_FIELD_ORDER",
+    "DEFAULT_MAX_FINAL_CLTV_EXPIRY_DELTA",
     "DEFAULT_MIN_FINAL_CLTV_EXPIRY_DELTA",
     "INVOICE_FEATURES",
     "Bolt11Invoice",
@@ -63,6 +64,7 @@ __all__ = [
     "SkippedField",
     "TaggedField",
     "amount_to_hrp",
+    "check_payable",
     "invoice_fields",
     "sign_invoice",
     "sign_tagged_fields",
@@ -72,6 +74,8 @@ __all__ = [
 DEFAULT_EXPIRY_SECONDS: Final = 3600
 #: BOLT 11 ``c``: without it the payer gives the final HTLC at least 18 blocks.
 DEFAULT_MIN_FINAL_CLTV_EXPIRY_DELTA: Final = 18
+#: The largest ``c`` a payer accepts by default: two weeks of blocks (Electrum allows 4032).
+DEFAULT_MAX_FINAL_CLTV_EXPIRY_DELTA: Final = 2016
 #: The ``9`` field chanlab writes: ``var_onion_optin`` and ``payment_secret``, both required.
 #: BOLT 9 says every node assumes them, but Electrum refuses to pay an invoice that omits them.
 INVOICE_FEATURES: Final = Features.of(required=[Feature.VAR_ONION_OPTIN, Feature.PAYMENT_SECRET])
@@ -541,6 +545,34 @@ class Bolt11Invoice:
         if self.description_hash is not None:
             return hashlib.sha256(description.encode()).digest() == self.description_hash
         return self.description == description
+
+
+def check_payable(invoice: Bolt11Invoice, *, network: Network, now: int,
+                  supported_features: Features = INVOICE_FEATURES,
+                  max_final_cltv_expiry_delta: int = DEFAULT_MAX_FINAL_CLTV_EXPIRY_DELTA,
+                  ) -> None:
+    """Raise :class:`InvalidInvoice` if a payer on ``network`` must not pay ``invoice`` now.
+
+    BOLT 11 payer rules: fail on a currency it does not use, do not pay after ``timestamp`` +
+    ``expiry``, do not pay an invoice requiring a feature the payer lacks or missing a
+    dependency (BOLT 9). Also refuses a ``c`` above ``max_final_cltv_expiry_delta``, which
+    would lock the payer's funds for that long if the payment got stuck.
+    """
+    if invoice.network is not network:
+        raise InvalidInvoice(f"invoice is for {invoice.network.name.lower()} "
+                             f"({invoice.network.hrp_prefix}), we pay on {network.name.lower()} "
+                             f"({network.hrp_prefix})")
+    if invoice.is_expired(now):
+        raise InvalidInvoice(f"invoice expired {now - invoice.expires_at} s ago: ask the payee "
+                             "for a new one")
+    missing = incompatible_bits(supported_features, invoice.features)
+    if missing:
+        raise InvalidInvoice(f"invoice needs feature bit(s) {sorted(missing)} that this payer "
+                             "does not support")
+    if invoice.min_final_cltv_expiry_delta > max_final_cltv_expiry_delta:
+        raise InvalidInvoice(f"invoice asks min_final_cltv_expiry_delta "
+                             f"{invoice.min_final_cltv_expiry_delta} blocks, more than the "
+                             f"{max_final_cltv_expiry_delta} we accept")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ drive the terminal (BOLT 11 "Security Considerations for Payment Descriptions").
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from channel.bolt11 import (
     DEFAULT_MIN_FINAL_CLTV_EXPIRY_DELTA,
@@ -17,7 +18,7 @@ from channel.bolt11 import (
 )
 from channel.wire import Feature, Features
 
-__all__ = ["describe_invoice", "feature_names", "format_amount_msat"]
+__all__ = ["describe_invoice", "feature_names", "format_amount_msat", "invoice_as_dict"]
 
 _NETWORK_NAMES = {Network.MAINNET: "bitcoin mainnet", Network.TESTNET: "bitcoin testnet",
                   Network.SIGNET: "bitcoin signet", Network.REGTEST: "bitcoin regtest"}
@@ -97,3 +98,36 @@ def describe_invoice(invoice: Bolt11Invoice, *, now: int | None = None) -> list[
         lines.append(f"skipped field '{skipped.field.tag}' ({len(skipped.field.data)} words): "
                      f"{skipped.reason}")
     return lines
+
+
+def invoice_as_dict(invoice: Bolt11Invoice) -> dict[str, Any]:
+    """The decoded invoice as JSON-ready values (hex for bytes), for ``--json`` output."""
+    def hex_or_none(data: bytes | None) -> str | None:
+        return None if data is None else data.hex()
+
+    return {
+        "invoice": invoice.encode(), "network": invoice.network.name.lower(),
+        "amount_msat": invoice.amount_msat, "timestamp": invoice.timestamp,
+        "expiry_seconds": invoice.expiry_seconds, "expires_at": invoice.expires_at,
+        "payment_hash": invoice.payment_hash.hex(),
+        "payment_secret": invoice.payment_secret.hex(),
+        "description": invoice.description,
+        "description_hash": hex_or_none(invoice.description_hash),
+        "min_final_cltv_expiry_delta": invoice.min_final_cltv_expiry_delta,
+        "payee_node_id": invoice.payee_node_id.hex(),
+        "payee_node_id_recovered": invoice.payee_node_id_recovered,
+        "features": sorted(invoice.features.bits),
+        "feature_names": feature_names(invoice.features),
+        "route_hints": [[{"pubkey": hop.pubkey.hex(),
+                          "short_channel_id": hop.short_channel_id_text,
+                          "fee_base_msat": hop.fee_base_msat,
+                          "fee_proportional_millionths": hop.fee_proportional_millionths,
+                          "cltv_expiry_delta": hop.cltv_expiry_delta} for hop in hint]
+                        for hint in invoice.route_hints],
+        "fallback_addresses": [{"version": f.version, "type": f.kind,
+                                "address": f.address(invoice.network)}
+                               for f in invoice.fallback_addresses],
+        "payment_metadata": hex_or_none(invoice.payment_metadata),
+        "skipped_fields": [{"type": s.field.tag, "data_length": len(s.field.data),
+                            "reason": s.reason} for s in invoice.skipped_fields],
+    }

@@ -15,7 +15,14 @@ from typing import Any
 import coincurve
 import pytest
 
-from channel.bech32 import bech32_decode, bech32_encode, bytes_to_words, words_to_bytes
+from channel.bech32 import (
+    Bech32Error,
+    bech32_decode,
+    bech32_encode,
+    bytes_to_words,
+    words_to_bytes,
+    words_to_int,
+)
 from channel.bolt11 import (
     INVOICE_FEATURES,
     Bolt11Invoice,
@@ -24,11 +31,12 @@ from channel.bolt11 import (
     RouteHintHop,
     TaggedField,
     amount_to_hrp,
+    check_payable,
     invoice_fields,
     sign_invoice,
     sign_tagged_fields,
 )
-from channel.bolt11_text import describe_invoice
+from channel.bolt11_text import describe_invoice, invoice_as_dict
 from channel.errors import InvalidInvoice
 from channel.wire import Feature, Features
 
@@ -453,6 +461,45 @@ def test_writer_refuses_inconsistent_values() -> None:
                        description="x" * 640)
 
 
+def test_payer_accepts_our_fresh_regtest_invoice() -> None:
+    """check_payable passes a regtest invoice with bits 8/14 before its expiry."""
+    check_payable(_regtest_invoice(), network=Network.REGTEST, now=TIMESTAMP + 7200)
+
+
+@pytest.mark.parametrize(("overrides", "now", "reason"), [
+    ({"network": Network.MAINNET}, TIMESTAMP, "invoice is for mainnet (lnbc), we pay on "
+                                              "regtest (lnbcrt)"),
+    ({}, TIMESTAMP + 7201, "invoice expired 1 s ago"),
+    ({"features": INVOICE_FEATURES | Features.of(required=[Feature.BASIC_MPP])}, TIMESTAMP,
+     "feature bit(s) [16]"),
+    ({"min_final_cltv_expiry_delta": 2017}, TIMESTAMP, "min_final_cltv_expiry_delta 2017 "
+                                                       "blocks, more than the 2016"),
+])
+def test_payer_refuses_what_bolt11_says_not_to_pay(
+        overrides: dict[str, Any], now: int, reason: str) -> None:
+    """Wrong currency, expired, an unsupported required feature, or too long a final delta."""
+    with pytest.raises(InvalidInvoice) as caught:
+        check_payable(_regtest_invoice(**overrides), network=Network.REGTEST, now=now)
+    assert reason in str(caught.value)
+
+
+def test_bech32_rules_outside_invoices() -> None:
+    """BIP 173 test strings: valid ones decode, an 83-character hrp is fine, bad ones fail."""
+    assert bech32_decode("A12UEL5L") == ("a", [])
+    long_hrp = "an83characterlonghumanreadablepartthatcontainsthenumber1andtheexcludedcharactersbio"
+    assert bech32_decode(long_hrp + "1tt5tgs") == (long_hrp, [])
+    for text, reason in [("a12uel5L", "mixes"), ("pzry9x0s0muk", "no '1'"),
+                         ("x1b4n0q5v", "'b' is not in the bech32 alphabet"),
+                         ("li1dgmt3", "shorter than the 6-character checksum"),
+                         ("A1G7SGD8", "checksum does not verify")]:
+        with pytest.raises(Bech32Error, match=reason):
+            bech32_decode(text)
+    assert words_to_bytes([31, 31], pad=True) == b"\xff\xc0"
+    assert words_to_bytes([31, 31]) == b"\xff"
+    assert bytes_to_words(b"\xff") == [31, 28]
+    assert words_to_int([1, 0, 0]) == 1024
+
+
 # ---------------------------------------------------------------------------------------------
 # The human reading
 
@@ -500,3 +547,18 @@ def test_human_reading_escapes_control_characters() -> None:
     assert 'description: "pay\\x1b[2Jme\\n"' in lines
     assert "amount: 150000000 msat (150000 sat)" in lines
     assert "expires: 2025-12-02 20:26:40 UTC (7200 s after creation); 7200 s left" in lines
+
+
+def test_json_form_of_an_invoice() -> None:
+    """invoice_as_dict gives hex strings and scid text, and the exact invoice text back."""
+    inv = _regtest_invoice(include_payee_node_id=True)
+    data = invoice_as_dict(inv)
+    assert json.loads(json.dumps(data)) == data
+    assert data["invoice"] == inv.encode()
+    assert data["amount_msat"] == 150_000_000
+    assert data["payee_node_id"] == NODE_ID.hex()
+    assert data["payee_node_id_recovered"] is False
+    assert data["features"] == [8, 14]
+    assert data["route_hints"][1][1] == {
+        "pubkey": PEER_ID.hex(), "short_channel_id": "107x3x2", "fee_base_msat": 2,
+        "fee_proportional_millionths": 300, "cltv_expiry_delta": 144}
