@@ -31,7 +31,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import ClassVar, Final
 
 import coincurve
 
@@ -122,6 +122,9 @@ class Network(enum.Enum):
         return {"tbs": "tb"}.get(self.value, self.value)
 
 
+_NETWORKS_LONGEST_FIRST: Final = sorted(Network, key=lambda n: -len(n.value))
+
+
 def amount_to_hrp(amount_msat: int) -> str:
     """The shortest hrp amount for ``amount_msat`` (BOLT 11: use the largest multiplier).
 
@@ -143,8 +146,7 @@ def _read_hrp(hrp: str) -> tuple[Network, int | None]:
                              "with 'ln'")
     rest = hrp[2:]
     # longest first: 'bcrt' also starts with 'bc', 'tbs' with 'tb'
-    network = next((n for n in sorted(Network, key=lambda n: -len(n.value))
-                    if rest.startswith(n.value)), None)
+    network = next((n for n in _NETWORKS_LONGEST_FIRST if rest.startswith(n.value)), None)
     if network is None:
         raise InvalidInvoice(f"unknown currency in prefix {hrp!r}: expected lnbc, lntb, lntbs "
                              "or lnbcrt")
@@ -228,7 +230,7 @@ class RouteHintHop:
     fee_proportional_millionths: int
     cltv_expiry_delta: int
 
-    SIZE = 51
+    SIZE: ClassVar[int] = 51
 
     def __post_init__(self) -> None:
         if len(self.pubkey) != 33 or len(self.short_channel_id) != 8:
@@ -396,6 +398,42 @@ def _recover_payee(digest: bytes, signature: bytes, n_field: bytes | None) -> by
     return key.format(compressed=True)
 
 
+def _sort_fields(tagged_fields: Iterable[TaggedField]) -> tuple[
+        dict[str, TaggedField], list[RouteHint], list[FallbackAddress], list[SkippedField]]:
+    """The first valid field of each single type; route hints; fallbacks; skipped fields.
+
+    BOLT 11 reader: skip unknown types and ``f`` of unknown version; we also skip ``p``,
+    ``h``, ``s``, ``n`` of the wrong length (module docstring) and repeats of single fields.
+    """
+    single: dict[str, TaggedField] = {}
+    hints: list[RouteHint] = []
+    fallbacks: list[FallbackAddress] = []
+    skipped: list[SkippedField] = []
+    for tagged in tagged_fields:
+        tag = tagged.tag
+        if tag in _FIXED_WORDS and len(tagged.data) != _FIXED_WORDS[tag]:
+            skipped.append(SkippedField(tagged, f"'{tag}' must have data_length "
+                                                f"{_FIXED_WORDS[tag]}"))
+        elif tag in _SINGLE_TAGS:
+            if tag in single:
+                skipped.append(SkippedField(tagged, "repeated field: the first one counts"))
+            else:
+                single[tag] = tagged
+        elif tag == "r":
+            hints.append(_read_route_hint(tagged))
+        elif tag == "f":
+            program = words_to_bytes(tagged.data[1:])
+            problem = (_fallback_problem(tagged.data[0], program) if tagged.data
+                       else "empty fallback field")
+            if problem:
+                skipped.append(SkippedField(tagged, f"fallback address: {problem}"))
+            else:
+                fallbacks.append(FallbackAddress(version=tagged.data[0], program=program))
+        else:
+            skipped.append(SkippedField(tagged, "unknown field type"))
+    return single, hints, fallbacks, skipped
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Bolt11Invoice:
     """A signed BOLT 11 invoice: its signed parts, and every value read from them.
@@ -434,33 +472,10 @@ class Bolt11Invoice:
             raise InvalidInvoice("timestamp does not fit 35 bits")
         if len(self.signature) != 65:
             raise InvalidInvoice("signature must be 65 bytes (r, s, recovery id)")
+        if self.hrp != self.hrp.lower():
+            raise InvalidInvoice("hrp must be lower case (the signature covers it as written)")
         network, amount_msat = _read_hrp(self.hrp)
-        single: dict[str, TaggedField] = {}
-        hints: list[RouteHint] = []
-        fallbacks: list[FallbackAddress] = []
-        skipped: list[SkippedField] = []
-        for tagged in self.tagged_fields:
-            tag = tagged.tag
-            if tag in _FIXED_WORDS and len(tagged.data) != _FIXED_WORDS[tag]:
-                skipped.append(SkippedField(tagged, f"'{tag}' must have data_length "
-                                                    f"{_FIXED_WORDS[tag]}"))
-            elif tag in _SINGLE_TAGS:
-                if tag in single:
-                    skipped.append(SkippedField(tagged, "repeated field: the first one counts"))
-                else:
-                    single[tag] = tagged
-            elif tag == "r":
-                hints.append(_read_route_hint(tagged))
-            elif tag == "f":
-                program = words_to_bytes(tagged.data[1:])
-                problem = (_fallback_problem(tagged.data[0], program) if tagged.data
-                           else "empty fallback field")
-                if problem:
-                    skipped.append(SkippedField(tagged, f"fallback address: {problem}"))
-                else:
-                    fallbacks.append(FallbackAddress(version=tagged.data[0], program=program))
-            else:
-                skipped.append(SkippedField(tagged, "unknown field type"))
+        single, hints, fallbacks, skipped = _sort_fields(self.tagged_fields)
 
         def raw(tag: str) -> bytes | None:
             return words_to_bytes(single[tag].data) if tag in single else None
