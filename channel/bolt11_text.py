@@ -49,7 +49,10 @@ def _printable(text: str) -> str:
 
 
 def _utc(timestamp: int) -> str:
-    return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    try:
+        return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, ValueError, OSError):  # an 'x' of centuries: past year 9999
+        return f"{timestamp} s after 1970 (beyond the calendar)"
 
 
 def _hop_line(hop: RouteHintHop) -> str:

@@ -562,3 +562,10 @@ def test_json_form_of_an_invoice() -> None:
     assert data["route_hints"][1][1] == {
         "pubkey": PEER_ID.hex(), "short_channel_id": "107x3x2", "fee_base_msat": 2,
         "fee_proportional_millionths": 300, "cltv_expiry_delta": 144}
+
+
+def test_human_reading_of_an_expiry_beyond_the_calendar() -> None:
+    """An 'x' of 2**63 s is read (no crash) and shown as seconds since 1970."""
+    lines = describe_invoice(_regtest_invoice(expiry_seconds=2**63))
+    assert f"expires: {TIMESTAMP + 2**63} s after 1970 (beyond the calendar) ({2**63} s after " \
+        "creation)" in lines
