@@ -569,3 +569,16 @@ def test_human_reading_of_an_expiry_beyond_the_calendar() -> None:
     lines = describe_invoice(_regtest_invoice(expiry_seconds=2**63))
     assert f"expires: {TIMESTAMP + 2**63} s after 1970 (beyond the calendar) ({2**63} s after " \
         "creation)" in lines
+
+
+def test_an_invoice_shaped_like_electrums_decodes() -> None:
+    """Electrum's regtest invoices (bits 8, 14, 17, 151; c 147; r fee 0/0, delta 1) are read."""
+    hint = (RouteHintHop(pubkey=PEER_ID, short_channel_id=bytes.fromhex("0000670000010000"),
+                         fee_base_msat=0, fee_proportional_millionths=0, cltv_expiry_delta=1),)
+    fields = _our_fields(expiry_seconds=3600, min_final_cltv_expiry_delta=147, route_hints=[hint],
+                         features=Features(bits=frozenset({8, 14, 17, 151})))
+    inv = Bolt11Invoice.decode(_sign_raw("lnbcrt1m", TIMESTAMP, fields, NODE_SECRET))
+    assert sorted(inv.features.bits) == [8, 14, 17, 151]
+    assert inv.min_final_cltv_expiry_delta == 147
+    assert inv.route_hints == (hint,)
+    check_payable(inv, network=Network.REGTEST, now=TIMESTAMP)
