@@ -6,7 +6,7 @@ by pytest through the ``pytest11`` entry point, never imported here).
 
 from chanlab.bitcoind import Bitcoind, TxOutput, TxRecord
 from chanlab.factory import GossipNotImplemented, NodeFactory
-from chanlab.lab import Lab
+from chanlab.lab import Lab, WaitFor
 from chanlab.node import Node
 from chanlab.records import (
     Balance,
@@ -38,5 +38,6 @@ __all__ = [
     "PaymentRecord",
     "TxOutput",
     "TxRecord",
+    "WaitFor",
     "WaitTimeout",
 ]

@@ -16,7 +16,7 @@ import atexit
 from collections.abc import Callable
 from contextlib import ExitStack
 from types import TracebackType
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from chanlab.bitcoind import Bitcoind
 from chanlab.factory import DEFAULT_TO_SELF_DELAY, NodeFactory
@@ -24,9 +24,16 @@ from chanlab.node import Node
 from chanlab.records import ChannelRecord
 from regtest.wait import wait_for as _wait_for
 
-__all__ = ["Lab"]
+__all__ = ["Lab", "WaitFor"]
 
 _T = TypeVar("_T")
+
+
+class WaitFor(Protocol):
+    """The type of ``wait_for`` (the fixture, and ``Lab.wait_for``)."""
+
+    def __call__(self, predicate: Callable[[], _T | None], *, timeout: float = 30.0,
+                 what: str = "a condition") -> _T: ...
 
 
 class Lab:
@@ -102,7 +109,8 @@ class Lab:
     def channel(self, opener: Node, peer: Node, amount_sat: int, *, push_msat: int = 0,
                 anchors: bool = False) -> ChannelRecord:
         """Open a channel from ``opener`` to ``peer``, mined and ``normal`` on both sides."""
-        return opener.open_channel(peer, amount_sat, push_msat=push_msat, anchors=anchors)
+        return opener.open_channel(peer, amount_sat, push_msat=push_msat, anchors=anchors,
+                                  confirm=True)
 
     def mine(self, n: int = 1) -> list[str]:
         """Mine ``n`` blocks; return their hashes."""

@@ -118,11 +118,11 @@ class Node:
         self.call("connect", peer=address)
 
     def open_channel(self, other: Node, amount_sat: int, *, push_msat: int = 0,
-                     anchors: bool = False, confirm: bool = True,
+                     anchors: bool = False, confirm: bool = False,
                      timeout: float = 30.0) -> ChannelRecord:
         """Open a channel of ``amount_sat`` to ``other``, funded from our wallet (connecting
-        first if needed). With ``confirm``, mine its funding transaction and return once both
-        nodes see the channel ``normal``; otherwise it is in the mempool, awaiting lock-in."""
+        first if needed). The funding transaction is in the mempool, the channel awaiting
+        lock-in; with ``confirm=True``, mine it and return once both nodes see it ``normal``."""
         if other.node_id not in self.info().peers:
             self.connect(other)
         opened = self.call("open", peer_id=other.node_id, amount_sat=amount_sat,

@@ -40,6 +40,7 @@ import pytest
 
 from chanlab.bitcoind import Bitcoind, provision_bitcoind
 from chanlab.factory import NodeFactory
+from chanlab.lab import WaitFor
 from regtest.bitcoind_binary import BitcoindBinary
 from regtest.wait import wait_for as _wait_for
 
@@ -105,5 +106,5 @@ def node_factory(request: pytest.FixtureRequest, bitcoind: Bitcoind) -> Iterator
 
 
 @pytest.fixture(scope="session")
-def wait_for() -> Callable[..., object]:
+def wait_for() -> WaitFor:
     return _wait_for

@@ -6,17 +6,13 @@ no conftest, no setup. Each test gets fresh nodes on the session's private regte
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 
-from chanlab import Bitcoind, NodeError, NodeFactory
+from chanlab import Bitcoind, NodeError, NodeFactory, WaitFor
 
 CHANNEL_SAT = 500_000
 PAYMENT_MSAT = 25_000_000
 WALLET_SAT = 1_000_000
-
-WaitFor = Callable[..., object]
 
 
 def test_force_close_pays_each_wallet_its_balance_minus_fees(
@@ -25,7 +21,7 @@ def test_force_close_pays_each_wallet_its_balance_minus_fees(
     of the transactions that paid it, to the satoshi."""
     alice = node_factory.get_node("alice", funds_sat=WALLET_SAT)
     bob = node_factory.get_node("bob")
-    channel = alice.open_channel(bob, CHANNEL_SAT)      # mined, and normal on both sides
+    channel = alice.open_channel(bob, CHANNEL_SAT, confirm=True)   # mined; normal on both sides
     assert channel.state == "normal" and channel.local_msat == CHANNEL_SAT * 1000
 
     alice.pay(bob.invoice(PAYMENT_MSAT, description="coffee"))
@@ -40,7 +36,6 @@ def test_force_close_pays_each_wallet_its_balance_minus_fees(
     to_remote = commitment.output_paying(PAYMENT_MSAT // 1000)
     bob_sweep = wait_for(lambda: bitcoind.spending_tx(commitment.txid, to_remote.vout),
                          what="Bob's node to sweep its to_remote")
-    assert bob_sweep is not None
     bitcoind.generate_block(1)
     wait_for(lambda: bob.balance().onchain_sat > 0, what="Bob's wallet to see its sweep")
     assert bob.balance().onchain_sat == to_remote.value_sat - bob_sweep.fee_sat
@@ -52,7 +47,6 @@ def test_force_close_pays_each_wallet_its_balance_minus_fees(
     bitcoind.generate_block(closing.to_self_delay)
     alice_sweep = wait_for(lambda: bitcoind.spending_tx(commitment.txid, to_local.vout),
                            what="Alice's node to sweep its to_local")
-    assert alice_sweep is not None
     bitcoind.generate_block(1)
     assert channel.funding_txid is not None
     change_sat = WALLET_SAT - CHANNEL_SAT - bitcoind.tx(channel.funding_txid).fee_sat

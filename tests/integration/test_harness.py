@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from chanlab import Lab, NodeError
+from chanlab import Bitcoind, Lab, NodeError, NodeFactory, WaitFor
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_TEST = REPO / "examples" / "test_with_chanlab.py"
@@ -155,3 +155,69 @@ def test_lab_cleans_up_after_an_interrupt() -> None:
     assert not home.exists() and not datadir.exists()
     with pytest.raises(NodeError, match="not running"):
         node.info()
+
+
+# -- the plugin's fixtures and node methods, in this repository's own run -------------------
+
+def test_line_graph_of_three_opens_two_normal_channels(node_factory: NodeFactory) -> None:
+    """line_graph(3) starts three nodes with a confirmed channel between neighbours only; each
+    opener holds the whole channel, and the middle node pays its right neighbour."""
+    left, middle, right = node_factory.line_graph(3, fundamount=300_000)
+    assert [len(n.channels()) for n in (left, middle, right)] == [1, 2, 1]
+    for opener, accepter in ((left, middle), (middle, right)):
+        (record,) = [c for c in opener.channels() if c.peer_id == accepter.node_id]
+        assert record.state == "normal" and record.funding_sat == 300_000
+        assert record.local_msat == 300_000_000 and record.remote_msat == 0
+    paid = middle.pay(right.invoice(7_000_000))
+    assert paid.status == "succeeded" and paid.payment_preimage is not None
+    assert right.balance().offchain_msat == 7_000_000
+
+
+def test_cooperative_close_pays_both_wallets_and_ends_closed(
+        bitcoind: Bitcoind, node_factory: NodeFactory, wait_for: WaitFor) -> None:
+    """close() returns the closing txid; mined, it pays each side its balance (the opener
+    also pays the fee) and both nodes list the channel closed."""
+    alice = node_factory.get_node("alice", funds_sat=700_000)
+    bob = node_factory.get_node("bob")
+    channel = alice.open_channel(bob, 400_000, confirm=True)
+    alice.pay(bob.invoice(30_000_000))
+    closed = alice.close(channel)
+    closing = bitcoind.tx(closed.closing_txid)
+    assert channel.funding_outpoint is not None
+    funding_txid, funding_vout = channel.funding_outpoint.split(":")
+    assert closing.inputs == ((funding_txid, int(funding_vout)),)
+    assert closing.output_paying(30_000).value_sat == 30_000          # Bob's share, whole
+    closing.output_paying(370_000 - closing.fee_sat)                  # Alice's, minus the fee
+    bitcoind.generate_block(6)    # a node calls a channel closed once it is 6 blocks deep
+    for node in (alice, bob):
+        assert node.wait_for_channel(channel, "closed").closing_txid == closed.closing_txid
+    wait_for(lambda: bob.balance().onchain_sat == 30_000, what="Bob's wallet to see 30,000 sat")
+
+
+def test_node_errors_are_one_line_naming_the_node(node_factory: NodeFactory) -> None:
+    """A refused command raises NodeError: one line, the node's name first, the reason."""
+    alice, bob = node_factory.line_graph(2, fundamount=200_000)
+    invoice = bob.invoice(1_000_000)
+    alice.pay(invoice)
+    with pytest.raises(NodeError) as paid_twice:
+        alice.pay(invoice)
+    assert str(paid_twice.value).startswith(f"{alice.name}: payment failed: ")
+    assert "already paid" in str(paid_twice.value)
+    with pytest.raises(NodeError) as no_cheating:
+        alice.cheat(alice.channels()[0], state=0)
+    message = str(no_cheating.value)
+    assert "\n" not in message and message.startswith(f"{alice.name}: UnsafeOperation: ")
+    assert "--allow-cheating" in message
+
+
+def test_cheat_broadcasts_a_revoked_commitment(
+        bitcoind: Bitcoind, node_factory: NodeFactory) -> None:
+    """On a node started with allow_cheating, cheat(state=0) broadcasts the first commitment,
+    revoked by the payment since: it lands in the mempool with that state's txid."""
+    alice, bob = node_factory.line_graph(2, fundamount=200_000, allow_cheating=True)
+    alice.pay(bob.invoice(5_000_000))
+    cheated = alice.cheat(alice.channels()[0], state=0)
+    assert cheated.state == 0
+    assert cheated.revoked_commitment_txid in bitcoind.rpc.getrawmempool()
+    assert bitcoind.tx(cheated.revoked_commitment_txid).output_paying(200_000 - bitcoind.tx(
+        cheated.revoked_commitment_txid).fee_sat).value_sat > 0
