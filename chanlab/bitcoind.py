@@ -174,8 +174,9 @@ class Bitcoind:
     def reserve_name(self, wanted: str) -> str:
         """A node name not used before on this bitcoind (each node has a wallet named after
         it, and wallets outlive the nodes): ``wanted``, or ``wanted-2``, ``wanted-3``..."""
+        taken = self._names | set(self.rpc.listwalletdir())
         name, n = wanted, 1
-        while name in self._names:
+        while name in taken:
             n += 1
             name = f"{wanted}-{n}"
         self._names.add(name)
