@@ -17,7 +17,7 @@ from types import TracebackType
 
 from chanlab.bitcoind import Bitcoind
 from chanlab.node import Node
-from chanlab.records import ChannelRecord
+from chanlab.records import ChannelRecord, start_failure
 from channel.errors import ChanlabError
 from regtest.cluster import Cluster
 
@@ -61,8 +61,11 @@ class NodeFactory:
         to_local; ``allow_cheating`` lets ``cheat`` broadcast revoked commitments (regtest)."""
         self._count += 1
         unique = self.bitcoind.reserve_name(name or f"node{self._count}")
-        process = self._cluster.start_node(unique, to_self_delay=to_self_delay,
-                                           allow_cheating=allow_cheating)
+        try:
+            process = self._cluster.start_node(unique, to_self_delay=to_self_delay,
+                                               allow_cheating=allow_cheating)
+        except (ChanlabError, RuntimeError, OSError) as exc:
+            raise start_failure(unique, exc) from None
         node = Node(process, self.bitcoind, self._by_id)
         self.nodes.append(node)
         self._by_id[node.node_id] = node

@@ -23,6 +23,7 @@ from chanlab.records import (
     NodeError,
     NodeInfo,
     PaymentRecord,
+    start_failure,
 )
 from channel.errors import ChanlabError
 from regtest.wait import wait_for
@@ -208,7 +209,7 @@ class Node:
         try:
             self.process.start(timeout)
         except (ChanlabError, RuntimeError, OSError) as exc:
-            raise NodeError(self.name, f"did not start: {exc}") from None
+            raise start_failure(self.name, exc) from None
 
     def stop(self) -> None:
         """Graceful stop (the node finishes what it is writing)."""

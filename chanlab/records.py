@@ -23,6 +23,7 @@ __all__ = [
     "NodeError",
     "NodeInfo",
     "PaymentRecord",
+    "start_failure",
 ]
 
 
@@ -33,6 +34,16 @@ class NodeError(ChanlabError):
         first_line = message.strip().splitlines()[0] if message.strip() else "failed"
         super().__init__(f"{node}: {first_line}")
         self.node = node
+
+
+def start_failure(node: str, exc: BaseException) -> NodeError:
+    """A node process that would not start: the first line of the reason and, when the
+    reason carries the process's output, its last line (usually the actual error)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = lines[0] if lines else type(exc).__name__
+    if len(lines) > 1:
+        reason += f" ... {lines[-1]}"
+    return NodeError(node, f"did not start: {reason}")
 
 
 def _str(answer: Mapping[str, Any], key: str) -> str:

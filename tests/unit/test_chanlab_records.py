@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 from chanlab import ChannelRecord, InvoiceRecord, NodeError, NodeInfo
+from chanlab.records import start_failure
 
 CHANNELS_ENTRY = {
     "channel": "ab" * 32, "peer_id": "02" + "cd" * 32, "state": "normal",
@@ -55,3 +56,12 @@ def test_node_error_keeps_one_line() -> None:
     error = NodeError("bob", "RejectedUpdate: no channel 1234\n  Traceback...\n")
     assert str(error) == "bob: RejectedUpdate: no channel 1234"
     assert error.node == "bob"
+
+
+def test_a_start_failure_keeps_the_first_and_last_lines() -> None:
+    """A node that would not start: the headline and the process's last words, on one line."""
+    exc = RuntimeError("node carol exited at start:\nTraceback (most recent call last):\n"
+                       "  File ...\nSetupError: no bitcoind.json: start a regtest bitcoind\n")
+    assert str(start_failure("carol", exc)) == (
+        "carol: did not start: node carol exited at start: ... "
+        "SetupError: no bitcoind.json: start a regtest bitcoind")
