@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import venv
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -66,8 +67,6 @@ def _leftover_processes(root: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def downstream() -> Iterator[Downstream]:
-    import time
-
     root = Path(tempfile.mkdtemp(prefix="chanlab-downstream-"))
     build_dir = REPO / "build"
     had_build_dir = build_dir.exists()
