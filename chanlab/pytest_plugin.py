@@ -44,7 +44,7 @@ from chanlab.lab import WaitFor
 from regtest.bitcoind_binary import BitcoindBinary
 from regtest.wait import wait_for as _wait_for
 
-__all__ = ["LogSource", "attach_logs"]
+__all__ = ["LogSource", "attach_logs", "bitcoind_backend"]
 
 LogSource = Callable[[], list[tuple[str, str]]]
 _LOG_SOURCES = pytest.StashKey[list[LogSource]]()
@@ -79,7 +79,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     return report
 
 
-def _backend(config: pytest.Config) -> str:
+def bitcoind_backend(config: pytest.Config) -> str:
+    """``local`` or ``docker``: ``--bitcoind-backend``, else ``$CHANLAB_BACKEND``, else local."""
     chosen = config.getoption("--bitcoind-backend") or os.environ.get("CHANLAB_BACKEND", "local")
     return str(chosen)
 
@@ -91,7 +92,7 @@ def bitcoind_binary() -> BitcoindBinary:
 
 @pytest.fixture(scope="session")
 def bitcoind(request: pytest.FixtureRequest) -> Iterator[Bitcoind]:
-    backend = _backend(request.config)
+    backend = bitcoind_backend(request.config)
     binary = request.getfixturevalue("bitcoind_binary") if backend == "local" else None
     with Bitcoind.running(backend=backend, binary=binary) as node:
         yield node

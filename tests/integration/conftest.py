@@ -57,7 +57,6 @@ Fixture API
 from __future__ import annotations
 
 import itertools
-import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -65,7 +64,7 @@ from pathlib import Path
 import pytest
 
 from chanlab import Bitcoind
-from chanlab.pytest_plugin import attach_logs
+from chanlab.pytest_plugin import attach_logs, bitcoind_backend
 from regtest.bitcoind_binary import BitcoindBinary
 from regtest.cluster import Cluster
 from regtest.node import BitcoindNode, LocalBitcoind
@@ -76,13 +75,8 @@ WalletFactory = Callable[..., Wallet]
 _LOG_TAIL_LINES = 300
 
 
-def _backend(config: pytest.Config) -> str:
-    chosen = config.getoption("--bitcoind-backend") or os.environ.get("CHANLAB_BACKEND", "local")
-    return str(chosen)
-
-
 def _make_node(config: pytest.Config, binary: BitcoindBinary, datadir: Path) -> BitcoindNode:
-    if _backend(config) == "local":
+    if bitcoind_backend(config) == "local":
         return LocalBitcoind(binary=binary, datadir=datadir)
     from regtest.docker_node import DockerBitcoind
 
