@@ -150,7 +150,7 @@ def _bench_pay(payer: NodeProcess, payee: NodeProcess, folder: Path, count: int,
     invoices = payee.call("invoices", count=count, amount_msat=PAYMENT_MSAT)["invoices"]
     path = folder / f"invoices-{count}-{batch_size}.txt"
     path.write_text("\n".join(invoices) + "\n")
-    result: dict[str, Any] = payer.call("bench-pay", invoices_path=str(path),
+    result: dict[str, Any] = payer.call("pay-pipeline", invoices_path=str(path),
                                         batch_size=batch_size)
     run = PaymentRun(payments=int(result["payments"]), succeeded=int(result["succeeded"]),
                      batch_size=int(result["batch_size"]), paid_s=float(result["paid_s"]),

@@ -34,7 +34,8 @@ from typing import Any, ClassVar
 from bitcoin.core import CTransaction
 
 from channel.chain import BlockEvent, ChainBackend, TxEvent, require_regtest
-from channel.control_socket import start_unix_server
+from channel.control_api import NODE_COMMANDS
+from channel.daemon import DaemonShell
 from channel.errors import (
     ChainError,
     ChanlabError,
@@ -107,7 +108,7 @@ from channel.wire import (
     pong_for,
 )
 
-__all__ = ["Node", "NodeSettings", "load_or_create_node_key"]
+__all__ = ["Node", "NodeSettings"]
 
 log = logging.getLogger("chanlab.node")
 
@@ -133,23 +134,6 @@ def _htlc_input_weight(bump: HtlcFeeBump) -> int:
              len(bump.htlc_tx.htlc_output.witness_script))
     witness = 1 + sum((1 if n < 0xFD else 3) + n for n in items)
     return 41 * 4 + witness
-
-
-def load_or_create_node_key(path: Path) -> bytes:
-    """The node's static secret, kept in ``path`` with mode 0600 (created on first start)."""
-    if path.exists():
-        mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
-            raise UnsafeOperation(f"{path} is readable by others (mode {mode:o}); chmod 600 it")
-        secret = bytes.fromhex(path.read_text().strip())
-        if len(secret) != 32:
-            raise ValueError(f"{path} does not hold a 32-byte hex key")
-        return secret
-    secret = secrets.token_bytes(32)
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secret.hex() + "\n")
-    return secret
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -254,9 +238,11 @@ class Node:
     def __init__(self, settings: NodeSettings, chain: ChainBackend) -> None:
         self.settings = settings
         self.chain = chain
-        settings.home.mkdir(parents=True, exist_ok=True)
-        os.chmod(settings.home, 0o700)
-        self._node_secret = load_or_create_node_key(settings.home / "node_key")
+        self.shell = DaemonShell(settings.home, info_file="node.json", key_file="node_key",
+                                 commands=NODE_COMMANDS, handlers={
+                                     name: getattr(self, attr)
+                                     for name, attr in self._COMMANDS.items()})
+        self._node_secret = self.shell.secret
         import coincurve
         self.node_id: bytes = coincurve.PrivateKey(self._node_secret).public_key.format(True)
         self.store = NodeStore(settings.home / "node.db")
@@ -264,9 +250,8 @@ class Node:
         self.handles: dict[str, _Handle] = {}
         self.port = settings.port
         self._server: asyncio.Server | None = None
-        self._control: asyncio.Server | None = None
         self._tasks = BackgroundTasks(log)
-        self._stopping = asyncio.Event()
+        self._stopping = self.shell.stopping
         self._pay_waiters: dict[bytes, asyncio.Future[dict[str, Any]]] = {}
         self._pipelines: dict[str, _Pipeline] = {}
         self._height = 0
@@ -315,14 +300,10 @@ class Node:
         self._server = await asyncio.start_server(self._on_inbound, self.settings.host,
                                                   self.settings.port)
         self.port = self._server.sockets[0].getsockname()[1]
-        self._control = await start_unix_server(self._on_control,
-                                                self.settings.home / "control.sock")
-        info = {"name": self.settings.name, "node_id": self.node_id.hex(),
-                "host": self.settings.host, "port": self.port, "pid": os.getpid(),
-                "chain": self.chain.chain}
-        tmp = self.settings.home / "node.json.tmp"
-        tmp.write_text(json.dumps(info))
-        tmp.replace(self.settings.home / "node.json")
+        await self.shell.open_control()
+        self.shell.publish({"name": self.settings.name, "node_id": self.node_id.hex(),
+                            "host": self.settings.host, "port": self.port,
+                            "chain": self.chain.chain})
         self._spawn(self._watch_chain())
         self._spawn(self._reconnect_known_peers())
         self.towers.start(((k, h.monitor) for k, h in self.handles.items()
@@ -339,18 +320,15 @@ class Node:
         await self.stop()
 
     async def stop(self) -> None:
-        self._stopping.set()
-        for server in (self._server, self._control):
-            if server is not None:
-                server.close()
+        self.shell.close()
+        if self._server is not None:
+            self._server.close()
         for peer in list(self.peers.values()):
             await peer.transport.close()
         await self._tasks.cancel_all()
         await self.towers.stop()
         await self.chain.aclose()
         self.store.close()
-        with contextlib.suppress(FileNotFoundError):
-            (self.settings.home / "control.sock").unlink()
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         return self._tasks.spawn(coro)
@@ -1098,29 +1076,6 @@ class Node:
 
     # -- control commands --------------------------------------------------------------------
 
-    async def _on_control(self, reader: asyncio.StreamReader,
-                          writer: asyncio.StreamWriter) -> None:
-        try:
-            line = await reader.readline()
-            request = json.loads(line)
-            cmd = str(request.get("cmd", ""))
-            args = request.get("args") or {}
-            handler = self._COMMANDS.get(cmd)
-            if handler is None:
-                response: dict[str, Any] = {"ok": False, "error": f"unknown command {cmd!r}"}
-            else:
-                try:
-                    response = {"ok": True, "result": await handler(self, **args)}
-                except (ChanlabError, ValueError, TypeError, KeyError, OSError,
-                        TimeoutError) as exc:
-                    response = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-            writer.write(json.dumps(response).encode() + b"\n")
-            await writer.drain()
-        except (json.JSONDecodeError, ConnectionError) as exc:
-            log.info("bad control request: %s", exc)
-        finally:
-            writer.close()
-
     async def cmd_info(self) -> dict[str, Any]:
         return {"name": self.settings.name, "node_id": self.node_id.hex(),
                 "address": f"{self.node_id.hex()}@{self.settings.host}:{self.port}",
@@ -1568,14 +1523,13 @@ class Node:
                 "paid_s": paid, "settled_s": settled, "cpu_s": cpu,
                 "holder_commitment_number": chan.holder_commitment_number}
 
-    # The control commands, by the name ``chanlab NAME COMMAND`` uses (an explicit table, not
-    # getattr on user input).
-    _COMMANDS: ClassVar[dict[str, Callable[..., Awaitable[Any]]]] = {
-        "info": cmd_info, "connect": cmd_connect, "open": cmd_open, "invoice": cmd_invoice,
-        "pay": cmd_pay, "pay-batch": cmd_pay_batch, "settle": cmd_settle, "cancel": cmd_cancel,
-        "channels": cmd_channels, "balance": cmd_balance, "claimable": cmd_claimable,
-        "events": cmd_events, "close": cmd_close, "force-close": cmd_force_close,
-        "update-fee": cmd_update_fee, "cheat": cmd_cheat, "add-tower": cmd_add_tower,
-        "towers": cmd_towers, "invoices": cmd_invoices, "bench-pay": cmd_bench_pay,
-        "stop": cmd_stop,
+    # The control commands (channel.control_api.NODE_COMMANDS) -> the method answering each.
+    _COMMANDS: ClassVar[dict[str, str]] = {
+        "info": "cmd_info", "connect": "cmd_connect", "open": "cmd_open",
+        "invoice": "cmd_invoice", "pay": "cmd_pay", "pay-batch": "cmd_pay_batch",
+        "settle": "cmd_settle", "cancel": "cmd_cancel", "channels": "cmd_channels",
+        "balance": "cmd_balance", "claimable": "cmd_claimable", "events": "cmd_events",
+        "close": "cmd_close", "force-close": "cmd_force_close", "update-fee": "cmd_update_fee",
+        "cheat": "cmd_cheat", "add-tower": "cmd_add_tower", "towers": "cmd_towers",
+        "invoices": "cmd_invoices", "pay-pipeline": "cmd_bench_pay", "stop": "cmd_stop",
     }

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from regtest.chain import BitcoindEndpoint
-from regtest.commands.tower import call_tower, tower_home
-from regtest.control import NodeUnreachable, call_node, node_home
+from regtest.control import NodeUnreachable, call_node, call_tower, node_home, tower_home
 from regtest.node import BitcoindNode
 from regtest.wait import wait_for
 from regtest.wallet import Wallet
