@@ -92,6 +92,13 @@ class _ChildProcess:
             self.proc.wait()
 
     @property
+    def pid(self) -> int:
+        """The process id of the running daemon."""
+        if self.proc is None or self.proc.poll() is not None:
+            raise RuntimeError(f"{self.kind} {self.name} is not running")
+        return self.proc.pid
+
+    @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
