@@ -1,0 +1,141 @@
+"""Electrum as a real foreign peer: provisioned, served by ElectrumX, and working end to end.
+
+One ElectrumX and two Electrum wallets (alice, bob) on the shared regtest bitcoind (which runs
+``-txindex``, as ElectrumX needs), for the whole module. Electrum is never mocked: these tests
+prove the runner chanlab's interop tests stand on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from channel.types import OutPoint
+from regtest.electrum import ElectrumWallet, ElectrumX
+from regtest.electrum_provision import (
+    ELECTRUM_VERSION,
+    ElectrumInstall,
+    ensure_electrum,
+    inspect,
+)
+from regtest.node import BitcoindNode
+from regtest.wait import wait_for
+from regtest.wallet import Wallet
+
+CHANNEL_SAT = 2_000_000
+FUNDING_SAT = 3_000_000
+PAYMENT_SAT = 100_000
+
+
+@dataclass(frozen=True)
+class Pair:
+    electrumx: ElectrumX
+    alice: ElectrumWallet
+    bob: ElectrumWallet
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+@pytest.fixture(scope="module")
+def install() -> ElectrumInstall:
+    return ensure_electrum(progress=_progress)
+
+
+@pytest.fixture(scope="module")
+def pair(install: ElectrumInstall, bitcoind: BitcoindNode,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    home = tmp_path_factory.mktemp("electrum")
+    electrumx = ElectrumX(install, rpc_url=bitcoind.rpc_url, cookie_path=bitcoind.cookie_path,
+                          home=home / "electrumx")
+    electrumx.start()
+    wallets = [ElectrumWallet(install, home=home / name, server=electrumx.server)
+               for name in ("alice", "bob")]
+    try:
+        for wallet in wallets:
+            wallet.start()
+        yield Pair(electrumx=electrumx, alice=wallets[0], bob=wallets[1])
+    finally:
+        for wallet in wallets:
+            wallet.stop()
+        electrumx.stop()
+
+
+def _fund(miner: Wallet, wallet: ElectrumWallet, amount_sat: int) -> None:
+    before = wallet.balance_sat()
+    miner.confirm(miner.send_to_address(wallet.new_address(), amount_sat))
+    wait_for(lambda: wallet.balance_sat() != before, timeout=30, what="Electrum to see the funds")
+
+
+def test_provisioned_electrum_is_cached_pinned_and_runs(install: ElectrumInstall,
+                                                        tmp_path: Path) -> None:
+    """The cached install is reused, runs as the pinned version, and a half-done one is noticed."""
+    assert ensure_electrum() == install
+    version = subprocess.run([str(install.electrum), "version", "--offline"], check=True,
+                             capture_output=True, text=True, timeout=30).stdout.strip()
+    assert version == ELECTRUM_VERSION
+    interrupted = tmp_path / "electrum"
+    (interrupted / "venv").mkdir(parents=True)
+    reason = inspect(interrupted)
+    assert isinstance(reason, str) and "interrupted" in reason
+    assert inspect(tmp_path / "nothing-here") is None
+
+
+def test_electrumx_follows_bitcoind(pair: Pair, miner: Wallet) -> None:
+    """Blocks mined on bitcoind reach the Electrum wallets through ElectrumX within seconds."""
+    miner.mine(1)
+    tip = miner.height()
+
+    def both_at_tip() -> bool:
+        return all(wallet.height() == tip for wallet in (pair.alice, pair.bob))
+
+    wait_for(both_at_tip, timeout=20, what=f"both Electrum wallets at height {tip}")
+
+
+def test_wallet_sees_exactly_the_funded_amount(pair: Pair, miner: Wallet) -> None:
+    """A confirmed payment from the miner shows in Electrum's balance to the satoshi."""
+    before = pair.bob.balance_sat()
+    _fund(miner, pair.bob, 1_234_567)
+    assert pair.bob.balance_sat() - before == 1_234_567
+
+
+def test_two_wallets_open_a_channel_and_pay_an_invoice(pair: Pair, miner: Wallet) -> None:
+    """alice opens a 2,000,000 sat channel to bob and pays his 100,000 sat BOLT 11 invoice."""
+    alice, bob = pair.alice, pair.bob
+    _fund(miner, alice, FUNDING_SAT)
+    point = alice.open_channel(bob.address(), CHANNEL_SAT)
+    wait_for(lambda: miner.get_tx_out(point) is not None, timeout=20,
+             what="the funding transaction in the mempool")
+    miner.confirm(point.txid_hex, depth=3)  # Electrum as fundee asks for minimum_depth 3
+    funding = miner.get_tx_out(point)
+    assert funding is not None and funding.value_sat == CHANNEL_SAT
+
+    def both_open() -> bool:
+        return all(_state(w, point) == "OPEN" for w in (alice, bob))
+
+    wait_for(both_open, timeout=30, what="the channel to be OPEN on both sides")
+
+    request = bob.add_request(PAYMENT_SAT, "chanlab test")
+    assert request.bolt11.startswith("lnbcrt1m1")  # 100,000 sat = 1 mBTC
+    payment = alice.lnpay(request.bolt11, timeout=30)
+    assert payment.success, payment.log
+    assert payment.preimage is not None
+    assert hashlib.sha256(bytes.fromhex(payment.preimage)).hexdigest() == request.payment_hash
+    assert bob.get_request(request.request_id).status == 3  # PR_PAID
+    alice_side, bob_side = alice.channel(point), bob.channel(point)
+    assert alice_side is not None and bob_side is not None
+    assert (alice_side.local_balance_sat, alice_side.remote_balance_sat) == (
+        CHANNEL_SAT - PAYMENT_SAT, PAYMENT_SAT)
+    assert (bob_side.local_balance_sat, bob_side.capacity_sat) == (PAYMENT_SAT, CHANNEL_SAT)
+
+
+def _state(wallet: ElectrumWallet, point: OutPoint) -> str | None:
+    channel = wallet.channel(point)
+    return None if channel is None else channel.state
