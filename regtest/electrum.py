@@ -254,21 +254,22 @@ class ElectrumWallet:
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the daemon, create the wallet on first use, load it and wait until it synced."""
+        start_wallets([self], timeout=timeout)
+
+    def _launch(self, timeout: float) -> None:
         self._write_config()
         self._process.launch([*self.cli_argv(), "-v", "daemon"], dict(os.environ))
         self._http = httpx.Client(base_url=f"http://{LOOPBACK}:{self._rpc_port}",
                                   auth=self._rpc_auth, timeout=timeout)
-        try:
-            wait_for(self._answers, timeout=timeout, what="the Electrum daemon to answer",
-                     max_interval=0.1)
-            if not self.wallet_path.exists():
-                self.wallet_path.parent.mkdir(parents=True, exist_ok=True)
-                self.call("create", wallet_path=str(self.wallet_path))
-            self.call("load_wallet", wallet_path=str(self.wallet_path))
-            self.wait_for_sync(timeout)
-        except BaseException:
-            self.stop()
-            raise
+
+    def _open_wallet(self, timeout: float) -> None:
+        wait_for(self._answers, timeout=timeout, what="the Electrum daemon to answer",
+                 max_interval=0.1)
+        if not self.wallet_path.exists():
+            self.wallet_path.parent.mkdir(parents=True, exist_ok=True)
+            self.call("create", wallet_path=str(self.wallet_path))
+        self.call("load_wallet", wallet_path=str(self.wallet_path))
+        self.wait_for_sync(timeout)
 
     def stop(self) -> None:
         """Ask the daemon to stop (it saves the wallet), kill it if it does not."""
@@ -374,6 +375,11 @@ class ElectrumWallet:
         height: int = self.call("getinfo")["blockchain_height"]
         return height
 
+    def add_peer(self, connection_string: str) -> None:
+        """Connect to ``node_id@host:port``. Electrum reconnects by itself only to peers whose
+        address it knows (not to a peer that connected to it and never announced one)."""
+        self._wallet_call("add_peer", connection_string=connection_string)
+
     def open_channel(self, connection_string: str, amount_sat: int, *,
                      push_sat: int = 0) -> OutPoint:
         """Open a private channel to ``node_id@host:port``; return its funding outpoint."""
@@ -398,8 +404,12 @@ class ElectrumWallet:
         return _request(self._wallet_call("get_request", request_id=request_id))
 
     def lnpay(self, invoice: str, timeout: float = 60.0) -> ElectrumPayment:
-        """Pay a BOLT 11 invoice; Electrum retries routes until it succeeds or gives up."""
-        result = self._wallet_call("lnpay", invoice=invoice, timeout=timeout)
+        """Pay a BOLT 11 invoice; Electrum retries routes until it succeeds or gives up.
+
+        Electrum ignores ``timeout`` over JSON-RPC (it works only from its CLI), so it bounds
+        the wait here: past it, ``ElectrumError`` is raised and the payment may still go on.
+        """
+        result = self._wallet_call("lnpay", invoice=invoice, timeout=timeout + 5.0)
         return ElectrumPayment(
             success=bool(result["success"]),
             payment_hash=result["payment_hash"],
@@ -420,6 +430,23 @@ class ElectrumWallet:
     def setconfig(self, key: str, value: object) -> None:
         """Change a setting on the running daemon (value given as its JSON form)."""
         self.call("setconfig", key=key, value=json.dumps(value))
+
+
+def start_wallets(wallets: list[ElectrumWallet], *, timeout: float = 60.0) -> None:
+    """Start several wallets at once: launch every daemon, then open each wallet.
+
+    Electrum's start-up is mostly interpreter and import time, so launching all first overlaps
+    it. On failure every wallet of the list is stopped.
+    """
+    try:
+        for wallet in wallets:
+            wallet._launch(timeout)
+        for wallet in wallets:
+            wallet._open_wallet(timeout)
+    except BaseException:
+        for wallet in wallets:
+            wallet.stop()
+        raise
 
 
 def _size(path: Path) -> int:

@@ -8,6 +8,8 @@ prove the runner chanlab's interop tests stand on.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from channel.types import OutPoint
-from regtest.electrum import ElectrumWallet, ElectrumX
+from regtest.chain import BitcoindEndpoint
+from regtest.electrum import ElectrumWallet, ElectrumX, start_wallets
 from regtest.electrum_provision import (
     ELECTRUM_VERSION,
     ElectrumInstall,
@@ -59,8 +62,7 @@ def pair(install: ElectrumInstall, bitcoind: BitcoindNode,
     wallets = [ElectrumWallet(install, home=home / name, server=electrumx.server)
                for name in ("alice", "bob")]
     try:
-        for wallet in wallets:
-            wallet.start()
+        start_wallets(wallets)
         yield Pair(electrumx=electrumx, alice=wallets[0], bob=wallets[1])
     finally:
         for wallet in wallets:
@@ -139,3 +141,38 @@ def test_two_wallets_open_a_channel_and_pay_an_invoice(pair: Pair, miner: Wallet
 def _state(wallet: ElectrumWallet, point: OutPoint) -> str | None:
     channel = wallet.channel(point)
     return None if channel is None else channel.state
+
+
+def test_cli_starts_a_wallet_the_electrum_cli_reaches_and_stops_it(
+        install: ElectrumInstall, bitcoind: BitcoindNode, tmp_path: Path) -> None:
+    """`chanlab electrum start --name carol` runs a wallet the documented `electrum` CLI drives;
+    `chanlab electrum stop --name carol` ends it cleanly."""
+    home = tmp_path / "chanlab"
+    home.mkdir()
+    endpoint = BitcoindEndpoint(rpc_url=bitcoind.rpc_url, cookie_path=bitcoind.cookie_path)
+    (home / "bitcoind.json").write_text(json.dumps(endpoint.to_json()))
+    env = dict(os.environ, CHANLAB_HOME=str(home))
+    chanlab = [sys.executable, "-m", "regtest.cli", "electrum"]
+    info_path = home / "electrum" / "carol" / "electrum.json"
+    with (tmp_path / "start.out").open("w") as out:
+        start = subprocess.Popen([*chanlab, "start", "--name", "carol"], env=env, stdout=out,
+                                 stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: info_path.is_file() or start.poll() is not None, timeout=60,
+                 what="chanlab electrum start to write electrum.json")
+        assert start.poll() is None, (tmp_path / "start.out").read_text()
+        info = json.loads(info_path.read_text())
+        node_id = subprocess.run(
+            [str(install.electrum), "--regtest", "-D", info["electrum_home"], "nodeid"],
+            check=True, capture_output=True, text=True, timeout=30).stdout.strip()
+        assert node_id == info["address"]
+        assert f"node id:  {node_id}" in (tmp_path / "start.out").read_text()
+        stop = subprocess.run([*chanlab, "stop", "--name", "carol"], env=env, timeout=60,
+                              capture_output=True, text=True)
+        assert stop.returncode == 0, stop.stderr
+        assert start.wait(timeout=30) == 0
+        assert not info_path.exists()
+    finally:
+        if start.poll() is None:
+            start.kill()
+            start.wait()
