@@ -27,6 +27,7 @@ from regtest.electrum_provision import (
     ensure_electrum,
     inspect,
 )
+from regtest.errors import SetupError
 from regtest.node import BitcoindNode
 from regtest.wait import wait_for
 from regtest.wallet import Wallet
@@ -88,6 +89,17 @@ def test_provisioned_electrum_is_cached_pinned_and_runs(install: ElectrumInstall
     reason = inspect(interrupted)
     assert isinstance(reason, str) and "interrupted" in reason
     assert inspect(tmp_path / "nothing-here") is None
+
+
+def test_provisioning_without_apt_fails_with_one_line_saying_why(tmp_path: Path) -> None:
+    """On a machine without apt, ensure_electrum raises one line naming what is missing."""
+    env = {"XDG_CACHE_HOME": str(tmp_path), "PATH": str(tmp_path / "empty-bin")}
+    with pytest.raises(SetupError) as raised:
+        ensure_electrum(env)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith("cannot provision Electrum: apt-get, apt-cache, dpkg not found")
+    assert not (tmp_path / "chanlab" / "electrum").exists()
 
 
 def test_electrumx_follows_bitcoind(pair: Pair, miner: Wallet) -> None:
