@@ -165,7 +165,7 @@ class ElectrumX:
 
     @property
     def server(self) -> str:
-        """``host:port`` as Electrum's ``server`` setting wants it (plain TCP: suffix ``:t``)."""
+        """``host:port`` of the server (plain TCP; ``ElectrumWallet`` adds Electrum's ``:t``)."""
         return f"{LOOPBACK}:{self.port}"
 
     @property
@@ -203,7 +203,7 @@ class ElectrumX:
         def listening() -> bool:
             self._process.check_alive()
             try:
-                return _READY_LINE in self._process.log_path.read_text(errors="replace")[log_start:]
+                return _READY_LINE.encode() in self._process.log_path.read_bytes()[log_start:]
             except OSError:
                 return False
 
@@ -451,7 +451,7 @@ def start_wallets(wallets: list[ElectrumWallet], *, timeout: float = 60.0) -> No
 
 def _size(path: Path) -> int:
     try:
-        return len(path.read_text(errors="replace"))
+        return path.stat().st_size
     except OSError:
         return 0
 

@@ -41,6 +41,7 @@ from pathlib import Path
 
 from regtest import provision
 from regtest.errors import ProvisionError, SetupError
+from regtest.node import _pdeathsig_preexec
 
 ELECTRUM_VERSION = "4.8.3"
 ELECTRUMX_VERSION = "1.20.0"
@@ -266,8 +267,11 @@ def _write_wrappers(root: Path, venv: Path, exvenv: Path) -> ElectrumInstall:
 def _run_tool(argv: list[str], *, what: str,
               extra_env: Mapping[str, str] | None = None) -> str:
     try:
+        # PDEATHSIG: an interrupted provisioning must not leave pip writing into the folder
+        # that the next attempt wipes and fills again.
         done = subprocess.run(argv, capture_output=True, text=True, timeout=_PIP_TIMEOUT_S,
-                              check=False, env={**os.environ, **(extra_env or {})})
+                              check=False, env={**os.environ, **(extra_env or {})},
+                              preexec_fn=_pdeathsig_preexec())
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ProvisionError(f"{what} failed: {exc}; {_INSTALL_HINT}") from exc
     if done.returncode != 0:
