@@ -7,6 +7,7 @@ MODULES: tuple[str, ...] = (
     "regtest.commands.bitcoind",
     "regtest.commands.decode",
     "regtest.commands.demo",
+    "regtest.commands.electrum",
     "regtest.commands.node",
     "regtest.commands.tower",
     "regtest.commands.web",
