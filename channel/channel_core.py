@@ -86,6 +86,7 @@ class ChannelCore:
 
     Subclasses add the transitions; :class:`channel.state.Channel` is the one to use.
     """
+
     state: ChannelState
     opener: Side
     keys: ChannelKeys

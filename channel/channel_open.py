@@ -53,7 +53,6 @@ class ChannelOpening(ChannelCore):
 
     __slots__ = ()
 
-
     @classmethod
     def open_outbound(cls, *, keys: ChannelKeys, config: ChannelConfig, funding_sat: int,
                       push_msat: int, feerate_per_kw: int, temporary_channel_id: bytes,

@@ -115,6 +115,7 @@ def _htlc_word(n: int) -> str:
 
 # ---------------------------------------------------------------------------------------------
 
+
 class MonitorCore:
     """The chain watcher's state (see :class:`channel.monitor.ChannelMonitor`, the one to use)."""
 

@@ -1,6 +1,6 @@
-"""The interface every bitcoind backend offers, and what the backends share.
+"""I/O (port probes only): the interface every bitcoind backend offers, and what they share.
 
-Pure apart from the port probes (``free_port``, ``check_port_free`` open and close a socket).
+``free_port`` and ``check_port_free`` open and close a socket; the rest is declarations.
 ``regtest.node.LocalBitcoind`` and ``regtest.docker_node.DockerBitcoind`` both satisfy
 :class:`BitcoindNode`; both import this module and neither imports the other
 (``regtest.node.open_node`` picks one).
