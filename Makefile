@@ -19,7 +19,8 @@ bitcoind: $(STAMP)
 demo: bitcoind
 	$(BIN)/chanlab demo
 
-test: bitcoind
+# lint first: a ruff or mypy error fails `make test` (and so .ci/run) before any test runs
+test: lint bitcoind
 	$(BIN)/python -m pytest tests
 
 unit: $(STAMP)
