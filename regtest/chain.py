@@ -213,8 +213,9 @@ class BitcoindChain:
         finally:
             if zmq_task is not None:
                 zmq_task.cancel()
-                with contextlib.suppress(BaseException):
-                    await zmq_task
+                # Wait until it has stopped: its CancelledError (or a late error of its own) is
+                # returned, not raised, while a cancellation of this generator still propagates.
+                await asyncio.gather(zmq_task, return_exceptions=True)
 
     def _cookie_stamp(self) -> int:
         try:
