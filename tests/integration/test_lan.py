@@ -252,12 +252,24 @@ def test_attach_refuses_bad_credentials_and_a_readable_password_file(
     assert not (home / "bitcoind.json").exists()
 
 
+def _listening(port: int) -> set[str]:
+    """The IPv4 addresses a socket listens on at TCP ``port`` (from /proc/net/tcp)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, port_hex = local.split(":")
+        if state == "0A" and int(port_hex, 16) == port:   # 0A: LISTEN
+            found.add(".".join(str(b) for b in reversed(bytes.fromhex(address))))
+    return found
+
+
 def test_start_with_peer_joins_the_teachers_chain(teacher: LocalBitcoind,
                                                   tmp_path: Path) -> None:
-    """`chanlab bitcoind start --peer HOST:PORT` syncs to the teacher's chain before mining its
-    own coins, `info` shows the peer and the P2P port, and the two share every block after."""
+    """`chanlab bitcoind start --peer HOST:PORT --listen-lan` syncs to the teacher's chain before
+    mining its own coins, opens P2P (and only P2P) on all interfaces, `info` shows the peer and
+    the port, and the two bitcoinds share every block after."""
     home = tmp_path / "student"
-    student = subprocess.Popen([*CHANLAB, "bitcoind", "start", "--peer",
+    student = subprocess.Popen([*CHANLAB, "bitcoind", "start", "--listen-lan", "--peer",
                                 f"127.0.0.1:{teacher.p2p_port}"],
                                env={**os.environ, "CHANLAB_HOME": str(home)},
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -267,7 +279,10 @@ def test_start_with_peer_joins_the_teachers_chain(teacher: LocalBitcoind,
         info = _run(home, "bitcoind", "info", "--json")
         assert info.returncode == 0, info.stderr
         shown: dict[str, Any] = json.loads(info.stdout)
-        assert shown["local"] and shown["p2p_bind"] == "127.0.0.1"
+        assert shown["local"] and shown["p2p_bind"] == "0.0.0.0"
+        assert _listening(int(shown["p2p_port"])) == {"0.0.0.0"}
+        rpc_port = int(str(shown["rpc_url"]).rsplit(":", 1)[1])
+        assert _listening(rpc_port) == {"127.0.0.1"}
         assert shown["joined"] == [f"127.0.0.1:{teacher.p2p_port}"]
         assert [(p["address"], p["inbound"]) for p in shown["peers"]] == \
             [(f"127.0.0.1:{teacher.p2p_port}", False)]
@@ -279,10 +294,34 @@ def test_start_with_peer_joins_the_teachers_chain(teacher: LocalBitcoind,
         assert teacher.rpc.getblockcount() == student_tip["height"]
         text = _run(home, "bitcoind", "info")
         assert f"out 127.0.0.1:{teacher.p2p_port}" in text.stdout
-        assert "P2P port" in text.stdout and "127.0.0.1 only" in text.stdout
+        assert f"P2P port {shown['p2p_port']} open on all interfaces" in text.stdout
+        assert f":{shown['p2p_port']}` (allow TCP {shown['p2p_port']} in" in text.stdout
         stopped = _run(home, "bitcoind", "stop")
         assert stopped.returncode == 0, stopped.stderr
         assert student.wait(timeout=60) == 0
     finally:
         student.kill()
         student.wait()
+
+
+def test_node_listen_lan_accepts_peers_on_all_interfaces(teacher: LocalBitcoind,
+                                                         tmp_path: Path) -> None:
+    """`chanlab node start --listen-lan` listens on 0.0.0.0 (not only loopback), so a
+    classmate's node can connect to it; a peer reaching it works."""
+    miner = Wallet(teacher.rpc, "miner")
+    home = tmp_path / "home"
+    with Cluster.running(teacher, home, miner) as cluster:
+        erin = cluster.start_node("erin-lan")
+        lan = subprocess.Popen([*CHANLAB, "node", "start", "--name", "frank-lan", "--listen-lan"],
+                               env={**os.environ, "CHANLAB_HOME": str(home)},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            node_json = home / "nodes" / "frank-lan" / "node.json"
+            wait_for(node_json.exists, timeout=30, what="frank's node to listen")
+            frank = json.loads(node_json.read_text())
+            assert _listening(int(frank["port"])) == {"0.0.0.0"}
+            erin.call("connect", peer=f"{frank['node_id']}@127.0.0.1:{frank['port']}")
+            assert frank["node_id"] in erin.call("info")["peers"]
+        finally:
+            lan.terminate()
+            assert lan.wait(timeout=30) == 0
