@@ -173,15 +173,16 @@ def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # a requested stop: the same clean path as Ctrl-C, exit code 0
 
 
-def _wait_for_peers(rpc: Rpc, peers: tuple[str, ...], timeout_s: float = 20.0) -> None:
-    """Before mining the miner's coins: join the peers' chain, so no rival chain is mined."""
+def _wait_for_peers(rpc: Rpc, peers: tuple[str, ...], timeout_s: float = 30.0) -> None:
+    """Before mining the miner's coins: join the peers' chain. Mining alone first would make a
+    rival chain, which the longer one replaces (coins and channels on it gone) on joining."""
     deadline = time.monotonic() + timeout_s
     while not network_view(rpc).peers:
         if time.monotonic() > deadline:
-            print(f"no peer answered yet ({', '.join(peers)}); bitcoind keeps trying. Check "
-                  "the address, and that the other machine's firewall lets its P2P port in",
-                  file=sys.stderr, flush=True)
-            return
+            raise SetupError(f"no answer from {', '.join(peers)} within {timeout_s:.0f} s "
+                             "(nothing was mined): check the address with the other machine's "
+                             "`chanlab bitcoind info`, that it was started with --listen-lan, "
+                             "and that its firewall lets that TCP port in")
         time.sleep(0.2)
     # the headers, then the blocks, arrive right after the handshake
     while time.monotonic() < deadline:
