@@ -325,3 +325,31 @@ def test_node_listen_lan_accepts_peers_on_all_interfaces(teacher: LocalBitcoind,
         finally:
             lan.terminate()
             assert lan.wait(timeout=30) == 0
+
+
+def test_attach_with_a_copied_cookie_and_zmq(teacher: LocalBitcoind, tmp_path: Path) -> None:
+    """`attach --cookie COPY --zmq-rawblock --zmq-rawtx` records the copy and both publishers;
+    `info` lists them; a node in that home reports the bitcoind's height."""
+    miner = Wallet(teacher.rpc, "miner")
+    home = tmp_path / "home"
+    copy = tmp_path / "teacher.cookie"
+    copy.write_text(teacher.cookie_path.read_text())
+    copy.chmod(0o600)
+    with Cluster.running(teacher, home, miner) as cluster:
+        attached = _run(home, "bitcoind", "attach", "--rpc-url", teacher.rpc_url,
+                        "--cookie", str(copy), "--zmq-rawblock", teacher.zmq_rawblock,
+                        "--zmq-rawtx", teacher.zmq_rawtx)
+        assert attached.returncode == 0, attached.stderr
+        assert "by ZMQ" in attached.stdout
+        saved = json.loads((home / "bitcoind.json").read_text())
+        assert (saved["cookie_path"], saved["zmq_rawblock"], saved["zmq_rawtx"],
+                saved["rpc_user"]) == (str(copy), teacher.zmq_rawblock, teacher.zmq_rawtx, None)
+        info = _run(home, "bitcoind", "info")
+        assert info.returncode == 0, info.stderr
+        assert f"rawblock {teacher.zmq_rawblock}, rawtx {teacher.zmq_rawtx}" in info.stdout
+        assert f"cookie {copy}" in info.stdout
+        gina = cluster.start_node("gina-cookie")
+        miner.mine(1)
+        tip = miner.height()
+        wait_for(lambda: int(gina.call("info")["height"]) == tip, timeout=30,
+                 what="gina to see the new block")
