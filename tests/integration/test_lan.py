@@ -25,7 +25,7 @@ from regtest.bitcoind_binary import BitcoindBinary
 from regtest.bitcoind_lan import peer_args
 from regtest.cluster import Cluster, NodeProcess
 from regtest.drills import owned_by, settlement, unspent_vouts
-from regtest.node import LocalBitcoind
+from regtest.node import LocalBitcoind, free_port
 from regtest.wait import wait_for
 from regtest.wallet import Wallet, ensure_mature_coins
 
@@ -269,8 +269,9 @@ def test_start_with_peer_joins_the_teachers_chain(teacher: LocalBitcoind,
     mining its own coins, opens P2P (and only P2P) on all interfaces, `info` shows the peer and
     the port, and the two bitcoinds share every block after."""
     home = tmp_path / "student"
+    p2p_port = free_port()
     student = subprocess.Popen([*CHANLAB, "bitcoind", "start", "--listen-lan", "--peer",
-                                f"127.0.0.1:{teacher.p2p_port}"],
+                                f"127.0.0.1:{teacher.p2p_port}", "--p2p-port", str(p2p_port)],
                                env={**os.environ, "CHANLAB_HOME": str(home)},
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -280,6 +281,8 @@ def test_start_with_peer_joins_the_teachers_chain(teacher: LocalBitcoind,
         assert info.returncode == 0, info.stderr
         shown: dict[str, Any] = json.loads(info.stdout)
         assert shown["local"] and shown["p2p_bind"] == "0.0.0.0"
+        assert shown["p2p_port"] == p2p_port   # the port named, recorded for the next start
+        assert json.loads((home / "bitcoind" / "ports.json").read_text())["p2p_port"] == p2p_port
         assert _listening(int(shown["p2p_port"])) == {"0.0.0.0"}
         rpc_port = int(str(shown["rpc_url"]).rsplit(":", 1)[1])
         assert _listening(rpc_port) == {"127.0.0.1"}
