@@ -33,9 +33,9 @@ log = logging.getLogger("chanlab.chain")
 class BitcoindEndpoint:
     """How to reach a bitcoind: RPC URL, credentials, optional ZMQ publishers.
 
-    Credentials are a cookie file, or a user plus a password *file* (mode 0600, read at each
-    connection; the password itself is never stored here): ``rpc_user``/``rpc_password_file``
-    win over ``cookie_path`` when set.
+    Credentials are a cookie file, or a user plus a password *file* (mode 0600, read when a
+    client is built; the password itself is never stored here): ``rpc_user`` and
+    ``rpc_password_file`` win over ``cookie_path`` when set.
     """
 
     rpc_url: str
