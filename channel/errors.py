@@ -5,6 +5,7 @@ so a peer loop needs one ``except`` per reaction, not one per cause.
 
     ChanlabError
     ├── MalformedMessage      bytes that do not parse: send ``warning``, drop the connection
+    ├── InvalidInvoice        a BOLT 11 invoice that fails to decode or verify: refuse it, say why
     ├── HandshakeFailed       BOLT 8 act failed (bad version, bad MAC, bad key): drop the connection
     ├── UnknownEvenMessage    "it's OK to be odd" violated by the peer: fail the connection
     ├── RejectedUpdate        *our* request is invalid (amount over balance, too many HTLCs):
@@ -37,6 +38,13 @@ class HandshakeFailed(ChanlabError):
 
 class UnknownEvenMessage(MalformedMessage):
     """The peer sent an even message type (or TLV type) we do not understand: BOLT 1 says fail."""
+
+
+class InvalidInvoice(ChanlabError):
+    """Text from outside (a user, a wallet) is not a BOLT 11 invoice we may pay: refuse it.
+
+    The message is one line saying which rule the invoice breaks; no channel or peer is at stake.
+    """
 
 
 class RejectedUpdate(ChanlabError):

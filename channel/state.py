@@ -1257,6 +1257,32 @@ class Channel:
         if self.state is not state:
             raise InvalidStateTransition(f"{what} in state {self.state.value}")
 
+    # -- transitions the chain decides (the node learns them from the channel's monitor) --
+
+    def on_funding_spent(self) -> None:
+        """A commitment (ours or the peer's) spent the funding output: FORCE_CLOSING, unless a
+        close of ours is already under way."""
+        if self.state not in (ChannelState.CLOSING, ChannelState.FORCE_CLOSING,
+                              ChannelState.CLOSED):
+            self.state = ChannelState.FORCE_CLOSING
+
+    def on_resolved(self) -> None:
+        """Every output of the channel is settled on chain: CLOSED."""
+        self.state = ChannelState.CLOSED
+
+    def on_funding_failed(self) -> None:
+        """Our wallet could not fund the channel we opened: it is over before it began."""
+        self.state = ChannelState.CLOSED
+
+    def await_peer_commitment(self) -> None:
+        """Our state is stale (the peer proved it): we must not broadcast ours, so we wait in
+        FORCE_CLOSING for the peer's commitment."""
+        self.state = ChannelState.FORCE_CLOSING
+
+    def record_force_close(self, commitment_tx: bytes) -> None:
+        """Remember the commitment we broadcast (answered again to a repeated force-close)."""
+        self.closing_tx = commitment_tx
+
 
 def _check_shutdown_script(script: bytes, error: type[RejectedUpdate] | type[PeerProtocolError],
                            ) -> None:

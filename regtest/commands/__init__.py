@@ -5,6 +5,7 @@ Each module defines ``register(subparsers: argparse._SubParsersAction) -> None``
 
 MODULES: tuple[str, ...] = (
     "regtest.commands.bitcoind",
+    "regtest.commands.decode",
     "regtest.commands.demo",
     "regtest.commands.node",
     "regtest.commands.tower",
