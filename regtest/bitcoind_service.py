@@ -4,8 +4,11 @@ One bitcoind per home, on the same ports every time: the first start picks free 
 and records them in ``bitcoind/ports.json``; later starts reuse them, so nodes that kept running
 across a bitcoind restart find it where it was (they re-read its new cookie by themselves). The
 running service is ``bitcoind.pid`` (the ``chanlab bitcoind start`` process) plus
-``bitcoind.json`` (how nodes reach it); both are removed when it stops, and a leftover pair from a
-crashed run is noticed (its pid is gone) and cleaned up.
+``bitcoind.json`` (how nodes reach it) and ``bitcoind-service.json`` (its P2P side: port, bind
+address, the peers it was told to join, for ``chanlab bitcoind info``); all are removed when it
+stops, and leftovers from a crashed run are noticed (its pid is gone) and cleaned up. A home with
+no pid file may hold a ``bitcoind.json`` written by ``chanlab bitcoind attach`` (a bitcoind
+elsewhere): that one is never touched here.
 """
 
 from __future__ import annotations
@@ -61,16 +64,37 @@ class BitcoindService:
     def endpoint_file(self) -> Path:
         return self.home / "bitcoind.json"
 
+    @property
+    def service_file(self) -> Path:
+        return self.home / "bitcoind-service.json"
+
     def running_pid(self) -> int | None:
         """The pid of the live ``chanlab bitcoind start`` for this home; stale files removed."""
         try:
             pid = int(self.pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
+        except FileNotFoundError:
+            return None  # no service here (maybe an attached bitcoind.json: leave it)
+        except ValueError:
             pid = None
         if pid is not None and _alive(pid):
             return pid
         self.clean_up()
         return None
+
+    def record_p2p(self, *, p2p_port: int, p2p_bind: str, peers: tuple[str, ...]) -> None:
+        """Write ``bitcoind-service.json``: how other bitcoinds reach this one, whom it joined."""
+        data = {"p2p_port": p2p_port, "p2p_bind": p2p_bind, "peers": list(peers)}
+        self.service_file.write_text(json.dumps(data, indent=1) + "\n")
+
+    def p2p_record(self) -> dict[str, object] | None:
+        """What ``record_p2p`` wrote, while the service runs; None otherwise."""
+        if self.running_pid() is None:
+            return None
+        try:
+            data = json.loads(self.service_file.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return dict(data) if isinstance(data, dict) else None
 
     def claim(self) -> None:
         """Become this home's bitcoind service, or raise ``ServiceRunning`` naming the other."""
@@ -84,28 +108,46 @@ class BitcoindService:
         tmp.write_text(f"{os.getpid()}\n")
         os.replace(tmp, self.pid_file)
 
-    def ports(self) -> dict[str, int]:
-        """The ports of this home: recorded ones (checked free), or new ones, then recorded."""
+    def ports(self, *, p2p_port: int | None = None) -> dict[str, int]:
+        """The ports of this home: recorded ones (checked free), or new ones, then recorded.
+
+        ``p2p_port`` replaces the recorded P2P port (and is recorded): a teacher names the one
+        port students' bitcoinds connect to, and opens it in the firewall.
+        """
         try:
             recorded = json.loads(self.ports_file.read_text())
             ports = {name: int(recorded[name]) for name in _PORT_NAMES}
         except (FileNotFoundError, ValueError, KeyError, TypeError):
             ports = {}
+        if p2p_port is not None:
+            others = [port for name, port in ports.items() if name != "p2p_port"]
+            if not ports or p2p_port in others:
+                ports = self._new_ports(exclude={p2p_port})
+            ports["p2p_port"] = p2p_port
+            self.datadir.mkdir(parents=True, exist_ok=True)
+            self.ports_file.write_text(json.dumps(ports, indent=1) + "\n")
         if ports:
             for name, port in ports.items():
                 check_port_free(port, f"this home's bitcoind {name.removesuffix('_port')}")
             return ports
-        chosen: set[int] = set()
-        while len(chosen) < len(_PORT_NAMES):
-            chosen.add(free_port())
-        ports = dict(zip(_PORT_NAMES, sorted(chosen), strict=True))
+        ports = self._new_ports(exclude=set())
         self.datadir.mkdir(parents=True, exist_ok=True)
         self.ports_file.write_text(json.dumps(ports, indent=1) + "\n")
         return ports
 
+    @staticmethod
+    def _new_ports(*, exclude: set[int]) -> dict[str, int]:
+        chosen: set[int] = set()
+        while len(chosen) < len(_PORT_NAMES):
+            port = free_port()
+            if port not in exclude:
+                chosen.add(port)
+        return dict(zip(_PORT_NAMES, sorted(chosen), strict=True))
+
     def clean_up(self) -> None:
         """Remove the service files (a stopped or crashed service leaves none behind)."""
         self.endpoint_file.unlink(missing_ok=True)
+        self.service_file.unlink(missing_ok=True)
         self.pid_file.unlink(missing_ok=True)
 
     def stop(self, *, timeout_s: float = 60.0) -> int | None:

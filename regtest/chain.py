@@ -20,7 +20,8 @@ from bitcoin.core import CBlock, CScript, CTransaction
 from bitcoin.wallet import CBitcoinAddress
 
 from channel.chain import BlockEvent, FundingTransaction, TxEvent
-from regtest.errors import RegtestError, RpcUnreachable
+from regtest.errors import RegtestError, RpcUnreachable, SetupError
+from regtest.password_file import read_password_file
 from regtest.rpc import JSON, AsyncRpc, RpcAuth, RpcError
 
 __all__ = ["BitcoindChain", "BitcoindEndpoint", "address_of", "use_chain_params"]
@@ -30,21 +31,44 @@ log = logging.getLogger("chanlab.chain")
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BitcoindEndpoint:
-    """How to reach a bitcoind: RPC URL, cookie file, optional ZMQ publishers."""
+    """How to reach a bitcoind: RPC URL, credentials, optional ZMQ publishers.
+
+    Credentials are a cookie file, or a user plus a password *file* (mode 0600, read when a
+    client is built; the password itself is never stored here): ``rpc_user`` and
+    ``rpc_password_file`` win over ``cookie_path`` when set.
+    """
 
     rpc_url: str
-    cookie_path: Path
+    cookie_path: Path | None = None
     zmq_rawblock: str | None = None
     zmq_rawtx: str | None = None
+    rpc_user: str | None = None
+    rpc_password_file: Path | None = None
+
+    def rpc_auth(self) -> RpcAuth:
+        """The credentials for ``Rpc``/``AsyncRpc``: a (user, password) pair or the cookie."""
+        if self.rpc_user is not None and self.rpc_password_file is not None:
+            return (self.rpc_user, read_password_file(self.rpc_password_file))
+        if self.cookie_path is None:
+            raise SetupError(f"bitcoind endpoint {self.rpc_url} has no credentials: run "
+                             "`chanlab bitcoind attach` again with --cookie or --rpc-user")
+        return self.cookie_path
 
     def to_json(self) -> dict[str, str | None]:
-        return {"rpc_url": self.rpc_url, "cookie_path": str(self.cookie_path),
-                "zmq_rawblock": self.zmq_rawblock, "zmq_rawtx": self.zmq_rawtx}
+        def text(path: Path | None) -> str | None:
+            return None if path is None else str(path)
+        return {"rpc_url": self.rpc_url, "cookie_path": text(self.cookie_path),
+                "zmq_rawblock": self.zmq_rawblock, "zmq_rawtx": self.zmq_rawtx,
+                "rpc_user": self.rpc_user, "rpc_password_file": text(self.rpc_password_file)}
 
     @classmethod
     def from_json(cls, data: dict[str, str | None]) -> BitcoindEndpoint:
-        return cls(rpc_url=str(data["rpc_url"]), cookie_path=Path(str(data["cookie_path"])),
-                   zmq_rawblock=data.get("zmq_rawblock"), zmq_rawtx=data.get("zmq_rawtx"))
+        def path(key: str) -> Path | None:
+            value = data.get(key)
+            return None if value is None else Path(value)
+        return cls(rpc_url=str(data["rpc_url"]), cookie_path=path("cookie_path"),
+                   zmq_rawblock=data.get("zmq_rawblock"), zmq_rawtx=data.get("zmq_rawtx"),
+                   rpc_user=data.get("rpc_user"), rpc_password_file=path("rpc_password_file"))
 
 
 # bitcoind's chain name -> python-bitcoinlib's name and parameter class
@@ -93,7 +117,7 @@ class BitcoindChain:
 
     def __init__(self, endpoint: BitcoindEndpoint, *, wallet: str, chain: str = "regtest",
                  poll_interval_s: float | None = None) -> None:
-        auth: RpcAuth = endpoint.cookie_path
+        auth: RpcAuth = endpoint.rpc_auth()
         self._endpoint = endpoint
         self._rpc = AsyncRpc(endpoint.rpc_url, auth=auth, timeout_s=5)
         self._wallet = self._rpc.wallet(wallet)
@@ -218,6 +242,8 @@ class BitcoindChain:
                 await asyncio.gather(zmq_task, return_exceptions=True)
 
     def _cookie_stamp(self) -> int:
+        if self._endpoint.cookie_path is None:
+            return 0  # user/password auth: a restart shows in uptime alone
         try:
             return self._endpoint.cookie_path.stat().st_mtime_ns
         except OSError:

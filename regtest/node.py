@@ -78,8 +78,10 @@ class LocalBitcoind:
         startup_timeout_s: float = 60.0,
         shutdown_timeout_s: float = 30.0,
         keep_datadir: bool = False,
+        p2p_bind: str = LOOPBACK,
     ) -> None:
         self._binary = binary
+        self._p2p_bind = p2p_bind  # "0.0.0.0": P2P open to the LAN (RPC stays on loopback)
         self._owns_datadir = datadir is None
         self._keep_datadir = keep_datadir or datadir is not None
         self._datadir = datadir
@@ -283,7 +285,7 @@ class LocalBitcoind:
         return [
             f"-datadir={self.datadir}",
             *BASE_ARGS,
-            f"-bind={LOOPBACK}:{self.p2p_port}",
+            f"-bind={self._p2p_bind}:{self.p2p_port}",
             f"-port={self.p2p_port}",
             f"-rpcport={self.rpc_port}",
             f"-rpcbind={LOOPBACK}",

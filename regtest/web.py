@@ -73,7 +73,7 @@ class Classroom:
         from regtest.rpc import Rpc  # the RPC client is only needed once a page asks
 
         endpoint = load_endpoint(self.home / "bitcoind.json")
-        return Rpc(endpoint.rpc_url, auth=endpoint.cookie_path, timeout_s=5.0)
+        return Rpc(endpoint.rpc_url, auth=endpoint.rpc_auth(), timeout_s=5.0)
 
     def _height(self) -> int | None:
         try:

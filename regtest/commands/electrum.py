@@ -76,6 +76,9 @@ def _start(args: argparse.Namespace) -> int:
     if info_path.is_file() and _alive(json.loads(info_path.read_text()).get("pid", 0)):
         raise SetupError(f"Electrum wallet {args.name!r} is already running "
                          f"(stop it: chanlab electrum stop --name {args.name})")
+    if endpoint.cookie_path is None:
+        raise SetupError("Electrum's server needs the bitcoind's cookie: attach this home with "
+                         "--cookie, or start a bitcoind here (chanlab bitcoind start)")
     install = ensure_electrum(progress=_say)
     home.mkdir(parents=True, exist_ok=True)
     electrumx = ElectrumX(install, rpc_url=endpoint.rpc_url, cookie_path=endpoint.cookie_path,

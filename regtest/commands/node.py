@@ -24,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     start = actions.add_parser("start", help="run a node in the foreground (Ctrl-C stops it)")
     start.add_argument("--name", required=True, help="the node's name, e.g. alice")
     start.add_argument("--port", type=int, default=0, help="P2P port on 127.0.0.1 (0: any)")
+    start.add_argument("--listen-lan", action="store_true",
+                       help="accept peers from other machines (listen on all interfaces)")
     start.add_argument("--bitcoind", type=Path, default=None,
                        help="bitcoind.json to use (default: $CHANLAB_HOME/bitcoind.json)")
     start.add_argument("--minimum-depth", type=int, default=1,
@@ -45,6 +47,7 @@ def _start(args: argparse.Namespace) -> int:
     home.mkdir(parents=True, exist_ok=True)
     daemon_logging(home, f"{args.name}", "node.log")
     settings = NodeSettings(name=args.name, home=home, port=args.port,
+                            host="0.0.0.0" if args.listen_lan else "127.0.0.1",
                             channel_config=ChannelConfig(to_self_delay=args.to_self_delay,
                                                            minimum_depth=args.minimum_depth),
                             allow_cheating=args.allow_cheating, towers=tuple(args.tower))
