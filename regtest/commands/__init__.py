@@ -6,6 +6,7 @@ Each module defines ``register(subparsers: argparse._SubParsersAction) -> None``
 MODULES: tuple[str, ...] = (
     "regtest.commands.bitcoind",
     "regtest.commands.demo",
+    "regtest.commands.network",
     "regtest.commands.node",
     "regtest.commands.tower",
     "regtest.commands.web",
