@@ -588,6 +588,11 @@ def stop_network(home: Path, *, timeout_s: float = 15.0, progress: Progress = la
         progress(line)
     if record.started_bitcoind:
         pid = BitcoindService(home).stop()
+        if pid is not None:
+            # the service removes its pid file before its last clean-up steps: wait for the
+            # process itself, so "stopped" means no bitcoind of this home is left running
+            wait_for(lambda: not process_alive(pid, "bitcoind start"), timeout=60,
+                     what=f"the bitcoind service (pid {pid}) to exit")
         line = "bitcoind service was not running" if pid is None else \
             f"stopped the regtest bitcoind (chanlab process {pid})"
         progress(line)

@@ -1,0 +1,146 @@
+"""`chanlab network start|status|stop`: real node processes and the home's own bitcoind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from regtest.bitcoind_binary import BitcoindBinary
+from regtest.control import call_node
+from regtest.network import FUNDING_MARGIN_SAT, process_alive
+from regtest.topology import parse_topology
+
+CHANLAB = [sys.executable, "-m", "regtest.cli"]
+
+
+def _run(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CHANLAB, *args], env={**os.environ, "CHANLAB_HOME": str(home)},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _pids(home: Path) -> dict[str, tuple[int, str]]:
+    """Every process the network runs, by role: (pid, a word its command line holds)."""
+    record = json.loads((home / "network.json").read_text())
+    pids = {name: (int(pid), f"node start --name {name} ")
+            for name, pid in record["node_pids"].items()}
+    pids["bitcoind service"] = (int((home / "bitcoind.pid").read_text()), "bitcoind start")
+    pids["bitcoind"] = (int((home / "bitcoind" / "regtest" / "bitcoind.pid").read_text()),
+                        "bitcoind")
+    return pids
+
+
+def _kill_leftovers(pids: dict[str, tuple[int, str]]) -> None:
+    """After a failed assertion: SIGKILL what this test started and still runs (by pid)."""
+    for pid, marker in pids.values():
+        if process_alive(pid, marker):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _check_channels(home: Path, spec: str, status: dict[str, Any]) -> None:
+    """Every planned channel is normal on both ends with the planned msat, in the nodes' own
+    `channels` answers and in `status --json` alike."""
+    topology = parse_topology(spec)
+    assert [(c["opener"], c["accepter"]) for c in status["channels"]] == \
+        [(c.opener, c.accepter) for c in topology.channels]
+    node_ids = {n["name"]: n["node_id"] for n in status["nodes"]}
+    for plan, shown in zip(topology.channels, status["channels"], strict=True):
+        assert shown["capacity_sat"] == plan.capacity_sat == 1_000_000
+        assert shown["push_msat"] == plan.push_msat == 500_000_000
+        opener_msat = plan.capacity_sat * 1000 - plan.push_msat
+        assert shown["ends"] == [
+            {"node": plan.opener, "state": "normal", "local_msat": opener_msat,
+             "remote_msat": plan.push_msat},
+            {"node": plan.accepter, "state": "normal", "local_msat": plan.push_msat,
+             "remote_msat": opener_msat}]
+        for name, peer, side in ((plan.opener, plan.accepter, "holder"),
+                                 (plan.accepter, plan.opener, "counterparty")):
+            (entry,) = [c for c in call_node(name, "channels", home=home)
+                        if c["channel_id"] == shown["channel_id"]]
+            assert entry["peer_id"] == node_ids[peer]
+            assert entry["opener"] == side
+            assert entry["funding_sat"] == plan.capacity_sat
+            assert entry["funding_outpoint"].startswith(shown["funding_txid"] + ":")
+            assert entry["state"] == "normal"
+            assert entry["local_msat"] + entry["remote_msat"] == plan.capacity_sat * 1000
+    for node in status["nodes"]:
+        assert node["running"] is True
+        channels = [c for c in topology.channels if node["name"] in (c.opener, c.accepter)]
+        # half of each of its channels: the opener kept half, the accepter was pushed half
+        assert node["offchain_msat"] == sum(c.push_msat for c in channels)
+        opened = sum(1 for c in channels if c.opener == node["name"])
+        # what is left of the fee margin after paying the funding transactions' fees
+        assert 0 < node["onchain_sat"] < FUNDING_MARGIN_SAT * opened or \
+            node["onchain_sat"] == opened == 0
+
+
+def _stop_and_check_gone(home: Path, pids: dict[str, tuple[int, str]]) -> None:
+    stopped = _run(home, "network", "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert "stopped the regtest bitcoind" in stopped.stdout
+    still = [role for role, (pid, marker) in pids.items() if process_alive(pid, marker)]
+    assert still == []
+    for name in ("network.json", "bitcoind.json", "bitcoind.pid"):
+        assert not (home / name).exists(), name
+
+
+def test_line_of_three_starts_shows_and_stops(tmp_path: Path,
+                                              bitcoind_binary: BitcoindBinary) -> None:
+    """line:3 comes up with both channels normal and half pushed; stop leaves no process."""
+    home = tmp_path / "home"
+    started = _run(home, "network", "start", "--topology", "line:3")
+    pids = _pids(home) if (home / "network.json").exists() else {}
+    try:
+        assert started.returncode == 0, started.stderr + started.stdout
+        assert started.stderr == ""  # the nodes and bitcoind log to their files, not here
+        assert "network line:3 is up: 3 nodes, 2 channels" in started.stdout
+        record = json.loads((home / "network.json").read_text())
+        assert record["started_bitcoind"] is True
+        assert record["topology"] == parse_topology("line:3").to_json()
+        shown = _run(home, "network", "status", "--json")
+        assert shown.returncode == 0, shown.stderr
+        status = json.loads(shown.stdout)
+        assert status["topology"] == "line:3"
+        assert [n["name"] for n in status["nodes"]] == ["alice", "bob", "carol"]
+        _check_channels(home, "line:3", status)
+        table = _run(home, "network", "status").stdout
+        assert "alice -> bob  1,000,000 sat  alice  normal  500,000,000 msat" in table
+        again = _run(home, "network", "start", "--topology", "line:3")
+        assert again.returncode == 1
+        assert again.stderr.count("\n") == 1 and "already has a network" in again.stderr
+        _stop_and_check_gone(home, pids)
+        after = _run(home, "network", "status")
+        assert after.returncode == 1
+        assert after.stderr.strip() == (f"chanlab: error: no network in {home}: start one "
+                                        "with `chanlab network start --topology line:3`")
+    finally:
+        _kill_leftovers(pids)
+
+
+def test_bolt7_example_has_four_channels_and_the_specs_fees(
+        tmp_path: Path, bitcoind_binary: BitcoindBinary) -> None:
+    """bolt7-example: A..D as alice..dave, B and D each joined to A and C, the spec's fees."""
+    home = tmp_path / "home"
+    started = _run(home, "network", "start", "--topology", "bolt7-example")
+    pids = _pids(home) if (home / "network.json").exists() else {}
+    try:
+        assert started.returncode == 0, started.stderr + started.stdout
+        status = json.loads(_run(home, "network", "status", "--json").stdout)
+        assert [(n["label"], n["name"], n["fee_base_msat"], n["fee_proportional_millionths"],
+                 n["cltv_expiry_delta"]) for n in status["nodes"]] == [
+            ("A", "alice", 100, 1000, 10), ("B", "bob", 200, 2000, 20),
+            ("C", "carol", 300, 3000, 30), ("D", "dave", 400, 4000, 40)]
+        assert len(status["channels"]) == 4
+        _check_channels(home, "bolt7-example", status)
+        peers = {name: {c["peer_id"] for c in call_node(name, "channels", home=home)}
+                 for name in ("bob", "dave")}
+        ids = {n["name"]: n["node_id"] for n in status["nodes"]}
+        assert peers == {"bob": {ids["alice"], ids["carol"]},
+                         "dave": {ids["alice"], ids["carol"]}}
+        _stop_and_check_gone(home, pids)
+    finally:
+        _kill_leftovers(pids)
