@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 from channel.errors import ChanlabError
 from regtest.bitcoind_service import BitcoindService
 from regtest.control import NodeUnreachable, call_node, load_endpoint, node_home
-from regtest.errors import RegtestError
+from regtest.errors import RegtestError, WaitTimeout
 from regtest.rpc import JSON, Rpc, sat_to_btc
 from regtest.topology import ChannelPlan, Topology
 from regtest.wait import wait_for
@@ -309,11 +309,17 @@ def _build(home: Path, record: NetworkRecord, progress: Progress) -> NetworkReco
             opened = []
             for plan in openers[opener]:
                 peer = infos[plan.accepter]
-                if peer["node_id"] not in call_node(opener, "info", home=home)["peers"]:
-                    call_node(opener, "connect", {"peer": peer["address"]}, home=home)
-                opened.append(dict(call_node(opener, "open", {
-                    "peer_id": peer["node_id"], "amount_sat": plan.capacity_sat,
-                    "push_msat": plan.push_msat}, home=home)))
+                try:
+                    if peer["node_id"] not in call_node(opener, "info", home=home)["peers"]:
+                        call_node(opener, "connect", {"peer": peer["address"]}, home=home)
+                    opened.append(dict(call_node(opener, "open", {
+                        "peer_id": peer["node_id"], "amount_sat": plan.capacity_sat,
+                        "push_msat": plan.push_msat}, home=home)))
+                except ChanlabError as exc:
+                    log = node_home(opener, home) / "node.log"
+                    raise NetworkError(f"{opener} could not open its {plan.capacity_sat} sat "
+                                       f"channel to {plan.accepter} ({exc}); see {log}"
+                                       ) from None
             return opened
 
         results = dict(zip(openers, _parallel(open_all, openers), strict=True))
@@ -375,8 +381,12 @@ def _wait_all_normal(home: Path, record: NetworkRecord, timeout_s: float) -> Non
         status = _channel_statuses(home, record, _gather_channels(home, names))
         return all(end.state == "normal" for chan in status for end in chan.ends)
 
-    wait_for(all_normal, timeout=timeout_s, what="every channel to be normal on both ends",
-             max_interval=0.25)
+    try:
+        wait_for(all_normal, timeout=timeout_s, what="every channel to be normal on both ends",
+                 max_interval=0.25)
+    except WaitTimeout as exc:
+        raise NetworkError(f"{exc}; see the nodes' logs in {home / 'nodes'}/*/node.log"
+                           ) from None
 
 
 # -- status --------------------------------------------------------------------------------------

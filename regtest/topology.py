@@ -28,6 +28,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
+from channel.state import MAX_FUNDING_SAT
 from regtest.errors import RegtestError
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "DEFAULT_CAPACITY_SAT",
     "DEFAULT_POLICY",
     "MAX_NODES",
+    "MIN_CAPACITY_SAT",
     "ChannelPlan",
     "FeePolicy",
     "NodePlan",
@@ -46,6 +48,9 @@ __all__ = [
 
 MAX_NODES = 60                  # a classroom on one machine; more than that is not a lab
 DEFAULT_CAPACITY_SAT = 1_000_000
+# below this a peer refuses the channel (its reserve, at least the dust limit, would exceed 20%
+# of it) or it is too small to route anything; deployed nodes refuse under 20,000 sat too
+MIN_CAPACITY_SAT = 20_000
 _PEOPLE = ("alice", "bob", "carol", "dave", "erin", "frank")
 # the smallest N that makes each shape what its name says: a line needs two ends, a star a hub
 # and two leaves (else it is a line), a ring three nodes (else two channels between one pair)
@@ -222,8 +227,9 @@ def parse_topology(spec: str, *, capacity_sat: int = DEFAULT_CAPACITY_SAT) -> To
     N-1 others opens a channel to it. ``ring:N``: a line whose last node opens to the first.
     Raises ``TopologyError`` with a one-line message saying what is accepted.
     """
-    if capacity_sat <= 0:
-        raise TopologyError(f"--capacity-sat must be positive, got {capacity_sat}")
+    if not MIN_CAPACITY_SAT <= capacity_sat <= MAX_FUNDING_SAT:
+        raise TopologyError(f"--capacity-sat must be {MIN_CAPACITY_SAT} to {MAX_FUNDING_SAT} "
+                            f"sat (BOLT 2's limit without large channels), got {capacity_sat}")
     text = spec.strip().lower()
     if text == BOLT7_EXAMPLE:
         names = node_names(4)

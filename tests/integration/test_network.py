@@ -12,8 +12,15 @@ from typing import Any
 
 from regtest.bitcoind_binary import BitcoindBinary
 from regtest.control import call_node
-from regtest.network import FUNDING_MARGIN_SAT, process_alive
+from regtest.network import (
+    FUNDING_MARGIN_SAT,
+    NetworkStatus,
+    network_status,
+    process_alive,
+    render_status,
+)
 from regtest.topology import parse_topology
+from regtest.wait import wait_for
 
 CHANLAB = [sys.executable, "-m", "regtest.cli"]
 
@@ -78,7 +85,8 @@ def _check_channels(home: Path, spec: str, status: dict[str, Any]) -> None:
             node["onchain_sat"] == opened == 0
 
 
-def _stop_and_check_gone(home: Path, pids: dict[str, tuple[int, str]]) -> None:
+def _stop_and_check_gone(home: Path, pids: dict[str, tuple[int, str]]) -> str:
+    """`network stop` ends every process of ``pids`` and removes the service files."""
     stopped = _run(home, "network", "stop")
     assert stopped.returncode == 0, stopped.stderr
     assert "stopped the regtest bitcoind" in stopped.stdout
@@ -86,12 +94,20 @@ def _stop_and_check_gone(home: Path, pids: dict[str, tuple[int, str]]) -> None:
     assert still == []
     for name in ("network.json", "bitcoind.json", "bitcoind.pid"):
         assert not (home / name).exists(), name
+    return stopped.stdout
 
 
 def test_line_of_three_starts_shows_and_stops(tmp_path: Path,
                                               bitcoind_binary: BitcoindBinary) -> None:
     """line:3 comes up with both channels normal and half pushed; stop leaves no process."""
     home = tmp_path / "home"
+    (home / "nodes" / "carol").mkdir(parents=True)
+    refused = _run(home, "network", "start", "--topology", "line:3")
+    assert refused.returncode == 1
+    assert refused.stderr == (f"chanlab: error: {home} already has a node called carol "
+                              f"({home / 'nodes' / 'carol'}): use a fresh CHANLAB_HOME\n")
+    assert sorted(p.name for p in home.iterdir()) == ["nodes"]  # nothing was started
+    (home / "nodes" / "carol").rmdir()
     started = _run(home, "network", "start", "--topology", "line:3")
     pids = _pids(home) if (home / "network.json").exists() else {}
     try:
@@ -112,7 +128,19 @@ def test_line_of_three_starts_shows_and_stops(tmp_path: Path,
         again = _run(home, "network", "start", "--topology", "line:3")
         assert again.returncode == 1
         assert again.stderr.count("\n") == 1 and "already has a network" in again.stderr
-        _stop_and_check_gone(home, pids)
+        call_node("carol", "stop", home=home)
+
+        def carol_down() -> NetworkStatus | None:
+            status = network_status(home)
+            return None if status.nodes[2].running else status
+
+        down = wait_for(carol_down, timeout=15, what="status to show carol down")
+        assert [n.running for n in down.nodes] == [True, True, False]
+        assert down.nodes[2].onchain_sat is None and down.nodes[2].node_id is None
+        assert [(e.node, e.state) for e in down.channels[1].ends] == \
+            [("bob", "normal"), ("carol", "unreachable")]
+        assert "carol  NO" in render_status(down)
+        assert "carol was not running" in _stop_and_check_gone(home, pids)
         after = _run(home, "network", "status")
         assert after.returncode == 1
         assert after.stderr.strip() == (f"chanlab: error: no network in {home}: start one "

@@ -117,10 +117,20 @@ def test_limits_are_accepted() -> None:
     assert len(parse_topology("line:60").nodes) == 60
 
 
-def test_capacity_must_be_positive() -> None:
-    """--capacity-sat 0 is refused before anything starts."""
-    with pytest.raises(TopologyError, match="--capacity-sat must be positive, got 0"):
-        parse_topology("line:3", capacity_sat=0)
+@pytest.mark.parametrize("capacity_sat", [0, 19_999, 16_777_216])
+def test_capacity_out_of_range_is_refused(capacity_sat: int) -> None:
+    """A capacity peers would refuse (too small, or 2**24 sat and up) is refused up front."""
+    with pytest.raises(TopologyError) as caught:
+        parse_topology("line:3", capacity_sat=capacity_sat)
+    assert str(caught.value) == ("--capacity-sat must be 20000 to 16777215 sat (BOLT 2's "
+                                 f"limit without large channels), got {capacity_sat}")
+
+
+def test_capacity_limits_are_accepted() -> None:
+    """20,000 sat and 2**24 - 1 sat are both valid capacities."""
+    assert parse_topology("line:2", capacity_sat=20_000).channels[0].capacity_sat == 20_000
+    assert parse_topology("line:2", capacity_sat=16_777_215).channels[0].push_msat == \
+        8_388_607_500
 
 
 def test_records_refuse_inconsistent_plans() -> None:
