@@ -54,9 +54,13 @@ __all__ = [
     "NetworkStatus",
     "NoNetwork",
     "NodeStatus",
+    "channel_statuses",
+    "fill_opened",
     "load_network",
     "network_file",
     "network_status",
+    "process_alive",
+    "render_status",
     "start_network",
     "stop_network",
 ]
@@ -323,7 +327,7 @@ def _build(home: Path, record: NetworkRecord, progress: Progress) -> NetworkReco
             return opened
 
         results = dict(zip(openers, _parallel(open_all, openers), strict=True))
-        record = replace(record, channels=tuple(_opened(record.channels, results)))
+        record = replace(record, channels=tuple(fill_opened(record.channels, results)))
         _save(home, record)
         funding = {c.funding_txid for c in record.channels if c.funding_txid}
         wait_for(lambda: funding <= set(rpc.getrawmempool()), timeout=30,
@@ -365,8 +369,9 @@ def _fund_openers(rpc: Rpc, miner: Wallet, topology: Topology, progress: Progres
     wait_for(seen, timeout=30, what="every opener's wallet to see its coins confirmed")
 
 
-def _opened(records: tuple[ChannelRecord, ...], results: dict[str, list[dict[str, Any]]]
-            ) -> Iterable[ChannelRecord]:
+def fill_opened(records: tuple[ChannelRecord, ...], results: dict[str, list[dict[str, Any]]]
+                ) -> Iterable[ChannelRecord]:
+    """The records with each opener's ``open`` answers (channel id, funding txid) filled in."""
     taken = {opener: iter(answers) for opener, answers in results.items()}
     for rec in records:  # each opener's answers come in its plan order
         answer = next(taken[rec.plan.opener])
@@ -378,7 +383,7 @@ def _wait_all_normal(home: Path, record: NetworkRecord, timeout_s: float) -> Non
     names = record.topology.names
 
     def all_normal() -> bool:
-        status = _channel_statuses(home, record, _gather_channels(home, names))
+        status = channel_statuses(record, _gather_channels(home, names))
         return all(end.state == "normal" for chan in status for end in chan.ends)
 
     try:
@@ -470,8 +475,9 @@ def _same_channel(rec: ChannelRecord, listed: dict[str, Any]) -> bool:
     return bool(rec.funding_txid) and str(outpoint).startswith(f"{rec.funding_txid}:")
 
 
-def _channel_statuses(home: Path, record: NetworkRecord,
-                      channels: dict[str, list[dict[str, Any]] | None]) -> list[ChannelStatus]:
+def channel_statuses(record: NetworkRecord,
+                     channels: dict[str, list[dict[str, Any]] | None]) -> list[ChannelStatus]:
+    """Each recorded channel's two ends, from every node's ``channels`` answer (None: silent)."""
     out = []
     for rec in record.channels:
         ends = []
@@ -518,7 +524,7 @@ def network_status(home: Path) -> NetworkStatus:
             fee_base_msat=policy.fee_base_msat,
             fee_proportional_millionths=policy.fee_proportional_millionths,
             cltv_expiry_delta=policy.cltv_expiry_delta))
-    channels = _channel_statuses(home, record, _gather_channels(home, names))
+    channels = channel_statuses(record, _gather_channels(home, names))
     return NetworkStatus(spec=record.topology.spec, started_bitcoind=record.started_bitcoind,
                          nodes=tuple(nodes), channels=tuple(channels))
 
