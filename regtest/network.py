@@ -22,6 +22,7 @@ to ``bitcoind/service.log``: nothing a network starts writes to the terminal.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -110,11 +111,13 @@ class NetworkRecord:
     topology: Topology
     started_bitcoind: bool        # stop the home's bitcoind with the network only if so
     node_pids: tuple[tuple[str, int], ...] = ()
+    # each node's P2P port, reused on a restart: peers find each other where they last were
+    node_ports: tuple[tuple[str, int], ...] = ()
     channels: tuple[ChannelRecord, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {"topology": self.topology.to_json(), "started_bitcoind": self.started_bitcoind,
-                "node_pids": dict(self.node_pids),
+                "node_pids": dict(self.node_pids), "node_ports": dict(self.node_ports),
                 "channels": [c.to_json() for c in self.channels]}
 
     @classmethod
@@ -122,6 +125,8 @@ class NetworkRecord:
         return cls(topology=Topology.from_json(data["topology"]),
                    started_bitcoind=bool(data["started_bitcoind"]),
                    node_pids=tuple((str(k), int(v)) for k, v in data["node_pids"].items()),
+                   node_ports=tuple((str(k), int(v))
+                                    for k, v in data.get("node_ports", {}).items()),
                    channels=tuple(ChannelRecord.from_json(c) for c in data["channels"]))
 
 
@@ -223,13 +228,16 @@ def _ensure_bitcoind(home: Path, progress: Progress) -> bool:
     return started
 
 
-def _start_nodes(home: Path, names: Iterable[str]) -> dict[str, subprocess.Popen[bytes]]:
+def _start_nodes(home: Path, names: Iterable[str], ports: dict[str, int]
+                 ) -> dict[str, subprocess.Popen[bytes]]:
     procs: dict[str, subprocess.Popen[bytes]] = {}
     for name in names:
         folder = node_home(name, home)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "node.json").unlink(missing_ok=True)
-        procs[name] = _spawn(_chanlab("node", "start", "--name", name), folder / "stderr.log")
+        procs[name] = _spawn(_chanlab("node", "start", "--name", name,
+                                      "--port", str(ports.get(name, 0))),
+                             folder / "stderr.log")
     return procs
 
 
@@ -263,17 +271,31 @@ def _parallel(fn: Callable[[_T], _R], items: Iterable[_T]) -> list[_R]:
 
 # -- start ---------------------------------------------------------------------------------------
 
-def start_network(home: Path, topology: Topology, *, progress: Progress = lambda _: None
-                  ) -> NetworkRecord:
+def start_network(home: Path, topology: Topology | None, *,
+                  progress: Progress = lambda _: None) -> NetworkRecord:
     """Start ``topology`` in ``home`` and return once every channel is ``normal`` on both ends.
 
-    Refuses a home that already has a network or a node of the same name. On failure, stops
-    what it started and raises ``NetworkError`` naming the log to read.
+    A home whose network was stopped starts it again (``topology`` None or the same): the
+    nodes come back on their ports, reconnect and reestablish their channels. Refuses a home
+    whose network runs, or that holds another network or a node of the same name. On failure,
+    stops what it started and raises ``NetworkError`` naming the log to read.
     """
     home.mkdir(parents=True, exist_ok=True)
     if network_file(home).exists():
-        raise NetworkError(f"{home} already has a network ({network_file(home)}): "
-                           "`chanlab network stop` it first, or use another CHANLAB_HOME")
+        record = load_network(home)
+        running = [name for name, pid in record.node_pids
+                   if process_alive(pid, _node_marker(name))]
+        if running:
+            raise NetworkError(f"the network {record.topology.spec} of {home} runs (nodes "
+                               f"{', '.join(running)}): `chanlab network stop` stops it")
+        if topology is not None and topology != record.topology:
+            raise NetworkError(f"{home} holds the network {record.topology.spec}: "
+                               "`chanlab network start` (no --topology) starts it again; use "
+                               f"another CHANLAB_HOME for {topology.spec}")
+        return _restart(home, record, progress)
+    if topology is None:
+        raise NoNetwork(f"no network in {home} to start again: start one with "
+                        "`chanlab network start --topology line:3`")
     for name in topology.names:
         if node_home(name, home).exists():
             raise NetworkError(f"{home} already has a node called {name} "
@@ -287,18 +309,59 @@ def start_network(home: Path, topology: Topology, *, progress: Progress = lambda
     except (ChanlabError, OSError, KeyboardInterrupt):
         progress("the network did not come up: stopping what was started")
         stop_network(home, progress=progress)
+        # half-built channels cannot be started again: the home is spent
+        network_file(home).unlink(missing_ok=True)
         raise
+
+
+def _launch(home: Path, record: NetworkRecord, progress: Progress
+            ) -> tuple[NetworkRecord, dict[str, dict[str, Any]]]:
+    """Start every node (on its recorded port, if any), wait until all answer, record their
+    pids and ports; return the record and each node's ``info``."""
+    names = record.topology.names
+    progress(f"starting {len(names)} nodes: {', '.join(names)}")
+    procs = _start_nodes(home, names, dict(record.node_ports))
+    record = replace(record, node_pids=tuple((name, p.pid) for name, p in procs.items()))
+    _save(home, record)
+    _wait_nodes_answer(home, procs, timeout_s=30 + 2 * len(procs))
+    infos = dict(zip(names, _parallel(
+        lambda name: dict(call_node(name, "info", home=home)), names), strict=True))
+    record = replace(record, node_ports=tuple(
+        (name, int(str(info["address"]).rpartition(":")[2])) for name, info in infos.items()))
+    _save(home, record)
+    return record, infos
+
+
+def _restart(home: Path, record: NetworkRecord, progress: Progress) -> NetworkRecord:
+    """Start a stopped network again: bitcoind if needed, the nodes, their connections."""
+    record = replace(record, started_bitcoind=_ensure_bitcoind(home, progress))
+    _save(home, record)
+    try:
+        record, infos = _launch(home, record, progress)
+
+        def reconnect(chan: ChannelRecord) -> None:
+            # a node redials its peers once at start, perhaps before they listen: dial again
+            peer = infos[chan.plan.accepter]
+            if peer["node_id"] not in call_node(chan.plan.opener, "info", home=home)["peers"]:
+                with contextlib.suppress(ChanlabError):  # the wait below judges the outcome
+                    call_node(chan.plan.opener, "connect", {"peer": peer["address"]},
+                              home=home)
+
+        _parallel(reconnect, [c for c in record.channels if c.channel_id])
+        progress("waiting for every channel to be reestablished")
+        _wait_all_normal(home, record, timeout_s=60 + len(record.channels))
+    except (ChanlabError, OSError, KeyboardInterrupt):
+        progress("the network did not come back: stopping what was started")
+        stop_network(home, progress=progress)
+        raise
+    progress(f"network {record.topology.spec} is up again: {len(record.topology.nodes)} nodes, "
+             f"{len(record.channels)} channels")
+    return record
 
 
 def _build(home: Path, record: NetworkRecord, progress: Progress) -> NetworkRecord:
     topology = record.topology
-    progress(f"starting {len(topology.nodes)} nodes: {', '.join(topology.names)}")
-    procs = _start_nodes(home, topology.names)
-    record = replace(record, node_pids=tuple((name, p.pid) for name, p in procs.items()))
-    _save(home, record)
-    _wait_nodes_answer(home, procs, timeout_s=30 + 2 * len(procs))
-    infos = dict(zip(topology.names, _parallel(
-        lambda name: dict(call_node(name, "info", home=home)), topology.names), strict=True))
+    record, infos = _launch(home, record, progress)
 
     endpoint = load_endpoint(home / "bitcoind.json")
     rpc = Rpc(endpoint.rpc_url, auth=endpoint.cookie_path)
@@ -379,12 +442,26 @@ def fill_opened(records: tuple[ChannelRecord, ...], results: dict[str, list[dict
                       funding_txid=str(answer["funding_txid"]))
 
 
+_CLOSED_STATES = frozenset({"closing", "force_closing", "closed"})
+
+
 def _wait_all_normal(home: Path, record: NetworkRecord, timeout_s: float) -> None:
+    """Until every channel is normal on both ends with its ends connected (or was closed by
+    hand since: closing or closed on both ends)."""
     names = record.topology.names
 
     def all_normal() -> bool:
         status = channel_statuses(record, _gather_channels(home, names))
-        return all(end.state == "normal" for chan in status for end in chan.ends)
+        peers = _gather_peers(home, names)
+        for chan in status:
+            states = {end.state for end in chan.ends}
+            if states <= _CLOSED_STATES:
+                continue
+            opener, accepter = peers[chan.record.plan.opener], peers[chan.record.plan.accepter]
+            if states != {"normal"} or opener is None or accepter is None or \
+                    accepter[0] not in opener[1]:
+                return False
+        return True
 
     try:
         wait_for(all_normal, timeout=timeout_s, what="every channel to be normal on both ends",
@@ -467,6 +544,20 @@ def _gather_channels(home: Path, names: Iterable[str]) -> dict[str, list[dict[st
     return dict(zip(names, _parallel(one, names), strict=True))
 
 
+def _gather_peers(home: Path, names: Iterable[str]
+                  ) -> dict[str, tuple[str, list[str]] | None]:
+    """Each node's id and connected peers' ids (None: the node does not answer)."""
+    def one(name: str) -> tuple[str, list[str]] | None:
+        try:
+            info = call_node(name, "info", home=home, timeout_s=10)
+        except (NodeUnreachable, OSError):
+            return None
+        return str(info["node_id"]), [str(p) for p in info["peers"]]
+
+    names = list(names)
+    return dict(zip(names, _parallel(one, names), strict=True))
+
+
 def _same_channel(rec: ChannelRecord, listed: dict[str, Any]) -> bool:
     """Is the node's ``channels`` entry ``listed`` the recorded channel (by id, or funding)?"""
     if rec.channel_id and listed.get("channel_id") == rec.channel_id:
@@ -542,7 +633,12 @@ def _table(rows: list[list[str]]) -> list[str]:
 def render_status(status: NetworkStatus) -> str:
     """The status as two aligned tables, every amount with its unit."""
     bitcoind = "started with the network" if status.started_bitcoind else "the home's own"
-    lines = [f"network {status.spec} (bitcoind: {bitcoind})", ""]
+    running = sum(1 for n in status.nodes if n.running)
+    head = f"network {status.spec}: {running} of {len(status.nodes)} nodes running " \
+           f"(bitcoind: {bitcoind})"
+    if not running:
+        head += "; `chanlab network start` starts it again"
+    lines = [head, ""]
     rows = [["node", "label", "running", "node id", "on-chain", "off-chain", "fee policy"]]
     for n in status.nodes:
         rows.append([n.name, n.label, "yes" if n.running else "NO",
@@ -595,7 +691,8 @@ def stop_network(home: Path, *, timeout_s: float = 15.0, progress: Progress = la
                  ) -> list[str]:
     """Stop every node of the network, and the home's bitcoind if the network started it.
 
-    Returns one line per thing stopped; ``network.json`` is removed at the end.
+    Returns one line per thing stopped. ``network.json`` stays, so that ``start_network`` can
+    start the same network again.
     """
     record = load_network(home)
     lines = _parallel(lambda item: _stop_node(home, item[0], item[1], timeout_s),
@@ -613,5 +710,4 @@ def stop_network(home: Path, *, timeout_s: float = 15.0, progress: Progress = la
             f"stopped the regtest bitcoind (chanlab process {pid})"
         progress(line)
         lines.append(line)
-    network_file(home).unlink(missing_ok=True)
     return lines

@@ -3,7 +3,8 @@
 ``start --topology line:5`` (or ``star:N``, ``ring:N``, ``bolt7-example``) starts the home's
 bitcoind if none runs, one node process per node, funds and opens every channel and returns when
 all are ``normal``; ``status`` shows nodes, balances and channels (``--json`` for scripts);
-``stop`` stops the nodes, and bitcoind if the network started it. See ``regtest.network``.
+``stop`` stops the nodes, and bitcoind if the network started it; ``start`` again (without
+``--topology``) brings the same network back. See ``regtest.network``.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     start = actions.add_parser(
         "start", help="start nodes, fund and open the channels of a topology, wait until "
                       "every channel is normal")
-    start.add_argument("--topology", required=True, metavar="SHAPE",
+    start.add_argument("--topology", default=None, metavar="SHAPE",
                        help=f"line:N, star:N (first node is the hub), ring:N (N up to "
-                            f"{MAX_NODES}) or bolt7-example (BOLT 7's A/B/C/D with its fees)")
+                            f"{MAX_NODES}) or bolt7-example (BOLT 7's A/B/C/D with its fees); "
+                            "leave it out to start this home's stopped network again")
     start.add_argument("--capacity-sat", type=int, default=DEFAULT_CAPACITY_SAT,
                        help="capacity of every channel in sat; the opener pushes half "
                             f"(default {DEFAULT_CAPACITY_SAT})")
@@ -45,7 +47,8 @@ def _say(line: str) -> None:
 
 
 def _start(args: argparse.Namespace) -> int:
-    topology = parse_topology(args.topology, capacity_sat=args.capacity_sat)
+    topology = None if args.topology is None else \
+        parse_topology(args.topology, capacity_sat=args.capacity_sat)
     start_network(chanlab_home(), topology, progress=_say)
     print("see it with `chanlab network status`; stop it with `chanlab network stop`")
     return 0

@@ -86,13 +86,14 @@ def _check_channels(home: Path, spec: str, status: dict[str, Any]) -> None:
 
 
 def _stop_and_check_gone(home: Path, pids: dict[str, tuple[int, str]]) -> str:
-    """`network stop` ends every process of ``pids`` and removes the service files."""
+    """`network stop` ends every process of ``pids`` and removes the bitcoind service files."""
     stopped = _run(home, "network", "stop")
     assert stopped.returncode == 0, stopped.stderr
     assert "stopped the regtest bitcoind" in stopped.stdout
     still = [role for role, (pid, marker) in pids.items() if process_alive(pid, marker)]
     assert still == []
-    for name in ("network.json", "bitcoind.json", "bitcoind.pid"):
+    assert (home / "network.json").exists()  # kept: `network start` brings it back
+    for name in ("bitcoind.json", "bitcoind.pid"):
         assert not (home / name).exists(), name
     return stopped.stdout
 
@@ -127,7 +128,8 @@ def test_line_of_three_starts_shows_and_stops(tmp_path: Path,
         assert "alice -> bob  1,000,000 sat  alice  normal  500,000,000 msat" in table
         again = _run(home, "network", "start", "--topology", "line:3")
         assert again.returncode == 1
-        assert again.stderr.count("\n") == 1 and "already has a network" in again.stderr
+        assert again.stderr == (f"chanlab: error: the network line:3 of {home} runs (nodes "
+                                "alice, bob, carol): `chanlab network stop` stops it\n")
         call_node("carol", "stop", home=home)
 
         def carol_down() -> NetworkStatus | None:
@@ -141,17 +143,22 @@ def test_line_of_three_starts_shows_and_stops(tmp_path: Path,
             [("bob", "normal"), ("carol", "unreachable")]
         assert "carol  NO" in render_status(down)
         assert "carol was not running" in _stop_and_check_gone(home, pids)
-        after = _run(home, "network", "status")
-        assert after.returncode == 1
-        assert after.stderr.strip() == (f"chanlab: error: no network in {home}: start one "
-                                        "with `chanlab network start --topology line:3`")
+        after = json.loads(_run(home, "network", "status", "--json").stdout)
+        assert [n["running"] for n in after["nodes"]] == [False, False, False]
+        assert {e["state"] for c in after["channels"] for e in c["ends"]} == {"unreachable"}
+        assert "0 of 3 nodes running" in _run(home, "network", "status").stdout
+        empty = _run(tmp_path / "empty", "network", "status")
+        assert empty.returncode == 1
+        assert empty.stderr == (f"chanlab: error: no network in {tmp_path / 'empty'}: start "
+                                "one with `chanlab network start --topology line:3`\n")
     finally:
         _kill_leftovers(pids)
 
 
-def test_bolt7_example_has_four_channels_and_the_specs_fees(
+def test_bolt7_example_has_four_channels_and_the_specs_fees_and_starts_again(
         tmp_path: Path, bitcoind_binary: BitcoindBinary) -> None:
-    """bolt7-example: A..D as alice..dave, B and D each joined to A and C, the spec's fees."""
+    """bolt7-example: A..D as alice..dave, B and D each joined to A and C, the spec's fees;
+    stopped and started again, the same channels are normal again with the same balances."""
     home = tmp_path / "home"
     started = _run(home, "network", "start", "--topology", "bolt7-example")
     pids = _pids(home) if (home / "network.json").exists() else {}
@@ -169,6 +176,23 @@ def test_bolt7_example_has_four_channels_and_the_specs_fees(
         ids = {n["name"]: n["node_id"] for n in status["nodes"]}
         assert peers == {"bob": {ids["alice"], ids["carol"]},
                          "dave": {ids["alice"], ids["carol"]}}
+        _stop_and_check_gone(home, pids)
+
+        other = _run(home, "network", "start", "--topology", "line:3")
+        assert other.returncode == 1
+        assert other.stderr == (f"chanlab: error: {home} holds the network bolt7-example: "
+                                "`chanlab network start` (no --topology) starts it again; use "
+                                "another CHANLAB_HOME for line:3\n")
+        ports = json.loads((home / "network.json").read_text())["node_ports"]
+        restarted = _run(home, "network", "start")
+        pids = _pids(home)
+        assert restarted.returncode == 0, restarted.stderr + restarted.stdout
+        assert "network bolt7-example is up again: 4 nodes, 4 channels" in restarted.stdout
+        assert json.loads((home / "network.json").read_text())["node_ports"] == ports
+        again = json.loads(_run(home, "network", "status", "--json").stdout)
+        assert [c["channel_id"] for c in again["channels"]] == \
+            [c["channel_id"] for c in status["channels"]]
+        _check_channels(home, "bolt7-example", again)
         _stop_and_check_gone(home, pids)
     finally:
         _kill_leftovers(pids)

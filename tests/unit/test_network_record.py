@@ -104,7 +104,7 @@ def test_status_table_names_units_and_down_nodes() -> None:
                   ChannelEnd(node="bob", state="unreachable", local_msat=None,
                              remote_msat=None))),))
     assert render_status(status).splitlines() == [
-        "network line:2 (bitcoind: the home's own)",
+        "network line:2: 1 of 2 nodes running (bitcoind: the home's own)",
         "",
         "node   label  running  node id           on-chain   off-chain         fee policy",
         "alice  alice  yes      02ababababababab  9,688 sat  100,000,000 msat  1000 msat + 1 "
