@@ -12,12 +12,16 @@ Everything goes through what a person could do by hand: the home's bitcoind serv
 4. connects each opener to its accepter and opens the channels, openers in parallel and each
    opener's channels one after the other (its wallet picks coins for one funding at a time);
 5. mines 6 blocks, the depth at which BOLT 7 lets a channel be announced, and waits until
-   every channel is ``normal`` on both ends.
+   every channel is ``normal`` on both ends and its ends are connected.
 
-``$CHANLAB_HOME/network.json`` records the topology, the node processes, whether the network
-started bitcoind, and each channel's id once opened; ``network_status`` and ``stop_network`` read
-it. Nodes log to ``nodes/<name>/node.log`` (their stderr to ``stderr.log``), the bitcoind service
-to ``bitcoind/service.log``: nothing a network starts writes to the terminal.
+``$CHANLAB_HOME/network.json`` records the topology (with each node's fee policy), the node
+processes and their P2P ports, whether the network started bitcoind, and each channel's id once
+opened; ``network_status`` and ``stop_network`` read it. ``stop_network`` keeps it, so a later
+``start_network`` on the same home starts the same nodes again on the same ports, redials each
+channel's peer and waits until every channel is back. The fee policies are recorded, not yet
+applied: ``chanlab node start`` has no options for them yet. Nodes log to
+``nodes/<name>/node.log`` (their stderr to ``stderr.log``), the bitcoind service to
+``bitcoind/service.log``: nothing a network starts writes to the terminal.
 """
 
 from __future__ import annotations
@@ -223,8 +227,14 @@ def _ensure_bitcoind(home: Path, progress: Progress) -> bool:
             raise NetworkError(f"`chanlab bitcoind start` exited ({_tail(log)}); see {log}")
         return service.endpoint_file.exists()
 
-    # a first run may provision bitcoind and mine 101 blocks before bitcoind.json appears
-    wait_for(ready, timeout=180, what=f"{service.endpoint_file} (the bitcoind service)")
+    try:
+        # a first run may provision bitcoind and mine 101 blocks before bitcoind.json appears
+        wait_for(ready, timeout=180, what=f"{service.endpoint_file} (the bitcoind service)")
+    except (ChanlabError, KeyboardInterrupt):
+        if proc is not None and proc.poll() is None:
+            proc.terminate()  # the service's clean stop, as `chanlab bitcoind stop` asks it
+            proc.wait(60)
+        raise
     return started
 
 
@@ -421,8 +431,8 @@ def _fund_openers(rpc: Rpc, miner: Wallet, topology: Topology, progress: Progres
     before = {name: Wallet(rpc, name).balances().trusted_sat for name in needed_sat}
     txid = rpc.wallet(miner.name).call("sendmany", "", outputs)
     miner.mine(1)
-    progress(f"funded {len(needed_sat)} openers ({sum(needed_sat.values())} sat in "
-             f"{len(outputs)} outputs of {txid}, confirmed)")
+    progress(f"funded the openers ({', '.join(needed_sat)}): {sum(needed_sat.values())} sat "
+             f"in {len(outputs)} outputs of one transaction, {txid}, confirmed")
 
     def seen() -> bool:
         # each wallet sees its block a moment after generatetoaddress returns
