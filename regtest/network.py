@@ -316,7 +316,7 @@ def start_network(home: Path, topology: Topology | None, *,
     _save(home, record)
     try:
         return _build(home, record, progress)
-    except (ChanlabError, OSError, KeyboardInterrupt):
+    except BaseException:  # whatever went wrong (Ctrl-C too), leave no process behind
         progress("the network did not come up: stopping what was started")
         stop_network(home, progress=progress)
         # half-built channels cannot be started again: the home is spent
@@ -360,7 +360,7 @@ def _restart(home: Path, record: NetworkRecord, progress: Progress) -> NetworkRe
         _parallel(reconnect, [c for c in record.channels if c.channel_id])
         progress("waiting for every channel to be reestablished")
         _wait_all_normal(home, record, timeout_s=60 + len(record.channels))
-    except (ChanlabError, OSError, KeyboardInterrupt):
+    except BaseException:  # whatever went wrong (Ctrl-C too), leave no process behind
         progress("the network did not come back: stopping what was started")
         stop_network(home, progress=progress)
         raise
