@@ -203,12 +203,14 @@ def _tail(path: Path, chars: int = 600) -> str:
     return lines[-1] if lines else ""
 
 
-def _spawn(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
-    """A detached child: its own session (no terminal signals), output to ``log`` only."""
+def _spawn(home: Path, cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """A detached child of ``home``: its own session (no terminal signals), output to ``log``
+    only, and ``$CHANLAB_HOME`` set to ``home`` whatever ours is."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, CHANLAB_HOME=str(home))
     with log.open("ab") as out:
         return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                start_new_session=True)
+                                env=env, start_new_session=True)
 
 
 def _ensure_bitcoind(home: Path, progress: Progress) -> bool:
@@ -220,7 +222,7 @@ def _ensure_bitcoind(home: Path, progress: Progress) -> bool:
     log = service.datadir / "service.log"
     if started:
         progress("starting the home's regtest bitcoind (`chanlab bitcoind start`)")
-        proc = _spawn(_chanlab("bitcoind", "start"), log)
+        proc = _spawn(home, _chanlab("bitcoind", "start"), log)
 
     def ready() -> bool:
         if proc is not None and proc.poll() is not None:
@@ -245,9 +247,8 @@ def _start_nodes(home: Path, names: Iterable[str], ports: dict[str, int]
         folder = node_home(name, home)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "node.json").unlink(missing_ok=True)
-        procs[name] = _spawn(_chanlab("node", "start", "--name", name,
-                                      "--port", str(ports.get(name, 0))),
-                             folder / "stderr.log")
+        cmd = _chanlab("node", "start", "--name", name, "--port", str(ports.get(name, 0)))
+        procs[name] = _spawn(home, cmd, folder / "stderr.log")
     return procs
 
 

@@ -5,19 +5,25 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from regtest.bitcoind_binary import BitcoindBinary
 from regtest.control import call_node
 from regtest.network import (
     FUNDING_MARGIN_SAT,
+    NetworkError,
     NetworkStatus,
+    NoNetwork,
     network_status,
     process_alive,
     render_status,
+    start_network,
 )
 from regtest.topology import parse_topology
 from regtest.wait import wait_for
@@ -32,13 +38,17 @@ def _run(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedPro
 
 def _pids(home: Path) -> dict[str, tuple[int, str]]:
     """Every process the network runs, by role: (pid, a word its command line holds)."""
-    record = json.loads((home / "network.json").read_text())
-    pids = {name: (int(pid), f"node start --name {name} ")
-            for name, pid in record["node_pids"].items()}
+    pids = _pids_without_bitcoind(home)
     pids["bitcoind service"] = (int((home / "bitcoind.pid").read_text()), "bitcoind start")
     pids["bitcoind"] = (int((home / "bitcoind" / "regtest" / "bitcoind.pid").read_text()),
                         "bitcoind")
     return pids
+
+
+def _pids_without_bitcoind(home: Path) -> dict[str, tuple[int, str]]:
+    record = json.loads((home / "network.json").read_text())
+    return {name: (int(pid), f"node start --name {name} ")
+            for name, pid in record["node_pids"].items()}
 
 
 def _kill_leftovers(pids: dict[str, tuple[int, str]]) -> None:
@@ -124,12 +134,13 @@ def test_line_of_three_starts_shows_and_stops(tmp_path: Path,
         assert status["topology"] == "line:3"
         assert [n["name"] for n in status["nodes"]] == ["alice", "bob", "carol"]
         _check_channels(home, "line:3", status)
-        table = _run(home, "network", "status").stdout
+        # the rest in-process: the same functions as the CLI, without a Python start each
+        table = render_status(network_status(home))
         assert "alice -> bob  1,000,000 sat  alice  normal  500,000,000 msat" in table
-        again = _run(home, "network", "start", "--topology", "line:3")
-        assert again.returncode == 1
-        assert again.stderr == (f"chanlab: error: the network line:3 of {home} runs (nodes "
-                                "alice, bob, carol): `chanlab network stop` stops it\n")
+        with pytest.raises(NetworkError) as again:
+            start_network(home, parse_topology("line:3"))
+        assert str(again.value) == (f"the network line:3 of {home} runs (nodes alice, bob, "
+                                    "carol): `chanlab network stop` stops it")
         call_node("carol", "stop", home=home)
 
         def carol_down() -> NetworkStatus | None:
@@ -143,14 +154,14 @@ def test_line_of_three_starts_shows_and_stops(tmp_path: Path,
             [("bob", "normal"), ("carol", "unreachable")]
         assert "carol  NO" in render_status(down)
         assert "carol was not running" in _stop_and_check_gone(home, pids)
-        after = json.loads(_run(home, "network", "status", "--json").stdout)
-        assert [n["running"] for n in after["nodes"]] == [False, False, False]
-        assert {e["state"] for c in after["channels"] for e in c["ends"]} == {"unreachable"}
-        assert "0 of 3 nodes running" in _run(home, "network", "status").stdout
-        empty = _run(tmp_path / "empty", "network", "status")
-        assert empty.returncode == 1
-        assert empty.stderr == (f"chanlab: error: no network in {tmp_path / 'empty'}: start "
-                                "one with `chanlab network start --topology line:3`\n")
+        after = network_status(home)
+        assert [n.running for n in after.nodes] == [False, False, False]
+        assert {e.state for c in after.channels for e in c.ends} == {"unreachable"}
+        assert "0 of 3 nodes running" in render_status(after)
+        with pytest.raises(NoNetwork) as empty:
+            network_status(tmp_path / "empty")
+        assert str(empty.value) == (f"no network in {tmp_path / 'empty'}: start one with "
+                                    "`chanlab network start --topology line:3`")
     finally:
         _kill_leftovers(pids)
 
@@ -178,12 +189,29 @@ def test_bolt7_example_has_four_channels_and_the_specs_fees_and_starts_again(
                          "dave": {ids["alice"], ids["carol"]}}
         _stop_and_check_gone(home, pids)
 
-        other = _run(home, "network", "start", "--topology", "line:3")
-        assert other.returncode == 1
-        assert other.stderr == (f"chanlab: error: {home} holds the network bolt7-example: "
-                                "`chanlab network start` (no --topology) starts it again; use "
-                                "another CHANLAB_HOME for line:3\n")
+        with pytest.raises(NetworkError) as other:
+            start_network(home, parse_topology("line:3"))
+        assert str(other.value) == (f"{home} holds the network bolt7-example: `chanlab "
+                                    "network start` (no --topology) starts it again; use "
+                                    "another CHANLAB_HOME for line:3")
         ports = json.loads((home / "network.json").read_text())["node_ports"]
+        with socket.socket() as squatter:  # alice's port taken: she cannot come back
+            # (alice's closed connections may linger in TIME_WAIT on it)
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            squatter.bind(("127.0.0.1", ports["alice"]))
+            squatter.listen()
+            said: list[str] = []
+            with pytest.raises(NetworkError) as failed:
+                start_network(home, None, progress=said.append)
+            pids = _pids_without_bitcoind(home)
+            message = str(failed.value)
+            assert message.startswith("node alice exited at start (")
+            assert "address already in use" in message
+            assert message.endswith(f"see {home / 'nodes' / 'alice' / 'stderr.log'}")
+            assert "\n" not in message
+            assert "the network did not come back: stopping what was started" in said
+            assert [r for r, (pid, mark) in pids.items() if process_alive(pid, mark)] == []
+            assert not (home / "bitcoind.pid").exists()
         restarted = _run(home, "network", "start")
         pids = _pids(home)
         assert restarted.returncode == 0, restarted.stderr + restarted.stdout
