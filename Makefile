@@ -19,14 +19,15 @@ bitcoind: $(STAMP)
 demo: bitcoind
 	$(BIN)/chanlab demo
 
-test: bitcoind
+# lint first: a ruff or mypy error fails `make test` (and so .ci/run) before any test runs
+test: lint bitcoind
 	$(BIN)/python -m pytest tests
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
 lint: $(STAMP)
-	$(BIN)/ruff check channel regtest tests
+	$(BIN)/ruff check channel regtest chanlab tests examples
 	$(BIN)/mypy
 
 bench: bitcoind

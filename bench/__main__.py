@@ -3,7 +3,8 @@
 Run from the repository root: ``python -m bench`` (``--quick`` shrinks every count for a smoke
 run; ``--no-nodes`` skips the sections that need bitcoind and node processes).
 
-1. Payments through one channel between two ``chanlab node start`` processes (``bench.nodes``).
+1. Payments through one channel between two ``chanlab node start`` processes, and the
+   memory of an idle node (``bench.nodes``).
 2. Breach to penalty, by the victim's node and by its watchtower (``bench.nodes``).
 3. The BOLT 8 transport over loopback (``bench.transport``'s measurements).
 4. The channel state machine alone, in memory (``bench.state_machine.measure``).
@@ -53,6 +54,7 @@ def _node_figures(quick: bool, rounds: int) -> list[Figure]:
         MempoolFeed,
         bench_cluster,
         measure_breach,
+        measure_idle_rss_kb,
         measure_payments,
         zmq_rawtx_endpoint,
     )
@@ -64,7 +66,7 @@ def _node_figures(quick: bool, rounds: int) -> list[Figure]:
         say(f"alice pays bob {PAYMENT_MSAT // 1000:,} sat per payment (above dust: every "
             "commitment carries an HTLC output and an htlc_signature); both nodes persist "
             "every flight durably before sending it; timed inside alice's node by its "
-            "bench-pay command, from the first update_add_htlc until the channel is quiescent "
+            "pay-pipeline command, from the first update_add_htlc until the channel is quiescent "
             "(every HTLC removed from both commitments)")
         started = time.perf_counter()
         pay = measure_payments(cluster, say, unbatched=unbatched, batched=batched,
@@ -95,6 +97,13 @@ def _node_figures(quick: bool, rounds: int) -> list[Figure]:
                    name="payer CPU per payment, one in flight", value=one.payer_cpu_ms,
                    unit="ms", how="user+system CPU of alice's process"),
         ]
+
+        idle_kb = measure_idle_rss_kb(cluster)
+        say(f"idle node: {idle_kb / 1024:.1f} MB resident (VmRSS of a started node with no "
+            "peer and no channel, 2 s after start)")
+        figures.append(Figure(section="payments, two node processes, durable",
+                              name="idle node RSS", value=idle_kb / 1024, unit="MB", target=40,
+                              goal=Goal.AT_MOST, how="VmRSS from /proc, no peer, no channel"))
 
         _section("2. breach to penalty")
         say("the cheater broadcasts its revoked first commitment (regtest `cheat`); the figure "

@@ -3,13 +3,14 @@
 * Payments per second through one channel between two ``chanlab node start`` processes on
   loopback, durable state (each node's SQLite in WAL mode, ``synchronous=FULL``, in a folder on
   a real disk): one payment in flight, and batched (many HTLCs per ``commitment_signed``).
-  Timed inside the paying node (control command ``bench-pay``), so this process and the
-  control socket are not in the measurement; the same through one control call per payment
-  is reported beside it.
+  Timed inside the paying node (control command ``pay-pipeline``; its CPU read from
+  ``/proc``), so this process and the control socket are not in the measurement; the same
+  through one control call per payment is reported beside it.
 * Breach to penalty: the time from a revoked commitment entering bitcoind's mempool to the
   penalty entering it, with the victim's node online, then with the victim offline and its
   watchtower acting. Both instants are taken from bitcoind's own ZMQ ``rawtx`` feed, on this
   process's clock (:class:`MempoolFeed`), so the feed's delay cancels out.
+* Idle node memory: ``VmRSS`` of a started node with no peer and no channel.
 """
 
 from __future__ import annotations
@@ -43,7 +44,10 @@ __all__ = [
     "bench_cluster",
     "filesystem_of",
     "measure_breach",
+    "measure_idle_rss_kb",
     "measure_payments",
+    "process_cpu_s",
+    "process_rss_kb",
 ]
 
 Say = Callable[[str], None]
@@ -150,14 +154,41 @@ def _bench_pay(payer: NodeProcess, payee: NodeProcess, folder: Path, count: int,
     invoices = payee.call("invoices", count=count, amount_msat=PAYMENT_MSAT)["invoices"]
     path = folder / f"invoices-{count}-{batch_size}.txt"
     path.write_text("\n".join(invoices) + "\n")
-    result: dict[str, Any] = payer.call("bench-pay", invoices_path=str(path),
+    cpu_before = process_cpu_s(payer.pid)
+    result: dict[str, Any] = payer.call("pay-pipeline", invoices_path=str(path),
                                         batch_size=batch_size)
+    cpu = process_cpu_s(payer.pid) - cpu_before
     run = PaymentRun(payments=int(result["payments"]), succeeded=int(result["succeeded"]),
                      batch_size=int(result["batch_size"]), paid_s=float(result["paid_s"]),
-                     settled_s=float(result["settled_s"]), payer_cpu_s=float(result["cpu_s"]))
+                     settled_s=float(result["settled_s"]), payer_cpu_s=cpu)
     if run.succeeded != run.payments:
         raise RuntimeError(f"only {run.succeeded} of {run.payments} payments succeeded")
     return run
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_rss_kb(pid: int) -> int:
+    """Resident set size of process ``pid`` in kB (``VmRSS`` of ``/proc/PID/status``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"process {pid} reports no VmRSS")
+
+
+def measure_idle_rss_kb(cluster: Cluster, name: str = "idle", settle_s: float = 2.0) -> int:
+    """VmRSS of a freshly started node with no peer and no channel, once it settled."""
+    node = cluster.start_node(name)
+    try:
+        time.sleep(settle_s)
+        node.call("info")
+        return process_rss_kb(node.pid)
+    finally:
+        node.stop()
 
 
 def _control_rate(payer: NodeProcess, payee: NodeProcess, count: int) -> float:

@@ -5,16 +5,20 @@ so a peer loop needs one ``except`` per reaction, not one per cause.
 
     ChanlabError
     ├── MalformedMessage      bytes that do not parse: send ``warning``, drop the connection
+    ├── InvalidInvoice        a BOLT 11 invoice that fails to decode or verify: refuse it, say why
     ├── HandshakeFailed       BOLT 8 act failed (bad version, bad MAC, bad key): drop the connection
     ├── UnknownEvenMessage    "it's OK to be odd" violated by the peer: fail the connection
     ├── RejectedUpdate        *our* request is invalid (amount over balance, too many HTLCs):
-    │                         refuse it locally, the channel goes on
+    │   │                     refuse it locally, the channel goes on
+    │   └── InvalidStateTransition   a local call the channel's state does not allow (sign
+    │                         before funding, channel_ready twice): answer the caller, change
+    │                         nothing
     ├── InvalidOnion          an HTLC's onion does not peel (BOLT 4): fail that HTLC back
     ├── PeerProtocolError     the peer broke the protocol: send ``error``, fail the channel
     │   ├── InvalidSignature
     │   ├── InvalidRevocation
     │   ├── LostState          (ours is stale: error, but never broadcast our commitment)
-    │   └── InvalidStateTransition
+    │   └── UnexpectedMessage  a peer message the channel's state does not allow
     ├── InvalidGossip         a BOLT 7 announcement fails a check: ignore it, fail no channel
     ├── ChainError            the chain backend refused or failed: report, retry at the next block
     └── UnsafeOperation       refused on purpose (e.g. a cheat command outside regtest)
@@ -37,6 +41,13 @@ class HandshakeFailed(ChanlabError):
 
 class UnknownEvenMessage(MalformedMessage):
     """The peer sent an even message type (or TLV type) we do not understand: BOLT 1 says fail."""
+
+
+class InvalidInvoice(ChanlabError):
+    """Text from outside (a user, a wallet) is not a BOLT 11 invoice we may pay: refuse it.
+
+    The message is one line saying which rule the invoice breaks; no channel or peer is at stake.
+    """
 
 
 class RejectedUpdate(ChanlabError):
@@ -75,8 +86,13 @@ class LostState(PeerProtocolError):
     """
 
 
-class InvalidStateTransition(PeerProtocolError):
-    """A message arrived that the channel's current state does not allow."""
+class InvalidStateTransition(RejectedUpdate):
+    """A local call the channel's current state does not allow: the caller gets the error and
+    the channel is unchanged (a local misuse must never fail a healthy channel)."""
+
+
+class UnexpectedMessage(PeerProtocolError):
+    """A message from the peer that the channel's current state does not allow."""
 
 
 class ChainError(ChanlabError):

@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+from channel.bolt11 import RouteHintHop
+from channel.codec import MAX_MSAT
 from channel.errors import InvalidGossip, RejectedUpdate
 from channel.forwarding import ChannelPolicy
 from channel.gossip import (
@@ -41,8 +43,7 @@ __all__ = [
     "GraphChannel",
     "NetworkGraph",
     "NoRoute",
-    "RouteHint",
-    "find_route",
+        "find_route",
     "policy_of_update",
 ]
 
@@ -83,15 +84,6 @@ class GraphChannel:
 
     def other(self, node_id: bytes) -> bytes:
         return self.node_2 if node_id == self.node_1 else self.node_1
-
-
-@dataclass(frozen=True, slots=True)
-class RouteHint:
-    """One BOLT 11 ``r`` entry: a channel from ``node_id`` towards the payee, with its policy."""
-
-    node_id: bytes
-    short_channel_id: ShortChannelId
-    policy: ChannelPolicy
 
 
 @dataclass
@@ -241,7 +233,7 @@ class _Label:
 
 def find_route(graph: NetworkGraph, *, source: bytes, target: bytes, amount_msat: int,
                final_cltv_expiry_delta: int,
-               route_hints: Iterable[Iterable[RouteHint]] = (),
+               route_hints: Iterable[Iterable[RouteHintHop]] = (),
                liquidity_msat: Mapping[tuple[ShortChannelId, bytes], int] | None = None,
                excluded_channels: Iterable[ShortChannelId] = (),
                excluded_nodes: Iterable[bytes] = ()) -> Route:
@@ -326,7 +318,7 @@ def _walk(source: bytes, target: bytes, next_hop: dict[bytes, tuple[ShortChannel
 _Edge = tuple[ShortChannelId, bytes, ChannelPolicy | None, int | None]
 
 
-def _incoming_edges(graph: NetworkGraph, route_hints: Iterable[Iterable[RouteHint]],
+def _incoming_edges(graph: NetworkGraph, route_hints: Iterable[Iterable[RouteHintHop]],
                     target: bytes) -> dict[bytes, list[_Edge]]:
     """For each node, the channels into it: (scid, from_node, from_node's policy, capacity)."""
     edges: dict[bytes, list[_Edge]] = {}
@@ -340,7 +332,12 @@ def _incoming_edges(graph: NetworkGraph, route_hints: Iterable[Iterable[RouteHin
         entries = list(hint)
         for i, entry in enumerate(entries):
             # BOLT 11: each entry's channel leads to the next entry's node, the last to the payee.
-            to_node = entries[i + 1].node_id if i + 1 < len(entries) else target
+            to_node = entries[i + 1].pubkey if i + 1 < len(entries) else target
+            policy = ChannelPolicy(
+                fee_base_msat=entry.fee_base_msat,
+                fee_proportional_millionths=entry.fee_proportional_millionths,
+                cltv_expiry_delta=entry.cltv_expiry_delta, htlc_minimum_msat=0,
+                htlc_maximum_msat=MAX_MSAT)  # a hint states no limits: the payee knows best
             edges.setdefault(to_node, []).append(
-                (entry.short_channel_id, entry.node_id, entry.policy, None))
+                (ShortChannelId.from_bytes(entry.short_channel_id), entry.pubkey, policy, None))
     return edges

@@ -167,3 +167,9 @@ class NodeStore:
     def get(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
+
+    def kv_with_prefix(self, prefix: str) -> dict[str, str]:
+        """The kv entries whose key starts with ``prefix``, by the rest of their key."""
+        rows = self._db.execute("SELECT key, value FROM kv WHERE key >= ? AND key < ?",
+                                (prefix, prefix + "\U0010ffff")).fetchall()
+        return {str(k)[len(prefix):]: str(v) for k, v in rows}

@@ -8,12 +8,11 @@ failure is logged at once, and :meth:`BackgroundTasks.cancel_all` ends them all 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
-__all__ = ["BackgroundTasks"]
+__all__ = ["BackgroundTasks", "cancel_and_wait"]
 
 
 class BackgroundTasks:
@@ -37,9 +36,15 @@ class BackgroundTasks:
 
     async def cancel_all(self) -> None:
         """Cancel every task and wait until each has ended."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        await cancel_and_wait(list(self._tasks))
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Future[Any]]) -> None:
+    """Cancel ``tasks`` and wait until each has ended. Their outcomes (cancelled, or failed:
+    already reported by whoever owns them) are collected, not raised; a cancellation of the
+    caller itself still propagates."""
+    pending = list(tasks)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)

@@ -69,7 +69,6 @@ from channel.keys import (
     verify,
     witness_signature,
 )
-from channel.monitor import ChannelMonitor
 from channel.scripts import offered_htlc_script, p2wsh, received_htlc_script, to_local_script
 from channel.sweeps import SEQUENCE_NO_RELATIVE_LOCK
 from channel.transactions import (
@@ -386,7 +385,19 @@ def build_justice_kit(revoked: CommitmentTransaction, *, revocation_privkey: Pri
         htlcs=tuple(htlcs))
 
 
-def justice_kit_for_state(monitor: ChannelMonitor, commitment_number: int
+class RevokedStates(Protocol):
+    """What :func:`justice_kit_for_state` reads (a channel monitor has it): the tower module
+    knows no monitor, only this."""
+
+    destination_script_pubkey: bytes
+    sweep_feerate_per_kw: int
+
+    def revoked_commitment(self, commitment_number: int) -> CommitmentTransaction: ...
+
+    def revocation_privkey(self, commitment_number: int) -> PrivateKey: ...
+
+
+def justice_kit_for_state(monitor: RevokedStates, commitment_number: int
                           ) -> tuple[bytes, JusticeKit]:
     """(txid of the peer's revoked commitment ``commitment_number``, its justice kit): what a
     node uploads (``TowerClient.upload_kit(kit, txid)``) after each ``revoke_and_ack``. The

@@ -20,7 +20,6 @@ uploaded twice is acknowledged as a duplicate. A tower added later receives ever
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Callable, Iterable
@@ -33,6 +32,7 @@ from channel.messages import decode_message, encode_message
 from channel.monitor import ChannelMonitor
 from channel.state import CounterpartySecretRevealed, MonitorUpdate
 from channel.store import NodeStore
+from channel.tasks import cancel_and_wait
 from channel.tower import TowerClient, justice_kit_for_state
 from channel.tower_wire import (
     MAX_UPLOAD_BLOB_BYTES,
@@ -154,11 +154,7 @@ class WatchtowerClient:
     async def stop(self) -> None:
         self._stopping = True
         tasks = [link.task for link in self._links.values() if link.task is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        await cancel_and_wait(tasks)
 
     # -- from the node ---------------------------------------------------------------------
 
@@ -268,10 +264,7 @@ class WatchtowerClient:
         try:
             await asyncio.wait({woken, hangup}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (woken, hangup):
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
+            await cancel_and_wait((woken, hangup))
         if hangup.done() and not hangup.cancelled():
             error = hangup.exception()
             if error is not None:

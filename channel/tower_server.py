@@ -30,19 +30,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import coincurve
 from bitcoin.core import CTransaction
 
 from channel.chain import BlockEvent, ChainBackend, TxEvent
-from channel.control_socket import start_unix_server
+from channel.control_api import TOWER_COMMANDS
+from channel.daemon import DaemonShell
 from channel.errors import (
     ChainError,
     ChanlabError,
@@ -52,7 +52,6 @@ from channel.errors import (
     UnknownEvenMessage,
 )
 from channel.messages import decode_message, encode_message
-from channel.node import load_or_create_node_key
 from channel.tasks import BackgroundTasks
 from channel.tower import (
     SignedUpload,
@@ -104,9 +103,12 @@ class TowerServer:
     def __init__(self, settings: TowerSettings, chain: ChainBackend) -> None:
         self.settings = settings
         self.chain = chain
-        settings.home.mkdir(parents=True, exist_ok=True)
-        os.chmod(settings.home, 0o700)
-        self._secret = load_or_create_node_key(settings.home / "tower_key")
+        self.shell = DaemonShell(settings.home, info_file="tower.json", key_file="tower_key",
+                                 commands=TOWER_COMMANDS, handlers={
+                                     "info": self.cmd_info, "register": self.cmd_register,
+                                     "events": self.cmd_events, "justice": self.cmd_justice,
+                                     "stop": self.cmd_stop})
+        self._secret = self.shell.secret
         self.tower_id: bytes = coincurve.PrivateKey(self._secret).public_key.format(True)
         db_path = settings.home / "tower.db"
         if not db_path.exists():
@@ -124,9 +126,7 @@ class TowerServer:
         self._connected: dict[bytes, int] = {}
         self._scanned = -1
         self._server: asyncio.Server | None = None
-        self._control: asyncio.Server | None = None
         self._tasks = BackgroundTasks(log)
-        self._stopping = asyncio.Event()
 
     @property
     def address(self) -> str:
@@ -147,14 +147,10 @@ class TowerServer:
         self._server = await serve(self.settings.host, self.settings.port,
                                    local_static=self._secret, on_connection=self._on_client)
         self.port = self._server.sockets[0].getsockname()[1]
-        self._control = await start_unix_server(self._on_control,
-                                                self.settings.home / "control.sock")
-        info = {"name": self.settings.name, "tower_id": self.tower_id.hex(),
-                "host": self.settings.host, "port": self.port, "address": self.address,
-                "pid": os.getpid(), "chain": self.chain.chain}
-        tmp = self.settings.home / "tower.json.tmp"
-        tmp.write_text(json.dumps(info))
-        tmp.replace(self.settings.home / "tower.json")
+        await self.shell.open_control()
+        self.shell.publish({"name": self.settings.name, "tower_id": self.tower_id.hex(),
+                            "host": self.settings.host, "port": self.port,
+                            "address": self.address, "chain": self.chain.chain})
         # Catch up before serving chain events: a breach mined while we were down is punished
         # from the blocks, one still in the mempool from the mempool.
         await self._catch_up(tip)
@@ -165,22 +161,19 @@ class TowerServer:
 
     def request_stop(self) -> None:
         """Ask :meth:`serve_forever` to stop (safe from a signal handler)."""
-        self._stopping.set()
+        self.shell.stopping.set()
 
     async def serve_forever(self) -> None:
-        await self._stopping.wait()
+        await self.shell.stopping.wait()
         await self.stop()
 
     async def stop(self) -> None:
-        self._stopping.set()
-        for server in (self._server, self._control):
-            if server is not None:
-                server.close()
+        self.shell.close()
+        if self._server is not None:
+            self._server.close()
         await self._tasks.cancel_all()
         await self.chain.aclose()
         self.store.close()
-        with contextlib.suppress(FileNotFoundError):
-            (self.settings.home / "control.sock").unlink()
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         return self._tasks.spawn(coro)
@@ -219,7 +212,7 @@ class TowerServer:
             log.info("client %s disconnected", short)
 
     async def _client_loop(self, transport: Transport, client: bytes) -> None:
-        while not self._stopping.is_set():
+        while not self.shell.stopping.is_set():
             try:
                 raw = await transport.recv()
             except (EOFError, ConnectionError, asyncio.IncompleteReadError, MalformedMessage):
@@ -283,7 +276,7 @@ class TowerServer:
             await self._broadcast(txid, pending.raw, first=False)   # recorded before a crash
 
     async def _watch_chain(self) -> None:
-        while not self._stopping.is_set():
+        while not self.shell.stopping.is_set():
             try:
                 # from our bookmark, not the tip: a block mined between the catch-up and
                 # this subscription would otherwise wait for the next block to be read
@@ -402,28 +395,6 @@ class TowerServer:
 
     # -- control ---------------------------------------------------------------------------
 
-    async def _on_control(self, reader: asyncio.StreamReader,
-                          writer: asyncio.StreamWriter) -> None:
-        try:
-            line = await reader.readline()
-            request = json.loads(line)
-            cmd = str(request.get("cmd", ""))
-            args = request.get("args") or {}
-            handler = self._COMMANDS.get(cmd)
-            if handler is None:
-                response: dict[str, Any] = {"ok": False, "error": f"unknown command {cmd!r}"}
-            else:
-                try:
-                    response = {"ok": True, "result": await handler(self, **args)}
-                except (ChanlabError, ValueError, TypeError, KeyError, OSError) as exc:
-                    response = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-            writer.write(json.dumps(response).encode() + b"\n")
-            await writer.drain()
-        except (json.JSONDecodeError, ConnectionError) as exc:
-            log.info("bad control request: %s", exc)
-        finally:
-            writer.close()
-
     async def cmd_info(self) -> dict[str, Any]:
         return {"name": self.settings.name, "tower_id": self.tower_id.hex(),
                 "address": self.address, "chain": self.chain.chain,
@@ -449,10 +420,5 @@ class TowerServer:
         return list(self.justice)
 
     async def cmd_stop(self) -> dict[str, Any]:
-        asyncio.get_running_loop().call_soon(self._stopping.set)
+        asyncio.get_running_loop().call_soon(self.shell.stopping.set)
         return {"stopping": True}
-
-    _COMMANDS: ClassVar[dict[str, Callable[..., Awaitable[Any]]]] = {
-        "info": cmd_info, "register": cmd_register, "events": cmd_events, "justice": cmd_justice,
-        "stop": cmd_stop,
-    }

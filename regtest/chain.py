@@ -20,10 +20,10 @@ from bitcoin.core import CBlock, CScript, CTransaction
 from bitcoin.wallet import CBitcoinAddress
 
 from channel.chain import BlockEvent, FundingTransaction, TxEvent
-from regtest.errors import RpcUnreachable
+from regtest.errors import RegtestError, RpcUnreachable
 from regtest.rpc import JSON, AsyncRpc, RpcAuth, RpcError
 
-__all__ = ["BitcoindChain", "BitcoindEndpoint"]
+__all__ = ["BitcoindChain", "BitcoindEndpoint", "address_of", "use_chain_params"]
 
 log = logging.getLogger("chanlab.chain")
 
@@ -47,9 +47,37 @@ class BitcoindEndpoint:
                    zmq_rawblock=data.get("zmq_rawblock"), zmq_rawtx=data.get("zmq_rawtx"))
 
 
+# bitcoind's chain name -> python-bitcoinlib's name and parameter class
+_CHAIN_PARAMS: dict[str, tuple[str, type[bitcoin.core.CoreChainParams]]] = {
+    "main": ("mainnet", bitcoin.MainParams), "test": ("testnet", bitcoin.TestNetParams),
+    "signet": ("signet", bitcoin.SigNetParams), "regtest": ("regtest", bitcoin.RegTestParams)}
+_chosen_chain: str | None = None
+
+
+def use_chain_params(chain: str) -> None:
+    """Choose python-bitcoinlib's (process-global) chain parameters, once per process.
+
+    The first call selects them (unless they are selected already, as the CLI and the tests do
+    at start); later calls for the same chain do nothing, and another chain is refused: one
+    process addresses one chain, and rebinding the globals under running code is unsafe.
+    """
+    global _chosen_chain
+    if _chosen_chain == chain:
+        return
+    if _chosen_chain is not None:
+        raise RegtestError(f"this process already uses {_chosen_chain} addresses, not {chain}: "
+                           "run one process per chain")
+    if chain not in _CHAIN_PARAMS:
+        raise RegtestError(f"unknown chain {chain!r}: expected one of {sorted(_CHAIN_PARAMS)}")
+    name, params = _CHAIN_PARAMS[chain]
+    if type(bitcoin.params) is not params:
+        bitcoin.SelectParams(name)
+    _chosen_chain = chain
+
+
 def address_of(script_pubkey: bytes, chain: str) -> str:
     """The address bitcoind's wallet RPCs want for ``script_pubkey``."""
-    bitcoin.SelectParams({"main": "mainnet", "test": "testnet"}.get(chain, chain))
+    use_chain_params(chain)
     return str(CBitcoinAddress.from_scriptPubKey(CScript(script_pubkey)))
 
 

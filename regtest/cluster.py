@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from regtest.chain import BitcoindEndpoint
-from regtest.commands.tower import call_tower, tower_home
-from regtest.control import NodeUnreachable, call_node, node_home
+from regtest.control import NodeUnreachable, call_node, call_tower, node_home, tower_home
 from regtest.node import BitcoindNode
 from regtest.wait import wait_for
 from regtest.wallet import Wallet
@@ -91,6 +90,13 @@ class _ChildProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+    @property
+    def pid(self) -> int:
+        """The process id of the running daemon."""
+        if self.proc is None or self.proc.poll() is not None:
+            raise RuntimeError(f"{self.kind} {self.name} is not running")
+        return self.proc.pid
 
     @property
     def running(self) -> bool:

@@ -8,14 +8,14 @@ database, ``node.json`` with its public address, ``control.sock`` and ``node.log
 from __future__ import annotations
 
 import json
-import logging
 import os
 import socket
-import sys
 from pathlib import Path
 from typing import Any
 
+from channel.control_api import NODE_COMMANDS, TOWER_COMMANDS, Command, check_args
 from channel.control_socket import connect_unix
+from channel.daemon import daemon_logging
 from channel.errors import ChanlabError
 from regtest.chain import BitcoindEndpoint
 from regtest.errors import SetupError
@@ -24,11 +24,14 @@ __all__ = [
     "NodeUnreachable",
     "call_control",
     "call_node",
+    "call_tower",
     "chanlab_home",
     "daemon_logging",
     "load_endpoint",
     "node_address",
     "node_home",
+    "tower_address",
+    "tower_home",
 ]
 
 
@@ -62,12 +65,35 @@ def call_node(name: str, cmd: str, args: dict[str, Any] | None = None, *,
               home: Path | None = None, timeout_s: float = 120.0) -> Any:
     """Send one command to a running node and return its result (raises on its error)."""
     return call_control(node_home(name, home) / "control.sock", f"node {name!r}", cmd, args,
-                        timeout_s=timeout_s)
+                        table=NODE_COMMANDS, timeout_s=timeout_s)
+
+
+def tower_home(name: str, home: Path | None = None) -> Path:
+    return (home or chanlab_home()) / "towers" / name
+
+
+def tower_address(name: str, home: Path | None = None) -> str:
+    """``tower_id@host:port`` of the tower called ``name`` (from its ``tower.json``)."""
+    path = tower_home(name, home) / "tower.json"
+    try:
+        return str(json.loads(path.read_text())["address"])
+    except FileNotFoundError:
+        raise NodeUnreachable(f"no tower called {name!r} (start it: chanlab tower start "
+                              f"--name {name})") from None
+
+
+def call_tower(name: str, cmd: str, args: dict[str, Any] | None = None, *,
+               home: Path | None = None, timeout_s: float = 60.0) -> Any:
+    """Send one command to a running tower and return its result (raises on its error)."""
+    return call_control(tower_home(name, home) / "control.sock", f"tower {name!r}", cmd, args,
+                        table=TOWER_COMMANDS, timeout_s=timeout_s)
 
 
 def call_control(path: Path, who: str, cmd: str, args: dict[str, Any] | None = None, *,
-                 timeout_s: float = 120.0) -> Any:
-    """One JSON request on the control socket at ``path`` (a node's or a tower's)."""
+                 table: dict[str, Command], timeout_s: float = 120.0) -> Any:
+    """One JSON request on the control socket at ``path`` (a node's or a tower's), its
+    arguments checked against ``table`` first (a bad call fails here, with the reason)."""
+    check_args(table, cmd, args or {})
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout_s)
     try:
@@ -102,11 +128,3 @@ def load_endpoint(path: Path | None = None) -> BitcoindEndpoint:
     except FileNotFoundError:
         raise SetupError(f"no {endpoint_file}: start a regtest bitcoind first "
                          "(`chanlab bitcoind start`, or `chanlab demo` for a guided run)") from None
-
-
-def daemon_logging(home: Path, label: str, log_name: str) -> None:
-    """A daemon's log: ``home/log_name`` and stderr, every line tagged with ``label``."""
-    logging.basicConfig(
-        level=logging.INFO, format=f"%(asctime)s {label} %(name)s %(message)s",
-        handlers=[logging.FileHandler(home / log_name), logging.StreamHandler(sys.stderr)])
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per RPC call otherwise

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TextIO
 
 from channel.keys import FundingPubkey, PrivateKey
@@ -46,6 +49,13 @@ class DemoContext:
     node: BitcoindNode
     miner: Wallet
     say: Narrator
+
+    @contextmanager
+    def scratch_folder(self, prefix: str) -> Iterator[Path]:
+        """A temporary folder for the scenario's node homes, removed when the scenario ends,
+        failed or not (the cluster inside stops its processes first)."""
+        with tempfile.TemporaryDirectory(prefix=prefix, ignore_cleanup_errors=True) as path:
+            yield Path(path)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -28,8 +28,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from regtest.backend import BASE_ARGS, CHAIN, LOOPBACK, free_port
 from regtest.errors import DockerUnavailable, NodeStartError, RegtestError, RpcUnreachable
-from regtest.node import BASE_ARGS, CHAIN, LOOPBACK, free_port
 from regtest.rpc import AsyncRpc, Rpc, RpcAuth, RpcInWarmup
 
 IMAGE = "bitcoin/bitcoin:28.2"

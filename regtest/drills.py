@@ -22,12 +22,10 @@ the offline victim (replace "Bob comes back" by "Bob's tower acts").
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from bitcoin.core import CBlock, CTransaction
@@ -616,8 +614,8 @@ def restart_reorg(cluster: Cluster, say: Narrator, *,
 
 @contextmanager
 def _cluster(ctx: DemoContext) -> Iterator[Cluster]:
-    home = Path(tempfile.mkdtemp(prefix="chanlab-drill-"))
-    with Cluster.running(ctx.node, home, ctx.miner) as cluster:
+    with ctx.scratch_folder("chanlab-drill-") as home, \
+            Cluster.running(ctx.node, home, ctx.miner) as cluster:
         try:
             yield cluster
         finally:

@@ -2,7 +2,9 @@
 
 ``LocalBitcoind`` runs the binary chosen by ``regtest.bitcoind_binary`` as a child process;
 ``regtest.docker_node.DockerBitcoind`` runs the same thing in a container. Both satisfy
-``BitcoindNode``; ``open_node(backend)`` picks one.
+``regtest.backend.BitcoindNode``; ``open_node(backend)`` picks one. (The interface, the shared
+arguments and the port helpers live in ``regtest.backend``, so the docker backend does not
+import this module; they stay importable from here.)
 
 A local node gets its own datadir (a temp folder unless given), free loopback ports for RPC, P2P
 and the two ZMQ feeds (``rawblock``, ``rawtx``), and cookie authentication. ``start()`` deletes a
@@ -20,11 +22,9 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
-import errno
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,92 +33,33 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Protocol
 
+from regtest.backend import (
+    BASE_ARGS,
+    CHAIN,
+    LOOPBACK,
+    BitcoindNode,
+    check_port_free,
+    free_port,
+)
 from regtest.bitcoind_binary import BitcoindBinary, require_bitcoind
 from regtest.errors import NodeStartError, PortInUse, RegtestError, RpcUnreachable
 from regtest.rpc import AsyncRpc, Rpc, RpcAuth, RpcInWarmup
 
-CHAIN = "regtest"
-LOOPBACK = "127.0.0.1"
+__all__ = [
+    "BASE_ARGS",
+    "CHAIN",
+    "LOOPBACK",
+    "BitcoindNode",
+    "LocalBitcoind",
+    "check_port_free",
+    "free_port",
+    "open_node",
+]
+
 _POLL_INTERVAL_S = 0.25
 _LOG_TAIL_LINES = 15
 _BIND_FAILURE_MARKERS = ("Unable to bind", "Unable to start HTTP server", "Address already in use")
-
-BASE_ARGS: tuple[str, ...] = (
-    "-regtest",
-    "-server",
-    "-txindex",
-    "-fallbackfee=0.0002",
-    # bitcoind would otherwise bind a Tor listener on the P2P port + 1, which may be our RPC port.
-    "-listenonion=0",
-    "-listen=1",
-    "-discover=0",
-    "-dnsseed=0",
-    "-fixedseeds=0",
-    "-printtoconsole=0",
-    "-keypool=32",
-    "-rpcthreads=8",
-    "-rpcworkqueue=64",
-)
-
-
-class BitcoindNode(Protocol):
-    """What chanlab needs from a running regtest node, whichever backend runs it."""
-
-    @property
-    def chain(self) -> str: ...
-    @property
-    def rpc(self) -> Rpc: ...
-    @property
-    def rpc_url(self) -> str: ...
-    @property
-    def rpc_auth(self) -> RpcAuth: ...
-    @property
-    def cookie_path(self) -> Path: ...
-    @property
-    def zmq_rawblock(self) -> str: ...
-    @property
-    def zmq_rawtx(self) -> str: ...
-    @property
-    def p2p_port(self) -> int: ...
-    @property
-    def datadir(self) -> Path: ...
-    def async_rpc(self) -> AsyncRpc: ...
-    def start(self) -> None: ...
-    def stop(self) -> None: ...
-    def restart(self) -> None: ...
-    def __enter__(self) -> BitcoindNode: ...
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
-
-
-def free_port() -> int:
-    """A TCP port on the loopback interface that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def check_port_free(port: int, what: str) -> None:
-    """Raise ``PortInUse`` if another socket holds ``port`` on the loopback interface."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # SO_REUSEADDR as bitcoind sets it: a TIME_WAIT leftover is fine, a live socket is not.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((LOOPBACK, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise PortInUse(
-                    f"{what} port {port} on {LOOPBACK} is already in use: stop whatever holds it "
-                    f"or leave the port unset so chanlab picks a free one"
-                ) from None
-            raise
 
 
 class LocalBitcoind:

@@ -9,8 +9,6 @@ nothing but Bitcoin: the counterexample to an L2 that halts when its operator do
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from bitcoin.core import CTransaction
@@ -71,8 +69,8 @@ def _wallet_fee_sat(node: NodeProcess, txid: str) -> int:
                        "force close while the counterparty is down")
 def lifecycle(ctx: DemoContext) -> None:
     say, miner = ctx.say, ctx.miner
-    home = Path(tempfile.mkdtemp(prefix="chanlab-demo-"))
-    with Cluster.running(ctx.node, home, miner) as cluster:
+    with ctx.scratch_folder("chanlab-demo-") as home, \
+            Cluster.running(ctx.node, home, miner) as cluster:
         say.step("Start two chanlab nodes, Alice and Bob, as separate processes")
         alice = cluster.start_node("alice", funds_sat=3_000_000, to_self_delay=TO_SELF_DELAY)
         bob = cluster.start_node("bob", funds_sat=1_000_000, to_self_delay=TO_SELF_DELAY)

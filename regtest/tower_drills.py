@@ -20,12 +20,10 @@ satoshi (``RegtestError`` otherwise) and returns a :class:`TowerBreachOutcome`, 
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from bitcoin.core import CTransaction
@@ -387,8 +385,8 @@ def breach_tower(cluster: Cluster, say: Narrator, *,
 
 @contextmanager
 def _cluster(ctx: DemoContext) -> Iterator[Cluster]:
-    home = Path(tempfile.mkdtemp(prefix="chanlab-tower-"))
-    with Cluster.running(ctx.node, home, ctx.miner) as cluster:
+    with ctx.scratch_folder("chanlab-tower-") as home, \
+            Cluster.running(ctx.node, home, ctx.miner) as cluster:
         try:
             yield cluster
         finally:

@@ -5,7 +5,9 @@ Each module defines ``register(subparsers: argparse._SubParsersAction) -> None``
 
 MODULES: tuple[str, ...] = (
     "regtest.commands.bitcoind",
+    "regtest.commands.decode",
     "regtest.commands.demo",
+    "regtest.commands.electrum",
     "regtest.commands.network",
     "regtest.commands.node",
     "regtest.commands.tower",

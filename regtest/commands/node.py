@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +64,7 @@ async def _run(settings: NodeSettings, endpoint: BitcoindEndpoint) -> int:
     await chain.ensure_wallet()
     node = Node(settings, chain)
     await node.start()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, node.request_stop)
+    node.shell.install_signal_handlers()
     print(f"node {settings.name} ready: {node.node_id.hex()}@{settings.host}:{node.port}",
           flush=True)
     await node.serve_forever()

@@ -16,43 +16,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 from pathlib import Path
 from typing import Any
 
 from channel.tower_server import TowerServer, TowerSettings
 from regtest.chain import BitcoindChain, BitcoindEndpoint
 from regtest.control import (
-    NodeUnreachable,
-    call_control,
-    chanlab_home,
+    call_tower,
     daemon_logging,
     load_endpoint,
     node_address,
+    tower_home,
 )
 
-__all__ = ["call_tower", "register", "tower_address", "tower_home"]
-
-
-def tower_home(name: str, home: Path | None = None) -> Path:
-    return (home or chanlab_home()) / "towers" / name
-
-
-def tower_address(name: str, home: Path | None = None) -> str:
-    """``tower_id@host:port`` of the tower called ``name`` (from its ``tower.json``)."""
-    path = tower_home(name, home) / "tower.json"
-    try:
-        return str(json.loads(path.read_text())["address"])
-    except FileNotFoundError:
-        raise NodeUnreachable(f"no tower called {name!r} (start it: chanlab tower start "
-                              f"--name {name})") from None
-
-
-def call_tower(name: str, cmd: str, args: dict[str, Any] | None = None, *,
-               home: Path | None = None, timeout_s: float = 60.0) -> Any:
-    """Send one command to a running tower and return its result (raises on its error)."""
-    return call_control(tower_home(name, home) / "control.sock", f"tower {name!r}", cmd, args,
-                        timeout_s=timeout_s)
+__all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -92,9 +69,7 @@ async def _run(settings: TowerSettings, endpoint: BitcoindEndpoint) -> int:
     chain = BitcoindChain(endpoint, wallet=f"tower-{settings.name}")
     tower = TowerServer(settings, chain)
     await tower.start()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, tower.request_stop)
+    tower.shell.install_signal_handlers()
     print(f"tower {settings.name} ready: {tower.address}", flush=True)
     await tower.serve_forever()
     return 0

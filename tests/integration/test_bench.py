@@ -58,12 +58,12 @@ def test_bench_commands_pay_exactly_and_count_failures(bitcoind: BitcoindNode, m
 
         path = home / "invoices.txt"
         path.write_text("\n".join(invoices[:2]) + "\n")
-        one = alice.call("bench-pay", invoices_path=str(path), batch_size=1)
+        one = alice.call("pay-pipeline", invoices_path=str(path), batch_size=1)
         assert (one["payments"], one["succeeded"], one["batch_size"]) == (2, 2, 1)
         assert 0 < one["paid_s"] <= one["settled_s"]
 
         path.write_text("\n".join([*invoices[2:], invoices[0]]))
-        many = alice.call("bench-pay", invoices_path=str(path), batch_size=4)
+        many = alice.call("pay-pipeline", invoices_path=str(path), batch_size=4)
         assert (many["payments"], many["succeeded"], many["batch_size"]) == (4, 3, 4)
 
         for node, bobs_side in ((bob, "local_msat"), (alice, "remote_msat")):

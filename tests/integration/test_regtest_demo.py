@@ -5,9 +5,13 @@ from __future__ import annotations
 import io
 import re
 import socket
+import tempfile
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+import regtest.story  # noqa: F401  (registers the lifecycle scenario)
 from regtest.cli import main
 from regtest.demo import SCENARIOS, run_demo
 from regtest.errors import RegtestError
@@ -50,3 +54,26 @@ def test_cli_reports_unknown_scenario_with_exit_1(capsys: pytest.CaptureFixture[
     """The CLI turns the error into one line and exit code 1."""
     assert main(["demo", "no-such-story"]) == 1
     assert capsys.readouterr().err.startswith("chanlab: error: no demo scenario 'no-such-story'")
+
+
+def test_a_demo_run_leaves_no_temp_folder_behind(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default demo (bitcoind's datadir, the cluster home of two node processes) removes
+    every temporary folder it made: the temp root is empty again after the run."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    made: list[str] = []
+    real_mkdtemp = tempfile.mkdtemp
+
+    def spy(*args: Any, **kwargs: Any) -> str:
+        path = real_mkdtemp(*args, **kwargs)
+        made.append(Path(path).name)
+        return path
+
+    monkeypatch.setattr(tempfile, "mkdtemp", spy)
+    run_demo("lifecycle", out=io.StringIO())
+    assert any(name.startswith("chanlab-bitcoind-") for name in made)
+    assert any(name.startswith("chanlab-demo-") for name in made)   # the cluster's home
+    assert sorted(p.name for p in scratch.iterdir()) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from channel.bolt11 import RouteHintHop
 from channel.forwarding import ChannelPolicy
 from channel.gossip import (
     ShortChannelId,
@@ -14,7 +15,7 @@ from channel.gossip import (
     unsigned_channel_announcement,
     with_channel_announcement_signatures,
 )
-from channel.graph import NetworkGraph, NoRoute, RouteHint, find_route
+from channel.graph import NetworkGraph, NoRoute, find_route
 from channel.keys import PrivateKey
 from channel.route import Route, route_amounts
 from channel.wire import REGTEST_CHAIN_HASH
@@ -145,7 +146,8 @@ def test_route_hint_reaches_a_private_payee() -> None:
     """E is reachable only through C's private channel, named by a BOLT 11 route hint."""
     graph, scids = _bolt7_example()
     hint_scid = ShortChannelId(200, 3, 1)
-    hint = RouteHint(ID["C"], hint_scid, _policy(300, 3000, 30))
+    hint = RouteHintHop(pubkey=ID["C"], short_channel_id=bytes(hint_scid), fee_base_msat=300,
+                        fee_proportional_millionths=3000, cltv_expiry_delta=30)
     route = find_route(graph, source=ID["A"], target=ID["E"], amount_msat=1_000_000,
                        final_cltv_expiry_delta=18, route_hints=[[hint]])
     # C charges 300 + 1,000,000 * 3,000 / 10^6 = 3,300; B charges 200 + 1,003,300 * 0.002.

@@ -29,6 +29,7 @@ from channel.errors import (
     MalformedMessage,
     PeerProtocolError,
     RejectedUpdate,
+    UnexpectedMessage,
 )
 from channel.keys import ChannelKeys, PrivateKey
 from channel.messages import (
@@ -717,7 +718,7 @@ def test_wrong_number_of_htlc_signatures(fmt: CommitmentFormat) -> None:
 
 
 def test_commitment_signed_in_wrong_state() -> None:
-    """commitment_signed before the channel is NORMAL: InvalidStateTransition."""
+    """commitment_signed before the channel is NORMAL: UnexpectedMessage (a peer fault)."""
     a, open_msg = Channel.open_outbound(
         keys=ChannelKeys.from_seed(SEED_A), config=CONFIG, funding_sat=FUNDING_SAT, push_msat=0,
         feerate_per_kw=FEERATE, temporary_channel_id=TEMP_ID)
@@ -727,7 +728,7 @@ def test_commitment_signed_in_wrong_state() -> None:
     a.on_funding_signed(b.on_funding_created(a.funding_created(FUNDING_OUTPOINT)))
     msg = CommitmentSigned(channel_id=a.channel_id or b"", signature=ALIEN_KEY.sign(bytes(32)),
                            htlc_signature=())
-    expect_unchanged(a, InvalidStateTransition, lambda: a.on_commitment_signed(msg))
+    expect_unchanged(a, UnexpectedMessage, lambda: a.on_commitment_signed(msg))
     expect_unchanged(a, RejectedUpdate, lambda: a.sign_commitment())
 
 
@@ -773,14 +774,14 @@ def test_revoke_and_ack_that_breaks_the_shachain(fmt: CommitmentFormat) -> None:
 
 
 def test_revoke_and_ack_without_pending_commitment(fmt: CommitmentFormat) -> None:
-    """revoke_and_ack when we signed nothing (or a replay of one): InvalidStateTransition."""
+    """revoke_and_ack when we signed nothing (or a replay of one): UnexpectedMessage."""
     a, b = open_pair(fmt)
     add(a, b, BIG_MSAT, 1)
     revoke = b.on_commitment_signed(a.sign_commitment())
     a.on_revoke_and_ack(revoke)
-    expect_unchanged(a, InvalidStateTransition, lambda: a.on_revoke_and_ack(revoke))
+    expect_unchanged(a, UnexpectedMessage, lambda: a.on_revoke_and_ack(revoke))
     fresh, _ = open_pair(fmt)
-    expect_unchanged(fresh, InvalidStateTransition, lambda: fresh.on_revoke_and_ack(revoke))
+    expect_unchanged(fresh, UnexpectedMessage, lambda: fresh.on_revoke_and_ack(revoke))
 
 
 def test_update_add_htlc_with_wrong_id(fmt: CommitmentFormat) -> None:
@@ -1275,7 +1276,7 @@ def test_closing_fee_negotiation(fmt: CommitmentFormat) -> None:
 def test_closing_signed_hostile(fmt: CommitmentFormat) -> None:
     """No overlapping range, a fee above the opener's balance, a bad signature: all refused."""
     a, b = open_pair(fmt, push_msat=FUNDING_SAT * 1000 - 20_000_000)   # A keeps 20_000 sat
-    expect_unchanged(b, InvalidStateTransition, lambda: b.on_closing_signed(ClosingSigned(
+    expect_unchanged(b, UnexpectedMessage, lambda: b.on_closing_signed(ClosingSigned(
         channel_id=b.channel_id or b"", fee_satoshis=700, signature=ALIEN_KEY.sign(bytes(32)))))
     _shutdown_both(a, b)
     b_max = b.closing_fee_sat(5 * FEERATE)
@@ -1385,8 +1386,19 @@ def test_holder_transactions_and_force_close(fmt: CommitmentFormat) -> None:
     expect_unchanged(a, RejectedUpdate, lambda: a.add_htlc(
         amount_msat=1_000_000, payment_hash=payment_hash(5), cltv_expiry=CLTV,
         onion_routing_packet=ONION))
-    expect_unchanged(a, InvalidStateTransition,
+    expect_unchanged(a, UnexpectedMessage,
                      lambda: a.on_commitment_signed(b._signed_commitment(1, record=False)))
+
+
+def test_local_misuse_is_refused_not_a_protocol_fault() -> None:
+    """A local call the state does not allow raises InvalidStateTransition, a RejectedUpdate
+    (answer the caller), never a PeerProtocolError (fail the channel); nothing changes."""
+    assert issubclass(InvalidStateTransition, RejectedUpdate)
+    assert not issubclass(InvalidStateTransition, PeerProtocolError)
+    assert issubclass(UnexpectedMessage, PeerProtocolError)
+    a, b = open_pair(CommitmentFormat.STATIC_REMOTEKEY)
+    expect_unchanged(a, InvalidStateTransition, lambda: a.funding_created(FUNDING_OUTPOINT))
+    expect_unchanged(b, InvalidStateTransition, lambda: b.funding_created(FUNDING_OUTPOINT))
 
 
 def test_fail_channel() -> None:
@@ -1624,15 +1636,21 @@ def _rebuild(chan: Channel, side: Side, number: int, point: Any, to_broadcaster_
              to_countersignatory_msat: int, feerate_per_kw: int,
              htlcs: tuple[Any, ...]) -> bytes:
     """A commitment's txid from what a monitor update carries (balances before fees)."""
-    from channel.transactions import CommitmentKeys, build_commitment_transaction
+    from channel.transactions import (
+        CommitmentKeys,
+        build_commitment_transaction,
+        obscuring_factor,
+    )
     ours, theirs = chan.holder_params, chan.counterparty_params
     assert theirs is not None and chan.funding_outpoint is not None
     broadcaster, countersignatory = (ours, theirs) if side is Side.HOLDER else (theirs, ours)
+    opener, accepter = (ours, theirs) if chan.opener is Side.HOLDER else (theirs, ours)
     keys = CommitmentKeys.derive(per_commitment_point=point, broadcaster=broadcaster.basepoints,
                                  countersignatory=countersignatory.basepoints)
     return build_commitment_transaction(
         funding_outpoint=chan.funding_outpoint, funding_amount_sat=FUNDING_SAT,
-        commitment_number=number, obscuring_factor=chan._obscuring_factor, keys=keys,
+        commitment_number=number, obscuring_factor=obscuring_factor(
+            opener.basepoints.payment_basepoint, accepter.basepoints.payment_basepoint), keys=keys,
         to_self_delay=countersignatory.to_self_delay, dust_limit_sat=broadcaster.dust_limit_sat,
         feerate_per_kw=feerate_per_kw, broadcaster_is_opener=chan.opener is side,
         to_local_msat=to_broadcaster_msat, to_remote_msat=to_countersignatory_msat,

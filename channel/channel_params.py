@@ -1,0 +1,136 @@
+"""Channel parameters: our policy, the ``channel_type`` codes and the checks of the peer's.
+
+Pure. What :mod:`channel.state` announces in ``open_channel`` / ``accept_channel`` and how it
+validates what the peer announced (BOLT 2 "The open_channel Message" and "The accept_channel
+Message" requirements). A failed check of the peer's values raises ``PeerProtocolError``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from channel.errors import PeerProtocolError, RejectedUpdate
+from channel.keys import (
+    Basepoints,
+    ChannelKeys,
+    DelayedPaymentBasepoint,
+    FundingPubkey,
+    HtlcBasepoint,
+    PaymentBasepoint,
+    PerCommitmentPoint,
+    RevocationBasepoint,
+)
+from channel.messages import AcceptChannel, OpenChannel
+from channel.records import PartyParams
+from channel.types import CommitmentFormat
+
+__all__ = [
+    "MAX_FUNDING_SAT",
+    "MAX_HTLC_COUNT",
+    "MIN_DUST_LIMIT_SAT",
+    "MIN_FEERATE_PER_KW",
+    "ChannelConfig",
+    "channel_type_bytes",
+    "check_shutdown_script",
+    "format_from_channel_type",
+    "our_params",
+    "peer_params",
+]
+
+MAX_HTLC_COUNT = 483
+MIN_DUST_LIMIT_SAT = 354
+MIN_FEERATE_PER_KW = 253
+MAX_FUNDING_SAT = 2**24 - 1
+
+
+def channel_type_bytes(commitment_format: CommitmentFormat) -> bytes:
+    """The ``channel_type`` TLV value: bit 12 (static_remotekey), plus bit 22 with anchors."""
+    bits = 1 << 12
+    if commitment_format is CommitmentFormat.ANCHORS:
+        bits |= 1 << 22
+    return bits.to_bytes((bits.bit_length() + 7) // 8, "big")
+
+
+def format_from_channel_type(value: bytes | None) -> CommitmentFormat:
+    """The commitment format a peer's ``channel_type`` asks for (only the two we support)."""
+    if value is None:
+        raise PeerProtocolError("open/accept without channel_type")
+    bits = int.from_bytes(value, "big")
+    if bits == 1 << 12:
+        return CommitmentFormat.STATIC_REMOTEKEY
+    if bits == (1 << 12) | (1 << 22):
+        return CommitmentFormat.ANCHORS
+    raise PeerProtocolError(f"unsupported channel_type {value.hex()}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelConfig:
+    """Our policy for a channel: what we announce in open_channel / accept_channel.
+
+    ``to_self_delay`` is the delay we impose on the *peer's* to_local outputs;
+    ``channel_reserve_sat`` the balance we require the *peer* to keep.
+    """
+
+    dust_limit_sat: int = 546
+    max_htlc_value_in_flight_msat: int = 2**63 - 1
+    channel_reserve_sat: int | None = None     # None: 1% of the funding, at least the dust limit
+    htlc_minimum_msat: int = 1
+    to_self_delay: int = 144
+    max_accepted_htlcs: int = MAX_HTLC_COUNT
+    minimum_depth: int = 1
+    max_to_self_delay: int = 2016               # the most we accept from a peer
+
+    def reserve_for(self, funding_sat: int) -> int:
+        if self.channel_reserve_sat is not None:
+            return self.channel_reserve_sat
+        return max(funding_sat // 100, self.dust_limit_sat)
+
+
+def our_params(keys: ChannelKeys, config: ChannelConfig, funding_sat: int) -> PartyParams:
+    """What we announce for a channel of ``funding_sat``."""
+    return PartyParams(
+        dust_limit_sat=config.dust_limit_sat,
+        max_htlc_value_in_flight_msat=config.max_htlc_value_in_flight_msat,
+        channel_reserve_sat=config.reserve_for(funding_sat),
+        htlc_minimum_msat=config.htlc_minimum_msat, to_self_delay=config.to_self_delay,
+        max_accepted_htlcs=config.max_accepted_htlcs, basepoints=keys.basepoints())
+
+
+def peer_params(config: ChannelConfig, msg: OpenChannel | AcceptChannel,
+                funding_sat: int) -> PartyParams:
+    """The peer's announced parameters, checked against BOLT 2 and our ``config``."""
+    try:
+        basepoints = Basepoints(
+            funding_pubkey=FundingPubkey(msg.funding_pubkey),
+            revocation_basepoint=RevocationBasepoint(msg.revocation_basepoint),
+            payment_basepoint=PaymentBasepoint(msg.payment_basepoint),
+            delayed_payment_basepoint=DelayedPaymentBasepoint(msg.delayed_payment_basepoint),
+            htlc_basepoint=HtlcBasepoint(msg.htlc_basepoint))
+        PerCommitmentPoint(msg.first_per_commitment_point)
+    except (ValueError, TypeError) as exc:
+        raise PeerProtocolError(f"invalid key in {type(msg).__name__}: {exc}") from exc
+    if msg.max_accepted_htlcs > MAX_HTLC_COUNT:
+        raise PeerProtocolError(f"max_accepted_htlcs {msg.max_accepted_htlcs} > 483")
+    if msg.dust_limit_satoshis < MIN_DUST_LIMIT_SAT:
+        raise PeerProtocolError(f"dust_limit_satoshis {msg.dust_limit_satoshis} < 354")
+    if msg.dust_limit_satoshis > msg.channel_reserve_satoshis:
+        raise PeerProtocolError("dust_limit_satoshis above channel_reserve_satoshis")
+    if msg.to_self_delay > config.max_to_self_delay:
+        raise PeerProtocolError(f"to_self_delay {msg.to_self_delay} is unreasonably large")
+    if msg.channel_reserve_satoshis > funding_sat // 5:
+        raise PeerProtocolError("channel_reserve_satoshis above 20% of the channel")
+    return PartyParams(
+        dust_limit_sat=msg.dust_limit_satoshis,
+        max_htlc_value_in_flight_msat=msg.max_htlc_value_in_flight_msat,
+        channel_reserve_sat=msg.channel_reserve_satoshis,
+        htlc_minimum_msat=max(1, msg.htlc_minimum_msat), to_self_delay=msg.to_self_delay,
+        max_accepted_htlcs=msg.max_accepted_htlcs, basepoints=basepoints)
+
+
+def check_shutdown_script(script: bytes,
+                          error: type[RejectedUpdate] | type[PeerProtocolError]) -> None:
+    """BOLT 2 "Closing Initiation": a shutdown scriptpubkey is P2WPKH or P2WSH."""
+    p2wpkh = len(script) == 22 and script[:2] == b"\x00\x14"
+    p2wsh = len(script) == 34 and script[:2] == b"\x00\x20"
+    if not (p2wpkh or p2wsh):
+        raise error("shutdown scriptpubkey must be P2WPKH or P2WSH")

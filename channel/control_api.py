@@ -1,0 +1,253 @@
+"""The control API of the node and of the tower: every command, its arguments and its answer.
+
+One table per daemon (:data:`NODE_COMMANDS`, :data:`TOWER_COMMANDS`) drives the daemon's
+dispatcher (which checks each request against it), the ``chanlab NAME ...`` command line (which
+builds its argparse parser from it) and the Python client used by the cluster and the tests
+(which checks its arguments before sending). A command is added here, once.
+
+Wire format: one JSON object per line, ``{"cmd": "...", "args": {...}}``; the answer is
+``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "one line"}``. Every request gets an
+answer: garbage, an unknown command and bad arguments are answered with an error, too.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from channel.errors import ChanlabError
+
+__all__ = [
+    "NODE_COMMANDS",
+    "TOWER_COMMANDS",
+    "Arg",
+    "ArgType",
+    "BadControlRequest",
+    "Command",
+    "Resolve",
+    "check_args",
+    "error_answer",
+    "ok_answer",
+    "parse_request",
+]
+
+
+class BadControlRequest(ChanlabError):
+    """A control request that is not JSON, names no known command, or has bad arguments."""
+
+
+class ArgType(Enum):
+    """The JSON type of an argument."""
+
+    INT = "int"
+    FLOAT = "float"
+    STR = "str"
+    BOOL = "bool"
+    STR_LIST = "list of str"
+
+
+class Resolve(Enum):
+    """How the command line turns what a person typed into the argument's value."""
+
+    NONE = "none"
+    NODE_ADDRESS = "node address"   # a node name -> node_id@host:port
+    NODE_ID = "node id"             # a node name -> node id
+    TOWER_ADDRESS = "tower address"  # a tower name -> tower_id@host:port
+
+
+_REQUIRED: Any = object()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Arg:
+    """One argument: its name on the wire, its type, its default (none: required)."""
+
+    name: str
+    type: ArgType
+    help: str = ""
+    default: Any = _REQUIRED
+    cli_name: str = ""          # positional name / flag on the command line if not ``name``
+    cli_invert: bool = False    # a bool shown as ``--no-...`` (default True on the wire)
+    cli_hidden: bool = False    # not offered on the command line
+    resolve: Resolve = Resolve.NONE
+
+    @property
+    def required(self) -> bool:
+        return self.default is _REQUIRED
+
+    def accepts(self, value: Any) -> bool:
+        if self.type is ArgType.BOOL:
+            return isinstance(value, bool)
+        if self.type is ArgType.INT:
+            return isinstance(value, int) and not isinstance(value, bool)
+        if self.type is ArgType.FLOAT:
+            return isinstance(value, int | float) and not isinstance(value, bool)
+        if self.type is ArgType.STR:
+            return isinstance(value, str)
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Command:
+    """One control command: its name, what it does, its arguments and its answer's shape."""
+
+    name: str
+    help: str
+    args: tuple[Arg, ...] = ()
+    answer: str = ""            # the shape of ``result``, for people and docs
+    cli: bool = True            # offered by ``chanlab NAME ...``
+
+
+def _table(*commands: Command) -> dict[str, Command]:
+    return {c.name: c for c in commands}
+
+
+_CHANNEL = Arg(name="channel", type=ArgType.STR, help="channel key or channel id (8+ hex chars)")
+_HASH = Arg(name="payment_hash", type=ArgType.STR, help="hex payment hash")
+_TIMEOUT = Arg(name="timeout_s", type=ArgType.FLOAT, default=60.0, cli_hidden=True)
+
+NODE_COMMANDS: dict[str, Command] = _table(
+    Command(name="info", help="node id, address, peers",
+            answer="{name, node_id, address, chain, height, peers: [hex], channels: int}"),
+    Command(name="connect", help="connect to a peer (a node name or node_id@host:port)",
+            args=(Arg(name="peer", type=ArgType.STR, resolve=Resolve.NODE_ADDRESS),),
+            answer="{connected: node_id}"),
+    Command(name="open", help="open a channel, funded from this node's wallet",
+            args=(Arg(name="peer_id", type=ArgType.STR, cli_name="peer",
+                      help="a node name or node id", resolve=Resolve.NODE_ID),
+                  Arg(name="amount_sat", type=ArgType.INT),
+                  Arg(name="push_msat", type=ArgType.INT, default=0),
+                  Arg(name="anchors", type=ArgType.BOOL, default=False,
+                      help="option_anchors channel type")),
+            answer="{channel, channel_id, funding_txid, funding_sat}"),
+    Command(name="invoice", help="ask to be paid",
+            args=(Arg(name="amount_msat", type=ArgType.INT),
+                  Arg(name="description", type=ArgType.STR, default=""),
+                  Arg(name="hold", type=ArgType.BOOL, default=False,
+                      help="hold invoice: keep the HTLC until `settle` or `cancel`")),
+            answer="{invoice, payment_hash, amount_msat, hold}"),
+    Command(name="invoices", help="COUNT invoices of AMOUNT_MSAT each, stored at once",
+            args=(Arg(name="count", type=ArgType.INT), Arg(name="amount_msat", type=ArgType.INT),
+                  Arg(name="description", type=ArgType.STR, default="")),
+            answer="{invoices: [str]}", cli=False),
+    Command(name="settle", help="fulfil the HTLCs paying a hold invoice", args=(_HASH,),
+            answer="{payment_hash, decision, channels: int}"),
+    Command(name="cancel", help="fail the HTLCs paying a hold invoice", args=(_HASH,),
+            answer="{payment_hash, decision, channels: int}"),
+    Command(name="pay", help="pay an invoice",
+            args=(Arg(name="invoice", type=ArgType.STR), _TIMEOUT,
+                  Arg(name="wait", type=ArgType.BOOL, default=True, cli_name="no-wait",
+                      cli_invert=True, help="return once the HTLC is sent, without waiting "
+                                            "for the outcome")),
+            answer="{status: succeeded|failed|pending, payment_hash, payment_preimage?, "
+                   "amount_msat?, reason?}"),
+    Command(name="pay-batch", help="pay several invoices to one peer in one commitment_signed",
+            args=(Arg(name="invoices", type=ArgType.STR_LIST),), answer="[pay answer]",
+            cli=False),
+    Command(name="pay-pipeline",
+            help="pay the invoices of a file (one a line) in batches of BATCH_SIZE HTLCs per "
+                 "commitment_signed, one batch in flight, timed by the node's clock",
+            args=(Arg(name="invoices_path", type=ArgType.STR),
+                  Arg(name="batch_size", type=ArgType.INT, default=1), _TIMEOUT),
+            answer="{payments, succeeded, batch_size, paid_s, settled_s, "
+                   "holder_commitment_number}", cli=False),
+    Command(name="channels", help="list channels",
+            answer="[{channel, peer_id, state, channel_id, funding_sat, funding_outpoint, "
+                   "opener, commitment_format, to_self_delay, local_msat?, remote_msat?, "
+                   "htlcs?, holder_commitment_number?, counterparty_commitment_number?, "
+                   "closing_txid?}]"),
+    Command(name="balance", help="on-chain and off-chain balances",
+            answer="{onchain_sat, offchain_msat}"),
+    Command(name="claimable", help="what we can still get on chain, per channel",
+            answer="[{channel, status, amount_sat, claimable_from_height, description}]"),
+    Command(name="events", help="what the chain monitors noticed and did", answer="[str]"),
+    Command(name="close", help="cooperative close", args=(_CHANNEL,),
+            answer="{channel, closing_txid}"),
+    Command(name="force-close", help="broadcast our latest commitment", args=(_CHANNEL,),
+            answer="{channel, commitment_txid, to_self_delay}"),
+    Command(name="update-fee", help="change the commitment feerate (opener only)",
+            args=(_CHANNEL, Arg(name="feerate_per_kw", type=ArgType.INT)),
+            answer="{channel, feerate_per_kw}"),
+    Command(name="cheat", help="(regtest, --allow-cheating) broadcast a revoked commitment",
+            args=(_CHANNEL, Arg(name="state", type=ArgType.INT, cli_name="--state"),
+                  Arg(name="htlc_txs", type=ArgType.BOOL, default=False,
+                      help="also broadcast that state's HTLC-timeout/-success transactions"),
+                  Arg(name="sweep", type=ArgType.BOOL, default=False,
+                      help="also sweep that state's to_local (valid after to_self_delay)")),
+            answer="{channel, state, revoked_commitment_txid, commitment?, htlc_txs?, "
+                   "to_local_sweep?}"),
+    Command(name="add-tower", help="upload justice kits to a watchtower "
+                                   "(a tower name or tower_id@host:port)",
+            args=(Arg(name="address", type=ArgType.STR, cli_name="tower",
+                      resolve=Resolve.TOWER_ADDRESS),),
+            answer="{tower, ...}"),
+    Command(name="towers", help="watchtowers: connection, uploads, pending states",
+            answer="[{tower, connected, pending, ...}]"),
+    Command(name="stop", help="stop the node", answer="{stopping: true}"),
+)
+
+TOWER_COMMANDS: dict[str, Command] = _table(
+    Command(name="info", help="address, clients, blobs stored, pending justice",
+            answer="{name, tower_id, address, chain, scanned_height, blobs, clients, connected, "
+                   "uploads, unconfirmed_justice}"),
+    Command(name="register", help="allow a client (33-byte node id, hex) to store justice kits",
+            args=(Arg(name="client_id", type=ArgType.STR),), answer="{client_id, new: bool}"),
+    Command(name="events", help="breaches seen and justice broadcast", answer="[str]"),
+    Command(name="justice", help="the justice transactions made since the start",
+            answer="[{txid, status, ...}]"),
+    Command(name="stop", help="stop the tower", answer="{stopping: true}"),
+)
+
+
+def check_args(table: dict[str, Command], cmd: str, args: dict[str, Any]) -> dict[str, Any]:
+    """``args`` checked against ``cmd``'s arguments, with defaults filled in.
+
+    Raises :class:`BadControlRequest` with a one-line message on an unknown command, a missing,
+    unknown or mistyped argument."""
+    command = table.get(cmd)
+    if command is None:
+        raise BadControlRequest(f"unknown command {cmd!r} (known: {', '.join(sorted(table))})")
+    known = {a.name: a for a in command.args}
+    extra = sorted(set(args) - set(known))
+    if extra:
+        raise BadControlRequest(f"{cmd}: unknown argument(s) {', '.join(extra)} "
+                                f"(takes: {', '.join(known) or 'none'})")
+    out: dict[str, Any] = {}
+    for name, arg in known.items():
+        if name not in args:
+            if arg.required:
+                raise BadControlRequest(f"{cmd}: missing argument {name} ({arg.type.value})")
+            out[name] = arg.default
+            continue
+        value = args[name]
+        if not arg.accepts(value):
+            raise BadControlRequest(f"{cmd}: argument {name} must be {arg.type.value}, "
+                                    f"not {type(value).__name__}")
+        out[name] = float(value) if arg.type is ArgType.FLOAT else value
+    return out
+
+
+def parse_request(line: bytes, table: dict[str, Command]) -> tuple[str, dict[str, Any]]:
+    """One request line -> (command, checked arguments); :class:`BadControlRequest` if bad."""
+    try:
+        request = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BadControlRequest("a control request is one JSON object on one line") from None
+    if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
+        raise BadControlRequest('a control request is {"cmd": NAME, "args": {...}}')
+    args = request.get("args") or {}
+    if not isinstance(args, dict):
+        raise BadControlRequest("args must be a JSON object")
+    cmd: str = request["cmd"]
+    return cmd, check_args(table, cmd, args)
+
+
+def ok_answer(result: Any) -> bytes:
+    return json.dumps({"ok": True, "result": result}).encode() + b"\n"
+
+
+def error_answer(text: str) -> bytes:
+    one_line = " ".join(text.split())[:1000]
+    return json.dumps({"ok": False, "error": one_line}).encode() + b"\n"

@@ -1,0 +1,596 @@
+"""The channel manager: the node's channel table and what happens to it (LDK's ChannelManager).
+
+Pure. It takes events — a decoded message from peer X, a peer (dis)connecting, a block height or
+a monitor's findings, the funding depth of a channel, a control command — and writes their
+consequences into an :class:`~channel.effects.Effects`: channels and payments to persist,
+messages to send, transactions to broadcast, callers to answer. It owns no socket, no file and
+no clock; the block height and randomness are given to it. The node (:mod:`channel.node`)
+carries the effects out; tests wire managers together in memory.
+
+Reactions follow ``channel.errors``: a :class:`~channel.errors.PeerProtocolError` raised while
+handling a peer's message leaves the caller to call :meth:`ChannelManager.fail_channel` (an
+``error`` to the peer, then a force-close); a :class:`~channel.errors.RejectedUpdate` from a
+local command changes nothing and is the command's answer.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from bitcoin.core import CTransaction
+
+from channel.effects import (
+    ChannelHandle,
+    Effects,
+    FundingNeeded,
+    OpenResolved,
+    ShutdownResolved,
+)
+from channel.errors import PeerProtocolError, RejectedUpdate
+from channel.invoice import Invoice
+from channel.keys import ChannelKeys
+from channel.messages import (
+    AcceptChannel,
+    ChannelReady,
+    ChannelReestablish,
+    ClosingSigned,
+    CommitmentSigned,
+    FundingCreated,
+    FundingSigned,
+    OpenChannel,
+    RevokeAndAck,
+    Shutdown,
+    UpdateAddHtlc,
+    UpdateFailHtlc,
+    UpdateFailMalformedHtlc,
+    UpdateFee,
+    UpdateFulfillHtlc,
+)
+from channel.monitor import (
+    ChannelMonitor,
+    ChannelResolved,
+    ClaimConfirmed,
+    ClaimRequested,
+    FundingSpent,
+    MonitorEvent,
+)
+from channel.payments import Payments
+from channel.state import (
+    Channel,
+    ChannelConfig,
+    ChannelState,
+    MonitorUpdate,
+    channel_to_record,
+    monitor_update_to_record,
+)
+from channel.store import ChannelRow, PaymentRow
+from channel.types import CommitmentFormat, OutPoint, Side
+from channel.wire import ErrorMessage
+
+__all__ = [
+    "COMMITMENT_FEERATE_PER_KW",
+    "SWEEP_FEERATE_PER_KW",
+    "ChannelManager",
+    "FlightRecords",
+    "txid_hex",
+]
+
+COMMITMENT_FEERATE_PER_KW = 1000
+SWEEP_FEERATE_PER_KW = 1000
+MONITOR_SNAPSHOT_EVERY = 256  # updates between two monitor snapshots (bounds replay at start)
+
+Entropy = Callable[[int], bytes]
+
+
+def txid_hex(raw_tx: bytes) -> str:
+    return bytes(CTransaction.deserialize(raw_tx).GetTxid())[::-1].hex()
+
+
+@dataclass(frozen=True, slots=True)
+class FlightRecords:
+    """The rows one flight writes, in one SQLite transaction."""
+
+    channels: list[ChannelRow]
+    monitors: list[tuple[str, dict[str, Any]]]
+    monitor_updates: list[tuple[str, int, dict[str, Any]]]
+    payments: list[PaymentRow]
+    kv: list[tuple[str, str]]
+    revealed: list[tuple[str, list[MonitorUpdate]]]   # per channel: updates for the towers
+
+
+class ChannelManager:
+    """Every channel of one node, its payments, and its reactions to peers and the chain."""
+
+    def __init__(self, *, node_id: bytes, config: ChannelConfig,
+                 sweep_script: bytes, payments: Payments,
+                 handles: Iterable[ChannelHandle] = (),
+                 entropy: Entropy = secrets.token_bytes) -> None:
+        self.node_id = node_id
+        self.config = config
+        self.sweep_script = sweep_script
+        self.payments = payments
+        self.handles: dict[str, ChannelHandle] = {h.key: h for h in handles}
+        self.height = 0
+        self.events: list[str] = []   # what the monitors said, for `events` and narration
+        self._entropy = entropy
+
+    # -- lookups -----------------------------------------------------------------------------
+
+    def handles_of(self, peer_id: bytes) -> list[ChannelHandle]:
+        return [h for h in self.handles.values() if h.peer_id == peer_id]
+
+    def handle_for(self, peer_id: bytes, channel_id: bytes | None) -> ChannelHandle | None:
+        for h in self.handles_of(peer_id):
+            if channel_id in (h.channel.channel_id, h.channel.temporary_channel_id):
+                return h
+        return None
+
+    def _require(self, peer_id: bytes, channel_id: bytes) -> ChannelHandle:
+        handle = self.handle_for(peer_id, channel_id)
+        if handle is None:
+            raise PeerProtocolError(f"unknown channel {channel_id.hex()}")
+        return handle
+
+    def find(self, channel: str) -> ChannelHandle:
+        """The channel a person named: its key or channel id, or 8+ leading hex chars."""
+        for h in self.handles.values():
+            cid = (h.channel.channel_id or b"").hex()
+            if channel in (h.key, cid) or (len(channel) >= 8 and (
+                    h.key.startswith(channel) or cid.startswith(channel))):
+                return h
+        raise RejectedUpdate(f"no channel {channel}")
+
+    def usable_channel(self, peer_id: bytes) -> ChannelHandle:
+        for h in self.handles_of(peer_id):
+            if h.channel.state is ChannelState.NORMAL:
+                return h
+        raise RejectedUpdate(f"no usable channel with {peer_id.hex()[:16]}…")
+
+    def peers_wanted(self) -> set[bytes]:
+        """Peers we have an open channel with (to reconnect to after a restart)."""
+        return {h.peer_id for h in self.handles.values()
+                if h.channel.state is not ChannelState.CLOSED}
+
+    def awaiting_lockin(self) -> list[tuple[str, str]]:
+        """(channel key, funding txid) of channels waiting for their funding depth."""
+        out = []
+        for h in self.handles.values():
+            chan = h.channel
+            if chan.state is ChannelState.AWAITING_LOCKIN and not chan.channel_ready_sent:
+                assert chan.funding_outpoint is not None
+                out.append((h.key, chan.funding_outpoint.txid_hex))
+        return out
+
+    # -- peers -------------------------------------------------------------------------------
+
+    def peer_connected(self, peer_id: bytes, fx: Effects) -> None:
+        """BOLT 2: channel_reestablish first for every channel with this peer."""
+        for handle in self.handles_of(peer_id):
+            chan = handle.channel
+            if chan.is_funded or chan.state is ChannelState.CLOSING:
+                chan.on_disconnect()
+                if chan.channel_id is not None and chan.log is not None:
+                    fx.send(peer_id, chan.channel_reestablish())
+                    fx.touch(handle)
+
+    def peer_disconnected(self, peer_id: bytes) -> None:
+        for handle in self.handles_of(peer_id):
+            handle.channel.on_disconnect()  # uncommitted updates die with the connection
+
+    def handle_message(self, peer_id: bytes, message: Any, fx: Effects, *,
+                       fresh_script: bytes | None = None) -> None:
+        """One decoded message from ``peer_id`` (``fresh_script``: for a ``shutdown``, the
+        wallet script our side of the close pays to)."""
+        handler = self._HANDLERS.get(type(message))
+        if handler is not None:
+            handler(self, peer_id, message, fx, fresh_script)
+        elif isinstance(message, ErrorMessage):
+            targets = self.handles_of(peer_id) if message.channel_id == bytes(32) else \
+                [h for h in [self.handle_for(peer_id, message.channel_id)] if h is not None]
+            for handle in targets:
+                self.force_close(handle, fx)
+
+    def end_of_batch(self, fx: Effects) -> None:
+        """Updates queued while a batch was handled (a pipeline's next HTLCs) ride in the
+        batch's commitment_signed."""
+        for handle in list(fx.touched):
+            self._sign_if_needed(handle, fx)
+
+    def fail_channel(self, peer_id: bytes, channel_id: bytes | None, text: str,
+                     fx: Effects) -> None:
+        """BOLT 2: the peer broke the protocol on a channel: ``error`` it and force-close."""
+        fx.send(peer_id, ErrorMessage.with_text(channel_id or bytes(32), text[:500]))
+        handle = self.handle_for(peer_id, channel_id) if channel_id else None
+        if handle is not None:
+            self.force_close(handle, fx)
+
+    # -- opening -----------------------------------------------------------------------------
+
+    def open_channel(self, peer_id: bytes, *, funding_sat: int, push_msat: int, anchors: bool,
+                     fx: Effects) -> ChannelHandle:
+        fmt = CommitmentFormat.ANCHORS if anchors else CommitmentFormat.STATIC_REMOTEKEY
+        chan, msg = Channel.open_outbound(
+            keys=ChannelKeys.from_seed(self._entropy(32)), config=self.config,
+            funding_sat=funding_sat, push_msat=push_msat,
+            feerate_per_kw=COMMITMENT_FEERATE_PER_KW,
+            temporary_channel_id=self._entropy(32), commitment_format=fmt)
+        handle = ChannelHandle(key=chan.temporary_channel_id.hex(), peer_id=peer_id, channel=chan)
+        self.handles[handle.key] = handle
+        fx.touch(handle)
+        fx.send(peer_id, msg)
+        return handle
+
+    def _on_open_channel(self, peer_id: bytes, msg: OpenChannel, fx: Effects,
+                         _: bytes | None) -> None:
+        chan, reply = Channel.accept_inbound(keys=ChannelKeys.from_seed(self._entropy(32)),
+                                             config=self.config, msg=msg)
+        handle = ChannelHandle(key=chan.temporary_channel_id.hex(), peer_id=peer_id, channel=chan)
+        self.handles[handle.key] = handle
+        fx.touch(handle)
+        fx.send(peer_id, reply)
+
+    def _on_accept_channel(self, peer_id: bytes, msg: AcceptChannel, fx: Effects,
+                           _: bytes | None) -> None:
+        handle = self._require(peer_id, msg.temporary_channel_id)
+        chan = handle.channel
+        chan.on_accept_channel(msg)
+        fx.funding.append(FundingNeeded(handle.key, chan.funding_script_pubkey, chan.funding_sat))
+
+    def funded(self, key: str, *, txid: bytes, vout: int, raw_tx: bytes, fx: Effects) -> None:
+        """Our wallet funded channel ``key`` (asked by :class:`FundingNeeded`)."""
+        handle = self.handles[key]
+        handle.funding_tx = raw_tx
+        created = handle.channel.funding_created(OutPoint(txid=txid, vout=vout))
+        fx.kv.append((f"funding_tx:{key}", raw_tx.hex()))
+        fx.touch(handle)
+        fx.send(handle.peer_id, created)
+
+    def funding_failed(self, key: str, error: str, fx: Effects) -> None:
+        """Our wallet could not fund channel ``key``: the open fails, the peer is told."""
+        handle = self.handles[key]
+        handle.channel.on_funding_failed()
+        fx.touch(handle)
+        fx.resolutions.append(OpenResolved(key, error=f"cannot fund the channel: {error}"))
+        self.fail_channel(handle.peer_id, handle.channel.temporary_channel_id,
+                          f"funding failed on our side: {error}", fx)
+
+    def _on_funding_created(self, peer_id: bytes, msg: FundingCreated, fx: Effects,
+                            _: bytes | None) -> None:
+        handle = self._require(peer_id, msg.temporary_channel_id)
+        reply = handle.channel.on_funding_created(msg)
+        fx.touch(handle)
+        fx.send(peer_id, reply)
+
+    def _on_funding_signed(self, peer_id: bytes, msg: FundingSigned, fx: Effects,
+                           _: bytes | None) -> None:
+        handle = self._require(peer_id, msg.channel_id)
+        handle.channel.on_funding_signed(msg)
+        fx.touch(handle)
+        if handle.funding_tx is not None:
+            fx.broadcasts.append(handle.funding_tx)
+        assert handle.channel.funding_outpoint is not None
+        fx.resolutions.append(OpenResolved(handle.key,
+                                           handle.channel.funding_outpoint.txid_hex))
+        fx.depth_checks.append(handle.key)
+
+    def funding_depth(self, key: str, depth: int, fx: Effects) -> None:
+        """The funding tx of channel ``key`` has ``depth`` confirmations."""
+        chan = self.handles[key].channel
+        if chan.state is not ChannelState.AWAITING_LOCKIN or chan.channel_ready_sent or \
+                depth < chan.minimum_depth:
+            return
+        fx.touch(self.handles[key])
+        fx.send(self.handles[key].peer_id, chan.funding_locked())
+
+    def _on_channel_ready(self, peer_id: bytes, msg: ChannelReady, fx: Effects,
+                          _: bytes | None) -> None:
+        handle = self._require(peer_id, msg.channel_id)
+        handle.channel.on_channel_ready(msg)
+        fx.touch(handle)
+
+    # -- updates -----------------------------------------------------------------------------
+
+    def _on_update_add_htlc(self, peer_id: bytes, msg: UpdateAddHtlc, fx: Effects,
+                            _: bytes | None) -> None:
+        self._require(peer_id, msg.channel_id).channel.on_update_add_htlc(msg)
+
+    def _on_update_fulfill_htlc(self, peer_id: bytes, msg: UpdateFulfillHtlc, fx: Effects,
+                                _: bytes | None) -> None:
+        handle = self._require(peer_id, msg.channel_id)
+        entry = handle.channel.on_update_fulfill_htlc(msg)
+        fx.touch(handle)
+        if handle.monitor is not None:
+            self.note(handle, handle.monitor.provide_payment_preimage(msg.payment_preimage))
+        self.payments.on_fulfilled(handle, entry, msg.payment_preimage, self.height, fx)
+
+    def _on_update_fail_htlc(self, peer_id: bytes, msg: UpdateFailHtlc, fx: Effects,
+                             _: bytes | None) -> None:
+        handle = self._require(peer_id, msg.channel_id)
+        entry = handle.channel.on_update_fail_htlc(msg)
+        self.payments.on_failed(handle, entry, msg.reason.decode(errors="replace"),
+                                self.height, fx)
+
+    def _on_update_fail_malformed_htlc(self, peer_id: bytes, msg: UpdateFailMalformedHtlc,
+                                       fx: Effects, _: bytes | None) -> None:
+        handle = self._require(peer_id, msg.channel_id)
+        entry = handle.channel.on_update_fail_htlc(UpdateFailHtlc(
+            channel_id=msg.channel_id, id=msg.id, reason=b"malformed onion"))
+        self.payments.on_failed(handle, entry, f"malformed onion {msg.failure_code}",
+                                self.height, fx)
+
+    def _on_update_fee(self, peer_id: bytes, msg: UpdateFee, fx: Effects,
+                       _: bytes | None) -> None:
+        self._require(peer_id, msg.channel_id).channel.on_update_fee(msg)
+
+    def _on_commitment_signed(self, peer_id: bytes, msg: CommitmentSigned, fx: Effects,
+                              _: bytes | None) -> None:
+        handle = self._require(peer_id, msg.channel_id)
+        fx.touch(handle)
+        fx.send(peer_id, handle.channel.on_commitment_signed(msg))
+        self._settle_incoming(handle, fx)
+        self._sign_if_needed(handle, fx)
+
+    def _on_revoke_and_ack(self, peer_id: bytes, msg: RevokeAndAck, fx: Effects,
+                           _: bytes | None) -> None:
+        handle = self._require(peer_id, msg.channel_id)
+        handle.channel.on_revoke_and_ack(msg)
+        fx.touch(handle)
+        self._settle_incoming(handle, fx)
+        self._sign_if_needed(handle, fx)
+        self._maybe_negotiate_close(handle, fx)
+
+    def _on_channel_reestablish(self, peer_id: bytes, msg: ChannelReestablish, fx: Effects,
+                                _: bytes | None) -> None:
+        handle = self._require(peer_id, msg.channel_id)
+        fx.touch(handle)
+        for out in handle.channel.on_channel_reestablish(msg):
+            fx.send(peer_id, out)
+        self._settle_incoming(handle, fx)
+        self._sign_if_needed(handle, fx)
+        self._maybe_negotiate_close(handle, fx)
+
+    def _sign_if_needed(self, handle: ChannelHandle, fx: Effects) -> None:
+        if handle.channel.can_sign():
+            fx.send(handle.peer_id, handle.channel.sign_commitment())
+
+    def _settle_incoming(self, handle: ChannelHandle, fx: Effects) -> None:
+        for preimage in self.payments.settle_incoming(handle, self.height, fx):
+            if handle.monitor is not None:
+                self.note(handle, handle.monitor.provide_payment_preimage(preimage))
+
+    # -- payments (local commands) -----------------------------------------------------------
+
+    def pay(self, decoded: list[Invoice], fx: Effects) -> list[dict[str, Any] | None]:
+        """Pay invoices to one peer as one batch: all HTLCs in one ``commitment_signed``."""
+        payee = decoded[0].payee_node_id
+        if any(inv.payee_node_id != payee for inv in decoded):
+            raise RejectedUpdate("a batch pays a single peer")
+        handle = self.usable_channel(payee)
+        outcomes = self.payments.add_payments(handle, decoded, self.height, fx)
+        self._sign_if_needed(handle, fx)
+        return outcomes
+
+    def start_pipeline(self, decoded: list[Invoice], batch_size: int,
+                       fx: Effects) -> ChannelHandle:
+        """Pay ``decoded`` (one payee) in batches of ``batch_size``, one batch in flight."""
+        if not decoded or any(inv.payee_node_id != decoded[0].payee_node_id
+                              for inv in decoded):
+            raise RejectedUpdate("a pipeline pays one peer at least one invoice")
+        handle = self.usable_channel(decoded[0].payee_node_id)
+        self.payments.start_pipeline(handle, decoded, batch_size, self.height, fx)
+        self._sign_if_needed(handle, fx)
+        return handle
+
+    def release_hold(self, payment_hash: str, decision: str, fx: Effects) -> None:
+        """``settle`` or ``cancel`` a hold invoice (its HTLCs: :meth:`settle_held`)."""
+        if self.payments.hold_state(payment_hash) != "hold":
+            raise RejectedUpdate(f"no held invoice with payment hash {payment_hash[:16]}…")
+        self.payments.set_hold(payment_hash, decision, fx)
+
+    def holding(self, payment_hash: str) -> list[ChannelHandle]:
+        """Open channels with HTLCs paying ``payment_hash`` ready to be settled now."""
+        return [h for h in self.handles.values()
+                if h.channel.log is not None and h.channel.state is ChannelState.NORMAL and
+                any(e.payment_hash.hex() == payment_hash for e in h.channel.htlcs_to_settle())]
+
+    def settle_held(self, handle: ChannelHandle, fx: Effects) -> None:
+        fx.touch(handle)
+        self._settle_incoming(handle, fx)
+        self._sign_if_needed(handle, fx)
+
+    def update_fee(self, handle: ChannelHandle, feerate_per_kw: int, fx: Effects) -> None:
+        fx.touch(handle)
+        fx.send(handle.peer_id, handle.channel.update_fee(feerate_per_kw))
+        self._sign_if_needed(handle, fx)
+
+    # -- closing -----------------------------------------------------------------------------
+
+    def close(self, handle: ChannelHandle, script: bytes, fx: Effects) -> None:
+        """Start a cooperative close paying our side to ``script``."""
+        fx.touch(handle)
+        fx.send(handle.peer_id, handle.channel.shutdown(script))
+        self._maybe_negotiate_close(handle, fx)
+
+    def _on_shutdown(self, peer_id: bytes, msg: Shutdown, fx: Effects,
+                     fresh_script: bytes | None) -> None:
+        handle = self._require(peer_id, msg.channel_id)
+        reply = handle.channel.on_shutdown(msg, fresh_script or self.sweep_script)
+        fx.touch(handle)
+        if reply is not None:
+            fx.send(peer_id, reply)
+        self._sign_if_needed(handle, fx)
+        self._maybe_negotiate_close(handle, fx)
+
+    def _on_closing_signed(self, peer_id: bytes, msg: ClosingSigned, fx: Effects,
+                           _: bytes | None) -> None:
+        handle = self._require(peer_id, msg.channel_id)
+        reply, final = handle.channel.on_closing_signed(msg)
+        fx.touch(handle)
+        if reply is not None:
+            fx.send(peer_id, reply)
+        if final is not None:
+            fx.broadcasts.append(final.serialize())
+            fx.resolutions.append(ShutdownResolved(handle.key, final.GetTxid()[::-1].hex()))
+
+    def _maybe_negotiate_close(self, handle: ChannelHandle, fx: Effects) -> None:
+        chan = handle.channel
+        if chan.counterparty_shutdown_script is not None and \
+                chan.holder_shutdown_script is None and not chan.has_unsigned_changes() and \
+                chan.state is ChannelState.SHUTTING_DOWN:
+            # the peer's shutdown arrived while our updates were unsigned: answer it now
+            fx.send(handle.peer_id, chan.shutdown(self.sweep_script))
+        if chan.opener is Side.HOLDER and chan.ready_to_negotiate_close() and \
+                chan.state is ChannelState.SHUTTING_DOWN:
+            fx.send(handle.peer_id, chan.propose_closing())
+
+    def force_close(self, handle: ChannelHandle, fx: Effects) -> str | None:
+        """Broadcast our latest commitment; its txid, or None when there is none to send."""
+        chan = handle.channel
+        fx.touch(handle)
+        if chan.lost_state:
+            # the peer proved our state stale: ours would forfeit the channel; wait for theirs
+            chan.await_peer_commitment()
+            return None
+        if chan.state in (ChannelState.CLOSED, ChannelState.CLOSING) or \
+                not chan.holder_commitment_signature:
+            chan.fail_channel()
+            return None
+        if chan.state is ChannelState.FORCE_CLOSING and chan.closing_tx is not None:
+            return txid_hex(chan.closing_tx)
+        raw = chan.force_close().commitment_tx.serialize()
+        chan.record_force_close(raw)
+        fx.broadcasts.append(raw)
+        return txid_hex(raw)
+
+    # -- the chain (through the channels' monitors) ------------------------------------------
+
+    def note(self, handle: ChannelHandle, events: list[MonitorEvent]) -> None:
+        """Record what a monitor decided, and follow the channel's state from the chain."""
+        chan = handle.channel
+        for event in events:
+            self.events.append(f"channel {handle.key[:8]}: {event.description}")
+            if isinstance(event, FundingSpent):
+                chan.on_funding_spent()
+            if isinstance(event, ChannelResolved):
+                chan.on_resolved()
+            if isinstance(event, ClaimRequested | ClaimConfirmed):
+                handle.monitor_dirty = True
+        if events:
+            handle.monitor_dirty = True
+
+    def live_monitors(self) -> list[tuple[ChannelHandle, ChannelMonitor]]:
+        return [(h, h.monitor) for h in self.handles.values()
+                if h.monitor is not None and not h.monitor.is_resolved]
+
+    def block_connected(self, height: int, txs: list[CTransaction], *, reorg: bool) -> None:
+        """A block at ``height`` (``reorg``: it replaces the block we had there)."""
+        self.height = height
+        for handle, monitor in self.live_monitors():
+            if reorg:
+                self.note(handle, monitor.block_disconnected(height))
+            self.note(handle, monitor.block_connected(height, txs))
+
+    def transaction_seen(self, tx: CTransaction) -> None:
+        """A transaction in the mempool."""
+        for handle, monitor in self.live_monitors():
+            self.note(handle, monitor.transaction_seen(tx, None))
+
+    def dirty_monitors(self, fx: Effects) -> None:
+        """Persist the channels whose monitors the chain changed."""
+        for handle in self.handles.values():
+            if handle.monitor_dirty:
+                fx.touch(handle)
+
+    # -- persistence -------------------------------------------------------------------------
+
+    def flight_records(self, fx: Effects) -> FlightRecords:
+        """The rows that make ``fx`` durable; monitors take the channels' updates here."""
+        rows = [ChannelRow(key=h.key, peer_id=h.peer_id.hex(),
+                           record=channel_to_record(h.channel)) for h in fx.touched]
+        snapshots: list[tuple[str, dict[str, Any]]] = []
+        update_rows: list[tuple[str, int, dict[str, Any]]] = []
+        revealed: list[tuple[str, list[MonitorUpdate]]] = []
+        for h in fx.touched:
+            updates = h.channel.drain_monitor_updates()
+            chan = h.channel
+            if h.monitor is None and chan.funding_outpoint is not None and \
+                    chan.counterparty_params is not None:
+                h.monitor = ChannelMonitor.from_channel(
+                    chan, self.sweep_script, SWEEP_FEERATE_PER_KW,
+                    peer_name=f"peer {h.peer_id.hex()[:8]}")
+                h.monitor_dirty = True
+            if h.monitor is None:
+                continue
+            self.note(h, h.monitor.apply_updates(updates))
+            revealed.append((h.key, updates))
+            # a snapshot costs O(revoked states): take one only after as many updates, so
+            # persistence stays amortised O(1) per update on a long-lived channel
+            threshold = max(MONITOR_SNAPSHOT_EVERY, h.monitor.revoked_state_count)
+            if h.monitor_dirty or h.monitor_seq + len(updates) > threshold:
+                snapshots.append((h.key, h.monitor.to_record()))
+                h.monitor_seq = 0
+                h.monitor_dirty = False
+            else:
+                for update in updates:
+                    update_rows.append((h.key, h.monitor_seq, monitor_update_to_record(update)))
+                    h.monitor_seq += 1
+        return FlightRecords(channels=rows, monitors=snapshots, monitor_updates=update_rows,
+                             payments=fx.payments, kv=fx.kv, revealed=revealed)
+
+    # -- reports -----------------------------------------------------------------------------
+
+    def channel_list(self) -> list[dict[str, Any]]:
+        out = []
+        for h in self.handles.values():
+            chan = h.channel
+            entry: dict[str, Any] = {
+                "channel": h.key, "peer_id": h.peer_id.hex(), "state": chan.state.value,
+                "channel_id": (chan.channel_id or b"").hex(), "funding_sat": chan.funding_sat,
+                "funding_outpoint": str(chan.funding_outpoint) if chan.funding_outpoint else None,
+                "opener": chan.opener.value, "commitment_format": chan.commitment_format.value,
+                "to_self_delay": chan.holder_params.to_self_delay,
+            }
+            if chan.log is not None:
+                entry.update({
+                    "local_msat": chan.balance_msat(Side.HOLDER),
+                    "remote_msat": chan.balance_msat(Side.COUNTERPARTY),
+                    "htlcs": len(chan.htlcs_in_flight()),
+                    "holder_commitment_number": chan.holder_commitment_number,
+                    "counterparty_commitment_number": chan.counterparty_commitment_number})
+            if chan.closing_tx is not None:
+                entry["closing_txid"] = txid_hex(chan.closing_tx)
+            out.append(entry)
+        return out
+
+    def offchain_msat(self) -> int:
+        return sum(h.channel.balance_msat() for h in self.handles.values()
+                   if h.channel.log is not None and h.channel.state in (
+                       ChannelState.NORMAL, ChannelState.SHUTTING_DOWN,
+                       ChannelState.NEGOTIATING_CLOSE, ChannelState.AWAITING_LOCKIN))
+
+    def claimable(self) -> list[dict[str, Any]]:
+        out = []
+        for h in self.handles.values():
+            if h.monitor is None:
+                continue
+            for b in h.monitor.claimable_balances():
+                out.append({"channel": h.key, "status": b.status.value,
+                            "amount_sat": b.amount_sat,
+                            "claimable_from_height": b.claimable_from_height,
+                            "description": b.description})
+        return out
+
+    _HANDLERS: ClassVar[dict[type, Callable[[ChannelManager, bytes, Any, Effects, bytes | None],
+                                   None]]] = {
+        OpenChannel: _on_open_channel, AcceptChannel: _on_accept_channel,
+        FundingCreated: _on_funding_created, FundingSigned: _on_funding_signed,
+        ChannelReady: _on_channel_ready, UpdateAddHtlc: _on_update_add_htlc,
+        UpdateFulfillHtlc: _on_update_fulfill_htlc, UpdateFailHtlc: _on_update_fail_htlc,
+        UpdateFailMalformedHtlc: _on_update_fail_malformed_htlc, UpdateFee: _on_update_fee,
+        CommitmentSigned: _on_commitment_signed, RevokeAndAck: _on_revoke_and_ack,
+        Shutdown: _on_shutdown, ClosingSigned: _on_closing_signed,
+        ChannelReestablish: _on_channel_reestablish,
+    }

@@ -1,0 +1,260 @@
+"""I/O: the node's control commands, one method per entry of ``NODE_COMMANDS``.
+
+Each command turns a checked request (:mod:`channel.control_api`) into calls on the node's
+channel manager, under the lock of the peer it concerns, and completes the resulting flight
+through the node; a ``RejectedUpdate`` is the caller's answer and changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from channel.chain import require_regtest
+from channel.daemon import ControlHandler
+from channel.effects import Effects, OpenResolved, PipelineDone, ShutdownResolved
+from channel.errors import RejectedUpdate, UnsafeOperation
+from channel.invoice import Invoice
+
+if TYPE_CHECKING:
+    from channel.manager import ChannelManager
+    from channel.node import Node
+
+log = logging.getLogger("chanlab.node")
+
+__all__ = ["PAYMENT_TIMEOUT_S", "NodeControl"]
+
+PAYMENT_TIMEOUT_S = 60.0
+
+
+class NodeControl:
+    """The answers to the node's control commands."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    @property
+    def _m(self) -> ChannelManager:
+        manager = self._node.manager
+        if manager is None:
+            raise RejectedUpdate("the node is still starting; try again")
+        return manager
+
+    def handlers(self) -> dict[str, ControlHandler]:
+        return {
+            "info": self.cmd_info, "connect": self.cmd_connect, "open": self.cmd_open,
+            "invoice": self.cmd_invoice, "invoices": self.cmd_invoices, "pay": self.cmd_pay,
+            "pay-batch": self.pay_many, "pay-pipeline": self.cmd_pay_pipeline,
+            "settle": self.cmd_settle, "cancel": self.cmd_cancel,
+            "channels": self.cmd_channels, "balance": self.cmd_balance,
+            "claimable": self.cmd_claimable, "events": self.cmd_events,
+            "close": self.cmd_close, "force-close": self.cmd_force_close,
+            "update-fee": self.cmd_update_fee, "cheat": self.cmd_cheat,
+            "add-tower": self.cmd_add_tower, "towers": self.cmd_towers, "stop": self.cmd_stop}
+
+    async def cmd_info(self) -> dict[str, Any]:
+        node = self._node
+        return {"name": node.settings.name, "node_id": node.node_id.hex(),
+                "address": f"{node.node_id.hex()}@{node.settings.host}:{node.port}",
+                "chain": self._node.chain.chain, "height": self._m.height,
+                "peers": [p.hex() for p in self._node.peers.peers],
+                "channels": len(self._m.handles)}
+
+    async def cmd_connect(self, peer: str) -> dict[str, Any]:
+        node_hex, _, addr = peer.partition("@")
+        host, _, port = addr.rpartition(":")
+        await self._node.peers.connect(bytes.fromhex(node_hex), host, int(port))
+        return {"connected": node_hex}
+
+    def _connected(self, peer_id: bytes, what: str) -> asyncio.Lock:
+        if peer_id not in self._node.peers.peers:
+            raise RejectedUpdate(what)
+        return self._node.peers.lock_of(peer_id)
+
+    async def cmd_open(self, peer_id: str, amount_sat: int, push_msat: int,
+                       anchors: bool) -> dict[str, Any]:
+        node_id = bytes.fromhex(peer_id)
+        async with self._connected(node_id, f"not connected to {peer_id[:16]}…: connect first"):
+            fx = Effects()
+            handle = self._m.open_channel(node_id, funding_sat=amount_sat, push_msat=push_msat,
+                                          anchors=anchors, fx=fx)
+            opened = self._node.waiter(OpenResolved, handle.key)
+            await self._node.complete(fx)
+        funding_txid = await asyncio.wait_for(opened, 30)
+        chan = handle.channel
+        return {"channel": handle.key, "channel_id": (chan.channel_id or b"").hex(),
+                "funding_txid": funding_txid, "funding_sat": chan.funding_sat}
+
+    async def cmd_invoice(self, amount_msat: int, description: str,
+                          hold: bool) -> dict[str, Any]:
+        fx = Effects()
+        invoice = self._m.payments.create_invoice(amount_msat, description, hold, fx)
+        await self._node.complete(fx)
+        return {"invoice": invoice.encode(), "payment_hash": invoice.payment_hash.hex(),
+                "amount_msat": amount_msat, "hold": hold}
+
+    async def cmd_invoices(self, count: int, amount_msat: int,
+                           description: str) -> dict[str, Any]:
+        """``count`` invoices of ``amount_msat`` each, stored in one transaction."""
+        fx = Effects()
+        invoices = [self._m.payments.create_invoice(amount_msat, description, False, fx)
+                    for _ in range(count)]
+        await self._node.complete(fx)
+        return {"invoices": [inv.encode() for inv in invoices]}
+
+    async def cmd_settle(self, payment_hash: str) -> dict[str, Any]:
+        return await self._release_hold(payment_hash, "settle")
+
+    async def cmd_cancel(self, payment_hash: str) -> dict[str, Any]:
+        return await self._release_hold(payment_hash, "cancel")
+
+    async def _release_hold(self, payment_hash: str, decision: str) -> dict[str, Any]:
+        fx = Effects()
+        self._m.release_hold(payment_hash, decision, fx)
+        await self._node.complete(fx)
+        released = 0
+        for handle in self._m.holding(payment_hash):
+            if handle.peer_id not in self._node.peers.peers:
+                continue  # done at the next channel_reestablish
+            async with self._node.peers.lock_of(handle.peer_id):
+                fx = Effects()
+                self._m.settle_held(handle, fx)
+                await self._node.complete(fx)
+            released += 1
+        return {"payment_hash": payment_hash, "decision": decision, "channels": released}
+
+    async def cmd_pay(self, invoice: str, timeout_s: float, wait: bool) -> dict[str, Any]:
+        """Pay ``invoice``; with ``wait`` False, return once the HTLC is sent and signed."""
+        return (await self.pay_many([invoice], timeout_s=timeout_s, wait=wait))[0]
+
+    async def pay_many(self, invoices: list[str], timeout_s: float = PAYMENT_TIMEOUT_S,
+                       wait: bool = True) -> list[dict[str, Any]]:
+        """Pay invoices to one peer as one batch: all HTLCs in one ``commitment_signed``."""
+        decoded = [Invoice.decode(text) for text in invoices]
+        self._m.usable_channel(decoded[0].payee_node_id)
+        async with self._connected(decoded[0].payee_node_id, "the payee is not connected"):
+            fx = Effects()
+            outcomes = self._m.pay(decoded, fx)
+            loop = asyncio.get_running_loop()
+            for inv, outcome in zip(decoded, outcomes, strict=True):
+                if outcome is None:
+                    self._node.pay_waiters[inv.payment_hash] = loop.create_future()
+            await self._node.complete(fx)
+        results: list[dict[str, Any]] = []
+        for inv, outcome in zip(decoded, outcomes, strict=True):
+            waiter = self._node.pay_waiters.get(inv.payment_hash)
+            if outcome is not None:
+                results.append(dict(outcome))
+            elif not wait:
+                results.append({"status": "pending",
+                                "reason": "sent; not waiting for the outcome"})
+            elif waiter is None:
+                results.append({"status": "pending", "reason": "outcome already reported"})
+            else:
+                try:
+                    results.append(await asyncio.wait_for(waiter, timeout_s))
+                except TimeoutError:
+                    self._node.pay_waiters.pop(inv.payment_hash, None)
+                    self._m.payments.abandon(inv.payment_hash)
+                    results.append({"status": "pending", "reason": "timed out waiting"})
+            results[-1]["payment_hash"] = inv.payment_hash.hex()
+        return results
+
+    async def cmd_pay_pipeline(self, invoices_path: str, batch_size: int,
+                               timeout_s: float) -> dict[str, Any]:
+        """Pay a file's invoices in batches, one in flight; ``paid_s`` ends when the last
+        preimage arrives, ``settled_s`` when the channel is quiescent again."""
+        decoded = [Invoice.decode(text) for text in Path(invoices_path).read_text().split()]
+        if not decoded:
+            raise RejectedUpdate("no invoices to pay")
+        handle = self._m.usable_channel(decoded[0].payee_node_id)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            async with self._connected(handle.peer_id, "the payee is not connected"):
+                fx = Effects()
+                self._m.start_pipeline(decoded, batch_size, fx)
+                done = self._node.waiter(PipelineDone, handle.key)
+                await self._node.complete(fx)
+            await asyncio.wait_for(asyncio.shield(done), timeout_s)
+        finally:
+            pipeline = self._m.payments.pipelines.get(handle.key)
+            self._m.payments.end_pipeline(handle.key)
+        paid = loop.time() - started
+        chan = handle.channel
+        while chan.htlcs_in_flight() or chan.awaiting_revoke_and_ack or \
+                chan.has_unsigned_changes():
+            if loop.time() > started + paid + timeout_s:
+                raise TimeoutError("the channel did not become quiescent")
+            await asyncio.sleep(0.0005)
+        return {"payments": len(decoded), "batch_size": max(1, batch_size),
+                "succeeded": pipeline.succeeded if pipeline is not None else 0,
+                "paid_s": paid, "settled_s": loop.time() - started,
+                "holder_commitment_number": chan.holder_commitment_number}
+
+    async def cmd_channels(self) -> list[dict[str, Any]]:
+        return self._m.channel_list()
+
+    async def cmd_balance(self) -> dict[str, Any]:
+        return {"onchain_sat": await self._node.chain.wallet_balance_sat(),
+                "offchain_msat": self._m.offchain_msat()}
+
+    async def cmd_claimable(self) -> list[dict[str, Any]]:
+        return self._m.claimable()
+
+    async def cmd_events(self) -> list[str]:
+        return list(self._m.events)
+
+    async def cmd_close(self, channel: str) -> dict[str, Any]:
+        handle = self._m.find(channel)
+        lock = self._connected(handle.peer_id, "the peer is offline: use force-close")
+        script = await self._node.chain.new_script_pubkey()
+        closed = self._node.waiter(ShutdownResolved, handle.key)
+        async with lock:
+            fx = Effects()
+            self._m.close(handle, script, fx)
+            await self._node.complete(fx)
+        return {"channel": handle.key, "closing_txid": await asyncio.wait_for(closed, 30)}
+
+    async def cmd_force_close(self, channel: str) -> dict[str, Any]:
+        handle = self._m.find(channel)
+        async with self._node.peers.lock_of(handle.peer_id):
+            fx = Effects()
+            txid = self._m.force_close(handle, fx)
+            await self._node.complete(fx)
+        if txid is None:
+            raise RejectedUpdate("the channel has no commitment to broadcast")
+        log.warning("channel %s force-closed: requested by the user", handle.key[:16])
+        return {"channel": handle.key, "commitment_txid": txid,
+                "to_self_delay": handle.channel._peer.to_self_delay}
+
+    async def cmd_update_fee(self, channel: str, feerate_per_kw: int) -> dict[str, Any]:
+        """Change a channel's commitment feerate (we must be the opener): update_fee + sign."""
+        handle = self._m.find(channel)
+        async with self._connected(handle.peer_id, "the peer is offline"):
+            fx = Effects()
+            self._m.update_fee(handle, feerate_per_kw, fx)
+            await self._node.complete(fx)
+        return {"channel": handle.key, "feerate_per_kw": feerate_per_kw}
+
+    async def cmd_cheat(self, channel: str, state: int, htlc_txs: bool,
+                        sweep: bool) -> dict[str, Any]:
+        if self._node.cheat is None:
+            require_regtest(self._node.chain.chain, "cheat")
+            raise UnsafeOperation("this node was not started with --allow-cheating, so it kept "
+                                  "no revoked commitments to broadcast")
+        return await self._node.cheat.cheat(channel, state, htlc_txs, sweep)
+
+    async def cmd_add_tower(self, address: str) -> dict[str, Any]:
+        """Upload a justice kit per revoked state to the tower ``tower_id@host:port``."""
+        return self._node.towers.add(address)
+
+    async def cmd_towers(self) -> list[dict[str, Any]]:
+        return self._node.towers.status()
+
+    async def cmd_stop(self) -> dict[str, Any]:
+        asyncio.get_running_loop().call_soon(self._node.shell.stopping.set)
+        return {"stopping": True}
+

@@ -1,0 +1,225 @@
+"""I/O: the peer manager: connections to other nodes (LDK's PeerManager).
+
+It listens and dials over BOLT 8, exchanges ``init`` (BOLT 1: same chain, compatible
+features), answers ``ping``, remembers where known peers live and dials them again after a
+restart, and keeps one lock per peer so a peer's messages and the local commands touching its
+channels take turns. Everything else a peer sends is decoded and handed to a
+:class:`PeerHandler` (the node), batch by batch:
+
+* every message already received from a peer joins one batch when ``coalesce`` is on (the
+  node persists the batch once and sends its replies in one write), otherwise each message is
+  its own batch;
+* a message that cannot be decoded (malformed, unknown even type) gets a ``warning`` and the
+  connection is dropped (BOLT 1), after what the batch already holds is completed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from channel.effects import Effects
+from channel.errors import ChanlabError, HandshakeFailed, MalformedMessage, UnknownEvenMessage
+from channel.messages import decode_message, encode_message
+from channel.tasks import BackgroundTasks
+from channel.transport import Transport, accept, connect
+from channel.wire import (
+    REGTEST_CHAIN_HASH,
+    Init,
+    Ping,
+    Pong,
+    UnknownMessage,
+    WarningMessage,
+    check_compatible,
+    our_features,
+    pong_for,
+)
+
+__all__ = ["PeerHandler", "PeerManager"]
+
+log = logging.getLogger("chanlab.peers")
+
+INIT_TIMEOUT_S = 10.0
+_LOST = (EOFError, ConnectionError, asyncio.IncompleteReadError, HandshakeFailed,
+         MalformedMessage)  # a BOLT 8 MAC failure included: the stream is lost, hang up
+
+
+class PeerHandler(Protocol):
+    """What the peer manager hands over: connections, and batches of decoded messages."""
+
+    async def peer_connected(self, peer_id: bytes) -> None: ...
+
+    async def peer_disconnected(self, peer_id: bytes) -> None: ...
+
+    async def deliver(self, peer_id: bytes, message: Any, fx: Effects) -> None: ...
+
+    async def end_batch(self, fx: Effects) -> None: ...
+
+    async def flush(self, fx: Effects) -> None: ...
+
+
+@dataclass(slots=True)
+class Peer:
+    node_id: bytes
+    transport: Transport
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class PeerManager:
+    """Connected peers, their ``init``, ``ping`` and locks; known peers' addresses."""
+
+    def __init__(self, *, node_secret: bytes, handler: PeerHandler, tasks: BackgroundTasks,
+                 remember: Callable[[bytes, str], None], coalesce: bool = True) -> None:
+        self._secret = node_secret
+        self._handler = handler
+        self._tasks = tasks
+        self._remember = remember     # (peer_id, "host:port"): persisted by the node
+        self._coalesce = coalesce
+        self.peers: dict[bytes, Peer] = {}
+        self._server: asyncio.Server | None = None
+        self._stopping = False
+
+    async def listen(self, host: str, port: int) -> int:
+        """Accept inbound connections on ``host:port``; the port bound."""
+        self._server = await asyncio.start_server(self._on_inbound, host, port)
+        bound: int = self._server.sockets[0].getsockname()[1]
+        return bound
+
+    async def close(self) -> None:
+        self._stopping = True
+        if self._server is not None:
+            self._server.close()
+        for peer in list(self.peers.values()):
+            await peer.transport.close()
+
+    def lock_of(self, peer_id: bytes) -> asyncio.Lock:
+        """The peer's turn lock (a fresh one, uncontended, for a peer not connected)."""
+        peer = self.peers.get(peer_id)
+        return peer.lock if peer is not None else asyncio.Lock()
+
+    async def send_many(self, peer_id: bytes, messages: list[bytes]) -> None:
+        peer = self.peers.get(peer_id)
+        if peer is None:
+            return  # reestablish will retransmit what matters
+        try:
+            await peer.transport.send_many(messages)
+        except (ConnectionError, OSError) as exc:
+            log.info("send to %s failed: %s", peer_id.hex()[:16], exc)
+
+    async def _on_inbound(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        try:
+            transport = await accept(reader, writer, local_static=self._secret)
+        except HandshakeFailed as exc:
+            log.info("inbound handshake failed: %s", exc)
+            return
+        await self._run(transport)
+
+    async def connect(self, node_id: bytes, host: str, port: int) -> None:
+        """Dial a peer, exchange ``init``, and keep reading from it in the background."""
+        if node_id in self.peers:
+            return
+        transport = await connect(host, port, local_static=self._secret,
+                                  remote_static_pubkey=node_id)
+        self._remember(node_id, f"{host}:{port}")
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._tasks.spawn(self._run(transport, ready))
+        await asyncio.wait_for(ready, INIT_TIMEOUT_S)
+
+    async def reconnect(self, known: Iterable[tuple[bytes, str]]) -> None:
+        """Dial again the peers we have channels with (``(peer_id, "host:port")``)."""
+        for peer_id, addr in known:
+            host, port = addr.rsplit(":", 1)
+            try:
+                await self.connect(peer_id, host, int(port))
+            except (OSError, HandshakeFailed, TimeoutError) as exc:
+                log.info("peer %s not reachable at %s: %s", peer_id.hex()[:16], addr, exc)
+
+    async def _run(self, transport: Transport, ready: asyncio.Future[None] | None = None) -> None:
+        node_id = transport.remote_pubkey
+        try:
+            await transport.send(encode_message(Init.ours(our_features())))
+            first = decode_message(await asyncio.wait_for(transport.recv(), INIT_TIMEOUT_S))
+            if not isinstance(first, Init):
+                raise MalformedMessage("the first message must be init")
+            if not first.supports_chain(REGTEST_CHAIN_HASH):
+                raise MalformedMessage("peer is on another chain")
+            check_compatible(our_features(), first.combined_features())
+        except (ChanlabError, EOFError, ConnectionError, TimeoutError,
+                asyncio.IncompleteReadError) as exc:
+            log.info("peer %s rejected during init: %s", node_id.hex()[:16], exc)
+            await transport.close()
+            if ready is not None and not ready.done():
+                ready.set_exception(HandshakeFailed(f"init failed: {exc}"))
+            return
+        old = self.peers.get(node_id)
+        if old is not None:
+            await old.transport.close()
+        peer = Peer(node_id=node_id, transport=transport)
+        self.peers[node_id] = peer
+        log.info("peer %s connected", node_id.hex()[:16])
+        async with peer.lock:
+            await self._handler.peer_connected(node_id)
+        if ready is not None and not ready.done():
+            ready.set_result(None)
+        try:
+            await self._read_loop(peer)
+        finally:
+            if self.peers.get(node_id) is peer:
+                del self.peers[node_id]
+            await self._handler.peer_disconnected(node_id)
+            await transport.close()
+            log.info("peer %s disconnected", node_id.hex()[:16])
+
+    async def _read_loop(self, peer: Peer) -> None:
+        while not self._stopping:
+            try:
+                raw = await peer.transport.recv()
+            except _LOST:
+                return
+            async with peer.lock:
+                fx = Effects()
+                try:
+                    while True:
+                        if not await self._handle_one(peer, raw, fx):
+                            return
+                        if not self._coalesce or not peer.transport.has_buffered_data():
+                            break
+                        try:
+                            raw = await peer.transport.recv()
+                        except _LOST:
+                            return
+                finally:
+                    await self._handler.end_batch(fx)
+
+    async def _handle_one(self, peer: Peer, raw: bytes, fx: Effects) -> bool:
+        """One message into ``fx``; False once the peer must be dropped."""
+        try:
+            message = decode_message(raw)
+            if isinstance(message, Ping):
+                pong = pong_for(message)
+                if pong is not None:
+                    await peer.transport.send(encode_message(pong))
+            elif not isinstance(message, Pong | UnknownMessage):   # odd unknown: ignore
+                await self._handler.deliver(peer.node_id, message, fx)
+        except UnknownEvenMessage as exc:
+            await self._drop(peer, fx, f"unknown even message: {exc}")
+            return False
+        except MalformedMessage as exc:
+            await self._drop(peer, fx, f"malformed message: {exc}")
+            return False
+        return True
+
+    async def _drop(self, peer: Peer, fx: Effects, text: str) -> None:
+        """BOLT 1: ``warning`` then disconnect, once what ``fx`` holds so far is completed."""
+        log.warning("peer %s: %s", peer.node_id.hex()[:16], text)
+        await self._handler.flush(fx)
+        try:
+            await peer.transport.send(
+                encode_message(WarningMessage.with_text(bytes(32), text[:500])))
+        except (ConnectionError, OSError) as exc:
+            log.info("warning to %s not sent: %s", peer.node_id.hex()[:16], exc)
+        await peer.transport.close()
