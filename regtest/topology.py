@@ -28,7 +28,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
-from channel.state import MAX_FUNDING_SAT
+from channel.channel_params import MAX_FUNDING_SAT
 from regtest.errors import RegtestError
 
 __all__ = [
