@@ -548,7 +548,7 @@ def _gather_channels(home: Path, names: Iterable[str]) -> dict[str, list[dict[st
     def one(name: str) -> list[dict[str, Any]] | None:
         try:
             return [dict(c) for c in call_node(name, "channels", home=home, timeout_s=10)]
-        except (NodeUnreachable, OSError):
+        except (ChanlabError, OSError):
             return None
 
     names = list(names)
@@ -561,7 +561,7 @@ def _gather_peers(home: Path, names: Iterable[str]
     def one(name: str) -> tuple[str, list[str]] | None:
         try:
             info = call_node(name, "info", home=home, timeout_s=10)
-        except (NodeUnreachable, OSError):
+        except (ChanlabError, OSError):
             return None
         return str(info["node_id"]), [str(p) for p in info["peers"]]
 
@@ -606,23 +606,26 @@ def network_status(home: Path) -> NetworkStatus:
     record = load_network(home)
     names = record.topology.names
 
-    def node(name: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    def node(name: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         try:
-            return (dict(call_node(name, "info", home=home, timeout_s=10)),
-                    dict(call_node(name, "balance", home=home, timeout_s=10)))
-        except (NodeUnreachable, OSError):
-            return None
+            info = dict(call_node(name, "info", home=home, timeout_s=10))
+        except (ChanlabError, OSError):
+            return None, None
+        try:
+            return info, dict(call_node(name, "balance", home=home, timeout_s=10))
+        except (ChanlabError, OSError):
+            return info, None  # it runs, but cannot count its wallet (bitcoind down?)
 
     answers = dict(zip(names, _parallel(node, names), strict=True))
     nodes = []
     for plan in record.topology.nodes:
-        answer = answers[plan.name]
+        info, balance = answers[plan.name]
         policy = plan.policy
         nodes.append(NodeStatus(
-            name=plan.name, label=plan.label, running=answer is not None,
-            node_id=None if answer is None else str(answer[0]["node_id"]),
-            onchain_sat=None if answer is None else int(answer[1]["onchain_sat"]),
-            offchain_msat=None if answer is None else int(answer[1]["offchain_msat"]),
+            name=plan.name, label=plan.label, running=info is not None,
+            node_id=None if info is None else str(info["node_id"]),
+            onchain_sat=None if balance is None else int(balance["onchain_sat"]),
+            offchain_msat=None if balance is None else int(balance["offchain_msat"]),
             fee_base_msat=policy.fee_base_msat,
             fee_proportional_millionths=policy.fee_proportional_millionths,
             cltv_expiry_delta=policy.cltv_expiry_delta))
