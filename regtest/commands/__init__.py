@@ -8,6 +8,7 @@ MODULES: tuple[str, ...] = (
     "regtest.commands.decode",
     "regtest.commands.demo",
     "regtest.commands.electrum",
+    "regtest.commands.network",
     "regtest.commands.node",
     "regtest.commands.tower",
     "regtest.commands.web",
