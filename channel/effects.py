@@ -14,7 +14,7 @@ from typing import Any
 
 from channel.monitor import ChannelMonitor
 from channel.state import Channel
-from channel.store import PaymentRow
+from channel.store import ForwardRow, PaymentRow
 
 __all__ = [
     "ChannelHandle",
@@ -97,6 +97,7 @@ class Effects:
     resolutions: list[Resolution] = field(default_factory=list)
     funding: list[FundingNeeded] = field(default_factory=list)   # wallet work, then funded()
     depth_checks: list[str] = field(default_factory=list)        # channel keys to look at
+    forwards: list[ForwardRow] = field(default_factory=list)     # forward links changed
 
     def touch(self, handle: ChannelHandle) -> None:
         if handle not in self.touched:
@@ -109,12 +110,14 @@ class Effects:
         """Everything gathered so far, moved into a new :class:`Effects` (this one is empty
         afterwards): to complete part of a batch before an error is handled."""
         taken = Effects(self.touched, self.payments, self.kv, self.outgoing, self.broadcasts,
-                        self.resolutions, self.funding, self.depth_checks)
+                        self.resolutions, self.funding, self.depth_checks, self.forwards)
         self.touched, self.payments, self.kv, self.outgoing = [], [], [], []
         self.broadcasts, self.resolutions, self.funding, self.depth_checks = [], [], [], []
+        self.forwards = []
         return taken
 
     @property
     def empty(self) -> bool:
         return not (self.touched or self.payments or self.kv or self.outgoing or
-                    self.broadcasts or self.resolutions or self.funding or self.depth_checks)
+                    self.broadcasts or self.resolutions or self.funding or self.depth_checks or
+                    self.forwards)

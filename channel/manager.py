@@ -30,6 +30,7 @@ from channel.effects import (
     ShutdownResolved,
 )
 from channel.errors import PeerProtocolError, RejectedUpdate
+from channel.forwarder import Forwarder
 from channel.invoice import Invoice
 from channel.keys import ChannelKeys
 from channel.messages import (
@@ -66,7 +67,7 @@ from channel.state import (
     channel_to_record,
     monitor_update_to_record,
 )
-from channel.store import ChannelRow, PaymentRow
+from channel.store import ChannelRow, ForwardRow, PaymentRow
 from channel.types import CommitmentFormat, OutPoint, Side
 from channel.wire import ErrorMessage
 
@@ -99,6 +100,7 @@ class FlightRecords:
     payments: list[PaymentRow]
     kv: list[tuple[str, str]]
     revealed: list[tuple[str, list[MonitorUpdate]]]   # per channel: updates for the towers
+    forwards: list[ForwardRow]
 
 
 class ChannelManager:
@@ -107,11 +109,13 @@ class ChannelManager:
     def __init__(self, *, node_id: bytes, config: ChannelConfig,
                  sweep_script: bytes, payments: Payments,
                  handles: Iterable[ChannelHandle] = (),
-                 entropy: Entropy = secrets.token_bytes) -> None:
+                 entropy: Entropy = secrets.token_bytes,
+                 forwarder: Forwarder | None = None) -> None:
         self.node_id = node_id
         self.config = config
         self.sweep_script = sweep_script
         self.payments = payments
+        self.forwarder = forwarder or Forwarder(node_secret=payments.node_secret)
         self.handles: dict[str, ChannelHandle] = {h.key: h for h in handles}
         self.height = 0
         self.events: list[str] = []   # what the monitors said, for `events` and narration
@@ -304,12 +308,22 @@ class ChannelManager:
         fx.touch(handle)
         if handle.monitor is not None:
             self.note(handle, handle.monitor.provide_payment_preimage(msg.payment_preimage))
-        self.payments.on_fulfilled(handle, entry, msg.payment_preimage, self.height, fx)
+        link = self.forwarder.link_of_outgoing(handle.key, entry.htlc_id)
+        if link is None:
+            self.payments.on_fulfilled(handle, entry, msg.payment_preimage, self.height, fx)
+            return
+        # fulfil backwards in this same flight: the preimage only helps us
+        self.forwarder.outgoing_fulfilled(link, msg.payment_preimage, fx)
+        self._settle_forwards(fx)
 
     def _on_update_fail_htlc(self, peer_id: bytes, msg: UpdateFailHtlc, fx: Effects,
                              _: bytes | None) -> None:
         handle = self._require(peer_id, msg.channel_id)
         entry = handle.channel.on_update_fail_htlc(msg)
+        link = self.forwarder.link_of_outgoing(handle.key, entry.htlc_id)
+        if link is not None:   # failed upstream once this failure is committed
+            self.forwarder.outgoing_failed(link, msg.reason, fx)
+            return
         self.payments.on_failed(handle, entry, msg.reason.decode(errors="replace"),
                                 self.height, fx)
 
@@ -318,6 +332,10 @@ class ChannelManager:
         handle = self._require(peer_id, msg.channel_id)
         entry = handle.channel.on_update_fail_htlc(UpdateFailHtlc(
             channel_id=msg.channel_id, id=msg.id, reason=b"malformed onion"))
+        link = self.forwarder.link_of_outgoing(handle.key, entry.htlc_id)
+        if link is not None:
+            self.forwarder.outgoing_malformed(link, msg.failure_code, msg.sha256_of_onion, fx)
+            return
         self.payments.on_failed(handle, entry, f"malformed onion {msg.failure_code}",
                                 self.height, fx)
 
@@ -356,7 +374,14 @@ class ChannelManager:
         if handle.channel.can_sign():
             fx.send(handle.peer_id, handle.channel.sign_commitment())
 
+    def _settle_forwards(self, fx: Effects) -> None:
+        for incoming, preimage in self.forwarder.settle(self.handles, fx):
+            if incoming.monitor is not None:
+                self.note(incoming, incoming.monitor.provide_payment_preimage(preimage))
+
     def _settle_incoming(self, handle: ChannelHandle, fx: Effects) -> None:
+        self.forwarder.forward_incoming(self.handles, handle, self.height, fx)
+        self._settle_forwards(fx)
         for preimage in self.payments.settle_incoming(handle, self.height, fx):
             if handle.monitor is not None:
                 self.note(handle, handle.monitor.provide_payment_preimage(preimage))
@@ -538,7 +563,8 @@ class ChannelManager:
                     update_rows.append((h.key, h.monitor_seq, monitor_update_to_record(update)))
                     h.monitor_seq += 1
         return FlightRecords(channels=rows, monitors=snapshots, monitor_updates=update_rows,
-                             payments=fx.payments, kv=fx.kv, revealed=revealed)
+                             payments=fx.payments, kv=fx.kv, revealed=revealed,
+                             forwards=fx.forwards)
 
     # -- reports -----------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from channel.effects import (
     ShutdownResolved,
 )
 from channel.errors import ChainError, PeerProtocolError, RejectedUpdate
+from channel.forwarder import Forwarder, ForwardLink, NodePolicy
 from channel.manager import COMMITMENT_FEERATE_PER_KW, SWEEP_FEERATE_PER_KW, ChannelManager
 from channel.messages import Shutdown, encode_message
 from channel.monitor import ChannelMonitor
@@ -73,6 +74,8 @@ class NodeSettings:
     # every message already received from a peer joins one flight (one fsync, one write);
     # off: one flight per message
     coalesce_flights: bool = True
+    # what we charge and the delay we keep to forward an HTLC (our channel_update, BOLT 7)
+    forwarding_policy: NodePolicy = field(default_factory=NodePolicy)
 
 
 class Node:
@@ -132,9 +135,11 @@ class Node:
             self.store.commit_flight(kv=[("sweep_script", sweep)])
         payments = Payments(node_id=self.node_id, node_secret=self._secret,
                             rows=self.store.payments(), holds=self.store.kv_with_prefix("hold:"))
+        forwarder = Forwarder(node_secret=self._secret, policy=self.settings.forwarding_policy,
+                              links=[ForwardLink.from_record(r) for r in self.store.forwards()])
         self.manager = ChannelManager(node_id=self.node_id, config=self.settings.channel_config,
                                       sweep_script=bytes.fromhex(sweep), payments=payments,
-                                      handles=handles)
+                                      handles=handles, forwarder=forwarder)
         self.manager.height = height
         if self.settings.allow_cheating:
             from channel.cheat import CheatMode  # loaded only on regtest, when asked for
@@ -184,7 +189,8 @@ class Node:
             self.towers.note_updates(key, updates)  # uploads happen in the background
         self.store.commit_flight(channels=records.channels, monitors=records.monitors,
                                  monitor_updates=records.monitor_updates,
-                                 payments=records.payments, kv=kv)
+                                 payments=records.payments, kv=kv,
+                                 forwards=records.forwards)
         by_peer: dict[bytes, list[bytes]] = {}
         for peer_id, message in fx.outgoing:
             by_peer.setdefault(peer_id, []).append(encode_message(message))

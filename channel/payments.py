@@ -57,6 +57,10 @@ class Payments:
         self.in_flight: set[bytes] = set()   # outgoing payment hashes awaiting an outcome
         self.pipelines: dict[str, Pipeline] = {}
 
+    @property
+    def node_secret(self) -> bytes:
+        return self._node_secret
+
     def payment(self, payment_hash_hex: str) -> PaymentRow | None:
         return self._rows.get(payment_hash_hex)
 
@@ -108,8 +112,8 @@ class Payments:
                 data = payload.payment_data
                 hold = self._holds.get(entry.payment_hash.hex())
                 if not peeled.is_final:
-                    reason = "chanlab does not forward payments"
-                elif payment is None or payment.direction != "in" or payment.preimage is None:
+                    continue   # a forward: channel.forwarder offers it on the next channel
+                if payment is None or payment.direction != "in" or payment.preimage is None:
                     reason = "unknown payment hash"
                 elif data is None or payment.payment_secret != data.payment_secret.hex():
                     reason = "wrong payment secret"

@@ -1,0 +1,315 @@
+"""The intermediate node: HTLCs forwarded from one channel to another (BOLT 4 + BOLT 2).
+
+Pure. An incoming HTLC, once irrevocably committed, is peeled; a forward payload is checked
+by :func:`~channel.forwarding.decide_forward` against this node's :class:`NodePolicy` for the
+outgoing channel (named by its ``short_channel_id``), then offered there with the next onion.
+The pair is a :class:`ForwardLink`, persisted (a :class:`~channel.store.ForwardRow`) in the
+same flight as the two channels' HTLC state, so a restart finds every forward in flight.
+
+The incoming HTLC is resolved only after its outgoing one (BOLT 4 "Returning Errors", BOLT 2
+"Removing an HTLC"): a preimage from downstream is passed upstream at once (it can only help
+us); a downstream failure only once its removal is irrevocably committed on the outgoing
+channel (before that, the downstream peer could still claim the HTLC on chain). Every
+decision is re-derived by :meth:`Forwarder.settle` from the links and the channels' logs, so a
+fulfil or fail lost with a connection (BOLT 2 drops unsigned updates) is simply sent again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from channel.effects import ChannelHandle, Effects
+from channel.errors import RejectedUpdate
+from channel.failure_onion import build_failure_onion, wrap_failure_onion
+from channel.forwarding import (
+    ChannelPolicy,
+    ForwardHtlc,
+    IncomingHtlc,
+    OutgoingChannel,
+    decide_forward,
+)
+from channel.htlc_log import HtlcEntry, Removal
+from channel.onion import PeeledForward, peel_payment_onion
+from channel.onion_failures import OnionFailure, TemporaryChannelFailure, malformed_failure
+from channel.state import ChannelState
+from channel.store import ForwardRow
+from channel.types import OutPoint, Side
+
+__all__ = [
+    "DEFAULT_CLTV_EXPIRY_DELTA",
+    "DEFAULT_FEE_BASE_MSAT",
+    "DEFAULT_FEE_PROPORTIONAL_MILLIONTHS",
+    "ForwardLink",
+    "Forwarder",
+    "NodePolicy",
+    "alias_short_channel_id",
+]
+
+DEFAULT_FEE_BASE_MSAT = 1000
+DEFAULT_FEE_PROPORTIONAL_MILLIONTHS = 1
+#: regtest-friendly: blocks we keep between the outgoing and the incoming expiry
+DEFAULT_CLTV_EXPIRY_DELTA = 40
+
+
+def alias_short_channel_id(funding_outpoint: OutPoint) -> bytes:
+    """The 8-byte ``short_channel_id`` alias both peers derive from the funding outpoint.
+
+    BOLT 2 ``option_scid_alias`` lets a channel be named by an alias before (or without) a
+    confirmed position in a block; deriving it from the outpoint means both ends agree on it
+    without a message. Bit 63 is set so it can never equal a real scid of a regtest block.
+    """
+    digest = hashlib.sha256(b"chanlab scid alias" + funding_outpoint.txid +
+                            funding_outpoint.vout.to_bytes(4, "big")).digest()
+    return bytes([digest[0] | 0x80]) + digest[1:8]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodePolicy:
+    """The fees and delay this node announces for every channel it forwards over (BOLT 7)."""
+
+    fee_base_msat: int = DEFAULT_FEE_BASE_MSAT
+    fee_proportional_millionths: int = DEFAULT_FEE_PROPORTIONAL_MILLIONTHS
+    cltv_expiry_delta: int = DEFAULT_CLTV_EXPIRY_DELTA
+
+    def for_channel(self, handle: ChannelHandle) -> ChannelPolicy:
+        """Our ``channel_update`` fields for ``handle``: the peer's minimum, the capacity."""
+        chan = handle.channel
+        peer = chan.counterparty_params
+        return ChannelPolicy(
+            fee_base_msat=self.fee_base_msat,
+            fee_proportional_millionths=self.fee_proportional_millionths,
+            cltv_expiry_delta=self.cltv_expiry_delta,
+            htlc_minimum_msat=1 if peer is None else max(1, peer.htlc_minimum_msat),
+            htlc_maximum_msat=chan.funding_sat * 1000,
+            enabled=chan.state is ChannelState.NORMAL)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ForwardLink:
+    """One forwarded HTLC: incoming (channel key, htlc id) ↔ outgoing (channel key, htlc id).
+
+    ``shared_secret`` wraps failures back to the payer; ``preimage`` is what fulfils upstream;
+    ``downstream_failure`` is the outgoing HTLC's failure, already wrapped with our layer,
+    applied upstream once that failure is committed; ``local_failure`` is ours (the outgoing
+    HTLC never reached the peer's commitment), already encrypted.
+    """
+
+    incoming_key: str
+    incoming_htlc_id: int
+    outgoing_key: str
+    outgoing_htlc_id: int
+    payment_hash: bytes
+    shared_secret: bytes
+    incoming_amount_msat: int
+    outgoing_amount_msat: int
+    preimage: bytes | None = None
+    downstream_failure: bytes | None = None
+
+    @property
+    def incoming(self) -> tuple[str, int]:
+        return self.incoming_key, self.incoming_htlc_id
+
+    @property
+    def fee_msat(self) -> int:
+        return self.incoming_amount_msat - self.outgoing_amount_msat
+
+    def to_record(self) -> dict[str, Any]:
+        return {"incoming_key": self.incoming_key, "incoming_htlc_id": self.incoming_htlc_id,
+                "outgoing_key": self.outgoing_key, "outgoing_htlc_id": self.outgoing_htlc_id,
+                "payment_hash": self.payment_hash.hex(), "shared_secret": self.shared_secret.hex(),
+                "incoming_amount_msat": self.incoming_amount_msat,
+                "outgoing_amount_msat": self.outgoing_amount_msat,
+                "preimage": None if self.preimage is None else self.preimage.hex(),
+                "downstream_failure": None if self.downstream_failure is None
+                else self.downstream_failure.hex()}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> ForwardLink:
+        def opt(name: str) -> bytes | None:
+            value = record.get(name)
+            return None if value is None else bytes.fromhex(value)
+        return cls(incoming_key=record["incoming_key"],
+                   incoming_htlc_id=int(record["incoming_htlc_id"]),
+                   outgoing_key=record["outgoing_key"],
+                   outgoing_htlc_id=int(record["outgoing_htlc_id"]),
+                   payment_hash=bytes.fromhex(record["payment_hash"]),
+                   shared_secret=bytes.fromhex(record["shared_secret"]),
+                   incoming_amount_msat=int(record["incoming_amount_msat"]),
+                   outgoing_amount_msat=int(record["outgoing_amount_msat"]),
+                   preimage=opt("preimage"), downstream_failure=opt("downstream_failure"))
+
+
+class Forwarder:
+    """The forwards in flight through this node, and what to do with each of them."""
+
+    def __init__(self, *, node_secret: bytes, policy: NodePolicy | None = None,
+                 links: Iterable[ForwardLink] = ()) -> None:
+        self._node_secret = node_secret
+        self.policy = policy or NodePolicy()
+        self.links: dict[tuple[str, int], ForwardLink] = {link.incoming: link for link in links}
+        self._by_outgoing = {(link.outgoing_key, link.outgoing_htlc_id): link.incoming
+                             for link in self.links.values()}
+
+    # -- lookups -----------------------------------------------------------------------------
+
+    def link_of_outgoing(self, key: str, htlc_id: int) -> ForwardLink | None:
+        incoming = self._by_outgoing.get((key, htlc_id))
+        return None if incoming is None else self.links.get(incoming)
+
+    @staticmethod
+    def channel_by_scid(handles: Iterable[ChannelHandle], scid: bytes) -> ChannelHandle | None:
+        for handle in handles:
+            outpoint = handle.channel.funding_outpoint
+            if outpoint is not None and alias_short_channel_id(outpoint) == scid and \
+                    handle.channel.state is not ChannelState.CLOSED:
+                return handle
+        return None
+
+    def _save(self, link: ForwardLink, fx: Effects) -> None:
+        self.links[link.incoming] = link
+        self._by_outgoing[(link.outgoing_key, link.outgoing_htlc_id)] = link.incoming
+        fx.forwards.append(ForwardRow(incoming_key=link.incoming_key,
+                                      incoming_htlc_id=link.incoming_htlc_id,
+                                      record=link.to_record()))
+
+    def _forget(self, link: ForwardLink, fx: Effects) -> None:
+        self.links.pop(link.incoming, None)
+        self._by_outgoing.pop((link.outgoing_key, link.outgoing_htlc_id), None)
+        fx.forwards.append(ForwardRow(incoming_key=link.incoming_key,
+                                      incoming_htlc_id=link.incoming_htlc_id, record=None))
+
+    # -- incoming HTLCs ----------------------------------------------------------------------
+
+    def forward_incoming(self, handles: Mapping[str, ChannelHandle], handle: ChannelHandle,
+                         height: int, fx: Effects) -> None:
+        """Forward (or fail) the HTLCs newly locked in on ``handle`` whose onion says forward.
+
+        Final-hop HTLCs are left alone (the payee's side, :mod:`channel.payments`)."""
+        chan = handle.channel
+        for entry in chan.htlcs_to_settle():
+            if (handle.key, entry.htlc_id) in self.links:
+                continue
+            peeled = peel_payment_onion(onion=entry.onion_routing_packet,
+                                        node_key=self._node_secret,
+                                        payment_hash=entry.payment_hash)
+            if not isinstance(peeled, PeeledForward):
+                continue
+            self._forward(handles, handle, entry, peeled, height, fx)
+
+    def _forward(self, handles: Mapping[str, ChannelHandle], handle: ChannelHandle,
+                 entry: HtlcEntry, peeled: PeeledForward, height: int, fx: Effects) -> None:
+        out = self.channel_by_scid(handles.values(), peeled.short_channel_id)
+        outgoing = None if out is None or out is handle else OutgoingChannel(
+            policy=self.policy.for_channel(out),
+            available_msat=out.channel.available_to_send_msat())
+        decision = decide_forward(
+            incoming=IncomingHtlc(amount_msat=entry.amount_msat, cltv_expiry=entry.cltv_expiry),
+            forward=peeled, outgoing=outgoing, current_height=height)
+        if isinstance(decision, OnionFailure):
+            self._fail_local(handle, entry, peeled.shared_secret, decision, fx)
+            return
+        assert out is not None and isinstance(decision, ForwardHtlc)
+        try:
+            add = out.channel.add_htlc(amount_msat=decision.amount_msat,
+                                       payment_hash=entry.payment_hash,
+                                       cltv_expiry=decision.cltv_expiry,
+                                       onion_routing_packet=decision.onion_routing_packet)
+        except RejectedUpdate:
+            self._fail_local(handle, entry, peeled.shared_secret, TemporaryChannelFailure(), fx)
+            return
+        fx.touch(out)
+        fx.touch(handle)
+        fx.send(out.peer_id, add)
+        self._save(ForwardLink(
+            incoming_key=handle.key, incoming_htlc_id=entry.htlc_id, outgoing_key=out.key,
+            outgoing_htlc_id=add.id, payment_hash=entry.payment_hash,
+            shared_secret=peeled.shared_secret, incoming_amount_msat=entry.amount_msat,
+            outgoing_amount_msat=decision.amount_msat), fx)
+
+    @staticmethod
+    def _fail_local(handle: ChannelHandle, entry: HtlcEntry, shared_secret: bytes,
+                    failure: OnionFailure, fx: Effects) -> None:
+        """BOLT 4 "Returning Errors": we are the erring node; the payer reads ``failure``."""
+        reason = build_failure_onion(shared_secret=shared_secret, failure=failure)
+        fx.touch(handle)
+        fx.send(handle.peer_id, handle.channel.fail_htlc(entry.htlc_id, reason))
+
+    # -- outcomes from downstream ------------------------------------------------------------
+
+    def outgoing_fulfilled(self, link: ForwardLink, preimage: bytes, fx: Effects) -> None:
+        """The next hop revealed the preimage: it is ours to claim upstream (same flight)."""
+        if link.preimage is None:
+            self._save(replace(link, preimage=preimage), fx)
+
+    def outgoing_failed(self, link: ForwardLink, reason: bytes, fx: Effects) -> None:
+        """The next hop failed the HTLC: add our layer; applied once the failure is committed."""
+        if link.preimage is None:
+            wrapped = wrap_failure_onion(shared_secret=link.shared_secret, packet=reason)
+            self._save(replace(link, downstream_failure=wrapped), fx)
+
+    def outgoing_malformed(self, link: ForwardLink, failure_code: int, sha256_of_onion: bytes,
+                           fx: Effects) -> None:
+        """BOLT 4: the next hop could not read its onion; we turn it into a failure of ours."""
+        if link.preimage is None:
+            failure = malformed_failure(failure_code, sha256_of_onion)
+            self._save(replace(link, downstream_failure=build_failure_onion(
+                shared_secret=link.shared_secret, failure=failure)), fx)
+
+    def settle(self, handles: Mapping[str, ChannelHandle],
+               fx: Effects) -> list[tuple[ChannelHandle, bytes]]:
+        """Resolve every incoming HTLC whose outgoing one is resolved; the preimages sent
+        upstream, by incoming channel (its monitor must learn them)."""
+        released: list[tuple[ChannelHandle, bytes]] = []
+        for link in list(self.links.values()):
+            incoming = handles.get(link.incoming_key)
+            out = handles.get(link.outgoing_key)
+            if incoming is None or incoming.channel.log is None:
+                continue
+            in_entry = incoming.channel.log.htlcs.get((Side.COUNTERPARTY, link.incoming_htlc_id))
+            if in_entry is None:
+                self._forget(link, fx)   # resolved upstream and gone from both commitments
+                continue
+            if in_entry.removal is not None:
+                continue                 # our fulfil / fail is on its way
+            if incoming.channel.state not in (ChannelState.NORMAL, ChannelState.SHUTTING_DOWN):
+                continue
+            if in_entry not in incoming.channel.htlcs_to_settle():
+                continue
+            reason = self._failure_to_send(link, out)
+            preimage = link.preimage
+            if preimage is None and out is not None and out.channel.log is not None:
+                out_entry = out.channel.log.htlcs.get((Side.HOLDER, link.outgoing_htlc_id))
+                if out_entry is not None and out_entry.removal is Removal.FULFILLED:
+                    preimage = out_entry.payment_preimage
+            if preimage is not None:
+                fx.touch(incoming)
+                fx.send(incoming.peer_id, incoming.channel.fulfill_htlc(link.incoming_htlc_id,
+                                                                        preimage))
+                if link.preimage is None:
+                    self._save(replace(link, preimage=preimage), fx)
+                released.append((incoming, preimage))
+            elif reason is not None:
+                fx.touch(incoming)
+                fx.send(incoming.peer_id, incoming.channel.fail_htlc(link.incoming_htlc_id,
+                                                                     reason))
+        return released
+
+    def _failure_to_send(self, link: ForwardLink, out: ChannelHandle | None) -> bytes | None:
+        """The failure to send upstream now, if the outgoing HTLC has failed for good."""
+        local = build_failure_onion(shared_secret=link.shared_secret,
+                                    failure=TemporaryChannelFailure())
+        if out is None or out.channel.log is None:
+            return local
+        out_entry = out.channel.log.htlcs.get((Side.HOLDER, link.outgoing_htlc_id))
+        if out_entry is None:
+            # pruned after a committed failure, or an add the connection dropped unsigned
+            return link.downstream_failure or local
+        if out_entry.removal is Removal.FAILED and out.channel.removal_committed(out_entry):
+            if link.downstream_failure is not None:
+                return link.downstream_failure
+            return wrap_failure_onion(shared_secret=link.shared_secret,
+                                      packet=out_entry.fail_reason or b"")
+        return None
