@@ -41,6 +41,7 @@ from channel.errors import (
     InvalidStateTransition,
     LostState,
     PeerProtocolError,
+    PeerWarning,
     RejectedUpdate,
 )
 from channel.htlc_log import FeeUpdate, HtlcEntry, Removal, UpdateLog
@@ -94,6 +95,16 @@ from channel.transactions import (
     verify_commitment_signature,
 )
 from channel.types import CommitmentFormat, CommitmentHtlc, OutPoint, Side
+from channel.validation import (
+    MAX_FUNDING_SAT,
+    MAX_HTLC_COUNT,
+    MIN_FEERATE_PER_KW,
+    check_channel_reestablish,
+    check_open_funding,
+    check_our_update_fee,
+    check_party_params,
+    check_peer_update_fee,
+)
 from channel.wire import REGTEST_CHAIN_HASH
 
 __all__ = [
@@ -109,10 +120,6 @@ __all__ = [
     "channel_type_bytes",
 ]
 
-MAX_HTLC_COUNT = 483
-MIN_DUST_LIMIT_SAT = 354
-MIN_FEERATE_PER_KW = 253
-MAX_FUNDING_SAT = 2**24 - 1
 ZERO_SECRET = bytes(32)
 
 
@@ -354,16 +361,8 @@ class Channel:
             PerCommitmentPoint(msg.first_per_commitment_point)
         except (ValueError, TypeError) as exc:
             raise PeerProtocolError(f"invalid key in {type(msg).__name__}: {exc}") from exc
-        if msg.max_accepted_htlcs > MAX_HTLC_COUNT:
-            raise PeerProtocolError(f"max_accepted_htlcs {msg.max_accepted_htlcs} > 483")
-        if msg.dust_limit_satoshis < MIN_DUST_LIMIT_SAT:
-            raise PeerProtocolError(f"dust_limit_satoshis {msg.dust_limit_satoshis} < 354")
-        if msg.dust_limit_satoshis > msg.channel_reserve_satoshis:
-            raise PeerProtocolError("dust_limit_satoshis above channel_reserve_satoshis")
-        if msg.to_self_delay > config.max_to_self_delay:
-            raise PeerProtocolError(f"to_self_delay {msg.to_self_delay} is unreasonably large")
-        if msg.channel_reserve_satoshis > funding_sat // 5:
-            raise PeerProtocolError("channel_reserve_satoshis above 20% of the channel")
+        check_party_params(msg, funding_sat=funding_sat,
+                           max_to_self_delay=config.max_to_self_delay)
         return PartyParams(
             dust_limit_sat=msg.dust_limit_satoshis,
             max_htlc_value_in_flight_msat=msg.max_htlc_value_in_flight_msat,
@@ -378,12 +377,7 @@ class Channel:
         if msg.chain_hash != REGTEST_CHAIN_HASH:
             raise PeerProtocolError("open_channel for a chain other than regtest")
         commitment_format = _format_from_channel_type(msg.channel_type)
-        if not 0 < msg.funding_satoshis <= MAX_FUNDING_SAT:
-            raise PeerProtocolError(f"funding_satoshis {msg.funding_satoshis} out of range")
-        if msg.push_msat > msg.funding_satoshis * 1000:
-            raise PeerProtocolError("push_msat above the funding amount")
-        if not MIN_FEERATE_PER_KW <= msg.feerate_per_kw <= 1_000_000:
-            raise PeerProtocolError(f"unreasonable feerate_per_kw {msg.feerate_per_kw}")
+        check_open_funding(msg)
         peer = cls._peer_params(config, msg, msg.funding_satoshis)
         params = cls._our_params(keys, config, msg.funding_satoshis)
         if params.channel_reserve_sat < peer.dust_limit_sat:
@@ -829,8 +823,7 @@ class Channel:
             raise RejectedUpdate("only the opener may send update_fee")
         if self.state is not ChannelState.NORMAL:
             raise RejectedUpdate(f"cannot change the fee in state {self.state.value}")
-        if feerate_per_kw < MIN_FEERATE_PER_KW:
-            raise RejectedUpdate(f"feerate_per_kw below {MIN_FEERATE_PER_KW}")
+        check_our_update_fee(feerate_per_kw)
         update = FeeUpdate(feerate_per_kw=feerate_per_kw)
         update.included_at[Side.COUNTERPARTY] = self.counterparty_commitment_number + 1
         self._log.fee_updates.append(update)
@@ -844,14 +837,15 @@ class Channel:
         """The opener changes the feerate."""
         if self.opener is not Side.COUNTERPARTY:
             raise PeerProtocolError("update_fee from the non-opener")
-        if not MIN_FEERATE_PER_KW <= msg.feerate_per_kw <= 1_000_000:
-            raise PeerProtocolError(f"unreasonable feerate_per_kw {msg.feerate_per_kw}")
+        check_peer_update_fee(msg.feerate_per_kw)
         update = FeeUpdate(feerate_per_kw=msg.feerate_per_kw)
         update.included_at[Side.HOLDER] = self.holder_commitment_number + 1
         self._log.fee_updates.append(update)
         if self._spendable_msat(Side.COUNTERPARTY) < 0:
             self._log.fee_updates.pop()
-            raise PeerProtocolError("the opener cannot afford its new feerate")
+            # an HTLC of ours crossing the update_fee is enough to cause this: warn, not fail
+            raise PeerWarning(f"update_fee refused: the opener cannot afford "
+                              f"{msg.feerate_per_kw} sat/kw with the HTLCs in flight")
 
     # -- commitment_signed / revoke_and_ack ----------------------------------------------------
 
@@ -991,6 +985,7 @@ class Channel:
         out: list[Any] = []
         if msg.channel_id != self.channel_id:
             raise PeerProtocolError("channel_reestablish for another channel_id")
+        check_channel_reestablish(msg)
         # Did the peer get our last revoke_and_ack?
         resend_revoke = False
         if msg.next_revocation_number == self.holder_commitment_number - 1:

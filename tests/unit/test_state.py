@@ -28,6 +28,7 @@ from channel.errors import (
     LostState,
     MalformedMessage,
     PeerProtocolError,
+    PeerWarning,
     RejectedUpdate,
 )
 from channel.keys import ChannelKeys, PrivateKey
@@ -593,15 +594,17 @@ def test_update_fee_changes_every_commitment_fee(fmt: CommitmentFormat) -> None:
 
 
 def test_unaffordable_fee_is_refused(fmt: CommitmentFormat) -> None:
-    """A feerate the opener cannot pay: RejectedUpdate for us, PeerProtocolError from the peer."""
+    """A feerate the opener cannot pay: RejectedUpdate for us, PeerWarning (warn and
+    reconnect, never a force-close) from the peer; both for a feerate out of bounds too."""
     a, b = open_pair(fmt, push_msat=900_000_000)
     expect_unchanged(a, RejectedUpdate, lambda: a.update_fee(200_000))
     forged = UpdateFee(channel_id=a.channel_id or b"", feerate_per_kw=200_000)
-    expect_unchanged(b, PeerProtocolError, lambda: b.on_update_fee(forged))
+    expect_unchanged(b, PeerWarning, lambda: b.on_update_fee(forged), match="cannot afford")
     for feerate in (252, 1_000_001):
         bad = UpdateFee(channel_id=a.channel_id or b"", feerate_per_kw=feerate)
-        expect_unchanged(b, PeerProtocolError, lambda: b.on_update_fee(bad))  # noqa: B023
-    expect_unchanged(a, RejectedUpdate, lambda: a.update_fee(252))
+        expect_unchanged(b, PeerWarning, lambda: b.on_update_fee(bad),  # noqa: B023
+                         match=f"feerate_per_kw {feerate} is outside 253..1000000")
+        expect_unchanged(a, RejectedUpdate, lambda: a.update_fee(feerate))  # noqa: B023
     b.on_update_fee(a.update_fee(50_000))       # affordable: 90_000 sat pays 36_200 (+anchors)
     flush(a, b)
     assert a.holder_transactions().commitment.feerate_per_kw == 50_000
