@@ -35,6 +35,7 @@ from typing import Any
 
 from bitcoin.core import CTransaction
 
+from channel.add_budget import check_fee_spike_buffer, fee_spike_room_msat, peer_add_budget
 from channel.errors import (
     InvalidRevocation,
     InvalidSignature,
@@ -104,6 +105,7 @@ from channel.validation import (
     check_our_update_fee,
     check_party_params,
     check_peer_update_fee,
+    check_reestablished,
 )
 from channel.wire import REGTEST_CHAIN_HASH
 
@@ -296,6 +298,8 @@ class Channel:
     # set when the peer proved our state is stale: our commitment must never be broadcast
     lost_state: bool = False
     monitor_updates: list[MonitorUpdate] = field(default_factory=list)
+    # transient (never persisted): from a disconnection until the peer's channel_reestablish
+    reestablish_pending: bool = False
 
     # -- opening (BOLT 2 "Channel Establishment v1") -----------------------------------------
 
@@ -561,7 +565,10 @@ class Channel:
             h.in_commitment(Side.COUNTERPARTY, oldest_remote)
 
     def htlcs_to_settle(self) -> list[HtlcEntry]:
-        """HTLCs the peer offered us that are locked in and not yet fulfilled or failed."""
+        """HTLCs the peer offered us that are locked in and not yet fulfilled or failed
+        (none while ``channel_reestablish`` is pending: a removal sent now could be lost)."""
+        if self.reestablish_pending:
+            return []
         return [h for h in self._log.entries()
                 if h.offerer is Side.COUNTERPARTY and h.removal is None
                 and self._irrevocably_committed(h)]
@@ -573,11 +580,13 @@ class Channel:
     def can_sign(self) -> bool:
         """A ``commitment_signed`` may be sent now (changes pending, no revocation owed to us)."""
         return (self.state in (ChannelState.NORMAL, ChannelState.SHUTTING_DOWN)
-                and not self.awaiting_revoke_and_ack and self.has_unsigned_changes())
+                and not self.awaiting_revoke_and_ack and not self.reestablish_pending
+                and self.has_unsigned_changes())
 
     def available_to_send_msat(self) -> int:
-        """What we can still offer: balance minus HTLCs pending, reserve and (opener) fees."""
-        return self._spendable_msat(Side.HOLDER)
+        """What we can still offer: balance minus HTLCs pending, reserve and (opener) fees,
+        and the fee spike buffer (see ``channel.add_budget``)."""
+        return min(self._spendable_msat(Side.HOLDER), fee_spike_room_msat(self))
 
     # -- commitments -----------------------------------------------------------------------
 
@@ -719,7 +728,8 @@ class Channel:
             raise error(f"cltv_expiry {cltv_expiry} is not a block height")
         # An HTLC counts until it is gone from both commitments (pruned), not just removed:
         # until then the receiver's next commitment may still hold it next to the new one.
-        offered, offered_msat, spendable = self._add_budget(side)
+        offered, offered_msat, spendable = self._add_budget(side) if side is Side.HOLDER \
+            else peer_add_budget(self)      # the peer may not have seen all we have
         if offered + 1 > receiver.max_accepted_htlcs:
             raise error(f"more than max_accepted_htlcs={receiver.max_accepted_htlcs} HTLCs")
         in_flight = offered_msat + amount_msat
@@ -728,12 +738,15 @@ class Channel:
         if amount_msat > spendable:
             raise error(f"amount_msat {amount_msat} exceeds the {max(spendable, 0)} msat the "
                         f"{'peer' if side is Side.COUNTERPARTY else 'channel'} can spend")
+        if side is Side.HOLDER:
+            check_fee_spike_buffer(self, amount_msat)
 
     def add_htlc(self, *, amount_msat: int, payment_hash: bytes, cltv_expiry: int,
                  onion_routing_packet: bytes) -> UpdateAddHtlc:
         """Offer an HTLC to the peer (raises ``RejectedUpdate`` if we cannot)."""
         if len(payment_hash) != 32 or len(onion_routing_packet) != 1366:
             raise RejectedUpdate("payment_hash must be 32 bytes and the onion 1366 bytes")
+        check_reestablished(self, ours=True)
         self._check_add(Side.HOLDER, amount_msat, cltv_expiry, RejectedUpdate)
         log = self._log
         htlc_id = log.next_htlc_id[Side.HOLDER]
@@ -754,6 +767,7 @@ class Channel:
 
     def on_update_add_htlc(self, msg: UpdateAddHtlc) -> HtlcEntry:
         """The peer offers us an HTLC."""
+        check_reestablished(self, ours=False)
         log = self._log
         expected = log.next_htlc_id[Side.COUNTERPARTY]
         if msg.id != expected:
@@ -780,6 +794,7 @@ class Channel:
 
     def fulfill_htlc(self, htlc_id: int, payment_preimage: bytes) -> UpdateFulfillHtlc:
         """Claim an HTLC the peer offered us with its preimage."""
+        check_reestablished(self, ours=True)
         entry = self._removable(Side.COUNTERPARTY, htlc_id, RejectedUpdate)
         if _sha256(payment_preimage) != entry.payment_hash:
             raise RejectedUpdate(f"preimage does not match HTLC {htlc_id}'s payment_hash")
@@ -792,6 +807,7 @@ class Channel:
 
     def fail_htlc(self, htlc_id: int, reason: bytes) -> UpdateFailHtlc:
         """Refuse an HTLC the peer offered us."""
+        check_reestablished(self, ours=True)
         entry = self._removable(Side.COUNTERPARTY, htlc_id, RejectedUpdate)
         entry.removal = Removal.FAILED
         entry.fail_reason = reason
@@ -801,6 +817,7 @@ class Channel:
 
     def on_update_fulfill_htlc(self, msg: UpdateFulfillHtlc) -> HtlcEntry:
         """The peer claims an HTLC we offered: the payment succeeded (we learn the preimage)."""
+        check_reestablished(self, ours=False)
         entry = self._removable(Side.HOLDER, msg.id, PeerProtocolError)
         if _sha256(msg.payment_preimage) != entry.payment_hash:
             raise PeerProtocolError(f"update_fulfill_htlc {msg.id}: preimage does not match")
@@ -811,6 +828,7 @@ class Channel:
 
     def on_update_fail_htlc(self, msg: UpdateFailHtlc) -> HtlcEntry:
         """The peer refused an HTLC we offered."""
+        check_reestablished(self, ours=False)
         entry = self._removable(Side.HOLDER, msg.id, PeerProtocolError)
         entry.removal = Removal.FAILED
         entry.fail_reason = msg.reason
@@ -821,6 +839,7 @@ class Channel:
         """Change the commitment feerate (opener only)."""
         if self.opener is not Side.HOLDER:
             raise RejectedUpdate("only the opener may send update_fee")
+        check_reestablished(self, ours=True)
         if self.state is not ChannelState.NORMAL:
             raise RejectedUpdate(f"cannot change the fee in state {self.state.value}")
         check_our_update_fee(feerate_per_kw)
@@ -837,15 +856,15 @@ class Channel:
         """The opener changes the feerate."""
         if self.opener is not Side.COUNTERPARTY:
             raise PeerProtocolError("update_fee from the non-opener")
+        check_reestablished(self, ours=False)
         check_peer_update_fee(msg.feerate_per_kw)
+        # counted as the opener saw the channel: an HTLC of ours may cross its update_fee
+        if peer_add_budget(self, feerate_per_kw=msg.feerate_per_kw, new_htlcs=0)[2] < 0:
+            raise PeerWarning(f"update_fee refused: the opener cannot afford "
+                              f"{msg.feerate_per_kw} sat/kw with the HTLCs in flight")
         update = FeeUpdate(feerate_per_kw=msg.feerate_per_kw)
         update.included_at[Side.HOLDER] = self.holder_commitment_number + 1
         self._log.fee_updates.append(update)
-        if self._spendable_msat(Side.COUNTERPARTY) < 0:
-            self._log.fee_updates.pop()
-            # an HTLC of ours crossing the update_fee is enough to cause this: warn, not fail
-            raise PeerWarning(f"update_fee refused: the opener cannot afford "
-                              f"{msg.feerate_per_kw} sat/kw with the HTLCs in flight")
 
     # -- commitment_signed / revoke_and_ack ----------------------------------------------------
 
@@ -853,6 +872,7 @@ class Channel:
         """Sign the peer's next commitment with every update it should now hold."""
         if self.awaiting_revoke_and_ack:
             raise RejectedUpdate("waiting for revoke_and_ack before signing again")
+        check_reestablished(self, ours=True)
         if self.state not in (ChannelState.NORMAL, ChannelState.SHUTTING_DOWN):
             raise RejectedUpdate(f"cannot sign in state {self.state.value}")
         if not self.has_unsigned_changes():
@@ -889,6 +909,7 @@ class Channel:
         """The peer signed our next commitment: check it, then revoke our previous one."""
         if self.state not in (ChannelState.NORMAL, ChannelState.SHUTTING_DOWN):
             raise InvalidStateTransition(f"commitment_signed in state {self.state.value}")
+        check_reestablished(self, ours=False)
         number = self.holder_commitment_number + 1
         self._check_holder_commitment(number, msg.signature, msg.htlc_signature)
         self.holder_commitment_number = number
@@ -909,6 +930,7 @@ class Channel:
 
     def on_revoke_and_ack(self, msg: RevokeAndAck) -> None:
         """The peer revoked its previous commitment."""
+        check_reestablished(self, ours=False)
         if not self.awaiting_revoke_and_ack:
             raise InvalidStateTransition("revoke_and_ack without a commitment_signed to answer")
         revoked = self.counterparty_commitment_number - 1
@@ -963,6 +985,7 @@ class Channel:
             self.closing_fee_sent_sat = None
         if self.log is None or not self.is_funded:
             return []
+        self.reestablish_pending = True
         return self._log.drop_unsigned(self.holder_commitment_number,
                                        self.counterparty_commitment_number)
 
@@ -1035,6 +1058,7 @@ class Channel:
             # BOLT 2: retransmit shutdown; the fee negotiation then starts over
             out.append(Shutdown(channel_id=self.channel_id,
                                 scriptpubkey=self.holder_shutdown_script))
+        self.reestablish_pending = False
         return out
 
     def _updates_in(self, number: int) -> list[Any]:

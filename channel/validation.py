@@ -9,6 +9,7 @@ for, with a one-line reason the node sends to the peer in its ``error`` (or ``wa
   yet, so failing the channel costs nothing.
 - ``update_fee`` outside our feerate bounds: ``PeerWarning`` (warn and reconnect): a fee
   estimate we dislike is no reason to force-close a funded channel.
+- an update before ``channel_reestablish``: ours ``RejectedUpdate``, the peer's ``PeerWarning``.
 - ``channel_reestablish`` numbers beyond any commitment that can exist (BOLT 3 commitment
   numbers are 48 bits): ``PeerProtocolError`` (BOLT 2: "SHOULD send an error and fail the
   channel"), never the arithmetic error a too-large number would otherwise raise.
@@ -16,10 +17,13 @@ for, with a one-line reason the node sends to the peer in its ``error`` (or ``wa
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from channel.errors import PeerProtocolError, PeerWarning, RejectedUpdate
 from channel.messages import AcceptChannel, ChannelReestablish, OpenChannel
+
+if TYPE_CHECKING:
+    from channel.state import Channel
 
 __all__ = [
     "MAX_COMMITMENT_NUMBER",
@@ -35,6 +39,7 @@ __all__ = [
     "check_our_update_fee",
     "check_party_params",
     "check_peer_update_fee",
+    "check_reestablished",
 ]
 
 #: BOLT 2: ``max_accepted_htlcs`` above 483 would make a commitment non-standard.
@@ -137,3 +142,18 @@ def check_channel_reestablish(msg: ChannelReestablish) -> None:
             raise PeerProtocolError(
                 f"channel_reestablish refused: {name} {value} exceeds any commitment number "
                 f"(2^48)")
+
+
+def check_reestablished(chan: Channel, *, ours: bool) -> None:
+    """BOLT 2 "Message Retransmission": after a reconnection, nothing but
+    ``channel_reestablish`` for a channel until the peer's has been processed.
+
+    Our own update now would be numbered before the retransmissions it must follow
+    (``RejectedUpdate``: refuse it, try again once reestablished); the peer's is an eager
+    reconnection, not a cheat (``PeerWarning``: warn and reconnect, never fail the channel).
+    """
+    if not chan.reestablish_pending:
+        return
+    if ours:
+        raise RejectedUpdate("waiting for the peer's channel_reestablish")
+    raise PeerWarning("an update arrived before channel_reestablish: reconnect and retransmit")

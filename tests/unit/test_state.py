@@ -588,8 +588,9 @@ def test_update_fee_changes_every_commitment_fee(fmt: CommitmentFormat) -> None:
     assert_consistent(a, b)
     assert a.log is not None and a.log.base_feerate_per_kw == 2000 and a.log.fee_updates == []
     assert b.log is not None and b.log.base_feerate_per_kw == 2000 and b.log.fee_updates == []
-    # and the fee counts for what A may still send: 2 HTLCs in flight, one more to add
-    expected_spendable = (balance_a - opener_charge(fmt, 2000, 3) * 1000 - RESERVE_MSAT)
+    # and the fee counts for what A may still send: 2 HTLCs in flight, one more to add, and
+    # BOLT 2's fee spike buffer: twice the feerate with one more HTLC still
+    expected_spendable = (balance_a - opener_charge(fmt, 2 * 2000, 4) * 1000 - RESERVE_MSAT)
     assert a.available_to_send_msat() == expected_spendable
 
 
@@ -808,7 +809,10 @@ def test_update_add_htlc_over_balance_and_reserve(fmt: CommitmentFormat) -> None
     # A (the opener) offers B: balance - reserve - commitment fee with one more HTLC (+ anchors)
     a, b = open_pair(fmt, push_msat=push)
     limit_a = FUNDING_SAT * 1000 - push - RESERVE_MSAT - opener_charge(fmt, FEERATE, 1) * 1000
-    assert a.available_to_send_msat() == limit_a
+    # A itself keeps BOLT 2's fee spike buffer (twice the feerate, one more HTLC); B does not
+    # demand it: the buffer is the sender's prudence, not a rule the receiver enforces
+    assert a.available_to_send_msat() == \
+        limit_a + (opener_charge(fmt, FEERATE, 1) - opener_charge(fmt, 2 * FEERATE, 2)) * 1000
     over = _forged_add(a, htlc_id=0, amount_msat=limit_a + 1)
     expect_unchanged(b, PeerProtocolError, lambda: b.on_update_add_htlc(over))
     b.on_update_add_htlc(_forged_add(a, htlc_id=0, amount_msat=limit_a))
@@ -888,7 +892,7 @@ def test_our_invalid_adds_are_rejected(fmt: CommitmentFormat) -> None:
     add(a, b, 1000, 2)
     expect_unchanged(a, RejectedUpdate, lambda: try_add(1000))          # max_accepted_htlcs
     a2, _ = open_pair(fmt, push_msat=FUNDING_SAT * 1000 - 30_000_000)
-    limit = 30_000_000 - RESERVE_MSAT - opener_charge(fmt, FEERATE, 1) * 1000
+    limit = 30_000_000 - RESERVE_MSAT - opener_charge(fmt, 2 * FEERATE, 2) * 1000  # spike buffer
     assert a2.available_to_send_msat() == limit
     expect_unchanged(a2, RejectedUpdate, lambda: a2.add_htlc(
         amount_msat=limit + 1, payment_hash=payment_hash(0), cltv_expiry=CLTV,

@@ -99,13 +99,15 @@ def test_open_channel_bound_is_refused_with_a_reason(changes: dict[str, Any],
 def test_open_channel_at_every_bound_is_accepted() -> None:
     """The limits themselves are accepted: the bounds are not off by one."""
     _, good = _open()
-    for changes in ({"htlc_minimum_msat": 100_000_000}, {"to_self_delay": 2016},
-                    {"max_accepted_htlcs": 483}, {"max_accepted_htlcs": 1},
-                    {"dust_limit_satoshis": 354, "channel_reserve_satoshis": 354},
-                    {"dust_limit_satoshis": 10_000, "channel_reserve_satoshis": 10_000},
-                    {"channel_reserve_satoshis": 200_000}, {"feerate_per_kw": 253},
-                    {"funding_satoshis": MIN_FUNDING_SAT, "channel_reserve_satoshis": 546},
-                    {"push_msat": (FUNDING_SAT - 1000) * 1000}):
+    accepted: list[dict[str, Any]] = [
+        {"htlc_minimum_msat": 100_000_000}, {"to_self_delay": 2016},
+        {"max_accepted_htlcs": 483}, {"max_accepted_htlcs": 1},
+        {"dust_limit_satoshis": 354, "channel_reserve_satoshis": 354},
+        {"dust_limit_satoshis": 10_000, "channel_reserve_satoshis": 10_000},
+        {"channel_reserve_satoshis": 200_000}, {"feerate_per_kw": 253},
+        {"funding_satoshis": MIN_FUNDING_SAT, "channel_reserve_satoshis": 546},
+        {"push_msat": (FUNDING_SAT - 1000) * 1000}]
+    for changes in accepted:
         chan, _ = _accept(dataclasses.replace(good, **changes))
         assert chan.state is ChannelState.AWAITING_FUNDING_CREATED, changes
 
@@ -198,8 +200,8 @@ def test_reestablish_with_an_impossible_number_is_a_protocol_error(field: str,
     a.on_disconnect()
     b.on_disconnect()
     good = b.channel_reestablish()
-    bad = dataclasses.replace(good, your_last_per_commitment_secret=b"\x01" * 32,
-                              **{field: value})
+    changes: dict[str, Any] = {field: value, "your_last_per_commitment_secret": b"\x01" * 32}
+    bad = dataclasses.replace(good, **changes)
     wire = decode_message(encode_message(bad))
     assert isinstance(wire, ChannelReestablish)
     before = _record(a)
