@@ -9,6 +9,7 @@ found, each pinned down deterministically.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 
 import pytest
@@ -60,6 +61,7 @@ def test_soak_random_interleavings(first: int) -> None:
 FUNDING_SAT = 1_000_000
 FEERATE = 2000
 CONFIG = ChannelConfig(to_self_delay=144)
+FORMAT = CommitmentFormat.STATIC_REMOTEKEY
 ONION = bytes(1366)
 
 
@@ -67,7 +69,7 @@ def _pair(push_msat: int = 0) -> tuple[Channel, Channel]:
     a, open_msg = Channel.open_outbound(
         keys=ChannelKeys.from_seed(b"\x01" * 32), config=CONFIG, funding_sat=FUNDING_SAT,
         push_msat=push_msat, feerate_per_kw=FEERATE, temporary_channel_id=b"\x02" * 32,
-        commitment_format=CommitmentFormat.STATIC_REMOTEKEY)
+        commitment_format=FORMAT)
     b, accept = Channel.accept_inbound(keys=ChannelKeys.from_seed(b"\x03" * 32),
                                        config=CONFIG, msg=open_msg)
     a.on_accept_channel(accept)
@@ -101,7 +103,7 @@ def test_the_opener_keeps_a_fee_spike_buffer() -> None:
     a, b = _pair()
     reserve_msat = 10_000_000
     # with one HTLC added, the buffer pays 2 x 2000 sat/kw for 2 HTLCs: 4000 * 1068 // 1000
-    buffer_msat = commitment_fee_sat(2 * FEERATE, 2, CommitmentFormat.STATIC_REMOTEKEY) * 1000
+    buffer_msat = commitment_fee_sat(2 * FEERATE, 2, FORMAT) * 1000
     assert buffer_msat == 4_272_000
     most = FUNDING_SAT * 1000 - reserve_msat - buffer_msat
     assert a.available_to_send_msat() == most
@@ -113,26 +115,40 @@ def test_the_opener_keeps_a_fee_spike_buffer() -> None:
 
 
 def test_an_htlc_crossing_an_update_fee_is_accepted_on_both_sides() -> None:
-    """B adds while A's update_fee (affordable as A saw it) is in flight: B applies the fee,
-    A the HTLC, nobody fails the channel, and both sides end on the same commitments."""
+    """A raises the feerate to the most it can pay (as it sees the channel) while B's HTLC is
+    in flight the other way: B must not count its own HTLC, which A had not seen, against A
+    (that failed the channel), and both sides end on the same commitments."""
     a, b = _pair(push_msat=500_000_000)
-    # A spends down to just above what the new feerate needs with no HTLC in flight
-    room = a.available_to_send_msat()
-    b.on_update_add_htlc(_add(a, room - 6_000_000, 1))
+    b.on_update_add_htlc(_add(a, 480_000_000, 1))
     _flush(a, b)
-    fee = a.update_fee(3 * FEERATE)
+    (h,) = b.htlcs_to_settle()
+    a.on_update_fulfill_htlc(b.fulfill_htlc(h.htlc_id, hashlib.sha256(b"1").digest()))
+    _flush(a, b)
+    assert a.balance_msat() == 20_000_000
+    low, high = FEERATE, 1_000_000          # the highest feerate A's update_fee allows
+    while low + 1 < high:
+        middle = (low + high) // 2
+        try:
+            copy.deepcopy(a).update_fee(middle)
+            low = middle
+        except RejectedUpdate:
+            high = middle
+    feerate = low
+    room_sat = 20_000 - 10_000
+    assert commitment_fee_sat(feerate, 1, FORMAT) <= room_sat < \
+        commitment_fee_sat(feerate, 2, FORMAT)
+    fee = a.update_fee(feerate)
     add = _add(b, 50_000_000, 2)
     # each side receives the other's message after sending its own
     a.on_update_add_htlc(add)
     b.on_update_fee(fee)
     _flush(a, b)
-    assert a.balance_msat() + b.balance_msat() + 50_000_000 + room - 6_000_000 == \
-        FUNDING_SAT * 1000
+    assert a.balance_msat() + b.balance_msat() + 50_000_000 == FUNDING_SAT * 1000
     assert a.holder_commitment_number == b.counterparty_commitment_number
     mine = a._commitment(Side.HOLDER, a.holder_commitment_number)
     theirs = b._commitment(Side.COUNTERPARTY, a.holder_commitment_number)
     assert mine.txid == theirs.txid
-    assert mine.feerate_per_kw == 3 * FEERATE
+    assert mine.feerate_per_kw == feerate
 
 
 def test_an_htlc_crossing_an_htlc_at_the_limit_is_accepted() -> None:
