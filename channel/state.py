@@ -100,6 +100,7 @@ from channel.validation import (
     MAX_FUNDING_SAT,
     MAX_HTLC_COUNT,
     MIN_FEERATE_PER_KW,
+    MIN_FUNDING_SAT,
     check_channel_reestablish,
     check_open_funding,
     check_our_update_fee,
@@ -309,8 +310,9 @@ class Channel:
                       commitment_format: CommitmentFormat = CommitmentFormat.STATIC_REMOTEKEY,
                       ) -> tuple[Channel, OpenChannel]:
         """We open: returns the channel and the ``open_channel`` to send."""
-        if not 0 < funding_sat <= MAX_FUNDING_SAT:
-            raise RejectedUpdate(f"funding_sat must be 1..{MAX_FUNDING_SAT}: {funding_sat}")
+        if not MIN_FUNDING_SAT <= funding_sat <= MAX_FUNDING_SAT:   # what a peer would refuse
+            raise RejectedUpdate(f"funding_sat must be {MIN_FUNDING_SAT}..{MAX_FUNDING_SAT} sat: "
+                                 f"{funding_sat}")
         if not 0 <= push_msat <= funding_sat * 1000:
             raise RejectedUpdate("push_msat must be between 0 and the funding amount")
         if feerate_per_kw < MIN_FEERATE_PER_KW:

@@ -295,12 +295,13 @@ def test_channel_ready_retransmission_is_ignored(fmt: CommitmentFormat) -> None:
 
 
 def test_open_rejects_our_own_bad_parameters() -> None:
-    """open_outbound refuses zero/oversized funding, push above funding and a feerate below 253."""
+    """open_outbound refuses funding below 20,000 sat or oversized, push above funding and a
+    feerate below 253."""
     keys = ChannelKeys.from_seed(SEED_A)
     good: dict[str, Any] = {"keys": keys, "config": CONFIG, "funding_sat": FUNDING_SAT,
                             "push_msat": 0, "feerate_per_kw": FEERATE,
                             "temporary_channel_id": TEMP_ID}
-    for change in ({"funding_sat": 0}, {"funding_sat": 2**24},
+    for change in ({"funding_sat": 0}, {"funding_sat": 19_999}, {"funding_sat": 2**24},
                    {"push_msat": FUNDING_SAT * 1000 + 1}, {"push_msat": -1},
                    {"feerate_per_kw": 252}):
         with pytest.raises(RejectedUpdate):
