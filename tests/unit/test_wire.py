@@ -241,9 +241,12 @@ def test_features_from_bytes_is_linear_for_a_65_kb_field() -> None:
     field[0] = 0x80                  # bit 8 * 0xFFFF - 1: the highest a u16 length allows
     field[-1] = 0x03                 # bits 0 and 1
     field[0x8000] = 0x10
-    started = time.perf_counter()
-    features = Features.from_bytes(bytes(field), max_bytes=0xFFFF)
-    elapsed = time.perf_counter() - started
+    timings = []
+    for _ in range(3):           # the best of three: a busy machine may pause one run
+        started = time.perf_counter()
+        features = Features.from_bytes(bytes(field), max_bytes=0xFFFF)
+        timings.append(time.perf_counter() - started)
+    elapsed = min(timings)
     assert features.bits == frozenset({8 * 0xFFFF - 1, 0, 1, 8 * (0xFFFF - 1 - 0x8000) + 4})
     assert elapsed < 0.025, f"{elapsed * 1000:.1f} ms"
     dense = bytes([0xFF]) * MAX_FEATURE_BYTES
