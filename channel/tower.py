@@ -536,11 +536,19 @@ class JusticeTransaction:
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    """A CompactSize at ``pos``; raises ValueError on a short or non-canonical one (bitcoind
+    refuses a length that a shorter form could have held, so must we: such bytes are not a tx)."""
     first = data[pos]
     if first < 0xFD:
         return first, pos + 1
-    size = {0xFD: 2, 0xFE: 4, 0xFF: 8}[first]
-    return int.from_bytes(data[pos + 1:pos + 1 + size], "little"), pos + 1 + size
+    size, minimum = {0xFD: (2, 0xFD), 0xFE: (4, 0x10000), 0xFF: (8, 0x100000000)}[first]
+    field = data[pos + 1:pos + 1 + size]
+    if len(field) != size:
+        raise ValueError("truncated CompactSize")
+    value = int.from_bytes(field, "little")
+    if value < minimum:
+        raise ValueError(f"non-canonical CompactSize {value}")
+    return value, pos + 1 + size
 
 
 def scan_raw_transaction(raw: bytes) -> tuple[bytes, list[bytes]]:
@@ -551,6 +559,8 @@ def scan_raw_transaction(raw: bytes) -> tuple[bytes, list[bytes]]:
     """
     try:
         segwit = raw[4] == 0 and raw[5] != 0
+        if segwit and raw[5] != 1:
+            raise ValueError(f"segwit flag {raw[5]} (only 1 is defined)")
         pos = 6 if segwit else 4
         start = pos
         n_in, pos = _varint(raw, pos)
