@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import coincurve
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
+from channel.aead import chacha20_xor
 from channel.codec import (
     SHORT_CHANNEL_ID,
     TU32,
@@ -87,8 +87,7 @@ def _generate_key(key_type: bytes, secret: bytes) -> bytes:
 
 def _chacha20(key: bytes, data: bytes) -> bytes:
     """``data`` XOR the ChaCha20 stream of ``key`` (zero nonce, counter 0)."""
-    encryptor = Cipher(algorithms.ChaCha20(key, _CHACHA_ZERO_NONCE), mode=None).encryptor()
-    return encryptor.update(data)
+    return chacha20_xor(key, _CHACHA_ZERO_NONCE, data)
 
 
 def _xor(left: bytes, right: bytes) -> bytes:

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import bitcoin
 from bitcoin.core import CBlock, CScript, CTransaction
-from bitcoin.wallet import CBitcoinAddress
 
 from channel.chain import BlockEvent, FundingTransaction, TxEvent
 from regtest.errors import RpcUnreachable
@@ -49,6 +48,7 @@ class BitcoindEndpoint:
 
 def address_of(script_pubkey: bytes, chain: str) -> str:
     """The address bitcoind's wallet RPCs want for ``script_pubkey``."""
+    from bitcoin.wallet import CBitcoinAddress  # its key module loads libssl: ~2 MB resident
     bitcoin.SelectParams({"main": "mainnet", "test": "testnet"}.get(chain, chain))
     return str(CBitcoinAddress.from_scriptPubKey(CScript(script_pubkey)))
 
@@ -185,8 +185,7 @@ class BitcoindChain:
         finally:
             if zmq_task is not None:
                 zmq_task.cancel()
-                with contextlib.suppress(BaseException):
-                    await zmq_task
+                await asyncio.gather(zmq_task, return_exceptions=True)
 
     def _cookie_stamp(self) -> int:
         try:

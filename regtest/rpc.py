@@ -334,6 +334,8 @@ def _make_client(auth: RpcAuth, timeout_s: float) -> httpx.AsyncClient:
         auth=http_auth,
         headers={"content-type": "application/json"},
         timeout=httpx.Timeout(timeout_s),
+        # bitcoind's RPC is plain HTTP (it has no TLS): no CA bundle to load (~1 MB resident)
+        verify=False,
     )
 
 

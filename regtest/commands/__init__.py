@@ -1,11 +1,15 @@
 """The ``chanlab`` subcommands: one module each, registered with the parser by ``regtest.cli``.
 
-Each module defines ``register(subparsers: argparse._SubParsersAction) -> None``.
+Each module defines ``register(subparsers: argparse._SubParsersAction) -> None``. The command
+line imports only the module of the command it runs (a node daemon never loads the demo's or
+the provisioning code), and all of them for ``--help``.
 """
 
-MODULES: tuple[str, ...] = (
-    "regtest.commands.bitcoind",
-    "regtest.commands.demo",
-    "regtest.commands.node",
-    "regtest.commands.tower",
-)
+COMMANDS: dict[str, str] = {
+    "bitcoind": "regtest.commands.bitcoind",
+    "demo": "regtest.commands.demo",
+    "node": "regtest.commands.node",
+    "tower": "regtest.commands.tower",
+}
+
+MODULES: tuple[str, ...] = tuple(COMMANDS.values())
