@@ -8,7 +8,7 @@ encrypts anything (no peer, no payment, no tower), so the modules that need thes
 from __future__ import annotations
 
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
@@ -35,10 +35,15 @@ def invalid_tag() -> type[Exception]:
     return InvalidTag
 
 
+@cache
+def _stream_classes() -> tuple[Any, Any]:
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+    return Cipher, algorithms.ChaCha20
+
+
 def chacha20_xor(key: bytes, nonce16: bytes, data: bytes) -> bytes:
     """``data`` XOR the ChaCha20 stream of ``key`` with ``cryptography``'s 16-byte nonce
     (a 4-byte little-endian counter, then the RFC 8439 12-byte nonce)."""
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
-    encryptor = Cipher(algorithms.ChaCha20(key, nonce16), mode=None).encryptor()
-    result: bytes = encryptor.update(data)
+    cipher, chacha20 = _stream_classes()
+    result: bytes = cipher(chacha20(key, nonce16), mode=None).encryptor().update(data)
     return result
