@@ -26,7 +26,7 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
 lint: $(STAMP)
-	$(BIN)/ruff check channel regtest tests
+	$(BIN)/ruff check channel regtest chanlab tests examples
 	$(BIN)/mypy
 
 bench: bitcoind

@@ -5,6 +5,7 @@ so a peer loop needs one ``except`` per reaction, not one per cause.
 
     ChanlabError
     ├── MalformedMessage      bytes that do not parse: send ``warning``, drop the connection
+    ├── InvalidInvoice        a BOLT 11 invoice that fails to decode or verify: refuse it, say why
     ├── HandshakeFailed       BOLT 8 act failed (bad version, bad MAC, bad key): drop the connection
     ├── UnknownEvenMessage    "it's OK to be odd" violated by the peer: fail the connection
     ├── RejectedUpdate        *our* request is invalid (amount over balance, too many HTLCs):
@@ -15,6 +16,7 @@ so a peer loop needs one ``except`` per reaction, not one per cause.
     │   ├── InvalidRevocation
     │   ├── LostState          (ours is stale: error, but never broadcast our commitment)
     │   └── InvalidStateTransition
+    ├── InvalidGossip         a BOLT 7 announcement fails a check: ignore it, fail no channel
     ├── ChainError            the chain backend refused or failed: report, retry at the next block
     └── UnsafeOperation       refused on purpose (e.g. a cheat command outside regtest)
 """
@@ -36,6 +38,13 @@ class HandshakeFailed(ChanlabError):
 
 class UnknownEvenMessage(MalformedMessage):
     """The peer sent an even message type (or TLV type) we do not understand: BOLT 1 says fail."""
+
+
+class InvalidInvoice(ChanlabError):
+    """Text from outside (a user, a wallet) is not a BOLT 11 invoice we may pay: refuse it.
+
+    The message is one line saying which rule the invoice breaks; no channel or peer is at stake.
+    """
 
 
 class RejectedUpdate(ChanlabError):
@@ -85,3 +94,7 @@ class ChainError(ChanlabError):
 
 class UnsafeOperation(ChanlabError):
     """Refused on purpose: the operation is only allowed where it cannot cost real money."""
+
+
+class InvalidGossip(ChanlabError):
+    """A gossip message (BOLT 7) fails a check: ignore it (maybe warn); no channel is at stake."""

@@ -5,8 +5,11 @@
 * Every test under ``tests/integration/`` gets the ``regtest`` marker automatically, so
   ``pytest -m 'not regtest'`` runs the pure layer alone. The ``docker`` marker is set by hand on
   the few tests that need a Docker engine (they skip, with the reason, where none answers).
-* ``--bitcoind-backend local|docker`` (or ``$CHANLAB_BACKEND``) picks how the integration
-  fixtures run bitcoind; ``local`` is the default.
+* The fixtures ``bitcoind``, ``node_factory``, ``wait_for`` and ``bitcoind_binary``, and the
+  option ``--bitcoind-backend local|docker`` (or ``$CHANLAB_BACKEND``), come from chanlab's own
+  pytest plugin (``chanlab.pytest_plugin``, loaded through its ``pytest11`` entry point), the
+  one any project installing chanlab gets: chanlab's suite runs on it, so every ``make test``
+  exercises it. ``tests/integration/conftest.py`` adds the suite's own fixtures on top.
 """
 
 from __future__ import annotations
@@ -19,15 +22,6 @@ import pytest
 bitcoin.SelectParams("regtest")
 
 _INTEGRATION = Path(__file__).parent / "integration"
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--bitcoind-backend",
-        choices=("local", "docker"),
-        default=None,
-        help="run integration tests against a local bitcoind (default) or one in Docker",
-    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -7,9 +7,12 @@ the provisioning code), and all of them for ``--help``.
 
 COMMANDS: dict[str, str] = {
     "bitcoind": "regtest.commands.bitcoind",
+    "decode": "regtest.commands.decode",
     "demo": "regtest.commands.demo",
+    "electrum": "regtest.commands.electrum",
     "node": "regtest.commands.node",
     "tower": "regtest.commands.tower",
+    "web": "regtest.commands.web",
 }
 
 MODULES: tuple[str, ...] = tuple(COMMANDS.values())

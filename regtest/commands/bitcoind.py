@@ -1,20 +1,24 @@
-"""I/O: ``chanlab bitcoind where|install|start|mine|fund``.
+"""I/O: ``chanlab bitcoind where|install|start|stop|mine|fund``.
 
 ``start`` runs a regtest bitcoind in the foreground for hand-driven sessions (workshops): it
-writes ``$CHANLAB_HOME/bitcoind.json`` so ``chanlab node start`` finds it, and keeps a funded
-``miner`` wallet that ``mine`` and ``fund`` use.
+writes ``$CHANLAB_HOME/bitcoind.json`` so ``chanlab node start`` finds it, keeps a funded
+``miner`` wallet that ``mine`` and ``fund`` use, and uses the same ports on every start
+(``regtest.bitcoind_service``). ``stop`` (or Ctrl-C, or SIGTERM) stops it cleanly.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
+from types import FrameType
 from typing import Any
 
 from regtest import provision
 from regtest.bitcoind_binary import BitcoindBinary, ensure_bitcoind, locate_bitcoind
+from regtest.bitcoind_service import BitcoindService
 from regtest.chain import BitcoindEndpoint
 from regtest.control import chanlab_home, load_endpoint
 from regtest.node import LocalBitcoind
@@ -37,6 +41,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     start = actions.add_parser(
         "start", help="run a regtest bitcoind for chanlab nodes in the foreground (Ctrl-C stops)")
     start.set_defaults(handler=_start)
+    stop = actions.add_parser("stop", help="stop the regtest bitcoind started by `start`")
+    stop.set_defaults(handler=_stop)
     mine = actions.add_parser("mine", help="mine blocks on the running regtest bitcoind")
     mine.add_argument("blocks", type=int, nargs="?", default=1)
     mine.set_defaults(handler=_mine)
@@ -92,25 +98,45 @@ def _endpoint_rpc() -> Rpc:
 
 
 def _start(args: argparse.Namespace) -> int:
-    home = chanlab_home()
-    home.mkdir(parents=True, exist_ok=True)
-    node = LocalBitcoind(binary=ensure_bitcoind(
-        progress=lambda line: print(f"   {line}", file=sys.stderr, flush=True)),
-        datadir=home / "bitcoind")
-    with node:
-        miner = Wallet.open(node.rpc, "miner")
-        ensure_mature_coins(miner)
-        endpoint = BitcoindEndpoint(rpc_url=node.rpc_url, cookie_path=node.cookie_path,
-                                    zmq_rawblock=node.zmq_rawblock, zmq_rawtx=node.zmq_rawtx)
-        (home / "bitcoind.json").write_text(json.dumps(endpoint.to_json()))
-        print(f"regtest bitcoind running (RPC {node.rpc_url}, data in {node.datadir}); "
-              f"height {miner.height()}. Ctrl-C stops it.", flush=True)
-        try:
-            while node.running:
-                time.sleep(1)
-        except KeyboardInterrupt:
-            print("stopping bitcoind", flush=True)
-    (home / "bitcoind.json").unlink(missing_ok=True)
+    service = BitcoindService(chanlab_home())
+    service.claim()
+    # `chanlab bitcoind stop` sends SIGTERM: unwind like Ctrl-C so bitcoind stops cleanly.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        ports = service.ports()
+        node = LocalBitcoind(binary=ensure_bitcoind(
+            progress=lambda line: print(f"   {line}", file=sys.stderr, flush=True)),
+            datadir=service.datadir, rpc_port=ports["rpc_port"], p2p_port=ports["p2p_port"],
+            zmq_rawblock_port=ports["zmq_rawblock_port"], zmq_rawtx_port=ports["zmq_rawtx_port"])
+        with node:
+            miner = Wallet.open(node.rpc, "miner")
+            ensure_mature_coins(miner)
+            endpoint = BitcoindEndpoint(rpc_url=node.rpc_url, cookie_path=node.cookie_path,
+                                        zmq_rawblock=node.zmq_rawblock, zmq_rawtx=node.zmq_rawtx)
+            service.endpoint_file.write_text(json.dumps(endpoint.to_json()))
+            print(f"regtest bitcoind running (RPC {node.rpc_url}, data in {node.datadir}); "
+                  f"height {miner.height()}. Ctrl-C or `chanlab bitcoind stop` stops it.",
+                  flush=True)
+            try:
+                while node.running:
+                    time.sleep(0.2)
+            except KeyboardInterrupt:
+                print("stopping bitcoind", flush=True)
+    finally:
+        service.clean_up()
+    return 0
+
+
+def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # a requested stop: the same clean path as Ctrl-C, exit code 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    pid = BitcoindService(chanlab_home()).stop()
+    if pid is None:
+        print("no bitcoind is running for this home (nothing to stop)")
+    else:
+        print(f"stopped the regtest bitcoind (chanlab process {pid})")
     return 0
 
 

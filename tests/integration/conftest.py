@@ -5,16 +5,23 @@ chanlab's cache) or provisions it into the cache, once per machine.
 
 Fixture API
 -----------
+``bitcoind_binary``, ``bitcoind``, ``node_factory``, ``wait_for``: from chanlab's pytest plugin
+    (``chanlab/pytest_plugin.py``, documented there and in ``docs/testing.md``), the plugin any
+    project installing chanlab gets. In short:
+
 ``bitcoind_binary`` (session) -> ``regtest.bitcoind_binary.BitcoindBinary``
     The binary every node of the run uses.
 
-``bitcoind`` (session) -> ``regtest.node.BitcoindNode`` (a ``LocalBitcoind`` unless
-    ``--bitcoind-backend docker``)
+``bitcoind`` (session) -> ``chanlab.Bitcoind``, which is a ``regtest.node.BitcoindNode`` (a
+    ``LocalBitcoind`` inside, unless ``--bitcoind-backend docker``)
     One node shared by the whole run, started with a descriptor wallet ``"miner"`` and at
     least 101 blocks mined to it, so the miner has mature coins. Tests may mine freely; do not
     stop or restart it (use ``fresh_bitcoind`` for that). Useful members: ``rpc`` (blocking
-    ``regtest.rpc.Rpc``), ``async_rpc()``, ``rpc_url``, ``cookie_path``, ``zmq_rawblock``,
-    ``zmq_rawtx``, ``p2p_port``, ``datadir``, ``chain``.
+    ``regtest.rpc.Rpc``), ``async_rpc()``, ``rpc_url``, ``rpc_port``, ``cookie_path``,
+    ``zmq_rawblock``, ``zmq_rawtx``, ``p2p_port``, ``datadir``, ``chain``; and the plugin's
+    ``generate_block(n)``, ``fund(address_or_node, amount_sat)``, ``tx(txid)``, ``miner``.
+
+``node_factory`` (function) -> ``chanlab.NodeFactory``: typed ``chanlab.Node`` objects.
 
 ``miner`` (session) -> ``regtest.wallet.Wallet``
     The ``"miner"`` wallet of ``bitcoind``, with mature coins. A ``Wallet`` is also a
@@ -35,81 +42,50 @@ Fixture API
     contents), datadir under the test's ``tmp_path``, with a ``"miner"`` wallet holding mature
     coins: ``Wallet(fresh_bitcoind.rpc, "miner")``. Stopped after the test. Costs ~1 s.
 
-``wait_for`` (session) -> ``regtest.wait.wait_for``
+``wait_for`` (session, from the plugin) -> ``regtest.wait.wait_for``
     ``wait_for(predicate, timeout=30.0, what="...")``: poll with back-off, raise ``WaitTimeout``.
 
 ``cluster`` (function) -> ``regtest.cluster.Cluster``
     chanlab node processes on the shared ``bitcoind``, with ``$CHANLAB_HOME`` under the test's
     ``tmp_path``: ``cluster.start_node(name, funds_sat=..., to_self_delay=...)``,
     ``open_channel``, ``pay``, ``mine``. Every node process still running is killed (SIGKILL)
-    at teardown. A node's bitcoind wallet is named after the node and bitcoind is shared, so
-    give nodes names unique in the run.
+    at teardown; a failing test's report carries each node's log (the plugin's
+    ``attach_logs``). A node's bitcoind wallet is named after the node and bitcoind is shared,
+    so give nodes names unique in the run.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 import re
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from regtest.bitcoind_binary import BitcoindBinary, ensure_bitcoind
+from chanlab import Bitcoind
+from chanlab.pytest_plugin import attach_logs, bitcoind_backend
+from regtest.bitcoind_binary import BitcoindBinary
 from regtest.cluster import Cluster
 from regtest.node import BitcoindNode, LocalBitcoind
-from regtest.wait import wait_for as _wait_for
 from regtest.wallet import Wallet, ensure_mature_coins, fund_new_wallet
 
 MINER = "miner"
 WalletFactory = Callable[..., Wallet]
-
-
-def _backend(config: pytest.Config) -> str:
-    chosen = config.getoption("--bitcoind-backend") or os.environ.get("CHANLAB_BACKEND", "local")
-    return str(chosen)
-
-
-def _progress(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
-@pytest.fixture(scope="session")
-def bitcoind_binary() -> BitcoindBinary:
-    return ensure_bitcoind(progress=_progress)
+_LOG_TAIL_LINES = 300
 
 
 def _make_node(config: pytest.Config, binary: BitcoindBinary, datadir: Path) -> BitcoindNode:
-    if _backend(config) == "local":
+    if bitcoind_backend(config) == "local":
         return LocalBitcoind(binary=binary, datadir=datadir)
     from regtest.docker_node import DockerBitcoind
 
     return DockerBitcoind()
 
 
-def _prepare(node: BitcoindNode) -> Wallet:
-    miner = Wallet.open(node.rpc, MINER)
-    ensure_mature_coins(miner)
-    return miner
-
-
 @pytest.fixture(scope="session")
-def bitcoind(
-    request: pytest.FixtureRequest,
-    bitcoind_binary: BitcoindBinary,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[BitcoindNode]:
-    node = _make_node(request.config, bitcoind_binary, tmp_path_factory.mktemp("bitcoind"))
-    with node:
-        _prepare(node)
-        yield node
-
-
-@pytest.fixture(scope="session")
-def miner(bitcoind: BitcoindNode) -> Wallet:
-    return Wallet(bitcoind.rpc, MINER)
+def miner(bitcoind: Bitcoind) -> Wallet:
+    return bitcoind.miner
 
 
 @pytest.fixture()
@@ -130,16 +106,25 @@ def fresh_bitcoind(
 ) -> Iterator[BitcoindNode]:
     node = _make_node(request.config, bitcoind_binary, tmp_path / "bitcoind")
     with node:
-        _prepare(node)
+        ensure_mature_coins(Wallet.open(node.rpc, MINER))
         yield node
 
 
-@pytest.fixture(scope="session")
-def wait_for() -> Callable[..., object]:
-    return _wait_for
+def _cluster_logs(cluster: Cluster) -> list[tuple[str, str]]:
+    sections = []
+    for process in [*cluster.nodes.values(), *cluster.towers.values()]:
+        log = process.home / f"{process.kind}.log"
+        try:
+            text = "\n".join(log.read_text(errors="replace").splitlines()[-_LOG_TAIL_LINES:])
+        except OSError:
+            text = "(no log)"
+        sections.append((f"chanlab {process.kind} {process.name} log ({log})", text))
+    return sections
 
 
 @pytest.fixture()
-def cluster(bitcoind: BitcoindNode, miner: Wallet, tmp_path: Path) -> Iterator[Cluster]:
+def cluster(request: pytest.FixtureRequest, bitcoind: Bitcoind, miner: Wallet,
+            tmp_path: Path) -> Iterator[Cluster]:
     with Cluster.running(bitcoind, tmp_path / "chanlab", miner) as nodes:
+        attach_logs(request, lambda: _cluster_logs(nodes))
         yield nodes
