@@ -152,6 +152,8 @@ class Forwarder:
         self.links: dict[tuple[str, int], ForwardLink] = {link.incoming: link for link in links}
         self._by_outgoing = {(link.outgoing_key, link.outgoing_htlc_id): link.incoming
                              for link in self.links.values()}
+        # incoming channels with a forward waiting for its outgoing channel's reestablish
+        self._deferred: set[str] = set()
 
     # -- lookups -----------------------------------------------------------------------------
 
@@ -185,9 +187,19 @@ class Forwarder:
 
     def forward_incoming(self, handles: Mapping[str, ChannelHandle], handle: ChannelHandle,
                          height: int, fx: Effects) -> None:
-        """Forward (or fail) the HTLCs newly locked in on ``handle`` whose onion says forward.
+        """Forward (or fail) the HTLCs newly locked in on ``handle`` whose onion says forward,
+        and those that waited for their outgoing channel to be reestablished.
 
         Final-hop HTLCs are left alone (the payee's side, :mod:`channel.payments`)."""
+        keys = [handle.key, *(key for key in self._deferred if key != handle.key)]
+        self._deferred.clear()
+        for key in keys:
+            incoming = handles.get(key)
+            if incoming is not None:
+                self._forward_channel(handles, incoming, height, fx)
+
+    def _forward_channel(self, handles: Mapping[str, ChannelHandle], handle: ChannelHandle,
+                         height: int, fx: Effects) -> None:
         chan = handle.channel
         for entry in chan.htlcs_to_settle():
             if (handle.key, entry.htlc_id) in self.links:
@@ -202,6 +214,12 @@ class Forwarder:
     def _forward(self, handles: Mapping[str, ChannelHandle], handle: ChannelHandle,
                  entry: HtlcEntry, peeled: PeeledForward, height: int, fx: Effects) -> None:
         out = self.channel_by_scid(handles.values(), peeled.short_channel_id)
+        if out is not None and out.channel.reestablish_pending and \
+                out.channel.state is ChannelState.NORMAL:
+            # after a restart the peers come back one by one: wait for this one rather than
+            # fail a payment that may go through a moment later
+            self._deferred.add(handle.key)
+            return
         outgoing = None if out is None or out is handle else OutgoingChannel(
             policy=self.policy.for_channel(out),
             available_msat=out.channel.available_to_send_msat())
