@@ -153,6 +153,11 @@ NODE_COMMANDS: dict[str, Command] = _table(
                   Arg(name="batch_size", type=ArgType.INT, default=1), _TIMEOUT),
             answer="{payments, succeeded, batch_size, paid_s, settled_s, "
                    "holder_commitment_number}", cli=False),
+    Command(name="forwarding", help="our forwarding policy, channel scids, forwards in flight",
+            answer="{fee_base_msat, fee_proportional_millionths, cltv_expiry_delta, "
+                   "channels: [{channel, peer_id, short_channel_id, alias}], "
+                   "in_flight: [{incoming, outgoing, payment_hash, amount_msat, fee_msat, "
+                   "preimage_known}]}"),
     Command(name="channels", help="list channels",
             answer="[{channel, peer_id, state, channel_id, funding_sat, funding_outpoint, "
                    "opener, commitment_format, to_self_delay, local_msat?, remote_msat?, "

@@ -163,12 +163,33 @@ class Forwarder:
 
     @staticmethod
     def channel_by_scid(handles: Iterable[ChannelHandle], scid: bytes) -> ChannelHandle | None:
+        """Our channel named ``scid``: its real BOLT 7 scid, or its alias."""
         for handle in handles:
             outpoint = handle.channel.funding_outpoint
-            if outpoint is not None and alias_short_channel_id(outpoint) == scid and \
-                    handle.channel.state is not ChannelState.CLOSED:
+            if outpoint is None or handle.channel.state is ChannelState.CLOSED:
+                continue
+            if scid in (handle.short_channel_id, alias_short_channel_id(outpoint)):
                 return handle
         return None
+
+    def report(self, handles: Iterable[ChannelHandle]) -> dict[str, Any]:
+        """Our policy, the scids our channels answer to, and the forwards in flight."""
+        policy = self.policy
+        return {
+            "fee_base_msat": policy.fee_base_msat,
+            "fee_proportional_millionths": policy.fee_proportional_millionths,
+            "cltv_expiry_delta": policy.cltv_expiry_delta,
+            "channels": [{"channel": h.key, "peer_id": h.peer_id.hex(),
+                          "short_channel_id": None if h.short_channel_id is None
+                          else h.short_channel_id.hex(),
+                          "alias": alias_short_channel_id(h.channel.funding_outpoint).hex()}
+                         for h in handles if h.channel.funding_outpoint is not None],
+            "in_flight": [{"incoming": f"{link.incoming_key}:{link.incoming_htlc_id}",
+                           "outgoing": f"{link.outgoing_key}:{link.outgoing_htlc_id}",
+                           "payment_hash": link.payment_hash.hex(),
+                           "amount_msat": link.outgoing_amount_msat, "fee_msat": link.fee_msat,
+                           "preimage_known": link.preimage is not None}
+                          for link in self.links.values()]}
 
     def _save(self, link: ForwardLink, fx: Effects) -> None:
         self.links[link.incoming] = link

@@ -98,6 +98,7 @@ class NodeControl:
             "pay-batch": self.pay_many, "pay-pipeline": self.cmd_pay_pipeline,
             "settle": self.cmd_settle, "cancel": self.cmd_cancel,
             "channels": self.cmd_channels, "balance": self.cmd_balance,
+            "forwarding": self.cmd_forwarding,
             "claimable": self.cmd_claimable, "events": self.cmd_events,
             "close": self.cmd_close, "force-close": self.cmd_force_close,
             "update-fee": self.cmd_update_fee, "cheat": self.cmd_cheat,
@@ -244,6 +245,9 @@ class NodeControl:
                 "succeeded": pipeline.succeeded if pipeline is not None else 0,
                 "paid_s": paid, "settled_s": loop.time() - started,
                 "holder_commitment_number": chan.holder_commitment_number}
+
+    async def cmd_forwarding(self) -> dict[str, Any]:
+        return self._m.forwarder.report(self._m.handles.values())
 
     async def cmd_channels(self) -> list[dict[str, Any]]:
         return channel_list(self._m)

@@ -12,6 +12,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from channel.forwarder import (
+    DEFAULT_CLTV_EXPIRY_DELTA,
+    DEFAULT_FEE_BASE_MSAT,
+    DEFAULT_FEE_PROPORTIONAL_MILLIONTHS,
+    NodePolicy,
+)
 from channel.node import Node, NodeSettings
 from channel.state import ChannelConfig
 from regtest.chain import BitcoindChain, BitcoindEndpoint
@@ -36,9 +42,31 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     start.add_argument("--allow-cheating", action="store_true",
                        help="developer mode (regtest only): keep revoked commitments so "
                             "`cheat` can broadcast one")
+    start.add_argument("--fee-base-msat", type=int, default=DEFAULT_FEE_BASE_MSAT,
+                       help="fee charged per forwarded HTLC, in msat (BOLT 7 fee_base_msat)")
+    start.add_argument("--fee-proportional-millionths", type=int,
+                       default=DEFAULT_FEE_PROPORTIONAL_MILLIONTHS,
+                       help="fee per million msat forwarded (BOLT 7)")
+    start.add_argument("--cltv-expiry-delta", type=int, default=DEFAULT_CLTV_EXPIRY_DELTA,
+                       help="blocks kept between a forwarded HTLC's outgoing and incoming "
+                            "expiry (BOLT 7)")
     start.add_argument("--tower", action="append", default=[], metavar="TOWER_ID@HOST:PORT",
                        help="upload justice kits to this watchtower (repeatable; remembered)")
     start.set_defaults(handler=_start)
+
+
+def _policy(args: argparse.Namespace) -> NodePolicy:
+    values = {"--fee-base-msat": args.fee_base_msat,
+              "--fee-proportional-millionths": args.fee_proportional_millionths,
+              "--cltv-expiry-delta": args.cltv_expiry_delta}
+    for flag, value in values.items():
+        if value < 0 or value >= 1 << 32:
+            raise SystemExit(f"{flag} takes a whole number from 0 to 4294967295, not {value}")
+    if args.cltv_expiry_delta >= 1 << 16:
+        raise SystemExit("--cltv-expiry-delta takes a number of blocks below 65536")
+    return NodePolicy(fee_base_msat=args.fee_base_msat,
+                      fee_proportional_millionths=args.fee_proportional_millionths,
+                      cltv_expiry_delta=args.cltv_expiry_delta)
 
 
 def _start(args: argparse.Namespace) -> int:
@@ -50,7 +78,8 @@ def _start(args: argparse.Namespace) -> int:
                             host="0.0.0.0" if args.listen_lan else "127.0.0.1",
                             channel_config=ChannelConfig(to_self_delay=args.to_self_delay,
                                                            minimum_depth=args.minimum_depth),
-                            allow_cheating=args.allow_cheating, towers=tuple(args.tower))
+                            allow_cheating=args.allow_cheating, towers=tuple(args.tower),
+                            forwarding_policy=_policy(args))
     profile = os.environ.get("CHANLAB_PROFILE_DIR")
     if profile:  # developer aid: a cProfile dump per node, for `make bench` investigations
         import cProfile
