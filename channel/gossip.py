@@ -33,6 +33,7 @@ from channel.codec import (
     U32,
     U64,
     FixedBytes,
+    RawBytes,
     VarBytes16,
 )
 from channel.errors import InvalidGossip
@@ -42,9 +43,11 @@ from channel.wire import Fields, Message
 
 __all__ = [
     "GOSSIP_MESSAGES",
+    "GOSSIP_QUERY_MESSAGES",
     "AnnouncementSignatures",
     "ChannelAnnouncement",
     "ChannelUpdate",
+    "GossipQuery",
     "GossipTimestampFilter",
     "NodeAnnouncement",
     "ShortChannelId",
@@ -274,6 +277,48 @@ GOSSIP_MESSAGES: Final = {
     cls.TYPE: cls
     for cls in (AnnouncementSignatures, ChannelAnnouncement, NodeAnnouncement, ChannelUpdate,
                 GossipTimestampFilter)
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GossipQuery(Message):
+    """A BOLT 7 query message chanlab does not answer (``gossip_queries`` is not offered),
+    kept whole so that its even types (262, 264) do not close the connection."""
+
+    FIELDS: ClassVar[Fields] = (("payload", RawBytes()),)
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueryShortChannelIds(GossipQuery):
+    TYPE: ClassVar[int] = 261
+    NAME: ClassVar[str] = "query_short_channel_ids"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplyShortChannelIdsEnd(GossipQuery):
+    TYPE: ClassVar[int] = 262
+    NAME: ClassVar[str] = "reply_short_channel_ids_end"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueryChannelRange(GossipQuery):
+    TYPE: ClassVar[int] = 263
+    NAME: ClassVar[str] = "query_channel_range"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplyChannelRange(GossipQuery):
+    TYPE: ClassVar[int] = 264
+    NAME: ClassVar[str] = "reply_channel_range"
+
+
+#: The query messages a peer may send although we never asked (ignored, never fatal).
+GOSSIP_QUERY_MESSAGES: Final[dict[int, type[Message]]] = {
+    cls.TYPE: cls
+    for cls in (QueryShortChannelIds, ReplyShortChannelIdsEnd, QueryChannelRange,
+                ReplyChannelRange)
 }
 
 
