@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import coincurve
+
 from channel.chain import ChainBackend, require_regtest
 from channel.chain_watcher import ChainWatcher
 from channel.control_api import NODE_COMMANDS
@@ -85,7 +87,6 @@ class Node:
         self.shell = DaemonShell(settings.home, info_file="node.json", key_file="node_key",
                                  commands=NODE_COMMANDS, handlers=self.control.handlers())
         self._secret = self.shell.secret
-        import coincurve
         self.node_id: bytes = coincurve.PrivateKey(self._secret).public_key.format(True)
         self.store = NodeStore(settings.home / "node.db")
         self._tasks = BackgroundTasks(log)
