@@ -35,7 +35,7 @@ from channel.effects import (
     PipelineDone,
     ShutdownResolved,
 )
-from channel.errors import ChainError, PeerProtocolError, RejectedUpdate
+from channel.errors import ChainError, PeerProtocolError, RejectedUpdate, StartRefused
 from channel.manager import COMMITMENT_FEERATE_PER_KW, SWEEP_FEERATE_PER_KW, ChannelManager
 from channel.messages import Shutdown, encode_message
 from channel.monitor import ChannelMonitor
@@ -43,7 +43,7 @@ from channel.node_control import NodeControl
 from channel.payments import FINAL_CLTV_DELTA, Payments
 from channel.peers import PeerManager
 from channel.state import ChannelConfig, channel_from_record, monitor_update_from_record
-from channel.store import NodeStore
+from channel.store import NodeStore, holds_state
 from channel.tasks import BackgroundTasks
 from channel.tower_client import WatchtowerClient
 from channel.wire import ErrorMessage, WarningMessage
@@ -73,6 +73,9 @@ class NodeSettings:
     # every message already received from a peer joins one flight (one fsync, one write);
     # off: one flight per message
     coalesce_flights: bool = True
+    # start with a new, empty node.db beside a key that already exists (the operator's word
+    # that this key has no channel to forget)
+    allow_fresh_db: bool = False
 
 
 class Node:
@@ -87,7 +90,19 @@ class Node:
         self._secret = self.shell.secret
         import coincurve
         self.node_id: bytes = coincurve.PrivateKey(self._secret).public_key.format(True)
-        self.store = NodeStore(settings.home / "node.db")
+        db_path = settings.home / "node.db"
+        if self.shell.key_existed and not settings.allow_fresh_db and not holds_state(db_path):
+            self.shell.release_lock()
+            raise StartRefused(
+                f"{settings.home} has this node's key but no channel database ({db_path.name} "
+                f"is missing or empty): starting fresh would forget every channel of the key, "
+                f"the same danger as restoring an old backup; put the database back, or pass "
+                f"--allow-fresh-db if this key never had a channel")
+        try:
+            self.store = NodeStore(db_path)
+        except StartRefused:
+            self.shell.release_lock()
+            raise
         self._tasks = BackgroundTasks(log)
         self.peers = PeerManager(node_secret=self._secret, handler=self, tasks=self._tasks,
                                  remember=self._remember_peer,
@@ -170,6 +185,7 @@ class Node:
         await self.towers.stop()
         await self.chain.aclose()
         self.store.close()
+        self.shell.release_lock()
 
     # -- carrying out a flight -------------------------------------------------------------
 

@@ -22,7 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from channel.effects import Effects
-from channel.errors import ChanlabError, HandshakeFailed, MalformedMessage, UnknownEvenMessage
+from channel.errors import (
+    ChanlabError,
+    HandshakeFailed,
+    MalformedMessage,
+    StartRefused,
+    UnknownEvenMessage,
+)
 from channel.messages import decode_message, encode_message
 from channel.tasks import BackgroundTasks
 from channel.transport import Transport, accept, connect
@@ -84,7 +90,11 @@ class PeerManager:
 
     async def listen(self, host: str, port: int) -> int:
         """Accept inbound connections on ``host:port``; the port bound."""
-        self._server = await asyncio.start_server(self._on_inbound, host, port)
+        try:
+            self._server = await asyncio.start_server(self._on_inbound, host, port)
+        except OSError as exc:
+            raise StartRefused(f"cannot listen on {host}:{port}: {exc.strerror or exc}; stop "
+                               f"what uses that port or choose another --port") from None
         bound: int = self._server.sockets[0].getsockname()[1]
         return bound
 

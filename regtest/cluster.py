@@ -115,6 +115,7 @@ class NodeProcess(_ChildProcess):
         self.allow_cheating = allow_cheating
         self.to_self_delay = to_self_delay
         self.towers = towers   # tower addresses given with --tower (the node remembers them)
+        self.start_args: list[str] = []   # more `node start` options, e.g. --allow-fresh-db
 
     @property
     def home(self) -> Path:
@@ -130,7 +131,7 @@ class NodeProcess(_ChildProcess):
             args.append("--allow-cheating")
         for tower in self.towers:
             args += ["--tower", tower]
-        return args
+        return args + self.start_args
 
     def start(self, timeout: float = 30.0) -> NodeProcess:
         """Start the process and wait until its control socket answers."""
