@@ -200,7 +200,8 @@ class Node:
             self.towers.note_updates(key, updates)  # uploads happen in the background
         self.store.commit_flight(channels=records.channels, monitors=records.monitors,
                                  monitor_updates=records.monitor_updates,
-                                 payments=records.payments, kv=kv)
+                                 payments=records.payments, kv=kv,
+                                 forget=[key for key, _ in fx.forgotten])
         by_peer: dict[bytes, list[bytes]] = {}
         for peer_id, message in fx.outgoing:
             by_peer.setdefault(peer_id, []).append(encode_message(message))
@@ -211,6 +212,12 @@ class Node:
                 log.info("broadcast %s", await self.chain.broadcast(raw))
             except ChainError as exc:
                 log.warning("broadcast failed: %s", exc)
+        for key, funding_tx in fx.forgotten:
+            if funding_tx is not None:   # built and locked, never broadcast: spendable again
+                try:
+                    await self.chain.release_inputs(funding_tx)
+                except ChainError as exc:
+                    log.warning("inputs of channel %s stay locked: %s", key[:16], exc)
         for done in fx.resolutions:
             self._resolve(done)
         if fx.depth_checks:  # after the peer's turn: channel_ready takes the peer's lock
@@ -268,7 +275,9 @@ class Node:
         await self.complete(fx)
 
     async def peer_disconnected(self, peer_id: bytes) -> None:
-        self._m.peer_disconnected(peer_id)
+        fx = Effects()
+        self._m.peer_disconnected(peer_id, fx)
+        await self.complete(fx)
 
     async def deliver(self, peer_id: bytes, message: Any, fx: Effects) -> None:
         if isinstance(message, WarningMessage | ErrorMessage):

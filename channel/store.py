@@ -131,11 +131,18 @@ class NodeStore:
                       monitors: Iterable[tuple[str, dict[str, Any]]] = (),
                       monitor_updates: Iterable[tuple[str, int, dict[str, Any]]] = (),
                       payments: Iterable[PaymentRow] = (),
-                      kv: Iterable[tuple[str, str]] = ()) -> None:
-        """Write a flight's changes atomically and durably."""
+                      kv: Iterable[tuple[str, str]] = (),
+                      forget: Iterable[str] = (), kv_delete: Iterable[str] = ()) -> None:
+        """Write a flight's changes atomically and durably (``forget``: channel keys whose
+        rows go; ``kv_delete``: kv keys that go)."""
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
+            gone = [(k,) for k in forget]
+            for table in ("channels", "monitors", "monitor_updates"):
+                db.executemany(f"DELETE FROM {table} WHERE key = ?", gone)
+            db.executemany("DELETE FROM kv WHERE key = ?",
+                           [(f"funding_tx:{k}",) for (k,) in gone] + [(k,) for k in kv_delete])
             db.executemany("INSERT OR REPLACE INTO channels VALUES (?, ?, ?)",
                            [(c.key, c.peer_id, _dumps(c.record))
                             for c in channels])
