@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,6 +58,11 @@ __all__ = ["COMMITMENT_FEERATE_PER_KW", "FINAL_CLTV_DELTA", "SWEEP_FEERATE_PER_K
 log = logging.getLogger("chanlab.node")
 
 FUNDING_FEERATE_SAT_PER_VB = 2
+#: test hook: a message name (e.g. ``revoke_and_ack``); the node process dies (as by kill -9,
+#: no cleanup) right after persisting a flight that would send such a message, before sending
+#: it, so a test proves that what was persisted is enough to recover
+CRASH_BEFORE_SEND_ENV = "CHANLAB_TEST_CRASH_BEFORE_SEND"
+CRASH_EXIT_CODE = 86
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,7 +112,8 @@ class Node:
         self._tasks = BackgroundTasks(log)
         self.peers = PeerManager(node_secret=self._secret, handler=self, tasks=self._tasks,
                                  remember=self._remember_peer,
-                                 coalesce=settings.coalesce_flights)
+                                 coalesce=settings.coalesce_flights,
+                                 wanted=lambda peer_id: peer_id in self._m.peers_wanted())
         self.manager: ChannelManager | None = None
         self.port = settings.port
         self.cheat: CheatMode | None = None
@@ -164,7 +171,7 @@ class Node:
         self._tasks.spawn(watcher.run(height))
         known = [(p, a) for p in self.manager.peers_wanted()
                  if (a := self.store.get(f"peer:{p.hex()}")) is not None]
-        self._tasks.spawn(self.peers.reconnect(known))
+        self.peers.reconnect(known)
         self.towers.start(((h.key, h.monitor) for h in handles if h.monitor is not None),
                           self.settings.towers)
         log.info("node %s (%s) listening on %s:%d", self.settings.name, self.node_id.hex(),
@@ -202,6 +209,10 @@ class Node:
                                  monitor_updates=records.monitor_updates,
                                  payments=records.payments, kv=kv,
                                  forget=[key for key, _ in fx.forgotten])
+        crash_at = os.environ.get(CRASH_BEFORE_SEND_ENV)
+        if crash_at and any(getattr(m, "NAME", "") == crash_at for _, m in fx.outgoing):
+            log.warning("test hook %s: dying after the persist, before the send", crash_at)
+            os._exit(CRASH_EXIT_CODE)
         by_peer: dict[bytes, list[bytes]] = {}
         for peer_id, message in fx.outgoing:
             by_peer.setdefault(peer_id, []).append(encode_message(message))

@@ -40,6 +40,7 @@ class _ChildProcess:
         self.name = name
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.env: dict[str, str] = {}   # more environment for the next start (test hooks)
 
     @property
     def home(self) -> Path:
@@ -56,7 +57,7 @@ class _ChildProcess:
         (self.home / self.info_file).unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "regtest.cli", self.kind, "start", "--name", self.name,
                "--port", str(self.port), *self._extra_args()]
-        env = dict(os.environ, CHANLAB_HOME=str(self.cluster.home))
+        env = dict(os.environ, CHANLAB_HOME=str(self.cluster.home), **self.env)
         with (self.home / "stderr.log").open("ab") as stderr:
             self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
                                          start_new_session=True)
