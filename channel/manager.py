@@ -58,6 +58,7 @@ from channel.monitor import (
     MonitorEvent,
 )
 from channel.payments import Payments
+from channel.pending import UNPERSISTED_STATES, check_room_for, forget_unfunded
 from channel.state import (
     Channel,
     ChannelConfig,
@@ -176,9 +177,13 @@ class ChannelManager:
                     fx.send(peer_id, chan.channel_reestablish())
                     fx.touch(handle)
 
-    def peer_disconnected(self, peer_id: bytes) -> None:
-        for handle in self.handles_of(peer_id):
-            handle.channel.on_disconnect()  # uncommitted updates die with the connection
+    def peer_disconnected(self, peer_id: bytes, fx: Effects | None = None) -> None:
+        """Uncommitted updates die with the connection; so do channels not yet funded (BOLT
+        2: forget a channel on disconnect before funding_signed)."""
+        for handle in self.handles_of(peer_id):  # a copy: forgetting changes self.handles
+            if not forget_unfunded(self.handles, handle, "the peer disconnected before the "
+                                   "channel was funded", fx if fx is not None else Effects()):
+                handle.channel.on_disconnect()
 
     def handle_message(self, peer_id: bytes, message: Any, fx: Effects, *,
                        fresh_script: bytes | None = None) -> None:
@@ -191,7 +196,9 @@ class ChannelManager:
             targets = self.handles_of(peer_id) if message.channel_id == bytes(32) else \
                 [h for h in [self.handle_for(peer_id, message.channel_id)] if h is not None]
             for handle in targets:
-                self.force_close(handle, fx)
+                if not forget_unfunded(self.handles, handle,
+                                       f"the peer refused the channel: {message.text}", fx):
+                    self.force_close(handle, fx)
 
     def end_of_batch(self, fx: Effects) -> None:
         """Updates queued while a batch was handled (a pipeline's next HTLCs) ride in the
@@ -204,7 +211,8 @@ class ChannelManager:
         """BOLT 2: the peer broke the protocol on a channel: ``error`` it and force-close."""
         fx.send(peer_id, ErrorMessage.with_text(channel_id or bytes(32), text[:500]))
         handle = self.handle_for(peer_id, channel_id) if channel_id else None
-        if handle is not None:
+        if handle is not None and not forget_unfunded(
+                self.handles, handle, f"channel failed before funding: {text}", fx):
             self.force_close(handle, fx)
 
     # -- opening -----------------------------------------------------------------------------
@@ -225,6 +233,7 @@ class ChannelManager:
 
     def _on_open_channel(self, peer_id: bytes, msg: OpenChannel, fx: Effects,
                          _: bytes | None) -> None:
+        check_room_for(self.handles.values(), peer_id)
         chan, reply = Channel.accept_inbound(keys=ChannelKeys.from_seed(self._entropy(32)),
                                              config=self.config, msg=msg)
         handle = ChannelHandle(key=chan.temporary_channel_id.hex(), peer_id=peer_id, channel=chan)
@@ -251,9 +260,7 @@ class ChannelManager:
     def funding_failed(self, key: str, error: str, fx: Effects) -> None:
         """Our wallet could not fund channel ``key``: the open fails, the peer is told."""
         handle = self.handles[key]
-        handle.channel.on_funding_failed()
-        fx.touch(handle)
-        fx.resolutions.append(OpenResolved(key, error=f"cannot fund the channel: {error}"))
+        forget_unfunded(self.handles, handle, f"cannot fund the channel: {error}", fx)
         self.fail_channel(handle.peer_id, handle.channel.temporary_channel_id,
                           f"funding failed on our side: {error}", fx)
 
@@ -510,8 +517,11 @@ class ChannelManager:
 
     def flight_records(self, fx: Effects) -> FlightRecords:
         """The rows that make ``fx`` durable; monitors take the channels' updates here."""
+        # a channel before funding_created has nothing to lose: a stranger's open_channel
+        # costs the database nothing
         rows = [ChannelRow(key=h.key, peer_id=h.peer_id.hex(),
-                           record=channel_to_record(h.channel)) for h in fx.touched]
+                           record=channel_to_record(h.channel)) for h in fx.touched
+                if h.channel.state not in UNPERSISTED_STATES]
         snapshots: list[tuple[str, dict[str, Any]]] = []
         update_rows: list[tuple[str, int, dict[str, Any]]] = []
         revealed: list[tuple[str, list[MonitorUpdate]]] = []
