@@ -46,6 +46,7 @@ from channel.state import ChannelConfig, channel_from_record, monitor_update_fro
 from channel.store import NodeStore
 from channel.tasks import BackgroundTasks
 from channel.tower_client import WatchtowerClient
+from channel.trace_log import TraceLog
 from channel.wire import ErrorMessage, WarningMessage
 
 if TYPE_CHECKING:
@@ -89,9 +90,10 @@ class Node:
         self.node_id: bytes = coincurve.PrivateKey(self._secret).public_key.format(True)
         self.store = NodeStore(settings.home / "node.db")
         self._tasks = BackgroundTasks(log)
+        self.trace = TraceLog(settings.home / "trace.log")
         self.peers = PeerManager(node_secret=self._secret, handler=self, tasks=self._tasks,
                                  remember=self._remember_peer,
-                                 coalesce=settings.coalesce_flights)
+                                 coalesce=settings.coalesce_flights, tap=self.trace.record)
         self.manager: ChannelManager | None = None
         self.port = settings.port
         self.cheat: CheatMode | None = None
@@ -170,6 +172,7 @@ class Node:
         await self.towers.stop()
         await self.chain.aclose()
         self.store.close()
+        self.trace.close()
 
     # -- carrying out a flight -------------------------------------------------------------
 
