@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from channel.control_api import NODE_COMMANDS, Arg, ArgType, Resolve
-from regtest.client_views import human_answer, show_channel, show_trace
 from regtest.control import call_node, node_address, tower_address
 
 __all__ = ["run_client"]
@@ -80,6 +79,8 @@ def run_client(name: str, argv: Sequence[str]) -> int:
                                                    if arg.required and arg.cli_name
                                                    and arg.type is not ArgType.BOOL
                                                    else arg.name))
+    # the views import the transaction graph code: loaded only for the commands drawing it
+    from regtest.client_views import human_answer, show_channel, show_trace
     if cmd == "trace":
         return show_trace(name, limit=args.limit, follow=args.follow, as_json=args.json)
     result = call_node(name, cmd, call)
