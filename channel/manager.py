@@ -76,6 +76,7 @@ __all__ = [
     "SWEEP_FEERATE_PER_KW",
     "ChannelManager",
     "FlightRecords",
+    "find_channel",
     "txid_hex",
 ]
 
@@ -100,6 +101,27 @@ class FlightRecords:
     payments: list[PaymentRow]
     kv: list[tuple[str, str]]
     revealed: list[tuple[str, list[MonitorUpdate]]]   # per channel: updates for the towers
+
+
+def find_channel(handles: Iterable[ChannelHandle], channel: str) -> ChannelHandle:
+    """The channel a person named: any unique prefix of its key or of its channel id;
+    a one-line :class:`RejectedUpdate` for no match or several."""
+    handles = list(handles)
+    text = channel.strip().lower()
+    if not text or any(c not in "0123456789abcdef" for c in text):
+        raise RejectedUpdate(f"{channel!r} is not a channel id: give the start of a key or "
+                             "channel_id shown by `channels`")
+    ids = {h.key: (h.key, (h.channel.channel_id or b"").hex()) for h in handles}
+    matches = [h for h in handles if any(i.startswith(text) for i in ids[h.key] if i)]
+    exact = [h for h in matches if text in ids[h.key]]
+    if len(exact) == 1:
+        return exact[0]
+    if not matches:
+        raise RejectedUpdate(f"no channel starts with {text} (see `channels`)")
+    if len(matches) > 1:
+        raise RejectedUpdate(f"{text} is the start of {len(matches)} channels' ids "
+                             f"({', '.join(h.key[:12] for h in matches)}): type more of it")
+    return matches[0]
 
 
 class ChannelManager:
@@ -136,13 +158,8 @@ class ChannelManager:
         return handle
 
     def find(self, channel: str) -> ChannelHandle:
-        """The channel a person named: its key or channel id, or 8+ leading hex chars."""
-        for h in self.handles.values():
-            cid = (h.channel.channel_id or b"").hex()
-            if channel in (h.key, cid) or (len(channel) >= 8 and (
-                    h.key.startswith(channel) or cid.startswith(channel))):
-                return h
-        raise RejectedUpdate(f"no channel {channel}")
+        """The channel a person named: any unique prefix of its key or of its channel id."""
+        return find_channel(self.handles.values(), channel)
 
     def usable_channel(self, peer_id: bytes) -> ChannelHandle:
         for h in self.handles_of(peer_id):

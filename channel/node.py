@@ -49,6 +49,7 @@ from channel.state import ChannelConfig, channel_from_record, monitor_update_fro
 from channel.store import NodeStore, holds_state
 from channel.tasks import BackgroundTasks
 from channel.tower_client import WatchtowerClient
+from channel.trace_log import TraceLog
 from channel.wire import ErrorMessage, WarningMessage
 
 if TYPE_CHECKING:
@@ -111,9 +112,10 @@ class Node:
             self.shell.release_lock()
             raise
         self._tasks = BackgroundTasks(log)
+        self.trace = TraceLog(settings.home / "trace.log")
         self.peers = PeerManager(node_secret=self._secret, handler=self, tasks=self._tasks,
                                  remember=self._remember_peer,
-                                 coalesce=settings.coalesce_flights,
+                                 coalesce=settings.coalesce_flights, tap=self.trace.record,
                                  wanted=lambda peer_id: peer_id in self._m.peers_wanted())
         self.manager: ChannelManager | None = None
         self.port = settings.port
@@ -194,6 +196,7 @@ class Node:
         await self.chain.aclose()
         self.store.close()
         self.shell.release_lock()
+        self.trace.close()
 
     # -- carrying out a flight -------------------------------------------------------------
 

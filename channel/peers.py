@@ -16,6 +16,7 @@ channels take turns. Everything else a peer sends is decoded and handed to a
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -80,12 +81,14 @@ class PeerManager:
 
     def __init__(self, *, node_secret: bytes, handler: PeerHandler, tasks: BackgroundTasks,
                  remember: Callable[[bytes, str], None], coalesce: bool = True,
-                 wanted: Callable[[bytes], bool] = lambda _: False) -> None:
+                 wanted: Callable[[bytes], bool] = lambda _: False,
+                 tap: Callable[[bytes, bool, bytes], None] | None = None) -> None:
         self._secret = node_secret
         self._handler = handler
         self._tasks = tasks
         self._remember = remember     # (peer_id, "host:port"): persisted by the node
         self._coalesce = coalesce
+        self._tap = tap               # (peer_id, sent?, type ‖ payload): the node's trace
         self.peers: dict[bytes, Peer] = {}
         self._server: asyncio.Server | None = None
         self._stopping = False
@@ -157,6 +160,8 @@ class PeerManager:
 
     async def _run(self, transport: Transport, ready: asyncio.Future[None] | None = None) -> None:
         node_id = transport.remote_pubkey
+        if self._tap is not None:
+            transport.tap = functools.partial(self._tap, node_id)
         try:
             await transport.send(encode_message(Init.ours(our_features())))
             first = decode_message(await asyncio.wait_for(transport.recv(), INIT_TIMEOUT_S))
