@@ -68,13 +68,15 @@ from channel.state import (
 )
 from channel.store import ChannelRow, PaymentRow
 from channel.types import CommitmentFormat, OutPoint, Side
-from channel.wire import ErrorMessage
+from channel.wire import ErrorMessage, WarningMessage
 
 __all__ = [
     "COMMITMENT_FEERATE_PER_KW",
     "SWEEP_FEERATE_PER_KW",
     "ChannelManager",
     "FlightRecords",
+    "closes_under_way",
+    "refuse_close",
     "txid_hex",
 ]
 
@@ -99,6 +101,18 @@ class FlightRecords:
     payments: list[PaymentRow]
     kv: list[tuple[str, str]]
     revealed: list[tuple[str, list[MonitorUpdate]]]   # per channel: updates for the towers
+
+
+def closes_under_way(handles: Iterable[ChannelHandle]) -> list[str]:
+    """Keys of the channels among ``handles`` whose cooperative close is being negotiated."""
+    return [h.key for h in handles if h.channel.state in
+            (ChannelState.SHUTTING_DOWN, ChannelState.NEGOTIATING_CLOSE)]
+
+
+def refuse_close(handle: ChannelHandle, reason: str, fx: Effects) -> None:
+    """A close under way ended without a closing tx: the ``close`` command fails at once."""
+    if closes_under_way([handle]):
+        fx.resolutions.append(ShutdownResolved(handle.key, "", error=reason))
 
 
 class ChannelManager:
@@ -187,11 +201,13 @@ class ChannelManager:
         handler = self._HANDLERS.get(type(message))
         if handler is not None:
             handler(self, peer_id, message, fx, fresh_script)
-        elif isinstance(message, ErrorMessage):
+        elif isinstance(message, ErrorMessage | WarningMessage):
             targets = self.handles_of(peer_id) if message.channel_id == bytes(32) else \
                 [h for h in [self.handle_for(peer_id, message.channel_id)] if h is not None]
             for handle in targets:
-                self.force_close(handle, fx)
+                refuse_close(handle, f"the peer refused the close: {message.text!r}", fx)
+                if isinstance(message, ErrorMessage):
+                    self.force_close(handle, fx)
 
     def end_of_batch(self, fx: Effects) -> None:
         """Updates queued while a batch was handled (a pipeline's next HTLCs) ride in the
@@ -205,6 +221,7 @@ class ChannelManager:
         fx.send(peer_id, ErrorMessage.with_text(channel_id or bytes(32), text[:500]))
         handle = self.handle_for(peer_id, channel_id) if channel_id else None
         if handle is not None:
+            refuse_close(handle, f"the close failed: {text}", fx)
             self.force_close(handle, fx)
 
     # -- opening -----------------------------------------------------------------------------

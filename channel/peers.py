@@ -28,10 +28,10 @@ from channel.tasks import BackgroundTasks
 from channel.transport import Transport, accept, connect
 from channel.wire import (
     REGTEST_CHAIN_HASH,
+    Features,
     Init,
     Ping,
     Pong,
-    Features,
     UnknownMessage,
     WarningMessage,
     check_compatible,
