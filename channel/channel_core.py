@@ -119,6 +119,8 @@ class ChannelCore:
     # set when the peer proved our state is stale: our commitment must never be broadcast
     lost_state: bool = False
     monitor_updates: list[MonitorUpdate] = field(default_factory=list)
+    # transient (never persisted): from a disconnection until the peer's channel_reestablish
+    reestablish_pending: bool = False
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -153,7 +155,10 @@ class ChannelCore:
             h.in_commitment(Side.COUNTERPARTY, oldest_remote)
 
     def htlcs_to_settle(self) -> list[HtlcEntry]:
-        """HTLCs the peer offered us that are locked in and not yet fulfilled or failed."""
+        """HTLCs the peer offered us that are locked in and not yet fulfilled or failed
+        (none while ``channel_reestablish`` is pending: a removal sent now could be lost)."""
+        if self.reestablish_pending:
+            return []
         return [h for h in self._log.entries()
                 if h.offerer is Side.COUNTERPARTY and h.removal is None
                 and self._irrevocably_committed(h)]
@@ -165,11 +170,15 @@ class ChannelCore:
     def can_sign(self) -> bool:
         """A ``commitment_signed`` may be sent now (changes pending, no revocation owed to us)."""
         return (self.state in (ChannelState.NORMAL, ChannelState.SHUTTING_DOWN)
-                and not self.awaiting_revoke_and_ack and self.has_unsigned_changes())
+                and not self.awaiting_revoke_and_ack and not self.reestablish_pending
+                and self.has_unsigned_changes())
 
     def available_to_send_msat(self) -> int:
-        """What we can still offer: balance minus HTLCs pending, reserve and (opener) fees."""
-        return self._spendable_msat(Side.HOLDER)
+        """What we can still offer: balance minus HTLCs pending, reserve and (opener) fees,
+        and the fee spike buffer (see ``channel.add_budget``)."""
+        from channel.add_budget import fee_spike_room_msat  # add_budget reads this class
+
+        return min(self._spendable_msat(Side.HOLDER), fee_spike_room_msat(self))
 
     # -- commitments -----------------------------------------------------------------------
 

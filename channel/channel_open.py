@@ -43,6 +43,7 @@ from channel.transactions import (
     sign_commitment,
 )
 from channel.types import CommitmentFormat, OutPoint, Side
+from channel.validation import MIN_FUNDING_SAT, check_open_funding
 from channel.wire import REGTEST_CHAIN_HASH
 
 __all__ = ["ChannelOpening"]
@@ -59,8 +60,9 @@ class ChannelOpening(ChannelCore):
                       commitment_format: CommitmentFormat = CommitmentFormat.STATIC_REMOTEKEY,
                       ) -> tuple[Self, OpenChannel]:
         """We open: returns the channel and the ``open_channel`` to send."""
-        if not 0 < funding_sat <= MAX_FUNDING_SAT:
-            raise RejectedUpdate(f"funding_sat must be 1..{MAX_FUNDING_SAT}: {funding_sat}")
+        if not MIN_FUNDING_SAT <= funding_sat <= MAX_FUNDING_SAT:   # what a peer would refuse
+            raise RejectedUpdate(f"funding_sat must be {MIN_FUNDING_SAT}..{MAX_FUNDING_SAT} sat: "
+                                 f"{funding_sat}")
         if not 0 <= push_msat <= funding_sat * 1000:
             raise RejectedUpdate("push_msat must be between 0 and the funding amount")
         if feerate_per_kw < MIN_FEERATE_PER_KW:
@@ -100,12 +102,7 @@ class ChannelOpening(ChannelCore):
         if msg.chain_hash != REGTEST_CHAIN_HASH:
             raise PeerProtocolError("open_channel for a chain other than regtest")
         commitment_format = format_from_channel_type(msg.channel_type)
-        if not 0 < msg.funding_satoshis <= MAX_FUNDING_SAT:
-            raise PeerProtocolError(f"funding_satoshis {msg.funding_satoshis} out of range")
-        if msg.push_msat > msg.funding_satoshis * 1000:
-            raise PeerProtocolError("push_msat above the funding amount")
-        if not MIN_FEERATE_PER_KW <= msg.feerate_per_kw <= 1_000_000:
-            raise PeerProtocolError(f"unreasonable feerate_per_kw {msg.feerate_per_kw}")
+        check_open_funding(msg)
         peer = peer_params(config, msg, msg.funding_satoshis)
         params = our_params(keys, config, msg.funding_satoshis)
         if params.channel_reserve_sat < peer.dust_limit_sat:

@@ -23,6 +23,13 @@ from channel.keys import (
 from channel.messages import AcceptChannel, OpenChannel
 from channel.records import PartyParams
 from channel.types import CommitmentFormat
+from channel.validation import (
+    MAX_FUNDING_SAT,
+    MAX_HTLC_COUNT,
+    MIN_DUST_LIMIT_SAT,
+    MIN_FEERATE_PER_KW,
+    check_party_params,
+)
 
 __all__ = [
     "HIGH_CLOSING_FEERATE_PER_KW",
@@ -38,10 +45,6 @@ __all__ = [
     "peer_params",
 ]
 
-MAX_HTLC_COUNT = 483
-MIN_DUST_LIMIT_SAT = 354
-MIN_FEERATE_PER_KW = 253
-MAX_FUNDING_SAT = 2**24 - 1
 #: The top of our closing ``fee_range`` at least reaches this feerate: twice Electrum's fixed
 #: regtest rate (150 sat/vB = 37,500 sat/kw), so our range overlaps a peer settling there
 #: even when its weight estimate of the closing tx is a little above ours.
@@ -114,16 +117,7 @@ def peer_params(config: ChannelConfig, msg: OpenChannel | AcceptChannel,
         PerCommitmentPoint(msg.first_per_commitment_point)
     except (ValueError, TypeError) as exc:
         raise PeerProtocolError(f"invalid key in {type(msg).__name__}: {exc}") from exc
-    if msg.max_accepted_htlcs > MAX_HTLC_COUNT:
-        raise PeerProtocolError(f"max_accepted_htlcs {msg.max_accepted_htlcs} > 483")
-    if msg.dust_limit_satoshis < MIN_DUST_LIMIT_SAT:
-        raise PeerProtocolError(f"dust_limit_satoshis {msg.dust_limit_satoshis} < 354")
-    if msg.dust_limit_satoshis > msg.channel_reserve_satoshis:
-        raise PeerProtocolError("dust_limit_satoshis above channel_reserve_satoshis")
-    if msg.to_self_delay > config.max_to_self_delay:
-        raise PeerProtocolError(f"to_self_delay {msg.to_self_delay} is unreasonably large")
-    if msg.channel_reserve_satoshis > funding_sat // 5:
-        raise PeerProtocolError("channel_reserve_satoshis above 20% of the channel")
+    check_party_params(msg, funding_sat=funding_sat, max_to_self_delay=config.max_to_self_delay)
     return PartyParams(
         dust_limit_sat=msg.dust_limit_satoshis,
         max_htlc_value_in_flight_msat=msg.max_htlc_value_in_flight_msat,

@@ -5,6 +5,9 @@ so a peer loop needs one ``except`` per reaction, not one per cause.
 
     ChanlabError
     ├── MalformedMessage      bytes that do not parse: send ``warning``, drop the connection
+    │   └── PeerWarning        a message that may be an honest race (an ``update_fee`` the
+    │                          opener can no longer afford, an update before
+    │                          ``channel_reestablish``): ``warning``, reconnect, no force-close
     ├── InvalidInvoice        a BOLT 11 invoice that fails to decode or verify: refuse it, say why
     ├── HandshakeFailed       BOLT 8 act failed (bad version, bad MAC, bad key): drop the connection
     ├── UnknownEvenMessage    "it's OK to be odd" violated by the peer: fail the connection
@@ -33,6 +36,12 @@ class ChanlabError(Exception):
 
 class MalformedMessage(ChanlabError):
     """Input bytes that do not decode: warn the peer and disconnect."""
+
+
+class PeerWarning(MalformedMessage):
+    """The peer's message cannot be applied now, but honest peers can send it (a race or an
+    eager reconnection): warn and disconnect, never fail the channel. The disconnection drops
+    every unsigned update, and ``channel_reestablish`` resynchronises both sides."""
 
 
 class HandshakeFailed(ChanlabError):

@@ -345,8 +345,9 @@ class ChannelManager:
     def _on_commitment_signed(self, peer_id: bytes, msg: CommitmentSigned, fx: Effects,
                               _: bytes | None) -> None:
         handle = self._require(peer_id, msg.channel_id)
+        reply = handle.channel.on_commitment_signed(msg)   # a fault raises: nothing changed
         fx.touch(handle)
-        fx.send(peer_id, handle.channel.on_commitment_signed(msg))
+        fx.send(peer_id, reply)
         self._settle_incoming(handle, fx)
         self._sign_if_needed(handle, fx)
 
@@ -362,8 +363,9 @@ class ChannelManager:
     def _on_channel_reestablish(self, peer_id: bytes, msg: ChannelReestablish, fx: Effects,
                                 _: bytes | None) -> None:
         handle = self._require(peer_id, msg.channel_id)
+        replies = handle.channel.on_channel_reestablish(msg)
         fx.touch(handle)
-        for out in handle.channel.on_channel_reestablish(msg):
+        for out in replies:
             fx.send(peer_id, out)
         self._settle_incoming(handle, fx)
         self._sign_if_needed(handle, fx)
@@ -556,49 +558,6 @@ class ChannelManager:
                     h.monitor_seq += 1
         return FlightRecords(channels=rows, monitors=snapshots, monitor_updates=update_rows,
                              payments=fx.payments, kv=fx.kv, revealed=revealed)
-
-    # -- reports -----------------------------------------------------------------------------
-
-    def channel_list(self) -> list[dict[str, Any]]:
-        out = []
-        for h in self.handles.values():
-            chan = h.channel
-            entry: dict[str, Any] = {
-                "channel": h.key, "peer_id": h.peer_id.hex(), "state": chan.state.value,
-                "channel_id": (chan.channel_id or b"").hex(), "funding_sat": chan.funding_sat,
-                "funding_outpoint": str(chan.funding_outpoint) if chan.funding_outpoint else None,
-                "opener": chan.opener.value, "commitment_format": chan.commitment_format.value,
-                "to_self_delay": chan.holder_params.to_self_delay,
-            }
-            if chan.log is not None:
-                entry.update({
-                    "local_msat": chan.balance_msat(Side.HOLDER),
-                    "remote_msat": chan.balance_msat(Side.COUNTERPARTY),
-                    "htlcs": len(chan.htlcs_in_flight()),
-                    "holder_commitment_number": chan.holder_commitment_number,
-                    "counterparty_commitment_number": chan.counterparty_commitment_number})
-            if chan.closing_tx is not None:
-                entry["closing_txid"] = txid_hex(chan.closing_tx)
-            out.append(entry)
-        return out
-
-    def offchain_msat(self) -> int:
-        return sum(h.channel.balance_msat() for h in self.handles.values()
-                   if h.channel.log is not None and h.channel.state in (
-                       ChannelState.NORMAL, ChannelState.SHUTTING_DOWN,
-                       ChannelState.NEGOTIATING_CLOSE, ChannelState.AWAITING_LOCKIN))
-
-    def claimable(self) -> list[dict[str, Any]]:
-        out = []
-        for h in self.handles.values():
-            if h.monitor is None:
-                continue
-            for b in h.monitor.claimable_balances():
-                out.append({"channel": h.key, "status": b.status.value,
-                            "amount_sat": b.amount_sat,
-                            "claimable_from_height": b.claimable_from_height,
-                            "description": b.description})
-        return out
 
     _HANDLERS: ClassVar[dict[type, Callable[[ChannelManager, bytes, Any, Effects, bytes | None],
                                    None]]] = {

@@ -31,10 +31,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from channel.add_budget import check_fee_spike_buffer, peer_add_budget
 from channel.channel_close import ChannelClosing
 from channel.channel_core import ChannelState, ForceCloseTransactions
 from channel.channel_params import (
-    MIN_FEERATE_PER_KW,
     ChannelConfig,
     channel_type_bytes,
 )
@@ -43,6 +43,7 @@ from channel.errors import (
     InvalidRevocation,
     LostState,
     PeerProtocolError,
+    PeerWarning,
     RejectedUpdate,
     UnexpectedMessage,
 )
@@ -69,6 +70,12 @@ from channel.records import (
 )
 from channel.transactions import build_htlc_transactions, sign_commitment
 from channel.types import Side
+from channel.validation import (
+    check_channel_reestablish,
+    check_our_update_fee,
+    check_peer_update_fee,
+    check_reestablished,
+)
 
 # The records, parameters and codecs moved to their own modules stay importable from here.
 __all__ = [
@@ -125,7 +132,8 @@ class Channel(ChannelClosing):
             raise error(f"cltv_expiry {cltv_expiry} is not a block height")
         # An HTLC counts until it is gone from both commitments (pruned), not just removed:
         # until then the receiver's next commitment may still hold it next to the new one.
-        offered, offered_msat, spendable = self._add_budget(side)
+        offered, offered_msat, spendable = self._add_budget(side) if side is Side.HOLDER \
+            else peer_add_budget(self)      # the peer may not have seen all we have
         if offered + 1 > receiver.max_accepted_htlcs:
             raise error(f"more than max_accepted_htlcs={receiver.max_accepted_htlcs} HTLCs")
         in_flight = offered_msat + amount_msat
@@ -134,12 +142,15 @@ class Channel(ChannelClosing):
         if amount_msat > spendable:
             raise error(f"amount_msat {amount_msat} exceeds the {max(spendable, 0)} msat the "
                         f"{'peer' if side is Side.COUNTERPARTY else 'channel'} can spend")
+        if side is Side.HOLDER:
+            check_fee_spike_buffer(self, amount_msat)
 
     def add_htlc(self, *, amount_msat: int, payment_hash: bytes, cltv_expiry: int,
                  onion_routing_packet: bytes) -> UpdateAddHtlc:
         """Offer an HTLC to the peer (raises ``RejectedUpdate`` if we cannot)."""
         if len(payment_hash) != 32 or len(onion_routing_packet) != 1366:
             raise RejectedUpdate("payment_hash must be 32 bytes and the onion 1366 bytes")
+        check_reestablished(self, ours=True)
         self._check_add(Side.HOLDER, amount_msat, cltv_expiry, RejectedUpdate)
         log = self._log
         htlc_id = log.next_htlc_id[Side.HOLDER]
@@ -160,6 +171,7 @@ class Channel(ChannelClosing):
 
     def on_update_add_htlc(self, msg: UpdateAddHtlc) -> HtlcEntry:
         """The peer offers us an HTLC."""
+        check_reestablished(self, ours=False)
         log = self._log
         expected = log.next_htlc_id[Side.COUNTERPARTY]
         if msg.id != expected:
@@ -186,6 +198,7 @@ class Channel(ChannelClosing):
 
     def fulfill_htlc(self, htlc_id: int, payment_preimage: bytes) -> UpdateFulfillHtlc:
         """Claim an HTLC the peer offered us with its preimage."""
+        check_reestablished(self, ours=True)
         entry = self._removable(Side.COUNTERPARTY, htlc_id, RejectedUpdate)
         if _sha256(payment_preimage) != entry.payment_hash:
             raise RejectedUpdate(f"preimage does not match HTLC {htlc_id}'s payment_hash")
@@ -198,6 +211,7 @@ class Channel(ChannelClosing):
 
     def fail_htlc(self, htlc_id: int, reason: bytes) -> UpdateFailHtlc:
         """Refuse an HTLC the peer offered us."""
+        check_reestablished(self, ours=True)
         entry = self._removable(Side.COUNTERPARTY, htlc_id, RejectedUpdate)
         entry.removal = Removal.FAILED
         entry.fail_reason = reason
@@ -207,6 +221,7 @@ class Channel(ChannelClosing):
 
     def on_update_fulfill_htlc(self, msg: UpdateFulfillHtlc) -> HtlcEntry:
         """The peer claims an HTLC we offered: the payment succeeded (we learn the preimage)."""
+        check_reestablished(self, ours=False)
         entry = self._removable(Side.HOLDER, msg.id, PeerProtocolError)
         if _sha256(msg.payment_preimage) != entry.payment_hash:
             raise PeerProtocolError(f"update_fulfill_htlc {msg.id}: preimage does not match")
@@ -217,6 +232,7 @@ class Channel(ChannelClosing):
 
     def on_update_fail_htlc(self, msg: UpdateFailHtlc) -> HtlcEntry:
         """The peer refused an HTLC we offered."""
+        check_reestablished(self, ours=False)
         entry = self._removable(Side.HOLDER, msg.id, PeerProtocolError)
         entry.removal = Removal.FAILED
         entry.fail_reason = msg.reason
@@ -227,10 +243,10 @@ class Channel(ChannelClosing):
         """Change the commitment feerate (opener only)."""
         if self.opener is not Side.HOLDER:
             raise RejectedUpdate("only the opener may send update_fee")
+        check_reestablished(self, ours=True)
         if self.state is not ChannelState.NORMAL:
             raise RejectedUpdate(f"cannot change the fee in state {self.state.value}")
-        if feerate_per_kw < MIN_FEERATE_PER_KW:
-            raise RejectedUpdate(f"feerate_per_kw below {MIN_FEERATE_PER_KW}")
+        check_our_update_fee(feerate_per_kw)
         update = FeeUpdate(feerate_per_kw=feerate_per_kw)
         update.included_at[Side.COUNTERPARTY] = self.counterparty_commitment_number + 1
         self._log.fee_updates.append(update)
@@ -244,14 +260,15 @@ class Channel(ChannelClosing):
         """The opener changes the feerate."""
         if self.opener is not Side.COUNTERPARTY:
             raise PeerProtocolError("update_fee from the non-opener")
-        if not MIN_FEERATE_PER_KW <= msg.feerate_per_kw <= 1_000_000:
-            raise PeerProtocolError(f"unreasonable feerate_per_kw {msg.feerate_per_kw}")
+        check_reestablished(self, ours=False)
+        check_peer_update_fee(msg.feerate_per_kw)
+        # counted as the opener saw the channel: an HTLC of ours may cross its update_fee
+        if peer_add_budget(self, feerate_per_kw=msg.feerate_per_kw, new_htlcs=0)[2] < 0:
+            raise PeerWarning(f"update_fee refused: the opener cannot afford "
+                              f"{msg.feerate_per_kw} sat/kw with the HTLCs in flight")
         update = FeeUpdate(feerate_per_kw=msg.feerate_per_kw)
         update.included_at[Side.HOLDER] = self.holder_commitment_number + 1
         self._log.fee_updates.append(update)
-        if self._spendable_msat(Side.COUNTERPARTY) < 0:
-            self._log.fee_updates.pop()
-            raise PeerProtocolError("the opener cannot afford its new feerate")
 
     # -- commitment_signed / revoke_and_ack ----------------------------------------------------
 
@@ -259,6 +276,7 @@ class Channel(ChannelClosing):
         """Sign the peer's next commitment with every update it should now hold."""
         if self.awaiting_revoke_and_ack:
             raise RejectedUpdate("waiting for revoke_and_ack before signing again")
+        check_reestablished(self, ours=True)
         if self.state not in (ChannelState.NORMAL, ChannelState.SHUTTING_DOWN):
             raise RejectedUpdate(f"cannot sign in state {self.state.value}")
         if not self.has_unsigned_changes():
@@ -295,6 +313,7 @@ class Channel(ChannelClosing):
         """The peer signed our next commitment: check it, then revoke our previous one."""
         if self.state not in (ChannelState.NORMAL, ChannelState.SHUTTING_DOWN):
             raise UnexpectedMessage(f"commitment_signed in state {self.state.value}")
+        check_reestablished(self, ours=False)
         number = self.holder_commitment_number + 1
         self._check_holder_commitment(number, msg.signature, msg.htlc_signature)
         self.holder_commitment_number = number
@@ -315,6 +334,7 @@ class Channel(ChannelClosing):
 
     def on_revoke_and_ack(self, msg: RevokeAndAck) -> None:
         """The peer revoked its previous commitment."""
+        check_reestablished(self, ours=False)
         if not self.awaiting_revoke_and_ack:
             raise UnexpectedMessage("revoke_and_ack without a commitment_signed to answer")
         revoked = self.counterparty_commitment_number - 1
@@ -369,6 +389,7 @@ class Channel(ChannelClosing):
             self.closing_fee_sent_sat = None
         if self.log is None or not self.is_funded:
             return []
+        self.reestablish_pending = True
         return self._log.drop_unsigned(self.holder_commitment_number,
                                        self.counterparty_commitment_number)
 
@@ -391,6 +412,7 @@ class Channel(ChannelClosing):
         out: list[Any] = []
         if msg.channel_id != self.channel_id:
             raise PeerProtocolError("channel_reestablish for another channel_id")
+        check_channel_reestablish(msg)
         # Did the peer get our last revoke_and_ack?
         resend_revoke = False
         if msg.next_revocation_number == self.holder_commitment_number - 1:
@@ -440,6 +462,7 @@ class Channel(ChannelClosing):
             # BOLT 2: retransmit shutdown; the fee negotiation then starts over
             out.append(Shutdown(channel_id=self.channel_id,
                                 scriptpubkey=self.holder_shutdown_script))
+        self.reestablish_pending = False
         return out
 
     def _updates_in(self, number: int) -> list[Any]:

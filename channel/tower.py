@@ -55,9 +55,8 @@ from typing import Protocol
 
 from bitcoin.core import COutPoint, CTransaction, CTxIn, CTxOut
 from bitcoin.core.script import CScript
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from channel.aead import chacha20_poly1305, invalid_tag
 from channel.errors import InvalidSignature, MalformedMessage, PeerProtocolError
 from channel.keys import (
     SIGHASH_ALL,
@@ -125,14 +124,14 @@ def _key_for(txid: bytes) -> bytes:
 
 def encrypt_blob(plaintext: bytes, breach_txid: bytes) -> bytes:
     """ChaCha20-Poly1305 under ``SHA256(breach_txid)``, zero nonce (one plaintext per key)."""
-    return ChaCha20Poly1305(_key_for(breach_txid)).encrypt(_NONCE, plaintext, None)
+    return chacha20_poly1305(_key_for(breach_txid)).encrypt(_NONCE, plaintext, None)
 
 
 def decrypt_blob(blob: bytes, breach_txid: bytes) -> bytes | None:
     """The plaintext, or None when ``blob`` was not made for ``breach_txid`` (or was altered)."""
     try:
-        return ChaCha20Poly1305(_key_for(breach_txid)).decrypt(_NONCE, blob, None)
-    except InvalidTag:
+        return chacha20_poly1305(_key_for(breach_txid)).decrypt(_NONCE, blob, None)
+    except invalid_tag():
         return None   # a hint collision or a tampered blob: simply not a match
 
 
@@ -536,11 +535,19 @@ class JusticeTransaction:
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    """A CompactSize at ``pos``; raises ValueError on a short or non-canonical one (bitcoind
+    refuses a length that a shorter form could have held, so must we: such bytes are not a tx)."""
     first = data[pos]
     if first < 0xFD:
         return first, pos + 1
-    size = {0xFD: 2, 0xFE: 4, 0xFF: 8}[first]
-    return int.from_bytes(data[pos + 1:pos + 1 + size], "little"), pos + 1 + size
+    size, minimum = {0xFD: (2, 0xFD), 0xFE: (4, 0x10000), 0xFF: (8, 0x100000000)}[first]
+    field = data[pos + 1:pos + 1 + size]
+    if len(field) != size:
+        raise ValueError("truncated CompactSize")
+    value = int.from_bytes(field, "little")
+    if value < minimum:
+        raise ValueError(f"non-canonical CompactSize {value}")
+    return value, pos + 1 + size
 
 
 def scan_raw_transaction(raw: bytes) -> tuple[bytes, list[bytes]]:
@@ -551,6 +558,8 @@ def scan_raw_transaction(raw: bytes) -> tuple[bytes, list[bytes]]:
     """
     try:
         segwit = raw[4] == 0 and raw[5] != 0
+        if segwit and raw[5] != 1:
+            raise ValueError(f"segwit flag {raw[5]} (only 1 is defined)")
         pos = 6 if segwit else 4
         start = pos
         n_in, pos = _varint(raw, pos)

@@ -43,6 +43,7 @@ __all__ = [
     "BOLT1_MESSAGES",
     "CHANNEL_TYPE_ANCHORS",
     "CHANNEL_TYPE_STATIC_REMOTEKEY",
+    "MAX_FEATURE_BYTES",
     "MAX_PONG_BYTES",
     "REGTEST_CHAIN_HASH",
     "ErrorMessage",
@@ -69,6 +70,13 @@ REGTEST_CHAIN_HASH: Final = bytes.fromhex(
 
 #: BOLT 1: a ``ping`` asking for this many pong bytes or more must not be answered.
 MAX_PONG_BYTES: Final = 65531
+
+#: The longest feature field we parse. BOLT 9 assigns bits below 300 today; 1 kB (8192 bits)
+#: leaves room for growth while bounding what a stranger's ``init`` costs us.
+MAX_FEATURE_BYTES: Final = 1024
+
+#: For each byte value, the positions of its set bits (0 = least significant).
+_BITS_OF_BYTE: Final = tuple(tuple(i for i in range(8) if b >> i & 1) for b in range(256))
 
 Fields = tuple[tuple[str, FieldCodec], ...]
 
@@ -210,9 +218,21 @@ class Features:
         return cls(bits=frozenset(int(f) for f in required) | {int(f) + 1 for f in optional})
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Features:
-        value = int.from_bytes(data, "big")
-        return cls(bits=frozenset(i for i in range(value.bit_length()) if value >> i & 1))
+    def from_bytes(cls, data: bytes, *, max_bytes: int = MAX_FEATURE_BYTES) -> Features:
+        """Parse a big-endian bitmap in time linear in its length.
+
+        Byte by byte, never shifting one big integer (a 65 kB field from a stranger once cost
+        3 s of CPU that way). Raises ``MalformedMessage`` above ``max_bytes``.
+        """
+        if len(data) > max_bytes:
+            raise MalformedMessage(f"feature field of {len(data)} bytes exceeds {max_bytes}")
+        last = len(data) - 1
+        bits: set[int] = set()
+        for index, byte in enumerate(data):
+            if byte:
+                base = 8 * (last - index)
+                bits.update(base + i for i in _BITS_OF_BYTE[byte])
+        return cls(bits=frozenset(bits))
 
     def to_bytes(self) -> bytes:
         """Big-endian bitmap of minimal length (empty when no bit is set), as BOLT 1 asks."""

@@ -36,9 +36,15 @@ def preimage(tag: str) -> bytes:
 
 @dataclass
 class Pair:
-    """Alice (opener) and Bob, their monitors, and every monitor event so far."""
+    """Alice (opener) and Bob, their monitors, and every monitor event so far.
+
+    ``alice_delay`` is the ``to_self_delay`` Alice imposes on Bob's to_local (her config),
+    ``bob_delay`` the one Bob imposes on hers; equal unless a test sets them apart.
+    """
 
     fmt: CommitmentFormat
+    alice_delay: int = TO_SELF_DELAY
+    bob_delay: int = TO_SELF_DELAY
     alice: Channel = field(init=False)
     bob: Channel = field(init=False)
     alice_monitor: ChannelMonitor = field(init=False)
@@ -47,13 +53,14 @@ class Pair:
     alice_events: list[MonitorEvent] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        cfg = ChannelConfig(to_self_delay=TO_SELF_DELAY)
         a, open_msg = Channel.open_outbound(
-            keys=ChannelKeys.from_seed(b"alice".ljust(32, b".")), config=cfg,
+            keys=ChannelKeys.from_seed(b"alice".ljust(32, b".")),
+            config=ChannelConfig(to_self_delay=self.alice_delay),
             funding_sat=FUNDING_SAT, push_msat=0, feerate_per_kw=2000,
             temporary_channel_id=b"t" * 32, commitment_format=self.fmt)
         b, accept = Channel.accept_inbound(keys=ChannelKeys.from_seed(b"bob".ljust(32, b".")),
-                                           config=cfg, msg=open_msg)
+                                           config=ChannelConfig(to_self_delay=self.bob_delay),
+                                           msg=open_msg)
         a.on_accept_channel(accept)
         created = a.funding_created(FUNDING_OUTPOINT)
         self.alice, self.bob = a, b

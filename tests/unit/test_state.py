@@ -29,6 +29,7 @@ from channel.errors import (
     LostState,
     MalformedMessage,
     PeerProtocolError,
+    PeerWarning,
     RejectedUpdate,
     UnexpectedMessage,
 )
@@ -296,12 +297,13 @@ def test_channel_ready_retransmission_is_ignored(fmt: CommitmentFormat) -> None:
 
 
 def test_open_rejects_our_own_bad_parameters() -> None:
-    """open_outbound refuses zero/oversized funding, push above funding and a feerate below 253."""
+    """open_outbound refuses funding below 20,000 sat or oversized, push above funding and a
+    feerate below 253."""
     keys = ChannelKeys.from_seed(SEED_A)
     good: dict[str, Any] = {"keys": keys, "config": CONFIG, "funding_sat": FUNDING_SAT,
                             "push_msat": 0, "feerate_per_kw": FEERATE,
                             "temporary_channel_id": TEMP_ID}
-    for change in ({"funding_sat": 0}, {"funding_sat": 2**24},
+    for change in ({"funding_sat": 0}, {"funding_sat": 19_999}, {"funding_sat": 2**24},
                    {"push_msat": FUNDING_SAT * 1000 + 1}, {"push_msat": -1},
                    {"feerate_per_kw": 252}):
         with pytest.raises(RejectedUpdate):
@@ -589,21 +591,24 @@ def test_update_fee_changes_every_commitment_fee(fmt: CommitmentFormat) -> None:
     assert_consistent(a, b)
     assert a.log is not None and a.log.base_feerate_per_kw == 2000 and a.log.fee_updates == []
     assert b.log is not None and b.log.base_feerate_per_kw == 2000 and b.log.fee_updates == []
-    # and the fee counts for what A may still send: 2 HTLCs in flight, one more to add
-    expected_spendable = (balance_a - opener_charge(fmt, 2000, 3) * 1000 - RESERVE_MSAT)
+    # and the fee counts for what A may still send: 2 HTLCs in flight, one more to add, and
+    # BOLT 2's fee spike buffer: twice the feerate with one more HTLC still
+    expected_spendable = (balance_a - opener_charge(fmt, 2 * 2000, 4) * 1000 - RESERVE_MSAT)
     assert a.available_to_send_msat() == expected_spendable
 
 
 def test_unaffordable_fee_is_refused(fmt: CommitmentFormat) -> None:
-    """A feerate the opener cannot pay: RejectedUpdate for us, PeerProtocolError from the peer."""
+    """A feerate the opener cannot pay: RejectedUpdate for us, PeerWarning (warn and
+    reconnect, never a force-close) from the peer; both for a feerate out of bounds too."""
     a, b = open_pair(fmt, push_msat=900_000_000)
     expect_unchanged(a, RejectedUpdate, lambda: a.update_fee(200_000))
     forged = UpdateFee(channel_id=a.channel_id or b"", feerate_per_kw=200_000)
-    expect_unchanged(b, PeerProtocolError, lambda: b.on_update_fee(forged))
+    expect_unchanged(b, PeerWarning, lambda: b.on_update_fee(forged), match="cannot afford")
     for feerate in (252, 1_000_001):
         bad = UpdateFee(channel_id=a.channel_id or b"", feerate_per_kw=feerate)
-        expect_unchanged(b, PeerProtocolError, lambda: b.on_update_fee(bad))  # noqa: B023
-    expect_unchanged(a, RejectedUpdate, lambda: a.update_fee(252))
+        expect_unchanged(b, PeerWarning, lambda: b.on_update_fee(bad),  # noqa: B023
+                         match=f"feerate_per_kw {feerate} is outside 253..1000000")
+        expect_unchanged(a, RejectedUpdate, lambda: a.update_fee(feerate))  # noqa: B023
     b.on_update_fee(a.update_fee(50_000))       # affordable: 90_000 sat pays 36_200 (+anchors)
     flush(a, b)
     assert a.holder_transactions().commitment.feerate_per_kw == 50_000
@@ -807,7 +812,10 @@ def test_update_add_htlc_over_balance_and_reserve(fmt: CommitmentFormat) -> None
     # A (the opener) offers B: balance - reserve - commitment fee with one more HTLC (+ anchors)
     a, b = open_pair(fmt, push_msat=push)
     limit_a = FUNDING_SAT * 1000 - push - RESERVE_MSAT - opener_charge(fmt, FEERATE, 1) * 1000
-    assert a.available_to_send_msat() == limit_a
+    # A itself keeps BOLT 2's fee spike buffer (twice the feerate, one more HTLC); B does not
+    # demand it: the buffer is the sender's prudence, not a rule the receiver enforces
+    assert a.available_to_send_msat() == \
+        limit_a + (opener_charge(fmt, FEERATE, 1) - opener_charge(fmt, 2 * FEERATE, 2)) * 1000
     over = _forged_add(a, htlc_id=0, amount_msat=limit_a + 1)
     expect_unchanged(b, PeerProtocolError, lambda: b.on_update_add_htlc(over))
     b.on_update_add_htlc(_forged_add(a, htlc_id=0, amount_msat=limit_a))
@@ -887,7 +895,7 @@ def test_our_invalid_adds_are_rejected(fmt: CommitmentFormat) -> None:
     add(a, b, 1000, 2)
     expect_unchanged(a, RejectedUpdate, lambda: try_add(1000))          # max_accepted_htlcs
     a2, _ = open_pair(fmt, push_msat=FUNDING_SAT * 1000 - 30_000_000)
-    limit = 30_000_000 - RESERVE_MSAT - opener_charge(fmt, FEERATE, 1) * 1000
+    limit = 30_000_000 - RESERVE_MSAT - opener_charge(fmt, 2 * FEERATE, 2) * 1000  # spike buffer
     assert a2.available_to_send_msat() == limit
     expect_unchanged(a2, RejectedUpdate, lambda: a2.add_htlc(
         amount_msat=limit + 1, payment_hash=payment_hash(0), cltv_expiry=CLTV,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from channel.messages import decode_message, encode_message
 from channel.wire import (
     CHANNEL_TYPE_ANCHORS,
     CHANNEL_TYPE_STATIC_REMOTEKEY,
+    MAX_FEATURE_BYTES,
     REGTEST_CHAIN_HASH,
     ErrorMessage,
     Feature,
@@ -234,3 +236,34 @@ def test_features_reject_bad_bits() -> None:
     """Negative bit numbers are refused at construction."""
     with pytest.raises(MalformedMessage):
         Features(bits=frozenset({-1}))
+
+
+def test_features_from_bytes_is_linear_for_a_65_kb_field() -> None:
+    """A 65 kB feature field parses in well under 50 ms (it took 3.2 s when quadratic)."""
+    field = bytearray(0xFFFF)
+    field[0] = 0x80                  # bit 8 * 0xFFFF - 1: the highest a u16 length allows
+    field[-1] = 0x03                 # bits 0 and 1
+    field[0x8000] = 0x10
+    timings = []
+    for _ in range(3):           # the best of three: a busy machine may pause one run
+        started = time.perf_counter()
+        features = Features.from_bytes(bytes(field), max_bytes=0xFFFF)
+        timings.append(time.perf_counter() - started)
+    elapsed = min(timings)
+    assert features.bits == frozenset({8 * 0xFFFF - 1, 0, 1, 8 * (0xFFFF - 1 - 0x8000) + 4})
+    assert elapsed < 0.025, f"{elapsed * 1000:.1f} ms"
+    dense = bytes([0xFF]) * MAX_FEATURE_BYTES
+    assert Features.from_bytes(dense).bits == frozenset(range(8 * MAX_FEATURE_BYTES))
+
+
+def test_an_init_with_a_65_kb_feature_field_is_refused_at_once() -> None:
+    """A stranger's 65 kB ``features`` is refused (MalformedMessage) in well under 50 ms."""
+    field = b"\x80" + bytes(0xFFFE)
+    init = decode_message(encode_message(Init(globalfeatures=b"", features=field)))
+    assert isinstance(init, Init)
+    started = time.perf_counter()
+    with pytest.raises(MalformedMessage, match="65535 bytes exceeds 1024"):
+        init.combined_features()
+    assert time.perf_counter() - started < 0.01
+    ok = Init(globalfeatures=b"", features=b"\x00" * (MAX_FEATURE_BYTES - 2) + b"\x41\x00")
+    assert ok.combined_features().bits == frozenset({8, 14})
