@@ -69,14 +69,16 @@ from channel.state import (
 )
 from channel.store import ChannelRow, PaymentRow
 from channel.types import CommitmentFormat, OutPoint, Side
-from channel.wire import ErrorMessage
+from channel.wire import ErrorMessage, WarningMessage
 
 __all__ = [
     "COMMITMENT_FEERATE_PER_KW",
     "SWEEP_FEERATE_PER_KW",
     "ChannelManager",
     "FlightRecords",
+    "closes_under_way",
     "find_channel",
+    "refuse_close",
     "txid_hex",
 ]
 
@@ -122,6 +124,18 @@ def find_channel(handles: Iterable[ChannelHandle], channel: str) -> ChannelHandl
         raise RejectedUpdate(f"{text} is the start of {len(matches)} channels' ids "
                              f"({', '.join(h.key[:12] for h in matches)}): type more of it")
     return matches[0]
+
+
+def closes_under_way(handles: Iterable[ChannelHandle]) -> list[str]:
+    """Keys of the channels among ``handles`` whose cooperative close is being negotiated."""
+    return [h.key for h in handles if h.channel.state in
+            (ChannelState.SHUTTING_DOWN, ChannelState.NEGOTIATING_CLOSE)]
+
+
+def refuse_close(handle: ChannelHandle, reason: str, fx: Effects) -> None:
+    """A close under way ended without a closing tx: the ``close`` command fails at once."""
+    if closes_under_way([handle]):
+        fx.resolutions.append(ShutdownResolved(handle.key, "", error=reason))
 
 
 class ChannelManager:
@@ -209,12 +223,16 @@ class ChannelManager:
         handler = self._HANDLERS.get(type(message))
         if handler is not None:
             handler(self, peer_id, message, fx, fresh_script)
-        elif isinstance(message, ErrorMessage):
+        elif isinstance(message, ErrorMessage | WarningMessage):
             targets = self.handles_of(peer_id) if message.channel_id == bytes(32) else \
                 [h for h in [self.handle_for(peer_id, message.channel_id)] if h is not None]
             for handle in targets:
-                if not forget_unfunded(self.handles, handle,
-                                       f"the peer refused the channel: {message.text}", fx):
+                refuse_close(handle, f"the peer refused the close: {message.text!r}", fx)
+                # BOLT 1: a warning fails nothing; an error fails the channel (an unfunded one
+                # is simply forgotten: there is nothing to close on chain)
+                if isinstance(message, ErrorMessage) and not forget_unfunded(
+                        self.handles, handle, f"the peer refused the channel: {message.text}",
+                        fx):
                     self.force_close(handle, fx)
 
     def end_of_batch(self, fx: Effects) -> None:
@@ -228,6 +246,8 @@ class ChannelManager:
         """BOLT 2: the peer broke the protocol on a channel: ``error`` it and force-close."""
         fx.send(peer_id, ErrorMessage.with_text(channel_id or bytes(32), text[:500]))
         handle = self.handle_for(peer_id, channel_id) if channel_id else None
+        if handle is not None:
+            refuse_close(handle, f"the close failed: {text}", fx)
         if handle is not None and not forget_unfunded(
                 self.handles, handle, f"channel failed before funding: {text}", fx):
             self.force_close(handle, fx)

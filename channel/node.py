@@ -39,7 +39,12 @@ from channel.effects import (
     ShutdownResolved,
 )
 from channel.errors import ChainError, PeerProtocolError, RejectedUpdate, StartRefused
-from channel.manager import COMMITMENT_FEERATE_PER_KW, SWEEP_FEERATE_PER_KW, ChannelManager
+from channel.manager import (
+    COMMITMENT_FEERATE_PER_KW,
+    SWEEP_FEERATE_PER_KW,
+    ChannelManager,
+    closes_under_way,
+)
 from channel.messages import Shutdown, encode_message
 from channel.monitor import ChannelMonitor
 from channel.node_control import NodeControl
@@ -249,7 +254,7 @@ class Node:
         future = self._waiters.pop((type(done), done.key), None)
         if future is None or future.done():
             return
-        if isinstance(done, OpenResolved) and done.error:
+        if isinstance(done, OpenResolved | ShutdownResolved) and done.error:
             future.set_exception(RejectedUpdate(done.error))
         else:
             future.set_result(done.funding_txid if isinstance(done, OpenResolved) else
@@ -290,9 +295,14 @@ class Node:
         await self.complete(fx)
 
     async def peer_disconnected(self, peer_id: bytes) -> None:
+        interrupted = closes_under_way(self._m.handles_of(peer_id))
         fx = Effects()
         self._m.peer_disconnected(peer_id, fx)
         await self.complete(fx)
+        for key in interrupted:   # a waiting `close` fails now, not after its timeout
+            self._resolve(ShutdownResolved(key, "", error=(
+                "the peer disconnected during the close negotiation (it resumes when the "
+                "peer reconnects); try `close` again, or `force-close`")))
 
     async def deliver(self, peer_id: bytes, message: Any, fx: Effects) -> None:
         if isinstance(message, WarningMessage | ErrorMessage):

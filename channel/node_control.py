@@ -21,6 +21,7 @@ from channel.invoice import Invoice
 from channel.manager import ChannelManager, txid_hex
 from channel.state import ChannelState
 from channel.types import Side
+from channel.wire import Feature
 
 if TYPE_CHECKING:
     from channel.node import Node
@@ -131,6 +132,10 @@ class NodeControl:
         node_id = bytes.fromhex(peer_id)
         async with self._connected(node_id, f"not connected to {peer_id[:16]}…: connect first"):
             fx = Effects()
+            # BOLT 2: propose a channel_type both support; a peer that requires anchors
+            # (Electrum) refuses any other, so it gets anchors even when not asked for
+            anchors = anchors or self._node.peers.features_of(node_id).requires(
+                Feature.OPTION_ANCHORS)
             handle = self._m.open_channel(node_id, funding_sat=amount_sat, push_msat=push_msat,
                                           anchors=anchors, fx=fx)
             opened = self._node.waiter(OpenResolved, handle.key)

@@ -36,6 +36,7 @@ from channel.tasks import BackgroundTasks
 from channel.transport import Transport, accept, connect
 from channel.wire import (
     REGTEST_CHAIN_HASH,
+    Features,
     Init,
     Ping,
     Pong,
@@ -73,6 +74,7 @@ class PeerHandler(Protocol):
 class Peer:
     node_id: bytes
     transport: Transport
+    features: Features = field(default_factory=Features)   # from the peer's ``init``
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -113,6 +115,11 @@ class PeerManager:
             self._server.close()
         for peer in list(self.peers.values()):
             await peer.transport.close()
+
+    def features_of(self, peer_id: bytes) -> Features:
+        """The feature vector a connected peer sent in ``init`` (empty if not connected)."""
+        peer = self.peers.get(peer_id)
+        return peer.features if peer is not None else Features()
 
     def lock_of(self, peer_id: bytes) -> asyncio.Lock:
         """The peer's turn lock (a fresh one, uncontended, for a peer not connected)."""
@@ -180,7 +187,7 @@ class PeerManager:
         old = self.peers.get(node_id)
         if old is not None:
             await old.transport.close()
-        peer = Peer(node_id=node_id, transport=transport)
+        peer = Peer(node_id=node_id, transport=transport, features=first.combined_features())
         self.peers[node_id] = peer
         log.info("peer %s connected", node_id.hex()[:16])
         async with peer.lock:
