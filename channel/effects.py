@@ -62,10 +62,12 @@ class OpenResolved:
 
 @dataclass(frozen=True, slots=True)
 class ShutdownResolved:
-    """A cooperative close finished: its closing transaction is broadcast."""
+    """A cooperative close finished: its closing transaction is broadcast (``closing_txid``),
+    or it failed (``error``: the peer's reason, for the ``close`` command)."""
 
     key: str
     closing_txid: str
+    error: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +101,9 @@ class Effects:
     resolutions: list[Resolution] = field(default_factory=list)
     funding: list[FundingNeeded] = field(default_factory=list)   # wallet work, then funded()
     depth_checks: list[str] = field(default_factory=list)        # channel keys to look at
+    # channels that end before they were funded: delete their rows, unlock the inputs of the
+    # funding tx we built and never broadcast
+    forgotten: list[tuple[str, bytes | None]] = field(default_factory=list)
     forwards: list[ForwardRow] = field(default_factory=list)     # forward links changed
 
     def touch(self, handle: ChannelHandle) -> None:
@@ -112,14 +117,15 @@ class Effects:
         """Everything gathered so far, moved into a new :class:`Effects` (this one is empty
         afterwards): to complete part of a batch before an error is handled."""
         taken = Effects(self.touched, self.payments, self.kv, self.outgoing, self.broadcasts,
-                        self.resolutions, self.funding, self.depth_checks, self.forwards)
+                        self.resolutions, self.funding, self.depth_checks, self.forgotten,
+                        self.forwards)
         self.touched, self.payments, self.kv, self.outgoing = [], [], [], []
         self.broadcasts, self.resolutions, self.funding, self.depth_checks = [], [], [], []
-        self.forwards = []
+        self.forgotten, self.forwards = [], []
         return taken
 
     @property
     def empty(self) -> bool:
         return not (self.touched or self.payments or self.kv or self.outgoing or
                     self.broadcasts or self.resolutions or self.funding or self.depth_checks or
-                    self.forwards)
+                    self.forgotten or self.forwards)

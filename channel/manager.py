@@ -59,6 +59,7 @@ from channel.monitor import (
     MonitorEvent,
 )
 from channel.payments import Payments
+from channel.pending import UNPERSISTED_STATES, check_room_for, forget_unfunded
 from channel.state import (
     Channel,
     ChannelConfig,
@@ -69,13 +70,16 @@ from channel.state import (
 )
 from channel.store import ChannelRow, ForwardRow, PaymentRow
 from channel.types import CommitmentFormat, OutPoint, Side
-from channel.wire import ErrorMessage
+from channel.wire import ErrorMessage, WarningMessage
 
 __all__ = [
     "COMMITMENT_FEERATE_PER_KW",
     "SWEEP_FEERATE_PER_KW",
     "ChannelManager",
     "FlightRecords",
+    "closes_under_way",
+    "find_channel",
+    "refuse_close",
     "txid_hex",
 ]
 
@@ -101,6 +105,39 @@ class FlightRecords:
     kv: list[tuple[str, str]]
     revealed: list[tuple[str, list[MonitorUpdate]]]   # per channel: updates for the towers
     forwards: list[ForwardRow]
+
+
+def find_channel(handles: Iterable[ChannelHandle], channel: str) -> ChannelHandle:
+    """The channel a person named: any unique prefix of its key or of its channel id;
+    a one-line :class:`RejectedUpdate` for no match or several."""
+    handles = list(handles)
+    text = channel.strip().lower()
+    if not text or any(c not in "0123456789abcdef" for c in text):
+        raise RejectedUpdate(f"{channel!r} is not a channel id: give the start of a key or "
+                             "channel_id shown by `channels`")
+    ids = {h.key: (h.key, (h.channel.channel_id or b"").hex()) for h in handles}
+    matches = [h for h in handles if any(i.startswith(text) for i in ids[h.key] if i)]
+    exact = [h for h in matches if text in ids[h.key]]
+    if len(exact) == 1:
+        return exact[0]
+    if not matches:
+        raise RejectedUpdate(f"no channel starts with {text} (see `channels`)")
+    if len(matches) > 1:
+        raise RejectedUpdate(f"{text} is the start of {len(matches)} channels' ids "
+                             f"({', '.join(h.key[:12] for h in matches)}): type more of it")
+    return matches[0]
+
+
+def closes_under_way(handles: Iterable[ChannelHandle]) -> list[str]:
+    """Keys of the channels among ``handles`` whose cooperative close is being negotiated."""
+    return [h.key for h in handles if h.channel.state in
+            (ChannelState.SHUTTING_DOWN, ChannelState.NEGOTIATING_CLOSE)]
+
+
+def refuse_close(handle: ChannelHandle, reason: str, fx: Effects) -> None:
+    """A close under way ended without a closing tx: the ``close`` command fails at once."""
+    if closes_under_way([handle]):
+        fx.resolutions.append(ShutdownResolved(handle.key, "", error=reason))
 
 
 class ChannelManager:
@@ -139,13 +176,8 @@ class ChannelManager:
         return handle
 
     def find(self, channel: str) -> ChannelHandle:
-        """The channel a person named: its key or channel id, or 8+ leading hex chars."""
-        for h in self.handles.values():
-            cid = (h.channel.channel_id or b"").hex()
-            if channel in (h.key, cid) or (len(channel) >= 8 and (
-                    h.key.startswith(channel) or cid.startswith(channel))):
-                return h
-        raise RejectedUpdate(f"no channel {channel}")
+        """The channel a person named: any unique prefix of its key or of its channel id."""
+        return find_channel(self.handles.values(), channel)
 
     def usable_channel(self, peer_id: bytes) -> ChannelHandle:
         for h in self.handles_of(peer_id):
@@ -180,9 +212,13 @@ class ChannelManager:
                     fx.send(peer_id, chan.channel_reestablish())
                     fx.touch(handle)
 
-    def peer_disconnected(self, peer_id: bytes) -> None:
-        for handle in self.handles_of(peer_id):
-            handle.channel.on_disconnect()  # uncommitted updates die with the connection
+    def peer_disconnected(self, peer_id: bytes, fx: Effects | None = None) -> None:
+        """Uncommitted updates die with the connection; so do channels not yet funded (BOLT
+        2: forget a channel on disconnect before funding_signed)."""
+        for handle in self.handles_of(peer_id):  # a copy: forgetting changes self.handles
+            if not forget_unfunded(self.handles, handle, "the peer disconnected before the "
+                                   "channel was funded", fx if fx is not None else Effects()):
+                handle.channel.on_disconnect()
 
     def handle_message(self, peer_id: bytes, message: Any, fx: Effects, *,
                        fresh_script: bytes | None = None) -> None:
@@ -191,11 +227,17 @@ class ChannelManager:
         handler = self._HANDLERS.get(type(message))
         if handler is not None:
             handler(self, peer_id, message, fx, fresh_script)
-        elif isinstance(message, ErrorMessage):
+        elif isinstance(message, ErrorMessage | WarningMessage):
             targets = self.handles_of(peer_id) if message.channel_id == bytes(32) else \
                 [h for h in [self.handle_for(peer_id, message.channel_id)] if h is not None]
             for handle in targets:
-                self.force_close(handle, fx)
+                refuse_close(handle, f"the peer refused the close: {message.text!r}", fx)
+                # BOLT 1: a warning fails nothing; an error fails the channel (an unfunded one
+                # is simply forgotten: there is nothing to close on chain)
+                if isinstance(message, ErrorMessage) and not forget_unfunded(
+                        self.handles, handle, f"the peer refused the channel: {message.text}",
+                        fx):
+                    self.force_close(handle, fx)
 
     def end_of_batch(self, fx: Effects) -> None:
         """Updates queued while a batch was handled (a pipeline's next HTLCs) ride in the
@@ -209,6 +251,9 @@ class ChannelManager:
         fx.send(peer_id, ErrorMessage.with_text(channel_id or bytes(32), text[:500]))
         handle = self.handle_for(peer_id, channel_id) if channel_id else None
         if handle is not None:
+            refuse_close(handle, f"the close failed: {text}", fx)
+        if handle is not None and not forget_unfunded(
+                self.handles, handle, f"channel failed before funding: {text}", fx):
             self.force_close(handle, fx)
 
     # -- opening -----------------------------------------------------------------------------
@@ -229,6 +274,7 @@ class ChannelManager:
 
     def _on_open_channel(self, peer_id: bytes, msg: OpenChannel, fx: Effects,
                          _: bytes | None) -> None:
+        check_room_for(self.handles.values(), peer_id)
         chan, reply = Channel.accept_inbound(keys=ChannelKeys.from_seed(self._entropy(32)),
                                              config=self.config, msg=msg)
         handle = ChannelHandle(key=chan.temporary_channel_id.hex(), peer_id=peer_id, channel=chan)
@@ -255,9 +301,7 @@ class ChannelManager:
     def funding_failed(self, key: str, error: str, fx: Effects) -> None:
         """Our wallet could not fund channel ``key``: the open fails, the peer is told."""
         handle = self.handles[key]
-        handle.channel.on_funding_failed()
-        fx.touch(handle)
-        fx.resolutions.append(OpenResolved(key, error=f"cannot fund the channel: {error}"))
+        forget_unfunded(self.handles, handle, f"cannot fund the channel: {error}", fx)
         self.fail_channel(handle.peer_id, handle.channel.temporary_channel_id,
                           f"funding failed on our side: {error}", fx)
 
@@ -535,8 +579,11 @@ class ChannelManager:
 
     def flight_records(self, fx: Effects) -> FlightRecords:
         """The rows that make ``fx`` durable; monitors take the channels' updates here."""
+        # a channel before funding_created has nothing to lose: a stranger's open_channel
+        # costs the database nothing
         rows = [ChannelRow(key=h.key, peer_id=h.peer_id.hex(),
-                           record=channel_to_record(h.channel)) for h in fx.touched]
+                           record=channel_to_record(h.channel)) for h in fx.touched
+                if h.channel.state not in UNPERSISTED_STATES]
         snapshots: list[tuple[str, dict[str, Any]]] = []
         update_rows: list[tuple[str, int, dict[str, Any]]] = []
         revealed: list[tuple[str, list[MonitorUpdate]]] = []

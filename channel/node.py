@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import coincurve
 
 from channel.chain import ChainBackend, require_regtest
 from channel.chain_watcher import ChainWatcher
@@ -35,18 +38,24 @@ from channel.effects import (
     PipelineDone,
     ShutdownResolved,
 )
-from channel.errors import ChainError, PeerProtocolError, RejectedUpdate
+from channel.errors import ChainError, PeerProtocolError, RejectedUpdate, StartRefused
 from channel.forwarder import Forwarder, ForwardLink, NodePolicy
-from channel.manager import COMMITMENT_FEERATE_PER_KW, SWEEP_FEERATE_PER_KW, ChannelManager
+from channel.manager import (
+    COMMITMENT_FEERATE_PER_KW,
+    SWEEP_FEERATE_PER_KW,
+    ChannelManager,
+    closes_under_way,
+)
 from channel.messages import Shutdown, encode_message
 from channel.monitor import ChannelMonitor
 from channel.node_control import NodeControl
 from channel.payments import FINAL_CLTV_DELTA, Payments
 from channel.peers import PeerManager
 from channel.state import ChannelConfig, channel_from_record, monitor_update_from_record
-from channel.store import NodeStore
+from channel.store import NodeStore, holds_state
 from channel.tasks import BackgroundTasks
 from channel.tower_client import WatchtowerClient
+from channel.trace_log import TraceLog
 from channel.wire import ErrorMessage, WarningMessage
 
 if TYPE_CHECKING:
@@ -58,6 +67,11 @@ __all__ = ["COMMITMENT_FEERATE_PER_KW", "FINAL_CLTV_DELTA", "SWEEP_FEERATE_PER_K
 log = logging.getLogger("chanlab.node")
 
 FUNDING_FEERATE_SAT_PER_VB = 2
+#: test hook: a message name (e.g. ``revoke_and_ack``); the node process dies (as by kill -9,
+#: no cleanup) right after persisting a flight that would send such a message, before sending
+#: it, so a test proves that what was persisted is enough to recover
+CRASH_BEFORE_SEND_ENV = "CHANLAB_TEST_CRASH_BEFORE_SEND"
+CRASH_EXIT_CODE = 86
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,6 +90,9 @@ class NodeSettings:
     coalesce_flights: bool = True
     # what we charge and the delay we keep to forward an HTLC (our channel_update, BOLT 7)
     forwarding_policy: NodePolicy = field(default_factory=NodePolicy)
+    # start with a new, empty node.db beside a key that already exists (the operator's word
+    # that this key has no channel to forget)
+    allow_fresh_db: bool = False
 
 
 class Node:
@@ -88,13 +105,26 @@ class Node:
         self.shell = DaemonShell(settings.home, info_file="node.json", key_file="node_key",
                                  commands=NODE_COMMANDS, handlers=self.control.handlers())
         self._secret = self.shell.secret
-        import coincurve
         self.node_id: bytes = coincurve.PrivateKey(self._secret).public_key.format(True)
-        self.store = NodeStore(settings.home / "node.db")
+        db_path = settings.home / "node.db"
+        if self.shell.key_existed and not settings.allow_fresh_db and not holds_state(db_path):
+            self.shell.release_lock()
+            raise StartRefused(
+                f"{settings.home} has this node's key but no channel database ({db_path.name} "
+                f"is missing or empty): starting fresh would forget every channel of the key, "
+                f"the same danger as restoring an old backup; put the database back, or pass "
+                f"--allow-fresh-db if this key never had a channel")
+        try:
+            self.store = NodeStore(db_path)
+        except StartRefused:
+            self.shell.release_lock()
+            raise
         self._tasks = BackgroundTasks(log)
+        self.trace = TraceLog(settings.home / "trace.log")
         self.peers = PeerManager(node_secret=self._secret, handler=self, tasks=self._tasks,
                                  remember=self._remember_peer,
-                                 coalesce=settings.coalesce_flights)
+                                 coalesce=settings.coalesce_flights, tap=self.trace.record,
+                                 wanted=lambda peer_id: peer_id in self._m.peers_wanted())
         self.manager: ChannelManager | None = None
         self.port = settings.port
         self.cheat: CheatMode | None = None
@@ -154,7 +184,7 @@ class Node:
         self._tasks.spawn(watcher.run(height))
         known = [(p, a) for p in self.manager.peers_wanted()
                  if (a := self.store.get(f"peer:{p.hex()}")) is not None]
-        self._tasks.spawn(self.peers.reconnect(known))
+        self.peers.reconnect(known)
         self.towers.start(((h.key, h.monitor) for h in handles if h.monitor is not None),
                           self.settings.towers)
         log.info("node %s (%s) listening on %s:%d", self.settings.name, self.node_id.hex(),
@@ -175,6 +205,8 @@ class Node:
         await self.towers.stop()
         await self.chain.aclose()
         self.store.close()
+        self.shell.release_lock()
+        self.trace.close()
 
     # -- carrying out a flight -------------------------------------------------------------
 
@@ -190,7 +222,12 @@ class Node:
         self.store.commit_flight(channels=records.channels, monitors=records.monitors,
                                  monitor_updates=records.monitor_updates,
                                  payments=records.payments, kv=kv,
+                                 forget=[key for key, _ in fx.forgotten],
                                  forwards=records.forwards)
+        crash_at = os.environ.get(CRASH_BEFORE_SEND_ENV)
+        if crash_at and any(getattr(m, "NAME", "") == crash_at for _, m in fx.outgoing):
+            log.warning("test hook %s: dying after the persist, before the send", crash_at)
+            os._exit(CRASH_EXIT_CODE)
         by_peer: dict[bytes, list[bytes]] = {}
         for peer_id, message in fx.outgoing:
             by_peer.setdefault(peer_id, []).append(encode_message(message))
@@ -201,6 +238,12 @@ class Node:
                 log.info("broadcast %s", await self.chain.broadcast(raw))
             except ChainError as exc:
                 log.warning("broadcast failed: %s", exc)
+        for key, funding_tx in fx.forgotten:
+            if funding_tx is not None:   # built and locked, never broadcast: spendable again
+                try:
+                    await self.chain.release_inputs(funding_tx)
+                except ChainError as exc:
+                    log.warning("inputs of channel %s stay locked: %s", key[:16], exc)
         for done in fx.resolutions:
             self._resolve(done)
         if fx.depth_checks:  # after the peer's turn: channel_ready takes the peer's lock
@@ -217,7 +260,7 @@ class Node:
         future = self._waiters.pop((type(done), done.key), None)
         if future is None or future.done():
             return
-        if isinstance(done, OpenResolved) and done.error:
+        if isinstance(done, OpenResolved | ShutdownResolved) and done.error:
             future.set_exception(RejectedUpdate(done.error))
         else:
             future.set_result(done.funding_txid if isinstance(done, OpenResolved) else
@@ -258,7 +301,14 @@ class Node:
         await self.complete(fx)
 
     async def peer_disconnected(self, peer_id: bytes) -> None:
-        self._m.peer_disconnected(peer_id)
+        interrupted = closes_under_way(self._m.handles_of(peer_id))
+        fx = Effects()
+        self._m.peer_disconnected(peer_id, fx)
+        await self.complete(fx)
+        for key in interrupted:   # a waiting `close` fails now, not after its timeout
+            self._resolve(ShutdownResolved(key, "", error=(
+                "the peer disconnected during the close negotiation (it resumes when the "
+                "peer reconnects); try `close` again, or `force-close`")))
 
     async def deliver(self, peer_id: bytes, message: Any, fx: Effects) -> None:
         if isinstance(message, WarningMessage | ErrorMessage):
