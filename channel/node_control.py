@@ -100,7 +100,7 @@ class NodeControl:
             "pay-batch": self.pay_many, "pay-pipeline": self.cmd_pay_pipeline,
             "settle": self.cmd_settle, "cancel": self.cmd_cancel,
             "channels": self.cmd_channels, "balance": self.cmd_balance,
-            "forwarding": self.cmd_forwarding,
+            "forwarding": self.cmd_forwarding, "pay-route": self.cmd_pay_route,
             "claimable": self.cmd_claimable, "events": self.cmd_events,
             "close": self.cmd_close, "force-close": self.cmd_force_close,
             "update-fee": self.cmd_update_fee, "cheat": self.cmd_cheat,
@@ -222,6 +222,44 @@ class NodeControl:
                     results.append({"status": "pending", "reason": "timed out waiting"})
             results[-1]["payment_hash"] = inv.payment_hash.hex()
         return results
+
+    async def cmd_pay_route(self, invoice: str, route: str, timeout_s: float) -> dict[str, Any]:
+        """Pay ``invoice`` along ``route`` (JSON hops, scids as ``forwarding`` names them)."""
+        import json
+        import secrets
+
+        from channel.payments import FINAL_CLTV_DELTA
+        from channel.route_send import route_from_json, send_along_route
+
+        inv = Invoice.decode(invoice)
+        manager = self._m
+        if inv.payment_hash in manager.payments.in_flight or \
+                inv.payment_hash in self._node.pay_waiters:
+            raise RejectedUpdate("a payment for this invoice is in flight")
+        try:
+            hops = json.loads(route)
+        except ValueError as exc:
+            raise RejectedUpdate(f"route is not JSON: {exc}") from exc
+        parsed = route_from_json(hops if isinstance(hops, list) else [])
+        fx = Effects()
+        built = send_along_route(manager.handles, parsed, payment_hash=inv.payment_hash,
+                                 payment_secret=inv.payment_secret, amount_msat=inv.amount_msat,
+                                 final_cltv=manager.height + FINAL_CLTV_DELTA,
+                                 session_key=secrets.token_bytes(32), fx=fx)
+        manager.payments.in_flight.add(inv.payment_hash)
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._node.pay_waiters[inv.payment_hash] = waiter
+        manager.end_of_batch(fx)
+        await self._node.complete(fx)
+        try:
+            result = dict(await asyncio.wait_for(waiter, timeout_s))
+        except TimeoutError:
+            self._node.pay_waiters.pop(inv.payment_hash, None)
+            manager.payments.abandon(inv.payment_hash)
+            result = {"status": "pending", "reason": "timed out waiting"}
+        result.update(payment_hash=inv.payment_hash.hex(), sent_msat=built.amount_msat,
+                      fee_msat=built.fee_msat)
+        return result
 
     async def cmd_pay_pipeline(self, invoices_path: str, batch_size: int,
                                timeout_s: float) -> dict[str, Any]:
