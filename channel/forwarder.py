@@ -319,10 +319,8 @@ class Forwarder:
                 continue
             reason = self._failure_to_send(link, out)
             preimage = link.preimage
-            if preimage is None and out is not None and out.channel.log is not None:
-                out_entry = out.channel.log.htlcs.get((Side.HOLDER, link.outgoing_htlc_id))
-                if out_entry is not None and out_entry.removal is Removal.FULFILLED:
-                    preimage = out_entry.payment_preimage
+            if preimage is None and out is not None:
+                preimage = self._preimage_downstream(link, out)
             if preimage is not None:
                 fx.touch(incoming)
                 fx.send(incoming.peer_id, incoming.channel.fulfill_htlc(link.incoming_htlc_id,
@@ -335,6 +333,18 @@ class Forwarder:
                 fx.send(incoming.peer_id, incoming.channel.fail_htlc(link.incoming_htlc_id,
                                                                      reason))
         return released
+
+    @staticmethod
+    def _preimage_downstream(link: ForwardLink, out: ChannelHandle) -> bytes | None:
+        """The preimage the next hop gave us off chain, or that its channel's monitor learnt
+        on chain (BOLT 5: the peer's HTLC-success, or its claim of our offered output)."""
+        if out.channel.log is not None:
+            out_entry = out.channel.log.htlcs.get((Side.HOLDER, link.outgoing_htlc_id))
+            if out_entry is not None and out_entry.removal is Removal.FULFILLED:
+                return out_entry.payment_preimage
+        if out.monitor is not None:
+            return out.monitor.known_preimages().get(link.payment_hash)
+        return None
 
     def _failure_to_send(self, link: ForwardLink, out: ChannelHandle | None) -> bytes | None:
         """The failure to send upstream now, if the outgoing HTLC has failed for good."""

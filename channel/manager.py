@@ -574,6 +574,8 @@ class ChannelManager:
         for handle in self.handles.values():
             if handle.monitor_dirty:
                 fx.touch(handle)
+        # a preimage learnt on chain downstream fulfils the forward upstream (BOLT 5)
+        self._settle_forwards(fx)
 
     # -- persistence -------------------------------------------------------------------------
 

@@ -356,3 +356,38 @@ def test_node_policy_is_the_channel_update_of_every_channel() -> None:
     assert (policy.fee_base_msat, policy.cltv_expiry_delta, policy.htlc_maximum_msat) == \
         (5000, 60, 1_000_000_000)
     _no_htlcs(line)
+
+
+def test_a_preimage_learnt_downstream_on_chain_fulfils_upstream() -> None:
+    """Carol holds the HTLC; once Bob's monitor of the Bob-Carol channel knows the preimage
+    (as when it sees Carol's HTLC-success on chain), Bob's next chain flight fulfils Alice's
+    HTLC: Alice gets the preimage and Bob is paid amount + fee on the Alice-Bob channel."""
+    net = Net()
+    line = _line(net)
+    fx = Effects()
+    invoice = line.carol.payments.create_invoice(AMOUNT_MSAT, "held", True, fx)
+    net.complete(line.carol.node_id, fx)
+    _send(line, _route(line), invoice)
+    net.run()
+    assert [r for r in net.resolutions[line.alice.node_id] if isinstance(r, PaymentResolved)] \
+        == []
+    assert len(line.bob.forwarder.links) == 1
+    row = line.carol.payments.payment(invoice.payment_hash.hex())
+    assert row is not None and row.preimage is not None
+    preimage = bytes.fromhex(row.preimage)
+    fx = Effects()
+    line.bob.dirty_monitors(fx)     # nothing known yet: nothing moves
+    assert fx.outgoing == []
+    monitor = line.bob.handles[line.bc].monitor
+    assert monitor is not None
+    monitor.provide_payment_preimage(preimage)
+    fx = Effects()
+    line.bob.dirty_monitors(fx)
+    net.complete(line.bob.node_id, fx)
+    net.run()
+
+    assert _outcome(line, invoice) == {"status": "succeeded", "payment_preimage": row.preimage,
+                                       "amount_msat": AMOUNT_MSAT + BOB_FEE_MSAT}
+    assert _local(line.bob, line.ab) == AMOUNT_MSAT + BOB_FEE_MSAT
+    upstream = line.bob.handles[line.ab].monitor
+    assert upstream is not None and upstream.known_preimages()[invoice.payment_hash] == preimage
