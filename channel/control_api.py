@@ -168,6 +168,10 @@ NODE_COMMANDS: dict[str, Command] = _table(
                    "channels: [{channel, peer_id, short_channel_id, alias}], "
                    "in_flight: [{incoming, outgoing, payment_hash, amount_msat, fee_msat, "
                    "preimage_known}]}"),
+    Command(name="graph-info", help="the network as this node knows it: nodes, and channels "
+                                    "with each direction's fees and cltv delta",
+            answer="{nodes: [{node_id, alias, addresses}], channels: [{short_channel_id, "
+                   "node_1, node_2, capacity_sat, public, policy_1?, policy_2?}]}"),
     Command(name="channels", help="list channels",
             answer="[{channel, peer_id, state, channel_id, funding_sat, funding_outpoint, "
                    "opener, commitment_format, to_self_delay, local_msat?, remote_msat?, "

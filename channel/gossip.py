@@ -64,6 +64,8 @@ __all__ = [
 
 #: ``channel_update.message_flags`` bit 0: ``must_be_one`` (``htlc_maximum_msat`` present).
 MESSAGE_FLAG_MUST_BE_ONE: Final = 0x01
+#: ``channel_update.message_flags`` bit 1: ``dont_forward`` (a private channel's update).
+MESSAGE_FLAG_DONT_FORWARD: Final = 0x02
 #: ``channel_update.channel_flags`` bit 0: direction (0 = from node_id_1, 1 = from node_id_2).
 CHANNEL_FLAG_DIRECTION: Final = 0x01
 #: ``channel_update.channel_flags`` bit 1: the channel is disabled in this direction.
@@ -412,11 +414,14 @@ def sign_channel_update(*, node_key: PrivateKey, chain_hash: bytes,
                         short_channel_id: ShortChannelId, timestamp: int, direction: int,
                         disabled: bool, cltv_expiry_delta: int, htlc_minimum_msat: int,
                         fee_base_msat: int, fee_proportional_millionths: int,
-                        htlc_maximum_msat: int) -> ChannelUpdate:
-    """Our policy for one direction of a channel, signed (BOLT 7 "channel_update")."""
+                        htlc_maximum_msat: int, dont_forward: bool = False) -> ChannelUpdate:
+    """Our policy for one direction of a channel, signed (BOLT 7 "channel_update");
+    ``dont_forward`` for a private channel's update sent only to the channel peer."""
     unsigned = ChannelUpdate(
         signature=_ZERO_SIG, chain_hash=chain_hash, short_channel_id=bytes(short_channel_id),
-        timestamp=timestamp, message_flags=MESSAGE_FLAG_MUST_BE_ONE,
+        timestamp=timestamp,
+        message_flags=MESSAGE_FLAG_MUST_BE_ONE | (MESSAGE_FLAG_DONT_FORWARD if dont_forward
+                                                  else 0),
         channel_flags=(direction & CHANNEL_FLAG_DIRECTION)
         | (CHANNEL_FLAG_DISABLE if disabled else 0),
         cltv_expiry_delta=cltv_expiry_delta, htlc_minimum_msat=htlc_minimum_msat,

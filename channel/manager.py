@@ -16,6 +16,7 @@ local command changes nothing and is the command's answer.
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -31,6 +32,9 @@ from channel.effects import (
 )
 from channel.errors import PeerProtocolError, RejectedUpdate
 from channel.forwarder import Forwarder
+from channel.gossip import ChannelUpdate
+from channel.gossip_local import LocalGossip
+from channel.graph import NetworkGraph
 from channel.invoice import Invoice
 from channel.keys import ChannelKeys
 from channel.messages import (
@@ -70,7 +74,7 @@ from channel.state import (
 )
 from channel.store import ChannelRow, ForwardRow, PaymentRow
 from channel.types import CommitmentFormat, OutPoint, Side
-from channel.wire import ErrorMessage, WarningMessage
+from channel.wire import REGTEST_CHAIN_HASH, ErrorMessage, WarningMessage
 
 __all__ = [
     "COMMITMENT_FEERATE_PER_KW",
@@ -147,12 +151,17 @@ class ChannelManager:
                  sweep_script: bytes, payments: Payments,
                  handles: Iterable[ChannelHandle] = (),
                  entropy: Entropy = secrets.token_bytes,
-                 forwarder: Forwarder | None = None) -> None:
+                 forwarder: Forwarder | None = None,
+                 clock: Callable[[], int] = lambda: int(time.time())) -> None:
         self.node_id = node_id
         self.config = config
         self.sweep_script = sweep_script
         self.payments = payments
         self.forwarder = forwarder or Forwarder(node_secret=payments.node_secret)
+        # what gossip taught us (filled by the gossip code); the payer routes over it
+        self.graph = NetworkGraph(REGTEST_CHAIN_HASH)
+        self.gossip = LocalGossip(node_secret=payments.node_secret,
+                                  chain_hash=REGTEST_CHAIN_HASH, clock=clock)
         self.handles: dict[str, ChannelHandle] = {h.key: h for h in handles}
         self.height = 0
         self.events: list[str] = []   # what the monitors said, for `events` and narration
@@ -215,6 +224,7 @@ class ChannelManager:
     def peer_disconnected(self, peer_id: bytes, fx: Effects | None = None) -> None:
         """Uncommitted updates die with the connection; so do channels not yet funded (BOLT
         2: forget a channel on disconnect before funding_signed)."""
+        self.gossip.peer_disconnected(self.handles_of(peer_id))
         for handle in self.handles_of(peer_id):  # a copy: forgetting changes self.handles
             if not forget_unfunded(self.handles, handle, "the peer disconnected before the "
                                    "channel was funded", fx if fx is not None else Effects()):
@@ -227,6 +237,8 @@ class ChannelManager:
         handler = self._HANDLERS.get(type(message))
         if handler is not None:
             handler(self, peer_id, message, fx, fresh_script)
+        elif isinstance(message, ChannelUpdate):
+            self.gossip.on_peer_update(self.graph, self.handles.values(), peer_id, message, fx)
         elif isinstance(message, ErrorMessage | WarningMessage):
             targets = self.handles_of(peer_id) if message.channel_id == bytes(32) else \
                 [h for h in [self.handle_for(peer_id, message.channel_id)] if h is not None]
@@ -244,6 +256,7 @@ class ChannelManager:
         batch's commitment_signed."""
         for handle in list(fx.touched):
             self._sign_if_needed(handle, fx)
+        self.gossip.send_updates(fx.touched, self.forwarder.policy, fx)
 
     def fail_channel(self, peer_id: bytes, channel_id: bytes | None, text: str,
                      fx: Effects) -> None:
@@ -332,6 +345,7 @@ class ChannelManager:
             return
         fx.touch(self.handles[key])
         fx.send(self.handles[key].peer_id, chan.funding_locked())
+        self.gossip.send_updates([self.handles[key]], self.forwarder.policy, fx)
 
     def _on_channel_ready(self, peer_id: bytes, msg: ChannelReady, fx: Effects,
                           _: bytes | None) -> None:

@@ -40,6 +40,7 @@ from channel.effects import (
 )
 from channel.errors import ChainError, PeerProtocolError, RejectedUpdate, StartRefused
 from channel.forwarder import Forwarder, ForwardLink, NodePolicy
+from channel.gossip_local import PEER_UPDATE_KV_PREFIX
 from channel.manager import (
     COMMITMENT_FEERATE_PER_KW,
     SWEEP_FEERATE_PER_KW,
@@ -170,6 +171,8 @@ class Node:
         self.manager = ChannelManager(node_id=self.node_id, config=self.settings.channel_config,
                                       sweep_script=bytes.fromhex(sweep), payments=payments,
                                       handles=handles, forwarder=forwarder)
+        self.manager.gossip.restore(self.manager.graph, self.manager.handles.values(),
+                                    self.store.kv_with_prefix(PEER_UPDATE_KV_PREFIX).values())
         self.manager.height = height
         if self.settings.allow_cheating:
             from channel.cheat import CheatMode  # loaded only on regtest, when asked for

@@ -100,7 +100,8 @@ class NodeControl:
             "pay-batch": self.pay_many, "pay-pipeline": self.cmd_pay_pipeline,
             "settle": self.cmd_settle, "cancel": self.cmd_cancel,
             "channels": self.cmd_channels, "balance": self.cmd_balance,
-            "forwarding": self.cmd_forwarding, "pay-route": self.cmd_pay_route,
+            "forwarding": self.cmd_forwarding, "graph-info": self.cmd_graph_info,
+            "pay-route": self.cmd_pay_route,
             "claimable": self.cmd_claimable, "events": self.cmd_events,
             "close": self.cmd_close, "force-close": self.cmd_force_close,
             "update-fee": self.cmd_update_fee, "cheat": self.cmd_cheat,
@@ -295,6 +296,10 @@ class NodeControl:
 
     async def cmd_forwarding(self) -> dict[str, Any]:
         return self._m.forwarder.report(self._m.handles.values())
+
+    async def cmd_graph_info(self) -> dict[str, Any]:
+        from channel.gossip_local import graph_report
+        return graph_report(self._m.graph)
 
     async def cmd_channels(self) -> list[dict[str, Any]]:
         return channel_list(self._m)
