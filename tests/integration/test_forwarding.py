@@ -127,6 +127,30 @@ def test_bob_forwards_and_keeps_exactly_his_announced_fee(
     assert line.bob.call("forwarding")["in_flight"] == []
 
 
+def _bobs_policy_seen_by_carol(line: Line) -> dict[str, Any] | None:
+    bob_id = line.bob.node_id
+    for channel in line.carol.call("graph-info")["channels"]:
+        if bob_id in (channel["node_1"], channel["node_2"]):
+            key = "policy_1" if channel["node_1"] == bob_id else "policy_2"
+            return channel[key]  # type: ignore[no-any-return]
+    return None
+
+
+def test_carol_learns_bobs_policy_from_his_channel_update_and_keeps_it(
+        cluster: Cluster, wait_for: WaitFor) -> None:
+    """Bob's private channel_update reaches Carol after channel_ready: her graph-info shows
+    his fee and delta on their channel, and still does after Carol restarts."""
+    line = _line(cluster)
+    expected = {"fee_base_msat": FEE_BASE_MSAT, "fee_proportional_millionths": FEE_PPM,
+                "cltv_expiry_delta": CLTV_DELTA, "htlc_minimum_msat": 1,
+                "htlc_maximum_msat": FUNDING_SAT * 1000}
+    wait_for(lambda: _bobs_policy_seen_by_carol(line) == expected, timeout=15,
+             what="Carol to learn Bob's policy")
+    line.carol.stop()
+    line.carol.start()
+    assert _bobs_policy_seen_by_carol(line) == expected
+
+
 class _Stream(threading.Thread):
     """Alice pays Carol through Bob, one payment after another, until one does not succeed."""
 
