@@ -60,6 +60,7 @@ from channel.monitor import (
 )
 from channel.payer import Payer
 from channel.payments import Payments
+from channel.pending import UNPERSISTED_STATES, check_room_for, forget_unfunded
 from channel.state import (
     Channel,
     ChannelConfig,
@@ -182,10 +183,14 @@ class ChannelManager:
                     fx.send(peer_id, chan.channel_reestablish())
                     fx.touch(handle)
 
-    def peer_disconnected(self, peer_id: bytes) -> None:
+    def peer_disconnected(self, peer_id: bytes, fx: Effects | None = None) -> None:
+        """Uncommitted updates die with the connection; so do channels not yet funded (BOLT
+        2: forget a channel on disconnect before funding_signed)."""
         self.connected.discard(peer_id)
-        for handle in self.handles_of(peer_id):
-            handle.channel.on_disconnect()  # uncommitted updates die with the connection
+        for handle in self.handles_of(peer_id):  # a copy: forgetting changes self.handles
+            if not forget_unfunded(self.handles, handle, "the peer disconnected before the "
+                                   "channel was funded", fx if fx is not None else Effects()):
+                handle.channel.on_disconnect()
 
     def handle_message(self, peer_id: bytes, message: Any, fx: Effects, *,
                        fresh_script: bytes | None = None) -> None:
@@ -198,7 +203,9 @@ class ChannelManager:
             targets = self.handles_of(peer_id) if message.channel_id == bytes(32) else \
                 [h for h in [self.handle_for(peer_id, message.channel_id)] if h is not None]
             for handle in targets:
-                self.force_close(handle, fx)
+                if not forget_unfunded(self.handles, handle,
+                                       f"the peer refused the channel: {message.text}", fx):
+                    self.force_close(handle, fx)
 
     def end_of_batch(self, fx: Effects) -> None:
         """Updates queued while a batch was handled (a pipeline's next HTLCs) ride in the
@@ -211,7 +218,8 @@ class ChannelManager:
         """BOLT 2: the peer broke the protocol on a channel: ``error`` it and force-close."""
         fx.send(peer_id, ErrorMessage.with_text(channel_id or bytes(32), text[:500]))
         handle = self.handle_for(peer_id, channel_id) if channel_id else None
-        if handle is not None:
+        if handle is not None and not forget_unfunded(
+                self.handles, handle, f"channel failed before funding: {text}", fx):
             self.force_close(handle, fx)
 
     # -- opening -----------------------------------------------------------------------------
@@ -232,6 +240,7 @@ class ChannelManager:
 
     def _on_open_channel(self, peer_id: bytes, msg: OpenChannel, fx: Effects,
                          _: bytes | None) -> None:
+        check_room_for(self.handles.values(), peer_id)
         chan, reply = Channel.accept_inbound(keys=ChannelKeys.from_seed(self._entropy(32)),
                                              config=self.config, msg=msg)
         handle = ChannelHandle(key=chan.temporary_channel_id.hex(), peer_id=peer_id, channel=chan)
@@ -258,9 +267,7 @@ class ChannelManager:
     def funding_failed(self, key: str, error: str, fx: Effects) -> None:
         """Our wallet could not fund channel ``key``: the open fails, the peer is told."""
         handle = self.handles[key]
-        handle.channel.on_funding_failed()
-        fx.touch(handle)
-        fx.resolutions.append(OpenResolved(key, error=f"cannot fund the channel: {error}"))
+        forget_unfunded(self.handles, handle, f"cannot fund the channel: {error}", fx)
         self.fail_channel(handle.peer_id, handle.channel.temporary_channel_id,
                           f"funding failed on our side: {error}", fx)
 
@@ -337,8 +344,9 @@ class ChannelManager:
     def _on_commitment_signed(self, peer_id: bytes, msg: CommitmentSigned, fx: Effects,
                               _: bytes | None) -> None:
         handle = self._require(peer_id, msg.channel_id)
+        reply = handle.channel.on_commitment_signed(msg)   # a fault raises: nothing changed
         fx.touch(handle)
-        fx.send(peer_id, handle.channel.on_commitment_signed(msg))
+        fx.send(peer_id, reply)
         self._settle_incoming(handle, fx)
         self._sign_if_needed(handle, fx)
 
@@ -354,8 +362,9 @@ class ChannelManager:
     def _on_channel_reestablish(self, peer_id: bytes, msg: ChannelReestablish, fx: Effects,
                                 _: bytes | None) -> None:
         handle = self._require(peer_id, msg.channel_id)
+        replies = handle.channel.on_channel_reestablish(msg)
         fx.touch(handle)
-        for out in handle.channel.on_channel_reestablish(msg):
+        for out in replies:
             fx.send(peer_id, out)
         self._settle_incoming(handle, fx)
         self._sign_if_needed(handle, fx)
@@ -515,8 +524,11 @@ class ChannelManager:
 
     def flight_records(self, fx: Effects) -> FlightRecords:
         """The rows that make ``fx`` durable; monitors take the channels' updates here."""
+        # a channel before funding_created has nothing to lose: a stranger's open_channel
+        # costs the database nothing
         rows = [ChannelRow(key=h.key, peer_id=h.peer_id.hex(),
-                           record=channel_to_record(h.channel)) for h in fx.touched]
+                           record=channel_to_record(h.channel)) for h in fx.touched
+                if h.channel.state not in UNPERSISTED_STATES]
         snapshots: list[tuple[str, dict[str, Any]]] = []
         update_rows: list[tuple[str, int, dict[str, Any]]] = []
         revealed: list[tuple[str, list[MonitorUpdate]]] = []
@@ -546,49 +558,6 @@ class ChannelManager:
                     h.monitor_seq += 1
         return FlightRecords(channels=rows, monitors=snapshots, monitor_updates=update_rows,
                              payments=fx.payments, kv=fx.kv, revealed=revealed)
-
-    # -- reports -----------------------------------------------------------------------------
-
-    def channel_list(self) -> list[dict[str, Any]]:
-        out = []
-        for h in self.handles.values():
-            chan = h.channel
-            entry: dict[str, Any] = {
-                "channel": h.key, "peer_id": h.peer_id.hex(), "state": chan.state.value,
-                "channel_id": (chan.channel_id or b"").hex(), "funding_sat": chan.funding_sat,
-                "funding_outpoint": str(chan.funding_outpoint) if chan.funding_outpoint else None,
-                "opener": chan.opener.value, "commitment_format": chan.commitment_format.value,
-                "to_self_delay": chan.holder_params.to_self_delay,
-            }
-            if chan.log is not None:
-                entry.update({
-                    "local_msat": chan.balance_msat(Side.HOLDER),
-                    "remote_msat": chan.balance_msat(Side.COUNTERPARTY),
-                    "htlcs": len(chan.htlcs_in_flight()),
-                    "holder_commitment_number": chan.holder_commitment_number,
-                    "counterparty_commitment_number": chan.counterparty_commitment_number})
-            if chan.closing_tx is not None:
-                entry["closing_txid"] = txid_hex(chan.closing_tx)
-            out.append(entry)
-        return out
-
-    def offchain_msat(self) -> int:
-        return sum(h.channel.balance_msat() for h in self.handles.values()
-                   if h.channel.log is not None and h.channel.state in (
-                       ChannelState.NORMAL, ChannelState.SHUTTING_DOWN,
-                       ChannelState.NEGOTIATING_CLOSE, ChannelState.AWAITING_LOCKIN))
-
-    def claimable(self) -> list[dict[str, Any]]:
-        out = []
-        for h in self.handles.values():
-            if h.monitor is None:
-                continue
-            for b in h.monitor.claimable_balances():
-                out.append({"channel": h.key, "status": b.status.value,
-                            "amount_sat": b.amount_sat,
-                            "claimable_from_height": b.claimable_from_height,
-                            "description": b.description})
-        return out
 
     _HANDLERS: ClassVar[dict[type, Callable[[ChannelManager, bytes, Any, Effects, bytes | None],
                                    None]]] = {

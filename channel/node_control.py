@@ -19,9 +19,11 @@ from channel.chain import require_regtest
 from channel.daemon import ControlHandler
 from channel.effects import Effects, OpenResolved, PipelineDone, ShutdownResolved
 from channel.errors import RejectedUpdate, UnsafeOperation
+from channel.manager import ChannelManager, txid_hex
+from channel.state import ChannelState
+from channel.types import Side
 
 if TYPE_CHECKING:
-    from channel.manager import ChannelManager
     from channel.node import Node
 
 log = logging.getLogger("chanlab.node")
@@ -39,6 +41,53 @@ def network_of(chain: str) -> Network:
         return _NETWORKS[chain]
     except KeyError:
         raise RejectedUpdate(f"no BOLT 11 currency for chain {chain!r}") from None
+
+
+def channel_list(manager: ChannelManager) -> list[dict[str, Any]]:
+    """The ``channels`` answer: one entry per channel, balances once it is funded."""
+    out = []
+    for h in manager.handles.values():
+        chan = h.channel
+        entry: dict[str, Any] = {
+            "channel": h.key, "peer_id": h.peer_id.hex(), "state": chan.state.value,
+            "channel_id": (chan.channel_id or b"").hex(), "funding_sat": chan.funding_sat,
+            "funding_outpoint": str(chan.funding_outpoint) if chan.funding_outpoint else None,
+            "opener": chan.opener.value, "commitment_format": chan.commitment_format.value,
+            "to_self_delay": chan.holder_params.to_self_delay,
+        }
+        if chan.log is not None:
+            entry.update({
+                "local_msat": chan.balance_msat(Side.HOLDER),
+                "remote_msat": chan.balance_msat(Side.COUNTERPARTY),
+                "htlcs": len(chan.htlcs_in_flight()),
+                "holder_commitment_number": chan.holder_commitment_number,
+                "counterparty_commitment_number": chan.counterparty_commitment_number})
+        if chan.closing_tx is not None:
+            entry["closing_txid"] = txid_hex(chan.closing_tx)
+        out.append(entry)
+    return out
+
+
+def offchain_msat(manager: ChannelManager) -> int:
+    """Our side of every channel that is open or closing cooperatively."""
+    return sum(h.channel.balance_msat() for h in manager.handles.values()
+               if h.channel.log is not None and h.channel.state in (
+                   ChannelState.NORMAL, ChannelState.SHUTTING_DOWN,
+                   ChannelState.NEGOTIATING_CLOSE, ChannelState.AWAITING_LOCKIN))
+
+
+def claimable(manager: ChannelManager) -> list[dict[str, Any]]:
+    """Per channel, what we can still get on chain and from which height."""
+    out = []
+    for h in manager.handles.values():
+        if h.monitor is None:
+            continue
+        for b in h.monitor.claimable_balances():
+            out.append({"channel": h.key, "status": b.status.value,
+                        "amount_sat": b.amount_sat,
+                        "claimable_from_height": b.claimable_from_height,
+                        "description": b.description})
+    return out
 
 
 class NodeControl:
@@ -164,6 +213,8 @@ class NodeControl:
                        wait: bool = True) -> list[dict[str, Any]]:
         """Pay invoices to one peer as one batch: all HTLCs in one ``commitment_signed``."""
         decoded = [self._decode(text) for text in invoices]
+        if not decoded:
+            raise RejectedUpdate("no invoices to pay")
         # the first hops' peers, locked in a fixed order: a payment may start on any channel
         peers = sorted({h.peer_id for h in self._m.handles.values()
                         if h.peer_id in self._node.peers.peers})
@@ -173,21 +224,21 @@ class NodeControl:
             fx = Effects()
             outcomes = self._m.pay(decoded, fx)
             loop = asyncio.get_running_loop()
+            waiters: dict[bytes, asyncio.Future[dict[str, Any]]] = {}
             for inv, outcome in zip(decoded, outcomes, strict=True):
                 if outcome is None:
-                    self._node.pay_waiters[inv.payment_hash] = loop.create_future()
+                    waiters[inv.payment_hash] = loop.create_future()
+            self._node.pay_waiters.update(waiters)
             await self._node.complete(fx)
         results: list[dict[str, Any]] = []
         for inv, outcome in zip(decoded, outcomes, strict=True):
-            waiter = self._node.pay_waiters.get(inv.payment_hash)
             if outcome is not None:
                 results.append(dict(outcome))
             elif not wait:
                 results.append({"status": "pending",
                                 "reason": "sent; not waiting for the outcome"})
-            elif waiter is None:
-                results.append({"status": "pending", "reason": "outcome already reported"})
             else:
+                waiter = waiters[inv.payment_hash]
                 try:
                     results.append(await asyncio.wait_for(waiter, timeout_s))
                 except TimeoutError:
@@ -230,14 +281,14 @@ class NodeControl:
                 "holder_commitment_number": chan.holder_commitment_number}
 
     async def cmd_channels(self) -> list[dict[str, Any]]:
-        return self._m.channel_list()
+        return channel_list(self._m)
 
     async def cmd_balance(self) -> dict[str, Any]:
         return {"onchain_sat": await self._node.chain.wallet_balance_sat(),
-                "offchain_msat": self._m.offchain_msat()}
+                "offchain_msat": offchain_msat(self._m)}
 
     async def cmd_claimable(self) -> list[dict[str, Any]]:
-        return self._m.claimable()
+        return claimable(self._m)
 
     async def cmd_events(self) -> list[str]:
         return list(self._m.events)

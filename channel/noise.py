@@ -30,9 +30,8 @@ import struct
 from typing import Final
 
 import coincurve
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from channel.aead import chacha20_poly1305, invalid_tag
 from channel.errors import HandshakeFailed, MalformedMessage
 
 __all__ = [
@@ -110,7 +109,7 @@ class CipherState:
         self._key = key
         self._chaining_key = chaining_key
         self._nonce = 0
-        self._aead = ChaCha20Poly1305(key)
+        self._aead = chacha20_poly1305(key)
 
     @property
     def key(self) -> bytes:
@@ -128,7 +127,7 @@ class CipherState:
         self._nonce += 1
         if self._nonce == KEY_ROTATION_INTERVAL:
             self._chaining_key, self._key = hkdf(self._chaining_key, self._key)
-            self._aead = ChaCha20Poly1305(self._key)
+            self._aead = chacha20_poly1305(self._key)
             self._nonce = 0
 
     def encrypt(self, plaintext: bytes) -> bytes:
@@ -139,7 +138,7 @@ class CipherState:
     def decrypt(self, ciphertext: bytes) -> bytes:
         try:
             plaintext = self._aead.decrypt(_NONCE.pack(self._nonce), ciphertext, None)
-        except InvalidTag as exc:
+        except invalid_tag() as exc:
             raise MalformedMessage("BOLT 8 message MAC check failed") from exc
         self._advance()
         return plaintext
@@ -233,7 +232,7 @@ class _HandshakeState:
         self.chaining_key, self.temp_key = hkdf(self.chaining_key, shared_secret)
 
     def _encrypt_and_hash(self, nonce: int, plaintext: bytes) -> bytes:
-        ciphertext = ChaCha20Poly1305(self.temp_key).encrypt(
+        ciphertext = chacha20_poly1305(self.temp_key).encrypt(
             _NONCE.pack(nonce), plaintext, self.handshake_hash
         )
         self._mix_hash(ciphertext)
@@ -241,10 +240,10 @@ class _HandshakeState:
 
     def _decrypt_and_hash(self, nonce: int, ciphertext: bytes, what: str) -> bytes:
         try:
-            plaintext = ChaCha20Poly1305(self.temp_key).decrypt(
+            plaintext = chacha20_poly1305(self.temp_key).decrypt(
                 _NONCE.pack(nonce), ciphertext, self.handshake_hash
             )
-        except InvalidTag as exc:
+        except invalid_tag() as exc:
             raise HandshakeFailed(f"{what}: bad MAC") from exc
         self._mix_hash(ciphertext)
         return plaintext

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import coincurve
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
+from channel.aead import chacha20_xor as _chacha20_stream
 from channel.codec import (
     SHORT_CHANNEL_ID,
     TU32,
@@ -113,8 +113,7 @@ def generate_key(key_type: bytes, secret: bytes) -> bytes:
 
 def chacha20_xor(key: bytes, data: bytes) -> bytes:
     """``data`` XOR the ChaCha20 stream of ``key`` (zero nonce, counter 0)."""
-    encryptor = Cipher(algorithms.ChaCha20(key, _CHACHA_ZERO_NONCE), mode=None).encryptor()
-    return encryptor.update(data)
+    return _chacha20_stream(key, _CHACHA_ZERO_NONCE, data)
 
 
 def _xor(left: bytes, right: bytes) -> bytes:

@@ -55,9 +55,8 @@ from typing import Protocol
 
 from bitcoin.core import COutPoint, CTransaction, CTxIn, CTxOut
 from bitcoin.core.script import CScript
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from channel.aead import chacha20_poly1305, invalid_tag
 from channel.errors import InvalidSignature, MalformedMessage, PeerProtocolError
 from channel.keys import (
     SIGHASH_ALL,
@@ -125,14 +124,14 @@ def _key_for(txid: bytes) -> bytes:
 
 def encrypt_blob(plaintext: bytes, breach_txid: bytes) -> bytes:
     """ChaCha20-Poly1305 under ``SHA256(breach_txid)``, zero nonce (one plaintext per key)."""
-    return ChaCha20Poly1305(_key_for(breach_txid)).encrypt(_NONCE, plaintext, None)
+    return chacha20_poly1305(_key_for(breach_txid)).encrypt(_NONCE, plaintext, None)
 
 
 def decrypt_blob(blob: bytes, breach_txid: bytes) -> bytes | None:
     """The plaintext, or None when ``blob`` was not made for ``breach_txid`` (or was altered)."""
     try:
-        return ChaCha20Poly1305(_key_for(breach_txid)).decrypt(_NONCE, blob, None)
-    except InvalidTag:
+        return chacha20_poly1305(_key_for(breach_txid)).decrypt(_NONCE, blob, None)
+    except invalid_tag():
         return None   # a hint collision or a tampered blob: simply not a match
 
 

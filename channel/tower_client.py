@@ -20,11 +20,12 @@ uploaded twice is acknowledged as a duplicate. A tower added later receives ever
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from channel.errors import ChanlabError, HandshakeFailed, MalformedMessage
 from channel.keys import PrivateKey
@@ -33,17 +34,29 @@ from channel.monitor import ChannelMonitor
 from channel.state import CounterpartySecretRevealed, MonitorUpdate
 from channel.store import NodeStore
 from channel.tasks import cancel_and_wait
-from channel.tower import TowerClient, justice_kit_for_state
-from channel.tower_wire import (
-    MAX_UPLOAD_BLOB_BYTES,
-    TOWER_ACK,
-    AckStatus,
-    TowerAck,
-    decode_tower_message,
-    encode_tower_upload,
-)
 from channel.transport import Transport, connect
 from channel.wire import REGTEST_CHAIN_HASH, Features, Init
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from channel.tower import TowerClient
+    from channel.tower_wire import TowerAck
+
+
+# ``channel.tower`` and ``channel.tower_wire`` load with the first tower: about 1 MB resident
+# that a node without towers never needs.
+
+@functools.cache
+def _tower() -> ModuleType:
+    import channel.tower
+    return channel.tower
+
+
+@functools.cache
+def _wire() -> ModuleType:
+    import channel.tower_wire
+    return channel.tower_wire
 
 __all__ = ["TowerAddress", "WatchtowerClient"]
 
@@ -109,12 +122,19 @@ class WatchtowerClient:
     def __init__(self, *, node_secret: bytes, store: NodeStore,
                  monitor_of: Callable[[str], ChannelMonitor | None]) -> None:
         self._secret = node_secret
-        self._client = TowerClient(PrivateKey(node_secret))
+        self._tower_client: TowerClient | None = None
         self._store = store
         self._monitor_of = monitor_of
         self._revealed: dict[str, int] = {}   # channel key -> highest revoked number
         self._links: dict[bytes, _Link] = {}
         self._stopping = False
+
+    @property
+    def _client(self) -> TowerClient:
+        if self._tower_client is None:
+            self._tower_client = _tower().TowerClient(PrivateKey(self._secret))
+        client: TowerClient = self._tower_client
+        return client
 
     @property
     def client_id(self) -> bytes:
@@ -238,10 +258,10 @@ class WatchtowerClient:
                     ack = await self._recv_ack(transport)
                     if ack.hint != item.hint:
                         raise MalformedMessage("tower ack out of order")
-                    if ack.status is AckStatus.UNREGISTERED:
+                    if ack.status is _wire().AckStatus.UNREGISTERED:
                         blocked = ack.reason or "not registered"
                         continue   # drain the other acks, advance nothing from here on
-                    if ack.status is AckStatus.REFUSED:
+                    if ack.status is _wire().AckStatus.REFUSED:
                         link.refused += 1
                         log.warning("tower %s refused the kit of commitment %d on %s: %s",
                                     link.address, item.commitment_number,
@@ -275,10 +295,12 @@ class WatchtowerClient:
         while True:
             raw = await asyncio.wait_for(transport.recv(), ACK_TIMEOUT_S)
             msg_type = int.from_bytes(raw[:2], "big") if len(raw) >= 2 else -1
-            if msg_type == TOWER_ACK:
-                ack = decode_tower_message(msg_type, raw[2:])
-                if isinstance(ack, TowerAck):
-                    return ack
+            wire = _wire()
+            if msg_type == wire.TOWER_ACK:
+                ack = wire.decode_tower_message(msg_type, raw[2:])
+                if isinstance(ack, wire.TowerAck):
+                    found: TowerAck = ack
+                    return found
             decode_message(raw)   # even/odd rule: an unknown even type raises here
 
     def _advance(self, link: _Link, done: list[_Item]) -> None:
@@ -309,17 +331,17 @@ class WatchtowerClient:
 
     def _item(self, monitor: ChannelMonitor, key: str, number: int) -> _Item:
         try:
-            txid, kit = justice_kit_for_state(monitor, number)
+            txid, kit = _tower().justice_kit_for_state(monitor, number)
         except KeyError:   # a state this monitor never saw signed: nothing to punish with
             return _Item(channel_key=key, commitment_number=number, message=None)
         except ValueError as exc:
             log.warning("no justice kit for commitment %d on %s: %s", number, key[:16], exc)
             return _Item(channel_key=key, commitment_number=number, message=None)
         upload = self._client.upload_kit(kit, txid)
-        if len(upload.blob) > MAX_UPLOAD_BLOB_BYTES:
+        if len(upload.blob) > _wire().MAX_UPLOAD_BLOB_BYTES:
             log.warning("justice kit of commitment %d on %s is %d bytes, over one message: "
                         "only the node's own monitor covers it", number, key[:16],
                         len(upload.blob))
             return _Item(channel_key=key, commitment_number=number, message=None)
         return _Item(channel_key=key, commitment_number=number,
-                     message=encode_tower_upload(upload), hint=upload.hint)
+                     message=_wire().encode_tower_upload(upload), hint=upload.hint)

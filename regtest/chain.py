@@ -17,7 +17,6 @@ from pathlib import Path
 
 import bitcoin
 from bitcoin.core import CBlock, CScript, CTransaction
-from bitcoin.wallet import CBitcoinAddress
 
 from channel.chain import BlockEvent, FundingTransaction, TxEvent
 from regtest.errors import RegtestError, RpcUnreachable, SetupError
@@ -101,6 +100,7 @@ def use_chain_params(chain: str) -> None:
 
 def address_of(script_pubkey: bytes, chain: str) -> str:
     """The address bitcoind's wallet RPCs want for ``script_pubkey``."""
+    from bitcoin.wallet import CBitcoinAddress  # its key module loads libssl: ~2 MB resident
     use_chain_params(chain)
     return str(CBitcoinAddress.from_scriptPubKey(CScript(script_pubkey)))
 

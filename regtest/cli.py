@@ -1,8 +1,9 @@
 """I/O: the ``chanlab`` command line: argument parsing and error reporting, nothing else.
 
-Subcommands live in modules listed in ``regtest.commands.MODULES``; each has a
+Subcommands live in modules listed in ``regtest.commands.COMMANDS``; each has a
 ``register(subparsers)`` that adds its parser and sets ``handler`` (``(argparse.Namespace) -> int``)
-as a default. Adding a command is adding a module name there.
+as a default. Adding a command is adding a module name there. Only the module of the command
+being run is imported (an idle node daemon stays small).
 
 Exit codes: 0 done, 1 failed, 2 the machine or the command line needs fixing (the message says
 how), 130 interrupted.
@@ -18,13 +19,12 @@ from collections.abc import Sequence
 import bitcoin
 
 from channel.errors import ChanlabError
-from regtest.client import run_client
-from regtest.commands import MODULES
+from regtest.commands import COMMANDS
 from regtest.errors import SetupError
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full parser, with every registered subcommand."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser, with every registered subcommand (``only``: just that one)."""
     parser = argparse.ArgumentParser(
         prog="chanlab",
         description="Lightning-style payment channels on Bitcoin regtest.",
@@ -38,8 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run bitcoind as a local process (default) or in Docker",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in MODULES:
-        importlib.import_module(name).register(subparsers)
+    for command, module in COMMANDS.items():
+        if only is None or command == only:
+            importlib.import_module(module).register(subparsers)
     return parser
 
 
@@ -47,16 +48,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``chanlab`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     bitcoin.SelectParams("regtest")
-    parser = build_parser()
-    known: set[str] = set()
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            known.update(action.choices)
-    client_name = argv[0] if argv and not argv[0].startswith("-") and argv[0] not in known \
-        else None
-    args = None if client_name else parser.parse_args(argv)
+    first = argv[0] if argv and not argv[0].startswith("-") else None
+    client_name = first if first is not None and first not in COMMANDS else None
+    args = None if client_name else build_parser(only=first).parse_args(argv)
     try:
         if client_name is not None:
+            from regtest.client import run_client  # the client of a running node
             return run_client(client_name, argv[1:])
         assert args is not None
         code: int = args.handler(args)

@@ -148,8 +148,13 @@ def _make_client(auth: RpcAuth, timeout_s: float) -> httpx.AsyncClient:
     http_auth: httpx.Auth = (
         _CookieAuth(auth) if isinstance(auth, Path) else httpx.BasicAuth(auth[0], auth[1])
     )
-    return httpx.AsyncClient(auth=http_auth, headers={"content-type": "application/json"},
-                             timeout=httpx.Timeout(timeout_s))
+    return httpx.AsyncClient(
+        auth=http_auth,
+        headers={"content-type": "application/json"},
+        timeout=httpx.Timeout(timeout_s),
+        # bitcoind's RPC is plain HTTP (it has no TLS): no CA bundle to load (~1 MB resident)
+        verify=False,
+    )
 
 
 # --- the clients ---------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from channel.control_api import TOWER_COMMANDS
 from channel.tower_server import TowerServer, TowerSettings
 from regtest.chain import BitcoindChain, BitcoindEndpoint
 from regtest.control import (
@@ -41,15 +42,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     start.add_argument("--bitcoind", type=Path, default=None,
                        help="bitcoind.json to use (default: $CHANLAB_HOME/bitcoind.json)")
     start.set_defaults(handler=_start)
-    reg = actions.add_parser("register", help="allow a client (a node name or node id) to "
-                                              "store justice kits")
+    reg = actions.add_parser("register", help=TOWER_COMMANDS["register"].help)
     reg.add_argument("name", help="the tower")
     reg.add_argument("client", help="a chanlab node's name or a 33-byte node id in hex")
     reg.set_defaults(handler=_register)
-    for action, text in (("info", "address, clients, blobs stored, pending justice"),
-                         ("events", "breaches seen and justice broadcast"),
-                         ("stop", "stop the tower")):
-        p = actions.add_parser(action, help=text)
+    for action in ("info", "events", "justice", "stop"):   # help from the control API table
+        p = actions.add_parser(action, help=TOWER_COMMANDS[action].help)
         p.add_argument("name", help="the tower")
         p.set_defaults(handler=_control, control=action)
 

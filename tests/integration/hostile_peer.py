@@ -12,7 +12,6 @@ for the node to hang up.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import secrets
 from typing import Any, TypeVar
@@ -29,6 +28,7 @@ from channel.messages import (
     encode_message,
 )
 from channel.state import Channel, ChannelConfig
+from channel.tasks import cancel_and_wait
 from channel.transport import Transport, connect
 from channel.wire import Init, Ping, our_features, pong_for
 
@@ -142,9 +142,7 @@ class HostilePeer:
 
     async def close(self) -> None:
         if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(BaseException):
-                await self._reader
+            await cancel_and_wait([self._reader])
         if self.transport is not None:
             await self.transport.close()
 

@@ -17,6 +17,7 @@ from channel.control_api import (
     parse_request,
 )
 from channel.daemon import DaemonShell
+from regtest import client
 from regtest.client import _parser
 
 
@@ -106,3 +107,28 @@ def test_cli_parser_is_built_from_the_table() -> None:
     assert (args.channel, args.state, args.htlc_txs, args.sweep) == ("abcd1234", 3, True, False)
     with pytest.raises(SystemExit):
         parser.parse_args(["bench-pay", "x"])
+
+
+def test_cli_sends_the_table_arguments_by_their_wire_names(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``chanlab alice open ID 5000 --anchors`` and ``chanlab alice pay X --no-wait`` reach
+    the node as the table's argument names, with defaults filled in."""
+    sent: list[tuple[str, str, dict[str, Any]]] = []
+
+    def fake_call(name: str, cmd: str, args: dict[str, Any]) -> Any:
+        sent.append((name, cmd, args))
+        return {"status": "pending"} if cmd == "pay" else {"ok": 1}
+
+    monkeypatch.setattr(client, "call_node", fake_call)
+    peer = "02" + "ab" * 32
+    assert client.run_client("alice", ["open", peer, "5000", "--anchors"]) == 0
+    assert client.run_client("alice", ["pay", "lnbcrt1x", "--no-wait"]) == 0
+    assert client.run_client("alice", ["cheat", "abcd1234", "--state", "2"]) == 0
+    assert sent == [
+        ("alice", "open", {"peer_id": peer, "amount_sat": 5000, "push_msat": 0,
+                           "anchors": True}),
+        ("alice", "pay", {"invoice": "lnbcrt1x", "wait": False}),
+        ("alice", "cheat", {"channel": "abcd1234", "state": 2, "htlc_txs": False,
+                            "sweep": False}),
+    ]
+    assert "ok: 1" in capsys.readouterr().out

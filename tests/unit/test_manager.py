@@ -19,14 +19,15 @@ from channel.effects import (
     Resolution,
     ShutdownResolved,
 )
-from channel.errors import RejectedUpdate
+from channel.errors import PeerProtocolError, RejectedUpdate
 from channel.keys import PrivateKey
 from channel.manager import ChannelManager
-from channel.messages import decode_message, encode_message
+from channel.messages import CommitmentSigned, decode_message, encode_message
 from channel.payments import Payments
 from channel.scripts import p2wpkh
 from channel.state import ChannelConfig, ChannelState
 from channel.types import Side
+from channel.wire import ErrorMessage
 
 HEIGHT = 200
 NOW = 1_800_000_000  # the invoices' timestamp (the managers read no clock)
@@ -112,7 +113,8 @@ class Net:
         self.run()
         return handle.key
 
-    def pay(self, payer: ChannelManager, payee: ChannelManager, amount_msat: int) -> Bolt11Invoice:
+    def pay(self, payer: ChannelManager, payee: ChannelManager,
+            amount_msat: int) -> Bolt11Invoice:
         fx = Effects()
         invoice = payee.payments.create_invoice(amount_msat, "test", False, fx, now=NOW)
         self.complete(payee.node_id, fx)
@@ -234,3 +236,32 @@ def test_local_misuse_is_refused_and_changes_nothing(net: Net) -> None:
     assert _balances(alice, bob) == (1_000_000_000, 0)
     with pytest.raises(RejectedUpdate, match="no channel"):
         alice.find("deadbeefdeadbeef")
+
+
+def test_a_peer_protocol_fault_fails_the_channel(net: Net) -> None:
+    """A commitment_signed with a bad signature raises PeerProtocolError; failing the channel
+    sends ``error`` for it and broadcasts our latest commitment (state FORCE_CLOSING)."""
+    alice, bob = net.add("alice"), net.add("bob")
+    net.connect(alice, bob)
+    key = net.open(alice, bob)
+    net.pay(alice, bob, 5_000_000)
+    handle = bob.handle_for(alice.node_id, alice.handles[key].channel.channel_id)
+    assert handle is not None
+    chan = handle.channel
+    bogus = CommitmentSigned(channel_id=chan.channel_id, signature=b"\x01" * 64,
+                             htlc_signature=())
+    fx = Effects()
+    with pytest.raises(PeerProtocolError):
+        bob.handle_message(alice.node_id, bogus, fx)
+    assert fx.empty
+    failed = Effects()
+    bob.fail_channel(alice.node_id, chan.channel_id, "bad signature", failed)
+    [(peer, error)] = failed.outgoing
+    assert peer == alice.node_id and isinstance(error, ErrorMessage)
+    assert error.channel_id == chan.channel_id
+    [commitment] = failed.broadcasts
+    assert chan.state is ChannelState.FORCE_CLOSING
+    assert chan.closing_tx == commitment
+    spent = CTransaction.deserialize(commitment).vin[0].prevout
+    assert chan.funding_outpoint is not None
+    assert (bytes(spent.hash), spent.n) == (chan.funding_outpoint.txid, chan.funding_outpoint.vout)
