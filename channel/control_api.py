@@ -146,13 +146,6 @@ NODE_COMMANDS: dict[str, Command] = _table(
                                             "for the outcome")),
             answer="{status: succeeded|failed|pending, payment_hash, payment_preimage?, "
                    "amount_msat?, reason?}"),
-    Command(name="pay-route", help="pay an invoice along a route of hops (node_id, "
-                                   "short_channel_id, the channel's fees and cltv delta)",
-            args=(Arg(name="invoice", type=ArgType.STR), Arg(name="route", type=ArgType.STR,
-                                                          help="JSON list of hops"),
-                  _TIMEOUT),
-            answer="{status, payment_hash, sent_msat, fee_msat, payment_preimage?, reason?}",
-            cli=False),
     Command(name="pay-batch", help="pay several invoices to one peer in one commitment_signed",
             args=(Arg(name="invoices", type=ArgType.STR_LIST),), answer="[pay answer]",
             cli=False),

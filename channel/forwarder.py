@@ -16,7 +16,6 @@ fulfil or fail lost with a connection (BOLT 2 drops unsigned updates) is simply 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -34,9 +33,10 @@ from channel.forwarding import (
 from channel.htlc_log import HtlcEntry, Removal
 from channel.onion import PeeledForward, peel_payment_onion
 from channel.onion_failures import OnionFailure, TemporaryChannelFailure, malformed_failure
+from channel.payer import local_short_channel_id
 from channel.state import ChannelState
 from channel.store import ForwardRow
-from channel.types import OutPoint, Side
+from channel.types import Side
 
 __all__ = [
     "DEFAULT_CLTV_EXPIRY_DELTA",
@@ -45,25 +45,12 @@ __all__ = [
     "ForwardLink",
     "Forwarder",
     "NodePolicy",
-    "alias_short_channel_id",
 ]
 
 DEFAULT_FEE_BASE_MSAT = 1000
 DEFAULT_FEE_PROPORTIONAL_MILLIONTHS = 1
 #: regtest-friendly: blocks we keep between the outgoing and the incoming expiry
 DEFAULT_CLTV_EXPIRY_DELTA = 40
-
-
-def alias_short_channel_id(funding_outpoint: OutPoint) -> bytes:
-    """The 8-byte ``short_channel_id`` alias both peers derive from the funding outpoint.
-
-    BOLT 2 ``option_scid_alias`` lets a channel be named by an alias before (or without) a
-    confirmed position in a block; deriving it from the outpoint means both ends agree on it
-    without a message. Bit 63 is set so it can never equal a real scid of a regtest block.
-    """
-    digest = hashlib.sha256(b"chanlab scid alias" + funding_outpoint.txid +
-                            funding_outpoint.vout.to_bytes(4, "big")).digest()
-    return bytes([digest[0] | 0x80]) + digest[1:8]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -168,7 +155,7 @@ class Forwarder:
             outpoint = handle.channel.funding_outpoint
             if outpoint is None or handle.channel.state is ChannelState.CLOSED:
                 continue
-            if scid in (handle.short_channel_id, alias_short_channel_id(outpoint)):
+            if scid in (handle.short_channel_id, local_short_channel_id(handle)):
                 return handle
         return None
 
@@ -182,7 +169,7 @@ class Forwarder:
             "channels": [{"channel": h.key, "peer_id": h.peer_id.hex(),
                           "short_channel_id": None if h.short_channel_id is None
                           else h.short_channel_id.hex(),
-                          "alias": alias_short_channel_id(h.channel.funding_outpoint).hex()}
+                          "alias": local_short_channel_id(h).hex()}
                          for h in handles if h.channel.funding_outpoint is not None],
             "in_flight": [{"incoming": f"{link.incoming_key}:{link.incoming_htlc_id}",
                            "outgoing": f"{link.outgoing_key}:{link.outgoing_htlc_id}",
@@ -278,24 +265,34 @@ class Forwarder:
 
     # -- outcomes from downstream ------------------------------------------------------------
 
-    def outgoing_fulfilled(self, link: ForwardLink, preimage: bytes, fx: Effects) -> None:
-        """The next hop revealed the preimage: it is ours to claim upstream (same flight)."""
-        if link.preimage is None:
+    def outgoing_fulfilled(self, key: str, htlc_id: int, preimage: bytes,
+                           fx: Effects) -> bool:
+        """The next hop revealed the preimage of our HTLC ``htlc_id`` on channel ``key``: it
+        is ours to claim upstream. False when that HTLC is no forward of ours."""
+        link = self.link_of_outgoing(key, htlc_id)
+        if link is not None and link.preimage is None:
             self._save(replace(link, preimage=preimage), fx)
+        return link is not None
 
-    def outgoing_failed(self, link: ForwardLink, reason: bytes, fx: Effects) -> None:
-        """The next hop failed the HTLC: add our layer; applied once the failure is committed."""
-        if link.preimage is None:
+    def outgoing_failed(self, key: str, htlc_id: int, reason: bytes, fx: Effects) -> bool:
+        """The next hop failed the HTLC: add our layer; applied once the failure is committed.
+        False when that HTLC is no forward of ours."""
+        link = self.link_of_outgoing(key, htlc_id)
+        if link is not None and link.preimage is None:
             wrapped = wrap_failure_onion(shared_secret=link.shared_secret, packet=reason)
             self._save(replace(link, downstream_failure=wrapped), fx)
+        return link is not None
 
-    def outgoing_malformed(self, link: ForwardLink, failure_code: int, sha256_of_onion: bytes,
-                           fx: Effects) -> None:
-        """BOLT 4: the next hop could not read its onion; we turn it into a failure of ours."""
-        if link.preimage is None:
+    def outgoing_malformed(self, key: str, htlc_id: int, failure_code: int,
+                           sha256_of_onion: bytes, fx: Effects) -> bool:
+        """BOLT 4: the next hop could not read its onion; we turn it into a failure of ours.
+        False when that HTLC is no forward of ours."""
+        link = self.link_of_outgoing(key, htlc_id)
+        if link is not None and link.preimage is None:
             failure = malformed_failure(failure_code, sha256_of_onion)
             self._save(replace(link, downstream_failure=build_failure_onion(
                 shared_secret=link.shared_secret, failure=failure)), fx)
+        return link is not None
 
     def settle(self, handles: Mapping[str, ChannelHandle],
                fx: Effects) -> list[tuple[ChannelHandle, bytes]]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from channel.effects import ChannelHandle, Effects
 from channel.errors import InvalidGossip
-from channel.forwarder import NodePolicy, alias_short_channel_id
+from channel.forwarder import NodePolicy
 from channel.gossip import (
     GOSSIP_MESSAGES,
     ChannelUpdate,
@@ -27,6 +27,7 @@ from channel.gossip import (
 )
 from channel.graph import NetworkGraph
 from channel.keys import PrivateKey
+from channel.payer import local_short_channel_id
 from channel.state import ChannelState
 from channel.wire import decode_with
 
@@ -37,10 +38,9 @@ PEER_UPDATE_KV_PREFIX = "peer_update:"
 
 def _scid_of(handle: ChannelHandle) -> bytes | None:
     """The scid our update names: the real one once known, else the alias."""
-    if handle.short_channel_id is not None:
-        return handle.short_channel_id
-    outpoint = handle.channel.funding_outpoint
-    return None if outpoint is None else alias_short_channel_id(outpoint)
+    if handle.channel.funding_outpoint is None:
+        return None
+    return local_short_channel_id(handle)
 
 
 class LocalGossip:

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 from bitcoin.core import CTransaction
 
+from channel.bolt11 import Bolt11Invoice
 from channel.effects import (
     ChannelHandle,
     Effects,
@@ -35,7 +36,6 @@ from channel.forwarder import Forwarder
 from channel.gossip import ChannelUpdate
 from channel.gossip_local import LocalGossip
 from channel.graph import NetworkGraph
-from channel.invoice import Invoice
 from channel.keys import ChannelKeys
 from channel.messages import (
     AcceptChannel,
@@ -62,6 +62,7 @@ from channel.monitor import (
     FundingSpent,
     MonitorEvent,
 )
+from channel.payer import Payer
 from channel.payments import Payments
 from channel.pending import UNPERSISTED_STATES, check_room_for, forget_unfunded
 from channel.state import (
@@ -158,14 +159,15 @@ class ChannelManager:
         self.sweep_script = sweep_script
         self.payments = payments
         self.forwarder = forwarder or Forwarder(node_secret=payments.node_secret)
-        # what gossip taught us (filled by the gossip code); the payer routes over it
-        self.graph = NetworkGraph(REGTEST_CHAIN_HASH)
         self.gossip = LocalGossip(node_secret=payments.node_secret,
                                   chain_hash=REGTEST_CHAIN_HASH, clock=clock)
         self.handles: dict[str, ChannelHandle] = {h.key: h for h in handles}
         self.height = 0
         self.events: list[str] = []   # what the monitors said, for `events` and narration
         self._entropy = entropy
+        self.connected: set[bytes] = set()   # peers with a live connection (routes start there)
+        self.graph = NetworkGraph(REGTEST_CHAIN_HASH)   # what gossip taught us: routes
+        self.payer = Payer(self)
 
     # -- lookups -----------------------------------------------------------------------------
 
@@ -213,6 +215,7 @@ class ChannelManager:
 
     def peer_connected(self, peer_id: bytes, fx: Effects) -> None:
         """BOLT 2: channel_reestablish first for every channel with this peer."""
+        self.connected.add(peer_id)
         for handle in self.handles_of(peer_id):
             chan = handle.channel
             if chan.is_funded or chan.state is ChannelState.CLOSING:
@@ -225,6 +228,7 @@ class ChannelManager:
         """Uncommitted updates die with the connection; so do channels not yet funded (BOLT
         2: forget a channel on disconnect before funding_signed)."""
         self.gossip.peer_disconnected(self.handles_of(peer_id))
+        self.connected.discard(peer_id)
         for handle in self.handles_of(peer_id):  # a copy: forgetting changes self.handles
             if not forget_unfunded(self.handles, handle, "the peer disconnected before the "
                                    "channel was funded", fx if fx is not None else Effects()):
@@ -366,36 +370,32 @@ class ChannelManager:
         fx.touch(handle)
         if handle.monitor is not None:
             self.note(handle, handle.monitor.provide_payment_preimage(msg.payment_preimage))
-        link = self.forwarder.link_of_outgoing(handle.key, entry.htlc_id)
-        if link is None:
-            self.payments.on_fulfilled(handle, entry, msg.payment_preimage, self.height, fx)
+        if self.forwarder.outgoing_fulfilled(handle.key, entry.htlc_id, msg.payment_preimage, fx):
+            self._settle_forwards(fx)   # fulfil backwards in this same flight
             return
-        # fulfil backwards in this same flight: the preimage only helps us
-        self.forwarder.outgoing_fulfilled(link, msg.payment_preimage, fx)
-        self._settle_forwards(fx)
+        self.payments.on_fulfilled(handle, entry, msg.payment_preimage, self.height, fx)
 
     def _on_update_fail_htlc(self, peer_id: bytes, msg: UpdateFailHtlc, fx: Effects,
                              _: bytes | None) -> None:
         handle = self._require(peer_id, msg.channel_id)
         entry = handle.channel.on_update_fail_htlc(msg)
-        link = self.forwarder.link_of_outgoing(handle.key, entry.htlc_id)
-        if link is not None:   # failed upstream once this failure is committed
-            self.forwarder.outgoing_failed(link, msg.reason, fx)
-            return
-        self.payments.on_failed(handle, entry, msg.reason.decode(errors="replace"),
-                                self.height, fx)
+        if self.forwarder.outgoing_failed(handle.key, entry.htlc_id, msg.reason, fx):
+            return   # failed upstream once this failure is committed
+        fx.touch(handle)
+        self.payer.on_failed(handle, entry, fx, reason=msg.reason)
 
     def _on_update_fail_malformed_htlc(self, peer_id: bytes, msg: UpdateFailMalformedHtlc,
                                        fx: Effects, _: bytes | None) -> None:
+        if not msg.failure_code & 0x8000:  # BOLT 2: fail the channel
+            raise PeerProtocolError(f"update_fail_malformed_htlc code {msg.failure_code:#06x}")
         handle = self._require(peer_id, msg.channel_id)
         entry = handle.channel.on_update_fail_htlc(UpdateFailHtlc(
             channel_id=msg.channel_id, id=msg.id, reason=b"malformed onion"))
-        link = self.forwarder.link_of_outgoing(handle.key, entry.htlc_id)
-        if link is not None:
-            self.forwarder.outgoing_malformed(link, msg.failure_code, msg.sha256_of_onion, fx)
+        if self.forwarder.outgoing_malformed(handle.key, entry.htlc_id, msg.failure_code,
+                                             msg.sha256_of_onion, fx):
             return
-        self.payments.on_failed(handle, entry, f"malformed onion {msg.failure_code}",
-                                self.height, fx)
+        fx.touch(handle)
+        self.payer.on_failed(handle, entry, fx, malformed=(msg.failure_code, msg.sha256_of_onion))
 
     def _on_update_fee(self, peer_id: bytes, msg: UpdateFee, fx: Effects,
                        _: bytes | None) -> None:
@@ -448,17 +448,15 @@ class ChannelManager:
 
     # -- payments (local commands) -----------------------------------------------------------
 
-    def pay(self, decoded: list[Invoice], fx: Effects) -> list[dict[str, Any] | None]:
-        """Pay invoices to one peer as one batch: all HTLCs in one ``commitment_signed``."""
-        payee = decoded[0].payee_node_id
-        if any(inv.payee_node_id != payee for inv in decoded):
-            raise RejectedUpdate("a batch pays a single peer")
-        handle = self.usable_channel(payee)
-        outcomes = self.payments.add_payments(handle, decoded, self.height, fx)
-        self._sign_if_needed(handle, fx)
+    def pay(self, decoded: list[Bolt11Invoice], fx: Effects) -> list[dict[str, Any] | None]:
+        """Start paying invoices, each over the channel or route that can carry it (HTLCs to
+        one peer go out in one ``commitment_signed``); per invoice, its failure now or None."""
+        outcomes = self.payer.pay(decoded, fx)
+        for handle in list(fx.touched):
+            self._sign_if_needed(handle, fx)
         return outcomes
 
-    def start_pipeline(self, decoded: list[Invoice], batch_size: int,
+    def start_pipeline(self, decoded: list[Bolt11Invoice], batch_size: int,
                        fx: Effects) -> ChannelHandle:
         """Pay ``decoded`` (one payee) in batches of ``batch_size``, one batch in flight."""
         if not decoded or any(inv.payee_node_id != decoded[0].payee_node_id

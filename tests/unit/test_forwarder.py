@@ -7,16 +7,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from test_manager import HEIGHT, Net
+from test_manager import HEIGHT, NOW, Net
 
+from channel.bolt11 import Bolt11Invoice as Invoice
 from channel.effects import ChannelHandle, Effects, PaymentResolved
-from channel.forwarder import Forwarder, ForwardLink, NodePolicy, alias_short_channel_id
-from channel.invoice import Invoice
+from channel.forwarder import Forwarder, ForwardLink, NodePolicy
 from channel.keys import PrivateKey
 from channel.manager import ChannelManager
 from channel.messages import UpdateAddHtlc, UpdateFailHtlc, decode_message, encode_message
 from channel.monitor import ChannelMonitor
 from channel.onion_failures import FeeInsufficient, UnknownNextPeer
+from channel.payer import local_short_channel_id
 from channel.payments import FINAL_CLTV_DELTA, Payments
 from channel.route import Route, RouteHop, RouteOnion, build_route_onion, read_route_failure
 from channel.state import channel_from_record
@@ -89,9 +90,7 @@ class DurableNet(Net):
 
 
 def _scid(manager: ChannelManager, key: str) -> bytes:
-    outpoint = manager.handles[key].channel.funding_outpoint
-    assert outpoint is not None
-    return alias_short_channel_id(outpoint)
+    return local_short_channel_id(manager.handles[key])
 
 
 @dataclass
@@ -146,7 +145,8 @@ def _send(line: Line, route: Route, invoice: Invoice) -> RouteOnion:
 
 def _invoice(line: Line, amount_msat: int = AMOUNT_MSAT) -> Invoice:
     fx = Effects()
-    invoice = line.carol.payments.create_invoice(amount_msat, "through bob", False, fx)
+    invoice = line.carol.payments.create_invoice(amount_msat, "through bob", False, fx,
+                                                    now=NOW)
     line.net.complete(line.carol.node_id, fx)
     return invoice
 
@@ -365,7 +365,7 @@ def test_a_preimage_learnt_downstream_on_chain_fulfils_upstream() -> None:
     net = Net()
     line = _line(net)
     fx = Effects()
-    invoice = line.carol.payments.create_invoice(AMOUNT_MSAT, "held", True, fx)
+    invoice = line.carol.payments.create_invoice(AMOUNT_MSAT, "held", True, fx, now=NOW)
     net.complete(line.carol.node_id, fx)
     _send(line, _route(line), invoice)
     net.run()

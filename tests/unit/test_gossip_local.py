@@ -8,12 +8,13 @@ import hashlib
 from test_manager import Net
 
 from channel.effects import Effects
-from channel.forwarder import NodePolicy, alias_short_channel_id
+from channel.forwarder import NodePolicy
 from channel.gossip import MESSAGE_FLAG_DONT_FORWARD, ChannelUpdate, ShortChannelId
 from channel.gossip_local import PEER_UPDATE_KV_PREFIX, graph_report
 from channel.graph import NetworkGraph
 from channel.manager import ChannelManager
 from channel.messages import decode_message
+from channel.payer import local_short_channel_id
 from channel.wire import REGTEST_CHAIN_HASH
 
 
@@ -31,9 +32,7 @@ def test_each_end_learns_the_other_ends_policy_after_channel_ready() -> None:
     """After the open, Alice's graph holds Bob's direction of their channel with Bob's fees
     (2000 msat + 100 ppm, delta 40), under the channel's alias scid, and vice versa."""
     _net, alice, bob, key = _line()
-    outpoint = alice.handles[key].channel.funding_outpoint
-    assert outpoint is not None
-    scid = ShortChannelId.from_bytes(alias_short_channel_id(outpoint))
+    scid = ShortChannelId.from_bytes(local_short_channel_id(alice.handles[key]))
     channel = alice.graph.channels[scid]
     assert not channel.public and channel.capacity_sat == 1_000_000
     bob_policy = channel.policy_from(bob.node_id)
