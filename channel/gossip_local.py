@@ -52,7 +52,8 @@ class LocalGossip:
         self.node_id = self._node_key.pubkey
         self.chain_hash = chain_hash
         self._clock = clock
-        self._sent: set[str] = set()   # channel keys whose update went out on this connection
+        # channel key -> the scid our update named, sent on this connection
+        self._sent: dict[str, bytes] = {}
         self._last_timestamp = 0
 
     def channel_update(self, handle: ChannelHandle, policy: NodePolicy) -> ChannelUpdate | None:
@@ -81,23 +82,27 @@ class LocalGossip:
         """Send the update of each usable channel among ``handles`` not yet sent to its peer
         on this connection."""
         for handle in handles:
-            if handle.key in self._sent:
-                continue
+            if self._sent.get(handle.key) == _scid_of(handle):
+                continue   # sent already (a real scid learnt later makes a new one)
             update = self.channel_update(handle, policy)
             if update is not None:
-                self._sent.add(handle.key)
+                self._sent[handle.key] = update.short_channel_id
                 fx.send(handle.peer_id, update)
 
     def peer_disconnected(self, handles: Iterable[ChannelHandle]) -> None:
         for handle in handles:
-            self._sent.discard(handle.key)
+            self._sent.pop(handle.key, None)
 
     def on_peer_update(self, graph: NetworkGraph, handles: Iterable[ChannelHandle],
                        peer_id: bytes, update: ChannelUpdate, fx: Effects | None) -> bool:
         """A ``channel_update`` from ``peer_id``: for one of our channels with it, signed by
         it, newer than what we have: into the graph (and ``fx``'s kv); else ignored."""
-        handle = next((h for h in handles if h.peer_id == peer_id and
-                       update.short_channel_id in (_scid_of(h), h.short_channel_id)), None)
+        ours = [h for h in handles if h.peer_id == peer_id]
+        handle = next((h for h in ours if update.short_channel_id == _scid_of(h)), None)
+        if handle is None and not update.short_channel_id[0] & 0x80:
+            # a real scid the peer learnt before us: one of our channels with it not placed yet
+            handle = next((h for h in ours if h.short_channel_id is None and
+                           h.channel.state is ChannelState.NORMAL), None)
         if handle is None or update.direction != (0 if peer_id < self.node_id else 1):
             return False   # not our channel with this peer, or not the peer's direction
         try:
