@@ -16,7 +16,7 @@ fulfil or fail lost with a connection (BOLT 2 drops unsigned updates) is simply 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -32,7 +32,12 @@ from channel.forwarding import (
 )
 from channel.htlc_log import HtlcEntry, Removal
 from channel.onion import PeeledForward, peel_payment_onion
-from channel.onion_failures import OnionFailure, TemporaryChannelFailure, malformed_failure
+from channel.onion_failures import (
+    FailureFlag,
+    OnionFailure,
+    TemporaryChannelFailure,
+    malformed_failure,
+)
 from channel.payer import local_short_channel_id
 from channel.state import ChannelState
 from channel.store import ForwardRow
@@ -136,6 +141,9 @@ class Forwarder:
                  links: Iterable[ForwardLink] = ()) -> None:
         self._node_secret = node_secret
         self.policy = policy or NodePolicy()
+        # our signed channel_update for an outgoing channel, for BOLT 4 UPDATE failures (the
+        # payer applies it and retries); set by the manager, which holds the gossip signer
+        self.channel_update: Callable[[ChannelHandle, NodePolicy], bytes] = lambda h, p: b""
         self.links: dict[tuple[str, int], ForwardLink] = {link.incoming: link for link in links}
         self._by_outgoing = {(link.outgoing_key, link.outgoing_htlc_id): link.incoming
                              for link in self.links.values()}
@@ -234,6 +242,14 @@ class Forwarder:
         decision = decide_forward(
             incoming=IncomingHtlc(amount_msat=entry.amount_msat, cltv_expiry=entry.cltv_expiry),
             forward=peeled, outgoing=outgoing, current_height=height)
+        if isinstance(decision, OnionFailure) and out is not None and outgoing is not None and \
+                decision.flags & FailureFlag.UPDATE:
+            # the same decision again, now carrying our channel_update (signed only on failure)
+            decision = decide_forward(
+                incoming=IncomingHtlc(amount_msat=entry.amount_msat,
+                                      cltv_expiry=entry.cltv_expiry),
+                forward=peeled, current_height=height,
+                outgoing=replace(outgoing, channel_update=self.channel_update(out, self.policy)))
         if isinstance(decision, OnionFailure):
             self._fail_local(handle, entry, peeled.shared_secret, decision, fx)
             return

@@ -77,6 +77,12 @@ class LocalGossip:
             fee_proportional_millionths=channel_policy.fee_proportional_millionths,
             htlc_maximum_msat=channel_policy.htlc_maximum_msat, dont_forward=True)
 
+    def failure_update(self, handle: ChannelHandle, policy: NodePolicy) -> bytes:
+        """Our update for ``handle`` as an UPDATE failure carries it (BOLT 4: with its
+        ``0x0102`` type), or nothing before the channel is usable."""
+        update = self.channel_update(handle, policy)
+        return b"" if update is None else update.TYPE.to_bytes(2, "big") + update.encode()
+
     def send_updates(self, handles: Iterable[ChannelHandle], policy: NodePolicy,
                      fx: Effects) -> None:
         """Send the update of each usable channel among ``handles`` not yet sent to its peer

@@ -161,6 +161,7 @@ class ChannelManager:
         self.forwarder = forwarder or Forwarder(node_secret=payments.node_secret)
         self.gossip = LocalGossip(node_secret=payments.node_secret,
                                   chain_hash=REGTEST_CHAIN_HASH, clock=clock)
+        self.forwarder.channel_update = self.gossip.failure_update
         self.handles: dict[str, ChannelHandle] = {h.key: h for h in handles}
         self.height = 0
         self.events: list[str] = []   # what the monitors said, for `events` and narration

@@ -12,11 +12,12 @@ from test_manager import HEIGHT, NOW, Net
 from channel.bolt11 import Bolt11Invoice as Invoice
 from channel.effects import ChannelHandle, Effects, PaymentResolved
 from channel.forwarder import Forwarder, ForwardLink, NodePolicy
+from channel.gossip import ChannelUpdate
 from channel.keys import PrivateKey
 from channel.manager import ChannelManager
 from channel.messages import UpdateAddHtlc, UpdateFailHtlc, decode_message, encode_message
 from channel.monitor import ChannelMonitor
-from channel.onion_failures import FeeInsufficient, UnknownNextPeer
+from channel.onion_failures import FeeInsufficient, UnknownNextPeer, channel_update_body
 from channel.payer import local_short_channel_id
 from channel.payments import FINAL_CLTV_DELTA, Payments
 from channel.route import Route, RouteHop, RouteOnion, build_route_onion, read_route_failure
@@ -192,8 +193,8 @@ def test_forward_pays_carol_and_bob_keeps_exactly_his_fee() -> None:
 
 
 def test_fee_too_low_fails_at_bob_and_alice_reads_fee_insufficient() -> None:
-    """A route offering Bob 999 msat of base fee is refused by Bob with fee_insufficient,
-    encrypted for Alice (hop 0); no balance moves and no HTLC stays."""
+    """A route offering Bob 999 msat of base fee is refused by Bob with fee_insufficient and
+    his channel_update, encrypted for Alice (hop 0); no balance moves and no HTLC stays."""
     line = _line(Net())
     invoice = _invoice(line)
     route = _route(line, fee_base_msat=999)
@@ -209,6 +210,11 @@ def test_fee_too_low_fails_at_bob_and_alice_reads_fee_insufficient() -> None:
     failure = failed.decrypted.failure
     assert isinstance(failure, FeeInsufficient)
     assert failure.htlc_msat == AMOUNT_MSAT + 999 + AMOUNT_MSAT // 1_000_000
+    # with Bob's channel_update for Bob-Carol, so that Alice can apply it and retry
+    update = ChannelUpdate.decode(channel_update_body(failure.channel_update))
+    assert (update.short_channel_id, update.fee_base_msat, update.fee_proportional_millionths,
+            update.cltv_expiry_delta) == (_scid(line.bob, line.bc), 1000, 1, 40)
+    assert update.direction == (0 if line.bob.node_id < line.carol.node_id else 1)
     _no_htlcs(line)
 
 
