@@ -158,7 +158,12 @@ class Payer:
         try:
             handle, route = self.choose(invoice, state)
         except NoRoute as exc:
-            return {"status": "failed", "reason": str(exc), "attempts": state.attempts}
+            room = [h.channel.available_to_send_msat() for h in self._usable()
+                    if h.peer_id == invoice.payee_node_id]
+            reason = str(exc) if not room else (
+                f"{state.amount_msat} msat exceeds the {max(0, max(room))} msat our channels to "
+                f"the payee can send, and no other route can carry it")
+            return {"status": "failed", "reason": reason, "attempts": state.attempts}
         return self._m.payments.send_on_route(handle, invoice, state, route, self._m.height,
                                               fx)
 
