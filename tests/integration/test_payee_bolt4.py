@@ -18,6 +18,7 @@ import pytest
 from test_channel_nodes import HOSTILE_PUSH_MSAT, Attack, _height, _name
 
 from channel.bolt11 import Bolt11Invoice, Network, sign_invoice
+from channel.errors import ChanlabError
 from channel.failure_onion import build_failure_onion, decrypt_failure_onion
 from channel.messages import (
     CommitmentSigned,
@@ -219,3 +220,23 @@ def test_the_node_as_payer_reports_the_decoded_failure_and_the_hop(
         assert [att["failure_code"] for att in result["attempts"]] == [DETAILS]
 
     _run(target, bitcoind, attack)
+
+
+def test_pay_refuses_expired_and_wrong_network_invoices_with_one_line(
+        target: tuple[Cluster, NodeProcess]) -> None:
+    """An invoice past its expiry, or one for testnet, is refused before any HTLC, in one
+    line saying what to do."""
+    _, node = target
+    common: dict[str, Any] = {
+        "node_secret": secrets.token_bytes(32), "amount_msat": 1_000,
+        "payment_hash": secrets.token_bytes(32), "payment_secret": secrets.token_bytes(32),
+        "description": "old"}
+    expired = sign_invoice(network=Network.REGTEST, timestamp=int(time.time()) - 7200,
+                           expiry_seconds=3600, **common)
+    with pytest.raises(ChanlabError, match=r"invoice expired \d+ s ago: ask the payee for a "
+                       r"new one"):
+        node.call("pay", invoice=expired.encode())
+    testnet = sign_invoice(network=Network.TESTNET, timestamp=int(time.time()), **common)
+    with pytest.raises(ChanlabError, match=r"invoice is for testnet \(lntb\), we pay on "
+                       r"regtest \(lnbcrt\)"):
+        node.call("pay", invoice=testnet.encode())

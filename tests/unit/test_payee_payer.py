@@ -272,3 +272,31 @@ def test_payer_retries_another_route_after_a_hop_fails(net: Net) -> None:
     for manager, peer in ((alice, bob), (alice, dave)):
         assert _balances(manager, peer) == (1_000_000_000, 0)
     assert carol.payments.payment(invoice.payment_hash.hex()).status == "pending"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("decision", ["settle", "cancel"])
+def test_hold_invoice_keeps_the_htlc_until_settle_or_cancel(net: Net, decision: str) -> None:
+    """A hold invoice's HTLC passes the checks and waits; `settle` fulfils it, `cancel` fails
+    it with incorrect_or_unknown_payment_details (the preimage stays with the payee)."""
+    alice, bob = _pair(net)
+    fx = Effects()
+    invoice = bob.payments.create_invoice(AMOUNT_MSAT, "held", True, fx, now=NOW)
+    net.complete(bob.node_id, fx)
+    fx = Effects()
+    assert alice.pay([invoice], fx) == [None]
+    net.complete(alice.node_id, fx)
+    net.run()
+    assert not [r for r in net.resolutions[alice.node_id] if isinstance(r, PaymentResolved)]
+    [held] = bob.holding(invoice.payment_hash.hex())
+    fx = Effects()
+    bob.release_hold(invoice.payment_hash.hex(), decision, fx)
+    bob.settle_held(held, fx)
+    net.complete(bob.node_id, fx)
+    net.run()
+    [done] = [r for r in net.resolutions[alice.node_id] if isinstance(r, PaymentResolved)]
+    if decision == "settle":
+        assert done.result["status"] == "succeeded"
+        assert _balances(bob, alice)[0] == AMOUNT_MSAT
+    else:
+        _assert_refused(done, bob, AMOUNT_MSAT)
+        assert _balances(bob, alice)[0] == 0
