@@ -28,6 +28,7 @@ from channel.onion_failures import channel_update_body
 from channel.payment_attempts import FailureReport, OutgoingPayment
 from channel.route import Route, RouteHop
 from channel.state import ChannelState
+from channel.types import Side
 
 if TYPE_CHECKING:
     from channel.manager import ChannelManager
@@ -122,9 +123,13 @@ class Payer:
 
     def route_hints(self, limit: int = 5) -> list[RouteHint]:
         """BOLT 11 ``r`` hints for our unannounced channels: the peer, the channel's real scid,
-        and the peer's fee and delta towards us if gossip told us, else 0/0/1."""
+        and the peer's fee and delta towards us if gossip told us, else 0/0/1. The channels
+        whose peer can send us the most come first (a hint is only worth its inbound room)."""
         hints: list[RouteHint] = []
-        for h in self._m.handles.values():
+        handles = sorted(self._m.handles.values(), reverse=True,
+                         key=lambda h: h.channel.balance_msat(Side.COUNTERPARTY)
+                         if h.channel.log is not None else 0)
+        for h in handles:
             if h.short_channel_id is None or h.channel.state is not ChannelState.NORMAL:
                 continue
             known = self._m.graph.channels.get(ShortChannelId.from_bytes(h.short_channel_id))

@@ -250,6 +250,7 @@ class Payments:
         result.update(report.as_dict())
         if state is not None:
             result["attempts"] = state.attempts
+            fx.kv.append((ATTEMPT_KV_PREFIX + entry.payment_hash.hex(), state.to_json()))
         self._record(PaymentRow(payment_hash=entry.payment_hash.hex(), direction="out",
                                 amount_msat=entry.amount_msat if state is None
                                 else state.amount_msat,

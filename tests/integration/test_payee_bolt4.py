@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_channel_nodes import HOSTILE_PUSH_MSAT, Attack, _height, _name
+from test_channel_nodes import HOSTILE_PUSH_MSAT, Attack, _height, _name, _rpc
 
 from channel.bolt11 import Bolt11Invoice, Network, sign_invoice
 from channel.errors import ChanlabError
@@ -60,9 +60,23 @@ def _run(target: tuple[Cluster, NodeProcess], bitcoind: BitcoindNode, attack: An
     asyncio.run(scenario())
 
 
+def _funding_scid(a: Attack) -> str:
+    """BOLT 7 ``BLOCKxTXxOUTPUT`` of the channel's funding output, read from bitcoind."""
+    txid, vout = a.outpoint
+    block_hash = _rpc(a.bitcoind, "getrawtransaction", txid, 1)["blockhash"]
+    block = _rpc(a.bitcoind, "getblock", block_hash)
+    return f"{block['height']}x{block['tx'].index(txid)}x{vout}"
+
+
 async def _invoice(a: Attack) -> Bolt11Invoice:
+    scid = _funding_scid(a)
+    await a.wait(lambda: a.node_channel().get("short_channel_id") == scid,
+                 "the node to learn the channel's short_channel_id")
     answer = await asyncio.to_thread(a.node.call, "invoice", amount_msat=AMOUNT_MSAT,
                                      description="hostile test")
+    # the channel is unannounced: the invoice names it in a route hint, by its real scid
+    assert {"node_id": a.peer.node_id.hex(), "short_channel_id": scid} in \
+        [hop for hint in answer["route_hints"] for hop in hint]
     invoice = Bolt11Invoice.decode(answer["invoice"])
     assert answer["invoice"].startswith("lnbcrt200u1")
     assert invoice.payee_node_id == a.node_id
