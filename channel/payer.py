@@ -189,7 +189,7 @@ class Payer:
                 entry.payment_hash in self._pipelined():
             payments.on_failed(handle, entry, report, self._m.height, fx)
             return
-        self._learn(state, report)
+        self.learn(state, report)
         try:
             invoice = Bolt11Invoice.decode(state.invoice)
         except MalformedMessage:
@@ -205,7 +205,7 @@ class Payer:
     def _pipelined(self) -> set[bytes]:
         return {h for p in self._m.payments.pipelines.values() for h in p.outstanding}
 
-    def _learn(self, state: OutgoingPayment, report: FailureReport) -> None:
+    def learn(self, state: OutgoingPayment, report: FailureReport) -> None:
         """Apply the failure's ``channel_update``; avoid the failing channel or node."""
         assert state.route is not None and report.failure is not None
         raw_update = getattr(report.failure, "channel_update", b"")

@@ -10,7 +10,8 @@ from test_manager import HEIGHT, NOW, Net, _balances
 from channel.bolt11 import Bolt11Invoice, Network, sign_invoice
 from channel.effects import Effects, PaymentResolved
 from channel.failure_onion import build_failure_onion, wrap_failure_onion
-from channel.gossip import ShortChannelId
+from channel.forwarding import ChannelPolicy
+from channel.gossip import ShortChannelId, sign_channel_update
 from channel.keys import PrivateKey
 from channel.manager import ChannelManager
 from channel.messages import UpdateFailHtlc, UpdateFulfillHtlc
@@ -18,10 +19,11 @@ from channel.onion_failures import (
     FailureCode,
     TemporaryChannelFailure,
 )
-from channel.payment_attempts import OutgoingPayment
+from channel.payment_attempts import FailureReport, OutgoingPayment
 from channel.payments import FINAL_CLTV_DELTA
 from channel.route import Route, RouteHop, build_route_onion
 from channel.types import Side
+from channel.wire import REGTEST_CHAIN_HASH
 
 AMOUNT_MSAT = 40_000_000
 DETAILS = int(FailureCode.INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS)
@@ -300,3 +302,26 @@ def test_hold_invoice_keeps_the_htlc_until_settle_or_cancel(net: Net, decision: 
     else:
         _assert_refused(done, bob, AMOUNT_MSAT)
         assert _balances(bob, alice)[0] == 0
+
+
+def test_a_failure_s_channel_update_is_applied_and_its_channel_avoided(net: Net) -> None:
+    """temporary_channel_failure from Bob carrying his signed channel_update for Bob→Carol:
+    Alice's graph takes Bob's new fee and delta, and the next route avoids that channel."""
+    alice, bob, carol = net.add("alice"), net.add("bob"), net.add("carol")
+    scid = ShortChannelId(120, 3, 1)
+    alice.graph.add_private_channel(scid, bob.node_id, carol.node_id, capacity_sat=1_000_000)
+    update = sign_channel_update(
+        node_key=PrivateKey(hashlib.sha256(b"bob").digest()), chain_hash=REGTEST_CHAIN_HASH,
+        short_channel_id=scid, timestamp=NOW, direction=int(bob.node_id > carol.node_id),
+        disabled=False, cltv_expiry_delta=40, htlc_minimum_msat=1, fee_base_msat=1_000,
+        fee_proportional_millionths=7, htlc_maximum_msat=500_000_000)
+    route = Route(hops=(RouteHop(node_id=bob.node_id, short_channel_id=bytes(8)),
+                        RouteHop(node_id=carol.node_id, short_channel_id=bytes(scid))))
+    state = OutgoingPayment(invoice="", payment_hash=bytes(32), amount_msat=AMOUNT_MSAT,
+                            final_cltv_delta=18, route=route)
+    failure = TemporaryChannelFailure(channel_update=(258).to_bytes(2, "big") + update.encode())
+    alice.payer.learn(state, FailureReport(0, bob.node_id, failure, "hop 0 failed"))
+    assert alice.graph.channels[scid].policy_from(bob.node_id) == ChannelPolicy(
+        fee_base_msat=1_000, fee_proportional_millionths=7, cltv_expiry_delta=40,
+        htlc_minimum_msat=1, htlc_maximum_msat=500_000_000)
+    assert state.excluded_channels == {bytes(scid)} and state.excluded_nodes == set()
