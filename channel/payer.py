@@ -25,7 +25,7 @@ from channel.gossip import ChannelUpdate, ShortChannelId
 from channel.graph import NetworkGraph, NoRoute, find_route
 from channel.htlc_log import HtlcEntry
 from channel.onion_failures import channel_update_body
-from channel.payment_attempts import FailureReport, OutgoingPayment
+from channel.payment_attempts import ATTEMPT_KV_PREFIX, FailureReport, OutgoingPayment
 from channel.route import Route, RouteHop
 from channel.state import ChannelState
 from channel.types import Side
@@ -190,17 +190,29 @@ class Payer:
             payments.on_failed(handle, entry, report, self._m.height, fx)
             return
         self.learn(state, report)
+        # the new route may start on another peer's channel, whose turn this flight does not
+        # hold: the node retries in a flight of its own (retry), the payment still in flight
+        state.attempts_pending = True
+        fx.kv.append((ATTEMPT_KV_PREFIX + entry.payment_hash.hex(), state.to_json()))
+        fx.retries.append(entry.payment_hash)
+
+    def retry(self, payment_hash: bytes, fx: Effects) -> None:
+        """Try the next route of a payment whose last route failed (see :meth:`on_failed`)."""
+        payments = self._m.payments
+        state = payments.outgoing.get(payment_hash)
+        if state is None or not state.attempts_pending:
+            return
+        state.attempts_pending = False
+        last = state.attempts[-1]
         try:
             invoice = Bolt11Invoice.decode(state.invoice)
-        except MalformedMessage:
-            payments.on_failed(handle, entry, report, self._m.height, fx)
-            return
-        payments.in_flight.discard(entry.payment_hash)
-        refused = self._attempt(invoice, state, fx)
+        except MalformedMessage as exc:
+            refused: dict[str, Any] | None = {"reason": f"cannot read the invoice again: {exc}"}
+        else:
+            payments.in_flight.discard(payment_hash)
+            refused = self._attempt(invoice, state, fx)
         if refused is not None:
-            last = FailureReport(report.hop_index, report.node_id, report.failure,
-                                 f"{report.text}; then: {refused['reason']}")
-            payments.on_failed(handle, entry, last, self._m.height, fx)
+            payments.fail_payment(state, f"{last['reason']}; then: {refused['reason']}", fx)
 
     def _pipelined(self) -> set[bytes]:
         return {h for p in self._m.payments.pipelines.values() for h in p.outstanding}
