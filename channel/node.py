@@ -174,6 +174,9 @@ class Node:
                                       sweep_script=bytes.fromhex(sweep), payments=payments,
                                       handles=handles)
         self.manager.height = height
+        stopped = Effects()   # payments whose next route was never tried: say so, not hang
+        self.manager.payer.end_interrupted_retries(stopped)
+        self.store.commit_flight(payments=stopped.payments, kv=stopped.kv)
         if self.settings.allow_cheating:
             from channel.cheat import CheatMode  # loaded only on regtest, when asked for
             self.cheat = CheatMode(self.chain, self.store, self.manager)

@@ -214,6 +214,17 @@ class Payer:
         if refused is not None:
             payments.fail_payment(state, f"{last['reason']}; then: {refused['reason']}", fx)
 
+    def end_interrupted_retries(self, fx: Effects) -> None:
+        """At start: a payment whose route failed and whose next route was not yet sent when
+        the node stopped is failed (nothing of it is in flight), so it can be paid again."""
+        payments = self._m.payments
+        for state in list(payments.outgoing.values()):
+            if state.attempts_pending:
+                state.attempts_pending = False
+                last = state.attempts[-1]["reason"] if state.attempts else "a route failed"
+                payments.fail_payment(state, f"{last}; the node restarted before trying "
+                                      "another route: pay again", fx)
+
     def _pipelined(self) -> set[bytes]:
         return {h for p in self._m.payments.pipelines.values() for h in p.outstanding}
 

@@ -325,3 +325,22 @@ def test_a_failure_s_channel_update_is_applied_and_its_channel_avoided(net: Net)
         fee_base_msat=1_000, fee_proportional_millionths=7, cltv_expiry_delta=40,
         htlc_minimum_msat=1, htlc_maximum_msat=500_000_000)
     assert state.excluded_channels == {bytes(scid)} and state.excluded_nodes == set()
+
+
+def test_a_retry_interrupted_by_a_restart_ends_as_failed(net: Net) -> None:
+    """A payment whose route failed and whose next route was not sent before a restart is
+    failed at start with its last failure (nothing of it is in flight), not left pending."""
+    alice = net.add("alice")
+    state = OutgoingPayment(invoice="", payment_hash=b"\x07" * 32, amount_msat=AMOUNT_MSAT,
+                            final_cltv_delta=18, attempts=[{"reason": "hop 0 failed: x"}],
+                            attempts_pending=True)
+    alice.payments.outgoing[state.payment_hash] = OutgoingPayment.from_json(state.to_json())
+    fx = Effects()
+    alice.payer.end_interrupted_retries(fx)
+    [row] = fx.payments
+    assert (row.payment_hash, row.status, row.detail) == (
+        state.payment_hash.hex(), "failed",
+        "hop 0 failed: x; the node restarted before trying another route: pay again")
+    [done] = fx.resolutions
+    assert isinstance(done, PaymentResolved) and done.result["status"] == "failed"
+    assert not alice.payments.outgoing[state.payment_hash].attempts_pending
