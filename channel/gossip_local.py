@@ -7,11 +7,12 @@ peer, with ``dont_forward`` set (bolt-notes §9): that is how the peer learns ou
 checked against the peer's node id and put into the node's
 :class:`~channel.graph.NetworkGraph` as a private edge. The raw updates received are what
 the node persists (kv ``peer_update:<scid>``) and replays at start (:meth:`restore`).
-The clock (UNIX seconds, for the update's ``timestamp``) is given.
+The clock (UNIX seconds, for the update's ``timestamp``) is injectable (tests fix it).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -47,7 +48,7 @@ class LocalGossip:
     """Sends our channels' updates to their peers; takes the peers' updates into the graph."""
 
     def __init__(self, *, node_secret: bytes, chain_hash: bytes,
-                 clock: Callable[[], int]) -> None:
+                 clock: Callable[[], int] = lambda: int(time.time())) -> None:
         self._node_key = PrivateKey(node_secret)
         self.node_id = self._node_key.pubkey
         self.chain_hash = chain_hash

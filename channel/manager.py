@@ -16,7 +16,6 @@ local command changes nothing and is the command's answer.
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -152,15 +151,13 @@ class ChannelManager:
                  sweep_script: bytes, payments: Payments,
                  handles: Iterable[ChannelHandle] = (),
                  entropy: Entropy = secrets.token_bytes,
-                 forwarder: Forwarder | None = None,
-                 clock: Callable[[], int] = lambda: int(time.time())) -> None:
+                 forwarder: Forwarder | None = None) -> None:
         self.node_id = node_id
         self.config = config
         self.sweep_script = sweep_script
         self.payments = payments
         self.forwarder = forwarder or Forwarder(node_secret=payments.node_secret)
-        self.gossip = LocalGossip(node_secret=payments.node_secret,
-                                  chain_hash=REGTEST_CHAIN_HASH, clock=clock)
+        self.gossip = LocalGossip(node_secret=payments.node_secret, chain_hash=REGTEST_CHAIN_HASH)
         self.forwarder.channel_update = self.gossip.failure_update
         self.handles: dict[str, ChannelHandle] = {h.key: h for h in handles}
         self.height = 0
@@ -408,7 +405,7 @@ class ChannelManager:
         reply = handle.channel.on_commitment_signed(msg)   # a fault raises: nothing changed
         fx.touch(handle)
         fx.send(peer_id, reply)
-        self._settle_incoming(handle, fx)
+        self._settle_forwards(fx, handle)
         self._sign_if_needed(handle, fx)
 
     def _on_revoke_and_ack(self, peer_id: bytes, msg: RevokeAndAck, fx: Effects,
@@ -416,7 +413,7 @@ class ChannelManager:
         handle = self._require(peer_id, msg.channel_id)
         handle.channel.on_revoke_and_ack(msg)
         fx.touch(handle)
-        self._settle_incoming(handle, fx)
+        self._settle_forwards(fx, handle)
         self._sign_if_needed(handle, fx)
         self._maybe_negotiate_close(handle, fx)
 
@@ -427,7 +424,7 @@ class ChannelManager:
         fx.touch(handle)
         for out in replies:
             fx.send(peer_id, out)
-        self._settle_incoming(handle, fx)
+        self._settle_forwards(fx, handle)
         self._sign_if_needed(handle, fx)
         self._maybe_negotiate_close(handle, fx)
 
@@ -435,17 +432,17 @@ class ChannelManager:
         if handle.channel.can_sign():
             fx.send(handle.peer_id, handle.channel.sign_commitment())
 
-    def _settle_forwards(self, fx: Effects) -> None:
-        for incoming, preimage in self.forwarder.settle(self.handles, fx):
+    def _settle_forwards(self, fx: Effects, handle: ChannelHandle | None = None) -> None:
+        """Resolved forwards go upstream; ``handle``'s new HTLCs are forwarded or settled."""
+        if handle is not None:
+            self.forwarder.forward_incoming(self.handles, handle, self.height, fx)
+        released = self.forwarder.settle(self.handles, fx)
+        if handle is not None:
+            released += [(handle, p) for p in self.payments.settle_incoming(handle, self.height,
+                                                                             fx)]
+        for incoming, preimage in released:
             if incoming.monitor is not None:
                 self.note(incoming, incoming.monitor.provide_payment_preimage(preimage))
-
-    def _settle_incoming(self, handle: ChannelHandle, fx: Effects) -> None:
-        self.forwarder.forward_incoming(self.handles, handle, self.height, fx)
-        self._settle_forwards(fx)
-        for preimage in self.payments.settle_incoming(handle, self.height, fx):
-            if handle.monitor is not None:
-                self.note(handle, handle.monitor.provide_payment_preimage(preimage))
 
     # -- payments (local commands) -----------------------------------------------------------
 
@@ -456,6 +453,13 @@ class ChannelManager:
         for handle in list(fx.touched):
             self._sign_if_needed(handle, fx)
         return outcomes
+
+    def retry_payments(self, payment_hashes: list[bytes], fx: Effects) -> None:
+        """Next routes for payments whose route failed (``Effects.retries``), signed."""
+        for payment_hash in payment_hashes:
+            self.payer.retry(payment_hash, fx)
+        for handle in list(fx.touched):
+            self._sign_if_needed(handle, fx)
 
     def start_pipeline(self, decoded: list[Bolt11Invoice], batch_size: int,
                        fx: Effects) -> ChannelHandle:
@@ -482,7 +486,7 @@ class ChannelManager:
 
     def settle_held(self, handle: ChannelHandle, fx: Effects) -> None:
         fx.touch(handle)
-        self._settle_incoming(handle, fx)
+        self._settle_forwards(fx, handle)
         self._sign_if_needed(handle, fx)
 
     def update_fee(self, handle: ChannelHandle, feerate_per_kw: int, fx: Effects) -> None:
@@ -587,8 +591,7 @@ class ChannelManager:
         for handle in self.handles.values():
             if handle.monitor_dirty:
                 fx.touch(handle)
-        # a preimage learnt on chain downstream fulfils the forward upstream (BOLT 5)
-        self._settle_forwards(fx)
+        self._settle_forwards(fx)   # a preimage learnt on chain downstream goes up (BOLT 5)
 
     # -- persistence -------------------------------------------------------------------------
 
