@@ -397,3 +397,47 @@ def test_a_preimage_learnt_downstream_on_chain_fulfils_upstream() -> None:
     assert _local(line.bob, line.ab) == AMOUNT_MSAT + BOB_FEE_MSAT
     upstream = line.bob.handles[line.ab].monitor
     assert upstream is not None and upstream.known_preimages()[invoice.payment_hash] == preimage
+
+
+def test_two_forwarders_in_a_row_each_keep_exactly_their_fee() -> None:
+    """Alice -> Bob -> Carol -> Dave with Bob at 1000 msat + 1 ppm and Carol at 5 msat +
+    2000 ppm: Dave gets the amount, Carol and Bob each gain exactly their own fee."""
+    net = Net()
+    alice, bob, carol, dave = (net.add(n) for n in ("alice", "bob", "carol", "dave"))
+    carol.forwarder.policy = NodePolicy(fee_base_msat=5, fee_proportional_millionths=2000,
+                                        cltv_expiry_delta=30)
+    for x, y in ((alice, bob), (bob, carol), (carol, dave)):
+        net.connect(x, y)
+    ab, bc, cd = net.open(alice, bob), net.open(bob, carol), net.open(carol, dave)
+    fx = Effects()
+    invoice = dave.payments.create_invoice(7_777_777, "two hops", False, fx, now=NOW)
+    net.complete(dave.node_id, fx)
+    carol_fee = 5 + 7_777_777 * 2000 // 1_000_000
+    bob_fee = 1000 + (7_777_777 + carol_fee) * 1 // 1_000_000
+    route = Route(hops=(
+        RouteHop(node_id=bob.node_id, short_channel_id=_scid(alice, ab)),
+        RouteHop(node_id=carol.node_id, short_channel_id=_scid(bob, bc), fee_base_msat=1000,
+                 fee_proportional_millionths=1, cltv_expiry_delta=40),
+        RouteHop(node_id=dave.node_id, short_channel_id=_scid(carol, cd), fee_base_msat=5,
+                 fee_proportional_millionths=2000, cltv_expiry_delta=30)))
+    built = build_route_onion(route, payment_hash=invoice.payment_hash,
+                              payment_secret=invoice.payment_secret,
+                              total_msat=invoice.amount_msat,
+                              final_cltv=HEIGHT + FINAL_CLTV_DELTA,
+                              session_key=hashlib.sha256(b"two hops").digest())
+    assert built.fee_msat == bob_fee + carol_fee == 1000 + 7 + 5 + 15_555
+    fx = Effects()
+    fx.touch(alice.handles[ab])
+    fx.send(bob.node_id, alice.handles[ab].channel.add_htlc(
+        amount_msat=built.amount_msat, payment_hash=invoice.payment_hash,
+        cltv_expiry=built.cltv_expiry, onion_routing_packet=built.onion))
+    net.complete(alice.node_id, fx)
+    net.run()
+
+    [done] = [r for r in net.resolutions[alice.node_id] if isinstance(r, PaymentResolved)]
+    assert done.result["status"] == "succeeded"
+    assert _local(dave, cd) == 7_777_777
+    assert _local(carol, bc) + _local(carol, cd) - 1_000_000_000 == carol_fee
+    assert _local(bob, ab) + _local(bob, bc) - 1_000_000_000 == bob_fee
+    assert _local(alice, ab) == 1_000_000_000 - built.amount_msat
+    assert bob.forwarder.links == {} and carol.forwarder.links == {}
