@@ -23,6 +23,7 @@ from channel.node import Node, NodeSettings
 from channel.state import ChannelConfig
 from regtest.chain import BitcoindChain, BitcoindEndpoint
 from regtest.control import daemon_logging, load_endpoint, node_home
+from regtest.errors import NodeStartError
 
 #: ``to_self_delay`` when none is given: 6 blocks on regtest (a force-close resolves after
 #: ``-generate 6``, as the walk-through says), 144 (a day) on other chains.
@@ -74,9 +75,9 @@ def _policy(args: argparse.Namespace) -> NodePolicy:
               "--cltv-expiry-delta": args.cltv_expiry_delta}
     for flag, value in values.items():
         if value < 0 or value >= 1 << 32:
-            raise SystemExit(f"{flag} takes a whole number from 0 to 4294967295, not {value}")
+            raise NodeStartError(f"{flag} takes a whole number from 0 to 4294967295, not {value}")
     if args.cltv_expiry_delta >= 1 << 16:
-        raise SystemExit("--cltv-expiry-delta takes a number of blocks below 65536")
+        raise NodeStartError("--cltv-expiry-delta takes a number of blocks below 65536")
     return NodePolicy(fee_base_msat=args.fee_base_msat,
                       fee_proportional_millionths=args.fee_proportional_millionths,
                       cltv_expiry_delta=args.cltv_expiry_delta)
