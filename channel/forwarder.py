@@ -149,6 +149,7 @@ class Forwarder:
                              for link in self.links.values()}
         # incoming channels with a forward waiting for its outgoing channel's reestablish
         self._deferred: set[str] = set()
+        self._final: dict[str, set[int]] = {}   # channel key -> incoming HTLC ids not forwards
 
     # -- lookups -----------------------------------------------------------------------------
 
@@ -217,15 +218,24 @@ class Forwarder:
     def _forward_channel(self, handles: Mapping[str, ChannelHandle], handle: ChannelHandle,
                          height: int, fx: Effects) -> None:
         chan = handle.channel
+        # HTLCs already found to be ours (a held invoice waits here for many flights): one
+        # ECDH each, not one per flight
+        known_final = self._final.get(handle.key, set())
+        still_final: set[int] = set()
         for entry in chan.htlcs_to_settle():
             if (handle.key, entry.htlc_id) in self.links:
+                continue
+            if entry.htlc_id in known_final:
+                still_final.add(entry.htlc_id)
                 continue
             peeled = peel_payment_onion(onion=entry.onion_routing_packet,
                                         node_key=self._node_secret,
                                         payment_hash=entry.payment_hash)
             if not isinstance(peeled, PeeledForward):
+                still_final.add(entry.htlc_id)
                 continue
             self._forward(handles, handle, entry, peeled, height, fx)
+        self._final[handle.key] = still_final
 
     def _forward(self, handles: Mapping[str, ChannelHandle], handle: ChannelHandle,
                  entry: HtlcEntry, peeled: PeeledForward, height: int, fx: Effects) -> None:
