@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -68,11 +69,37 @@ class PeerHandler(Protocol):
     async def flush(self, fx: Effects) -> None: ...
 
 
+#: pings answered per second and peer (a token bucket this deep); pings beyond are ignored,
+#: and a peer that keeps flooding (PING_FLOOD_DROP unanswered in a row) is dropped
+MAX_PINGS_PER_S = 10
+PING_FLOOD_DROP = 100
+
+
+@dataclass(slots=True)
+class PingBudget:
+    """A token bucket: MAX_PINGS_PER_S answered per second, bursts of as many."""
+
+    tokens: float = float(MAX_PINGS_PER_S)
+    at: float = field(default_factory=time.monotonic)
+    unanswered: int = 0   # pings ignored in a row
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(float(MAX_PINGS_PER_S), self.tokens + (now - self.at) * MAX_PINGS_PER_S)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            self.unanswered = 0
+            return True
+        self.unanswered += 1
+        return False
+
+
 @dataclass(slots=True)
 class Peer:
     node_id: bytes
     transport: Transport
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    pings: PingBudget = field(default_factory=PingBudget)
 
 
 class PeerManager:
@@ -219,6 +246,11 @@ class PeerManager:
         try:
             message = decode_message(raw)
             if isinstance(message, Ping):
+                if not peer.pings.take(time.monotonic()):
+                    if peer.pings.unanswered >= PING_FLOOD_DROP:
+                        await self._drop(peer, fx, f"ping flood: over {MAX_PINGS_PER_S} a second")
+                        return False
+                    return True   # over the rate: ignored, not answered
                 pong = pong_for(message)
                 if pong is not None:
                     await peer.transport.send(encode_message(pong))

@@ -1,0 +1,60 @@
+"""Strangers cannot make a node work for them beyond fixed bounds.
+
+A real ``chanlab node start`` process faces peers of our own (``hostile_peer.HostilePeer``)
+that flood it: with pings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Iterator
+
+import pytest
+from hostile_peer import HostilePeer
+
+from channel.peers import MAX_PINGS_PER_S, PING_FLOOD_DROP
+from channel.wire import Ping, Pong, WarningMessage
+from regtest.cluster import Cluster, NodeProcess
+from regtest.node import BitcoindNode
+from regtest.wallet import Wallet
+
+
+def _name(role: str) -> str:
+    """A node name unique in the run (it is also the node's wallet name on the shared bitcoind)."""
+    return f"{role}-{secrets.token_hex(3)}"
+
+
+@pytest.fixture(scope="module")
+def target(bitcoind: BitcoindNode, miner: Wallet,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, NodeProcess]]:
+    with Cluster.running(bitcoind, tmp_path_factory.mktemp("load"), miner) as nodes:
+        yield nodes, nodes.start_node(_name("target"))
+
+
+def test_ping_flood_is_answered_at_the_rate_limit_then_dropped(
+        target: tuple[Cluster, NodeProcess]) -> None:
+    """A burst of pings gets at most MAX_PINGS_PER_S (+1 for the refill while it is read)
+    pongs, then a warning and a hang-up; the node still answers another peer's ping."""
+    _, node = target
+    node_id = bytes.fromhex(node.node_id)
+    burst = 2 * PING_FLOOD_DROP
+
+    async def flood() -> list[object]:
+        peer = HostilePeer()
+        await peer.connect("127.0.0.1", node.port, node_id)
+        await peer.send(*[Ping(num_pong_bytes=8) for _ in range(burst)])
+        seen = await peer.closed(timeout=15)
+        await peer.close()
+        calm = HostilePeer()
+        await calm.connect("127.0.0.1", node.port, node_id)
+        await calm.send(Ping(num_pong_bytes=3))
+        assert await calm.expect(Pong) == Pong(ignored=bytes(3))
+        await calm.close()
+        return seen
+
+    seen = asyncio.run(flood())
+    pongs = [m for m in seen if isinstance(m, Pong)]
+    assert MAX_PINGS_PER_S <= len(pongs) <= MAX_PINGS_PER_S + 1
+    warnings = [m for m in seen if isinstance(m, WarningMessage)]
+    assert len(warnings) == 1 and "ping flood" in warnings[0].text
