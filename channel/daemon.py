@@ -75,11 +75,15 @@ def hold_home_lock(path: Path, what: str) -> int:
     return fd
 
 
-def daemon_logging(home: Path, label: str, log_name: str) -> None:
-    """A daemon's log: ``home/log_name`` and stderr, every line tagged with ``label``."""
+def daemon_logging(home: Path, label: str, log_name: str, to_stderr: bool = True) -> None:
+    """A daemon's log: ``home/log_name`` (and stderr if ``to_stderr``), every line tagged with
+    ``label``."""
+    handlers: list[logging.Handler] = [logging.FileHandler(home / log_name)]
+    if to_stderr:
+        handlers.append(logging.StreamHandler(sys.stderr))
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s {label} %(name)s %(message)s",
-        handlers=[logging.FileHandler(home / log_name), logging.StreamHandler(sys.stderr)])
+        handlers=handlers)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per RPC call otherwise
 
 

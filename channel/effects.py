@@ -60,10 +60,12 @@ class OpenResolved:
 
 @dataclass(frozen=True, slots=True)
 class ShutdownResolved:
-    """A cooperative close finished: its closing transaction is broadcast."""
+    """A cooperative close finished: its closing transaction is broadcast (``closing_txid``),
+    or it failed (``error``: the peer's reason, for the ``close`` command)."""
 
     key: str
     closing_txid: str
+    error: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,13 +69,16 @@ from channel.state import (
 )
 from channel.store import ChannelRow, PaymentRow
 from channel.types import CommitmentFormat, OutPoint, Side
-from channel.wire import ErrorMessage
+from channel.wire import ErrorMessage, WarningMessage
 
 __all__ = [
     "COMMITMENT_FEERATE_PER_KW",
     "SWEEP_FEERATE_PER_KW",
     "ChannelManager",
     "FlightRecords",
+    "closes_under_way",
+    "find_channel",
+    "refuse_close",
     "txid_hex",
 ]
 
@@ -100,6 +103,39 @@ class FlightRecords:
     payments: list[PaymentRow]
     kv: list[tuple[str, str]]
     revealed: list[tuple[str, list[MonitorUpdate]]]   # per channel: updates for the towers
+
+
+def find_channel(handles: Iterable[ChannelHandle], channel: str) -> ChannelHandle:
+    """The channel a person named: any unique prefix of its key or of its channel id;
+    a one-line :class:`RejectedUpdate` for no match or several."""
+    handles = list(handles)
+    text = channel.strip().lower()
+    if not text or any(c not in "0123456789abcdef" for c in text):
+        raise RejectedUpdate(f"{channel!r} is not a channel id: give the start of a key or "
+                             "channel_id shown by `channels`")
+    ids = {h.key: (h.key, (h.channel.channel_id or b"").hex()) for h in handles}
+    matches = [h for h in handles if any(i.startswith(text) for i in ids[h.key] if i)]
+    exact = [h for h in matches if text in ids[h.key]]
+    if len(exact) == 1:
+        return exact[0]
+    if not matches:
+        raise RejectedUpdate(f"no channel starts with {text} (see `channels`)")
+    if len(matches) > 1:
+        raise RejectedUpdate(f"{text} is the start of {len(matches)} channels' ids "
+                             f"({', '.join(h.key[:12] for h in matches)}): type more of it")
+    return matches[0]
+
+
+def closes_under_way(handles: Iterable[ChannelHandle]) -> list[str]:
+    """Keys of the channels among ``handles`` whose cooperative close is being negotiated."""
+    return [h.key for h in handles if h.channel.state in
+            (ChannelState.SHUTTING_DOWN, ChannelState.NEGOTIATING_CLOSE)]
+
+
+def refuse_close(handle: ChannelHandle, reason: str, fx: Effects) -> None:
+    """A close under way ended without a closing tx: the ``close`` command fails at once."""
+    if closes_under_way([handle]):
+        fx.resolutions.append(ShutdownResolved(handle.key, "", error=reason))
 
 
 class ChannelManager:
@@ -136,13 +172,8 @@ class ChannelManager:
         return handle
 
     def find(self, channel: str) -> ChannelHandle:
-        """The channel a person named: its key or channel id, or 8+ leading hex chars."""
-        for h in self.handles.values():
-            cid = (h.channel.channel_id or b"").hex()
-            if channel in (h.key, cid) or (len(channel) >= 8 and (
-                    h.key.startswith(channel) or cid.startswith(channel))):
-                return h
-        raise RejectedUpdate(f"no channel {channel}")
+        """The channel a person named: any unique prefix of its key or of its channel id."""
+        return find_channel(self.handles.values(), channel)
 
     def usable_channel(self, peer_id: bytes) -> ChannelHandle:
         for h in self.handles_of(peer_id):
@@ -192,12 +223,16 @@ class ChannelManager:
         handler = self._HANDLERS.get(type(message))
         if handler is not None:
             handler(self, peer_id, message, fx, fresh_script)
-        elif isinstance(message, ErrorMessage):
+        elif isinstance(message, ErrorMessage | WarningMessage):
             targets = self.handles_of(peer_id) if message.channel_id == bytes(32) else \
                 [h for h in [self.handle_for(peer_id, message.channel_id)] if h is not None]
             for handle in targets:
-                if not forget_unfunded(self.handles, handle,
-                                       f"the peer refused the channel: {message.text}", fx):
+                refuse_close(handle, f"the peer refused the close: {message.text!r}", fx)
+                # BOLT 1: a warning fails nothing; an error fails the channel (an unfunded one
+                # is simply forgotten: there is nothing to close on chain)
+                if isinstance(message, ErrorMessage) and not forget_unfunded(
+                        self.handles, handle, f"the peer refused the channel: {message.text}",
+                        fx):
                     self.force_close(handle, fx)
 
     def end_of_batch(self, fx: Effects) -> None:
@@ -211,6 +246,8 @@ class ChannelManager:
         """BOLT 2: the peer broke the protocol on a channel: ``error`` it and force-close."""
         fx.send(peer_id, ErrorMessage.with_text(channel_id or bytes(32), text[:500]))
         handle = self.handle_for(peer_id, channel_id) if channel_id else None
+        if handle is not None:
+            refuse_close(handle, f"the close failed: {text}", fx)
         if handle is not None and not forget_unfunded(
                 self.handles, handle, f"channel failed before funding: {text}", fx):
             self.force_close(handle, fx)

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import coincurve
+
 from channel.chain import ChainBackend, require_regtest
 from channel.chain_watcher import ChainWatcher
 from channel.control_api import NODE_COMMANDS
@@ -37,7 +39,12 @@ from channel.effects import (
     ShutdownResolved,
 )
 from channel.errors import ChainError, PeerProtocolError, RejectedUpdate, StartRefused
-from channel.manager import COMMITMENT_FEERATE_PER_KW, SWEEP_FEERATE_PER_KW, ChannelManager
+from channel.manager import (
+    COMMITMENT_FEERATE_PER_KW,
+    SWEEP_FEERATE_PER_KW,
+    ChannelManager,
+    closes_under_way,
+)
 from channel.messages import Shutdown, encode_message
 from channel.monitor import ChannelMonitor
 from channel.node_control import NodeControl
@@ -48,6 +55,7 @@ from channel.state import ChannelConfig, channel_from_record, monitor_update_fro
 from channel.store import NodeStore, holds_state
 from channel.tasks import BackgroundTasks
 from channel.tower_client import WatchtowerClient
+from channel.trace_log import TraceLog
 from channel.wire import ErrorMessage, WarningMessage
 
 if TYPE_CHECKING:
@@ -95,7 +103,6 @@ class Node:
         self.shell = DaemonShell(settings.home, info_file="node.json", key_file="node_key",
                                  commands=NODE_COMMANDS, handlers=self.control.handlers())
         self._secret = self.shell.secret
-        import coincurve
         self.node_id: bytes = coincurve.PrivateKey(self._secret).public_key.format(True)
         db_path = settings.home / "node.db"
         if self.shell.key_existed and not settings.allow_fresh_db and not holds_state(db_path):
@@ -112,9 +119,10 @@ class Node:
             raise
         self.outbox = Outbox(chain, self.store)
         self._tasks = BackgroundTasks(log)
+        self.trace = TraceLog(settings.home / "trace.log")
         self.peers = PeerManager(node_secret=self._secret, handler=self, tasks=self._tasks,
                                  remember=self._remember_peer,
-                                 coalesce=settings.coalesce_flights,
+                                 coalesce=settings.coalesce_flights, tap=self.trace.record,
                                  wanted=lambda peer_id: peer_id in self._m.peers_wanted())
         self.manager: ChannelManager | None = None
         self.port = settings.port
@@ -196,6 +204,7 @@ class Node:
         await self.chain.aclose()
         self.store.close()
         self.shell.release_lock()
+        self.trace.close()
 
     # -- carrying out a flight -------------------------------------------------------------
 
@@ -246,7 +255,7 @@ class Node:
         future = self._waiters.pop((type(done), done.key), None)
         if future is None or future.done():
             return
-        if isinstance(done, OpenResolved) and done.error:
+        if isinstance(done, OpenResolved | ShutdownResolved) and done.error:
             future.set_exception(RejectedUpdate(done.error))
         else:
             future.set_result(done.funding_txid if isinstance(done, OpenResolved) else
@@ -287,9 +296,14 @@ class Node:
         await self.complete(fx)
 
     async def peer_disconnected(self, peer_id: bytes) -> None:
+        interrupted = closes_under_way(self._m.handles_of(peer_id))
         fx = Effects()
         self._m.peer_disconnected(peer_id, fx)
         await self.complete(fx)
+        for key in interrupted:   # a waiting `close` fails now, not after its timeout
+            self._resolve(ShutdownResolved(key, "", error=(
+                "the peer disconnected during the close negotiation (it resumes when the "
+                "peer reconnects); try `close` again, or `force-close`")))
 
     async def deliver(self, peer_id: bytes, message: Any, fx: Effects) -> None:
         if isinstance(message, WarningMessage | ErrorMessage):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from channel.chain import require_regtest
+from channel.channel_facts import channel_facts
 from channel.daemon import ControlHandler
 from channel.effects import Effects, OpenResolved, PipelineDone, ShutdownResolved
 from channel.errors import RejectedUpdate, UnsafeOperation
@@ -20,6 +21,7 @@ from channel.invoice import Invoice
 from channel.manager import ChannelManager, txid_hex
 from channel.state import ChannelState
 from channel.types import Side
+from channel.wire import Feature
 
 if TYPE_CHECKING:
     from channel.node import Node
@@ -101,7 +103,10 @@ class NodeControl:
             "claimable": self.cmd_claimable, "events": self.cmd_events,
             "close": self.cmd_close, "force-close": self.cmd_force_close,
             "update-fee": self.cmd_update_fee, "cheat": self.cmd_cheat,
-            "add-tower": self.cmd_add_tower, "towers": self.cmd_towers, "stop": self.cmd_stop}
+            "add-tower": self.cmd_add_tower, "towers": self.cmd_towers, "stop": self.cmd_stop,
+            "payments": self.cmd_payments, "trace": self.cmd_trace,
+            "channel-facts": self.cmd_channel_facts, "graph": self.cmd_channel_facts,
+            "channel": self.cmd_channel_facts}
 
     async def cmd_info(self) -> dict[str, Any]:
         node = self._node
@@ -127,6 +132,10 @@ class NodeControl:
         node_id = bytes.fromhex(peer_id)
         async with self._connected(node_id, f"not connected to {peer_id[:16]}…: connect first"):
             fx = Effects()
+            # BOLT 2: propose a channel_type both support; a peer that requires anchors
+            # (Electrum) refuses any other, so it gets anchors even when not asked for
+            anchors = anchors or self._node.peers.features_of(node_id).requires(
+                Feature.OPTION_ANCHORS)
             handle = self._m.open_channel(node_id, funding_sat=amount_sat, push_msat=push_msat,
                                           anchors=anchors, fx=fx)
             opened = self._node.waiter(OpenResolved, handle.key)
@@ -308,6 +317,28 @@ class NodeControl:
 
     async def cmd_towers(self) -> list[dict[str, Any]]:
         return self._node.towers.status()
+
+    async def cmd_payments(self) -> list[dict[str, Any]]:
+        """Sent and received payments. chanlab pays its peers directly (one hop): no fees."""
+        out: list[dict[str, Any]] = []
+        for row in self._m.payments.all_payments():
+            entry: dict[str, Any] = {
+                "payment_hash": row.payment_hash,
+                "direction": "received" if row.direction == "in" else "sent",
+                "status": row.status, "amount_msat": row.amount_msat}
+            if row.direction == "out":
+                entry["fee_msat"] = 0
+            if row.detail:
+                entry["description"] = row.detail
+            out.append(entry)
+        return out
+
+    async def cmd_trace(self, limit: int, since: int) -> list[dict[str, Any]]:
+        return [r.to_json() for r in self._node.trace.read(limit, since)]
+
+    async def cmd_channel_facts(self, channel: str) -> dict[str, Any]:
+        handle = self._m.find(channel)
+        return channel_facts(handle, holder_scripts=(self._m.sweep_script,))
 
     async def cmd_stop(self) -> dict[str, Any]:
         asyncio.get_running_loop().call_soon(self._node.shell.stopping.set)

@@ -68,6 +68,10 @@ class Payments:
     def payment(self, payment_hash_hex: str) -> PaymentRow | None:
         return self._rows.get(payment_hash_hex)
 
+    def all_payments(self) -> list[PaymentRow]:
+        """Every invoice of ours and every payment we made, in the order first seen."""
+        return list(self._rows.values())
+
     def _record(self, row: PaymentRow, fx: Effects) -> None:
         self._rows[row.payment_hash] = row
         fx.payments.append(row)

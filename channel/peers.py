@@ -16,6 +16,7 @@ channels take turns. Everything else a peer sends is decoded and handed to a
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -36,6 +37,7 @@ from channel.tasks import BackgroundTasks
 from channel.transport import Transport, accept, connect
 from channel.wire import (
     REGTEST_CHAIN_HASH,
+    Features,
     Init,
     Ping,
     Pong,
@@ -98,6 +100,7 @@ class PingBudget:
 class Peer:
     node_id: bytes
     transport: Transport
+    features: Features = field(default_factory=Features)   # from the peer's ``init``
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     pings: PingBudget = field(default_factory=PingBudget)
 
@@ -107,12 +110,14 @@ class PeerManager:
 
     def __init__(self, *, node_secret: bytes, handler: PeerHandler, tasks: BackgroundTasks,
                  remember: Callable[[bytes, str], None], coalesce: bool = True,
-                 wanted: Callable[[bytes], bool] = lambda _: False) -> None:
+                 wanted: Callable[[bytes], bool] = lambda _: False,
+                 tap: Callable[[bytes, bool, bytes], None] | None = None) -> None:
         self._secret = node_secret
         self._handler = handler
         self._tasks = tasks
         self._remember = remember     # (peer_id, "host:port"): persisted by the node
         self._coalesce = coalesce
+        self._tap = tap               # (peer_id, sent?, type ‖ payload): the node's trace
         self.peers: dict[bytes, Peer] = {}
         self._server: asyncio.Server | None = None
         self._stopping = False
@@ -137,6 +142,11 @@ class PeerManager:
             self._server.close()
         for peer in list(self.peers.values()):
             await peer.transport.close()
+
+    def features_of(self, peer_id: bytes) -> Features:
+        """The feature vector a connected peer sent in ``init`` (empty if not connected)."""
+        peer = self.peers.get(peer_id)
+        return peer.features if peer is not None else Features()
 
     def lock_of(self, peer_id: bytes) -> asyncio.Lock:
         """The peer's turn lock (a fresh one, uncontended, for a peer not connected)."""
@@ -184,6 +194,8 @@ class PeerManager:
 
     async def _run(self, transport: Transport, ready: asyncio.Future[None] | None = None) -> None:
         node_id = transport.remote_pubkey
+        if self._tap is not None:
+            transport.tap = functools.partial(self._tap, node_id)
         try:
             await transport.send(encode_message(Init.ours(our_features())))
             first = decode_message(await asyncio.wait_for(transport.recv(), INIT_TIMEOUT_S))
@@ -202,7 +214,7 @@ class PeerManager:
         old = self.peers.get(node_id)
         if old is not None:
             await old.transport.close()
-        peer = Peer(node_id=node_id, transport=transport)
+        peer = Peer(node_id=node_id, transport=transport, features=first.combined_features())
         self.peers[node_id] = peer
         log.info("peer %s connected", node_id.hex()[:16])
         async with peer.lock:
