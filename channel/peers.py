@@ -53,6 +53,10 @@ __all__ = ["PeerHandler", "PeerManager"]
 log = logging.getLogger("chanlab.peers")
 
 INIT_TIMEOUT_S = 10.0
+#: inbound connections still in the BOLT 8 handshake or before their ``init``: a stranger's
+#: cost (an ECDH, a decrypt) is bounded by refusing more at once; peers with a channel dial
+#: out from our side or get in once the burst passes
+MAX_UNAUTHENTICATED = 8
 _LOST = (EOFError, ConnectionError, asyncio.IncompleteReadError, HandshakeFailed,
          MalformedMessage)  # a BOLT 8 MAC failure included: the stream is lost, hang up
 
@@ -121,6 +125,7 @@ class PeerManager:
         self.peers: dict[bytes, Peer] = {}
         self._server: asyncio.Server | None = None
         self._stopping = False
+        self._unauthenticated = 0   # inbound connections before their init
         # peers we have channels with (``wanted``) are dialled again whenever they are lost
         self.redialer = Redialer(tasks=tasks, dial=self.connect,
                                  connected=lambda peer_id: peer_id in self.peers, wanted=wanted)
@@ -164,12 +169,27 @@ class PeerManager:
 
     async def _on_inbound(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
-        try:
-            transport = await accept(reader, writer, local_static=self._secret)
-        except HandshakeFailed as exc:
-            log.info("inbound handshake failed: %s", exc)
+        if self._unauthenticated >= MAX_UNAUTHENTICATED:
+            writer.close()   # a burst of strangers: they wait for the next turn, not us
             return
-        await self._run(transport)
+        self._unauthenticated += 1
+        counted = True
+
+        def authenticated() -> None:
+            nonlocal counted
+            if counted:
+                counted = False
+                self._unauthenticated -= 1
+
+        try:
+            try:
+                transport = await accept(reader, writer, local_static=self._secret)
+            except HandshakeFailed as exc:
+                log.info("inbound handshake failed: %s", exc)
+                return
+            await self._run(transport, on_init=authenticated)
+        finally:
+            authenticated()
 
     async def connect(self, node_id: bytes, host: str, port: int) -> None:
         """Dial a peer, exchange ``init``, and keep reading from it in the background."""
@@ -192,7 +212,8 @@ class PeerManager:
             self.redialer.learn(peer_id, addr)
             self.redialer.lost(peer_id, at_once=True)
 
-    async def _run(self, transport: Transport, ready: asyncio.Future[None] | None = None) -> None:
+    async def _run(self, transport: Transport, ready: asyncio.Future[None] | None = None,
+                   on_init: Callable[[], None] = lambda: None) -> None:
         node_id = transport.remote_pubkey
         if self._tap is not None:
             transport.tap = functools.partial(self._tap, node_id)
@@ -211,6 +232,7 @@ class PeerManager:
             if ready is not None and not ready.done():
                 ready.set_exception(HandshakeFailed(f"init failed: {exc}"))
             return
+        on_init()
         old = self.peers.get(node_id)
         if old is not None:
             await old.transport.close()
@@ -252,6 +274,9 @@ class PeerManager:
                             return
                 finally:
                     await self._handler.end_batch(fx)
+            # a peer whose bytes are already buffered never makes recv() wait: give the chain
+            # watcher and other peers their turn after every batch
+            await asyncio.sleep(0)
 
     async def _handle_one(self, peer: Peer, raw: bytes, fx: Effects) -> bool:
         """One message into ``fx``; False once the peer must be dropped."""

@@ -1,7 +1,9 @@
-"""Strangers cannot make a node work for them beyond fixed bounds.
+"""Strangers cannot make a node work for them beyond fixed bounds, nor delay its penalty.
 
 A real ``chanlab node start`` process faces peers of our own (``hostile_peer.HostilePeer``)
-that flood it: with pings.
+that flood it with pings; and issue 10's "done when": the victim of a breach (staged with a
+cheating node, ``bench.nodes.measure_breach``) under ``bench.hostile_load.HostileLoad`` (three
+strangers' 65 kB-feature inits every second, 1,000 unfunded open_channel, a ping flood).
 """
 
 from __future__ import annotations
@@ -9,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hostile_peer import HostilePeer
 
+from bench.hostile_load import STRANGER_OPENS, HostileLoad
+from bench.nodes import MempoolFeed, measure_breach, zmq_rawtx_endpoint
 from channel.peers import MAX_PINGS_PER_S, PING_FLOOD_DROP
 from channel.wire import Ping, Pong, WarningMessage
 from regtest.cluster import Cluster, NodeProcess
@@ -58,3 +63,31 @@ def test_ping_flood_is_answered_at_the_rate_limit_then_dropped(
     assert MAX_PINGS_PER_S <= len(pongs) <= MAX_PINGS_PER_S + 1
     warnings = [m for m in seen if isinstance(m, WarningMessage)]
     assert len(warnings) == 1 and "ping flood" in warnings[0].text
+
+
+PENALTY_GOAL_S = 1.0
+MIB = 1 << 20
+
+
+def test_penalty_within_a_second_of_the_breach_under_hostile_load(
+        bitcoind: BitcoindNode, miner: Wallet, tmp_path: Path) -> None:
+    """Under the full hostile load the victim's penalty enters the mempool within 1 s of the
+    revoked commitment, confirms, and the victim's database grows by less than 1 MiB."""
+    loads: list[HostileLoad] = []
+
+    def load(victim: NodeProcess) -> HostileLoad:
+        loads.append(HostileLoad("127.0.0.1", victim.port, bytes.fromhex(victim.node_id),
+                                 victim.home))
+        return loads[-1]
+
+    with Cluster.running(bitcoind, tmp_path / "chanlab", miner) as cluster, \
+            MempoolFeed(zmq_rawtx_endpoint(bitcoind)) as feed:
+        run = measure_breach(cluster, feed, lambda _: None, index=1, tower=None,
+                             prefix=f"load{secrets.token_hex(2)}", load=load)
+    assert not isinstance(run, str), run
+    assert run.penalty_confirmed
+    assert run.latency_s < PENALTY_GOAL_S, f"penalty {run.latency_s * 1e3:.0f} ms after breach"
+    (hostile,) = loads
+    assert hostile.counts.opens == STRANGER_OPENS
+    assert hostile.counts.huge_inits >= 6 and hostile.counts.pings >= 1_000
+    assert hostile.db_growth_bytes < MIB
