@@ -246,9 +246,10 @@ class PeerManager:
         try:
             await self._read_loop(peer)
         finally:
-            if self.peers.get(node_id) is peer:
+            replaced = self.peers.get(node_id) is not peer   # a newer connection took over
+            if not replaced:
                 del self.peers[node_id]
-            await self._handler.peer_disconnected(node_id)
+                await self._handler.peer_disconnected(node_id)
             await transport.close()
             log.info("peer %s disconnected", node_id.hex()[:16])
             if not self._stopping and node_id not in self.peers:
