@@ -39,6 +39,8 @@ class ChannelHandle:
     monitor: ChannelMonitor | None = None
     monitor_seq: int = 0           # updates written since the last monitor snapshot
     monitor_dirty: bool = False    # chain events changed the monitor: snapshot it
+    # BOLT 7 short_channel_id (block height, tx index, output) once the funding confirmed
+    short_channel_id: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

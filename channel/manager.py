@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 from bitcoin.core import CTransaction
 
+from channel.bolt11 import Bolt11Invoice
 from channel.effects import (
     ChannelHandle,
     Effects,
@@ -30,7 +31,7 @@ from channel.effects import (
     ShutdownResolved,
 )
 from channel.errors import PeerProtocolError, RejectedUpdate
-from channel.invoice import Invoice
+from channel.graph import NetworkGraph
 from channel.keys import ChannelKeys
 from channel.messages import (
     AcceptChannel,
@@ -57,6 +58,7 @@ from channel.monitor import (
     FundingSpent,
     MonitorEvent,
 )
+from channel.payer import Payer
 from channel.payments import Payments
 from channel.pending import UNPERSISTED_STATES, check_room_for, forget_unfunded
 from channel.state import (
@@ -69,7 +71,7 @@ from channel.state import (
 )
 from channel.store import ChannelRow, PaymentRow
 from channel.types import CommitmentFormat, OutPoint, Side
-from channel.wire import ErrorMessage, WarningMessage
+from channel.wire import REGTEST_CHAIN_HASH, ErrorMessage, WarningMessage
 
 __all__ = [
     "COMMITMENT_FEERATE_PER_KW",
@@ -153,6 +155,9 @@ class ChannelManager:
         self.height = 0
         self.events: list[str] = []   # what the monitors said, for `events` and narration
         self._entropy = entropy
+        self.connected: set[bytes] = set()   # peers with a live connection (routes start there)
+        self.graph = NetworkGraph(REGTEST_CHAIN_HASH)   # what gossip taught us: routes
+        self.payer = Payer(self)
 
     # -- lookups -----------------------------------------------------------------------------
 
@@ -200,6 +205,7 @@ class ChannelManager:
 
     def peer_connected(self, peer_id: bytes, fx: Effects) -> None:
         """BOLT 2: channel_reestablish first for every channel with this peer."""
+        self.connected.add(peer_id)
         for handle in self.handles_of(peer_id):
             chan = handle.channel
             if chan.is_funded or chan.state is ChannelState.CLOSING:
@@ -211,6 +217,7 @@ class ChannelManager:
     def peer_disconnected(self, peer_id: bytes, fx: Effects | None = None) -> None:
         """Uncommitted updates die with the connection; so do channels not yet funded (BOLT
         2: forget a channel on disconnect before funding_signed)."""
+        self.connected.discard(peer_id)
         for handle in self.handles_of(peer_id):  # a copy: forgetting changes self.handles
             if not forget_unfunded(self.handles, handle, "the peer disconnected before the "
                                    "channel was funded", fx if fx is not None else Effects()):
@@ -354,16 +361,18 @@ class ChannelManager:
                              _: bytes | None) -> None:
         handle = self._require(peer_id, msg.channel_id)
         entry = handle.channel.on_update_fail_htlc(msg)
-        self.payments.on_failed(handle, entry, msg.reason.decode(errors="replace"),
-                                self.height, fx)
+        fx.touch(handle)
+        self.payer.on_failed(handle, entry, fx, reason=msg.reason)
 
     def _on_update_fail_malformed_htlc(self, peer_id: bytes, msg: UpdateFailMalformedHtlc,
                                        fx: Effects, _: bytes | None) -> None:
+        if not msg.failure_code & 0x8000:  # BOLT 2: fail the channel
+            raise PeerProtocolError(f"update_fail_malformed_htlc code {msg.failure_code:#06x}")
         handle = self._require(peer_id, msg.channel_id)
         entry = handle.channel.on_update_fail_htlc(UpdateFailHtlc(
             channel_id=msg.channel_id, id=msg.id, reason=b"malformed onion"))
-        self.payments.on_failed(handle, entry, f"malformed onion {msg.failure_code}",
-                                self.height, fx)
+        fx.touch(handle)
+        self.payer.on_failed(handle, entry, fx, malformed=(msg.failure_code, msg.sha256_of_onion))
 
     def _on_update_fee(self, peer_id: bytes, msg: UpdateFee, fx: Effects,
                        _: bytes | None) -> None:
@@ -409,17 +418,15 @@ class ChannelManager:
 
     # -- payments (local commands) -----------------------------------------------------------
 
-    def pay(self, decoded: list[Invoice], fx: Effects) -> list[dict[str, Any] | None]:
-        """Pay invoices to one peer as one batch: all HTLCs in one ``commitment_signed``."""
-        payee = decoded[0].payee_node_id
-        if any(inv.payee_node_id != payee for inv in decoded):
-            raise RejectedUpdate("a batch pays a single peer")
-        handle = self.usable_channel(payee)
-        outcomes = self.payments.add_payments(handle, decoded, self.height, fx)
-        self._sign_if_needed(handle, fx)
+    def pay(self, decoded: list[Bolt11Invoice], fx: Effects) -> list[dict[str, Any] | None]:
+        """Start paying invoices, each over the channel or route that can carry it (HTLCs to
+        one peer go out in one ``commitment_signed``); per invoice, its failure now or None."""
+        outcomes = self.payer.pay(decoded, fx)
+        for handle in list(fx.touched):
+            self._sign_if_needed(handle, fx)
         return outcomes
 
-    def start_pipeline(self, decoded: list[Invoice], batch_size: int,
+    def start_pipeline(self, decoded: list[Bolt11Invoice], batch_size: int,
                        fx: Effects) -> ChannelHandle:
         """Pay ``decoded`` (one payee) in batches of ``batch_size``, one batch in flight."""
         if not decoded or any(inv.payee_node_id != decoded[0].payee_node_id

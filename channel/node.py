@@ -39,16 +39,19 @@ from channel.effects import (
     ShutdownResolved,
 )
 from channel.errors import ChainError, PeerProtocolError, RejectedUpdate, StartRefused
+from channel.gossip import ShortChannelId
 from channel.manager import (
     COMMITMENT_FEERATE_PER_KW,
     SWEEP_FEERATE_PER_KW,
     ChannelManager,
     closes_under_way,
+    txid_hex,
 )
 from channel.messages import Shutdown, encode_message
 from channel.monitor import ChannelMonitor
 from channel.node_control import NodeControl
 from channel.outbox import Outbox
+from channel.payment_attempts import ATTEMPT_KV_PREFIX
 from channel.payments import FINAL_CLTV_DELTA, Payments
 from channel.peers import PeerManager
 from channel.state import ChannelConfig, channel_from_record, monitor_update_from_record
@@ -151,6 +154,9 @@ class Node:
             raw = self.store.get(f"funding_tx:{row.key}")
             handle = ChannelHandle(key=row.key, peer_id=bytes.fromhex(row.peer_id), channel=chan,
                                    funding_tx=bytes.fromhex(raw) if raw else None)
+            scid = self.store.get(f"scid:{row.key}")
+            if scid is not None:
+                handle.short_channel_id = bytes(ShortChannelId.parse(scid))
             if row.key in snapshots:
                 handle.monitor = ChannelMonitor.from_record(snapshots[row.key])
                 updates = self.store.monitor_updates(row.key)
@@ -163,7 +169,8 @@ class Node:
             sweep = (await self.chain.new_script_pubkey()).hex()
             self.store.commit_flight(kv=[("sweep_script", sweep)])
         payments = Payments(node_id=self.node_id, node_secret=self._secret,
-                            rows=self.store.payments(), holds=self.store.kv_with_prefix("hold:"))
+                            rows=self.store.payments(), holds=self.store.kv_with_prefix("hold:"),
+                            outgoing=self.store.kv_with_prefix(ATTEMPT_KV_PREFIX))
         self.manager = ChannelManager(node_id=self.node_id, config=self.settings.channel_config,
                                       sweep_script=bytes.fromhex(sweep), payments=payments,
                                       handles=handles)
@@ -277,13 +284,37 @@ class Node:
         await self.complete(fx)
 
     async def _check_funding(self) -> None:
-        """channel_ready for the channels whose funding tx is deep enough now."""
+        """channel_ready for the channels whose funding tx is deep enough now; the
+        short_channel_id of those confirmed."""
         for key, txid in self._m.awaiting_lockin():
             depth = await self.chain.confirmations(txid)
             async with self.peers.lock_of(self._m.handles[key].peer_id):
                 fx = Effects()
                 self._m.funding_depth(key, depth, fx)
                 await self.complete(fx)
+        await self.learn_short_channel_ids()
+
+    async def learn_short_channel_ids(self) -> None:
+        """BOLT 7 ``short_channel_id`` = funding block height x tx index x output index, read
+        from the chain once the funding tx confirmed (for route hints and routes)."""
+        for key, txid in self._m.payer.scids_wanted():
+            try:
+                depth = await self.chain.confirmations(txid)
+                if depth < 1:
+                    continue
+                height = await self.chain.height() - depth + 1
+                block = await self.chain.block_at(height)
+            except ChainError as exc:
+                log.info("short_channel_id of %s not known yet: %s", key[:16], exc)
+                continue
+            txids = [txid_hex(raw) for raw in block.transactions]
+            outpoint = self._m.handles[key].channel.funding_outpoint
+            if txid not in txids or outpoint is None:
+                continue  # a reorg between the two calls: the next block tries again
+            fx = Effects()
+            self._m.payer.set_short_channel_id(
+                key, ShortChannelId(height, txids.index(txid), outpoint.vout), fx)
+            await self.complete(fx)
 
     # -- from the peer manager (channel.peers.PeerHandler) ---------------------------------
 
