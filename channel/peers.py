@@ -57,6 +57,9 @@ INIT_TIMEOUT_S = 10.0
 #: cost (an ECDH, a decrypt) is bounded by refusing more at once; peers with a channel dial
 #: out from our side or get in once the burst passes
 MAX_UNAUTHENTICATED = 8
+#: messages of one peer coalesced into one batch at most: a flood is cut into batches, and
+#: the chain watcher gets its turn between two
+MAX_BATCH_MESSAGES = 256
 _LOST = (EOFError, ConnectionError, asyncio.IncompleteReadError, HandshakeFailed,
          MalformedMessage)  # a BOLT 8 MAC failure included: the stream is lost, hang up
 
@@ -263,11 +266,14 @@ class PeerManager:
                 return
             async with peer.lock:
                 fx = Effects()
+                handled = 0
                 try:
                     while True:
                         if not await self._handle_one(peer, raw, fx):
                             return
-                        if not self._coalesce or not peer.transport.has_buffered_data():
+                        handled += 1
+                        if not self._coalesce or not peer.transport.has_buffered_data() or \
+                                handled >= MAX_BATCH_MESSAGES:
                             break
                         try:
                             raw = await peer.transport.recv()
