@@ -53,9 +53,8 @@ __all__ = ["PeerHandler", "PeerManager"]
 log = logging.getLogger("chanlab.peers")
 
 INIT_TIMEOUT_S = 10.0
-#: inbound connections still in the BOLT 8 handshake or before their ``init``: a stranger's
-#: cost (an ECDH, a decrypt) is bounded by refusing more at once; peers with a channel dial
-#: out from our side or get in once the burst passes
+#: inbound connections still in the BOLT 8 handshake or before their ``init``: what strangers
+#: can make the node hold at once (beyond it, the oldest is dropped)
 MAX_UNAUTHENTICATED = 8
 #: messages of one peer coalesced into one batch at most: a flood is cut into batches, and
 #: the chain watcher gets its turn between two
@@ -128,7 +127,8 @@ class PeerManager:
         self.peers: dict[bytes, Peer] = {}
         self._server: asyncio.Server | None = None
         self._stopping = False
-        self._unauthenticated = 0   # inbound connections before their init
+        # inbound connections before their init, oldest first
+        self._unauthenticated: dict[int, asyncio.StreamWriter] = {}
         # peers we have channels with (``wanted``) are dialled again whenever they are lost
         self.redialer = Redialer(tasks=tasks, dial=self.connect,
                                  connected=lambda peer_id: peer_id in self.peers, wanted=wanted)
@@ -172,17 +172,16 @@ class PeerManager:
 
     async def _on_inbound(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
-        if self._unauthenticated >= MAX_UNAUTHENTICATED:
-            writer.close()   # a burst of strangers: they wait for the next turn, not us
-            return
-        self._unauthenticated += 1
-        counted = True
+        if len(self._unauthenticated) >= MAX_UNAUTHENTICATED:
+            # the oldest stranger goes, not the newcomer: an honest handshake takes
+            # milliseconds, so silent connections cannot lock every peer out
+            oldest = next(iter(self._unauthenticated))
+            self._unauthenticated.pop(oldest).close()
+        key = id(writer)
+        self._unauthenticated[key] = writer
 
         def authenticated() -> None:
-            nonlocal counted
-            if counted:
-                counted = False
-                self._unauthenticated -= 1
+            self._unauthenticated.pop(key, None)
 
         try:
             try:

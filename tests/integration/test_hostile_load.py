@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from hostile_peer import HostilePeer
 
 from bench.hostile_load import STRANGER_OPENS, HostileLoad
 from bench.nodes import MempoolFeed, measure_breach, zmq_rawtx_endpoint
-from channel.peers import MAX_PINGS_PER_S, PING_FLOOD_DROP
+from channel.peers import MAX_PINGS_PER_S, MAX_UNAUTHENTICATED, PING_FLOOD_DROP
 from channel.wire import Ping, Pong, WarningMessage
 from regtest.cluster import Cluster, NodeProcess
 from regtest.node import BitcoindNode
@@ -63,6 +64,28 @@ def test_ping_flood_is_answered_at_the_rate_limit_then_dropped(
     assert MAX_PINGS_PER_S <= len(pongs) <= MAX_PINGS_PER_S + 1
     warnings = [m for m in seen if isinstance(m, WarningMessage)]
     assert len(warnings) == 1 and "ping flood" in warnings[0].text
+
+
+def test_silent_strangers_cannot_lock_out_a_newcomer(target: tuple[Cluster, NodeProcess]) -> None:
+    """Three times MAX_UNAUTHENTICATED connections that never start the handshake: a peer
+    arriving after them still completes its handshake and init and gets its pong at once."""
+    _, node = target
+
+    async def crowd_then_greet() -> float:
+        silent = [await asyncio.open_connection("127.0.0.1", node.port)
+                  for _ in range(3 * MAX_UNAUTHENTICATED)]
+        started = time.monotonic()
+        newcomer = HostilePeer()
+        await newcomer.connect("127.0.0.1", node.port, bytes.fromhex(node.node_id))
+        await newcomer.send(Ping(num_pong_bytes=2))
+        assert await newcomer.expect(Pong, timeout=5) == Pong(ignored=bytes(2))
+        elapsed = time.monotonic() - started
+        await newcomer.close()
+        for _, writer in silent:
+            writer.close()
+        return elapsed
+
+    assert asyncio.run(crowd_then_greet()) < 2.0
 
 
 PENALTY_GOAL_S = 1.0
