@@ -27,7 +27,7 @@ from channel.payments import Payments
 from channel.scripts import p2wpkh
 from channel.state import ChannelConfig, ChannelState
 from channel.types import Side
-from channel.wire import ErrorMessage
+from channel.wire import ErrorMessage, WarningMessage
 
 HEIGHT = 200
 FUNDING_SAT = 1_000_000
@@ -262,3 +262,45 @@ def test_a_peer_protocol_fault_fails_the_channel(net: Net) -> None:
     spent = CTransaction.deserialize(commitment).vin[0].prevout
     assert chan.funding_outpoint is not None
     assert (bytes(spent.hash), spent.n) == (chan.funding_outpoint.txid, chan.funding_outpoint.vout)
+
+
+@pytest.mark.parametrize("kind", [ErrorMessage, WarningMessage])
+def test_a_close_the_peer_refuses_fails_at_once_with_its_reason(
+        net: Net, kind: type[ErrorMessage] | type[WarningMessage]) -> None:
+    """The peer answers our shutdown with an error (or a warning): the close resolves at once
+    with the peer's text; an error also force-closes (BOLT 1), a warning leaves the channel."""
+    alice, bob = net.add("alice"), net.add("bob")
+    net.connect(alice, bob)
+    key = net.open(alice, bob)
+    handle = alice.handles[key]
+    fx = Effects()
+    alice.close(handle, net.scripts[alice.node_id], fx)
+    net.complete(alice.node_id, fx)
+    net.queue.clear()                       # bob never answers the shutdown...
+    fx = Effects()                          # ...but refuses it
+    refusal = kind.with_text(handle.channel.channel_id or b"", "There is no overlap between "
+                             "their and our fee range")
+    alice.handle_message(bob.node_id, refusal, fx)
+    assert fx.resolutions == [ShutdownResolved(key, "", error=(
+        "the peer refused the close: 'There is no overlap between their and our fee range'"))]
+    if kind is ErrorMessage:
+        assert handle.channel.state is ChannelState.FORCE_CLOSING and len(fx.broadcasts) == 1
+    else:
+        assert handle.channel.state is ChannelState.SHUTTING_DOWN and fx.broadcasts == []
+
+
+def test_a_close_we_fail_resolves_with_the_reason(net: Net) -> None:
+    """A protocol failure of ours during the close (fail_channel) fails the close command."""
+    alice, bob = net.add("alice"), net.add("bob")
+    net.connect(alice, bob)
+    key = net.open(alice, bob)
+    handle = alice.handles[key]
+    fx = Effects()
+    alice.close(handle, net.scripts[alice.node_id], fx)
+    net.complete(alice.node_id, fx)
+    net.queue.clear()
+    fx = Effects()
+    alice.fail_channel(bob.node_id, handle.channel.channel_id, "closing fee ranges do not "
+                       "overlap", fx)
+    assert fx.resolutions == [ShutdownResolved(
+        key, "", error="the close failed: closing fee ranges do not overlap")]
