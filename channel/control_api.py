@@ -71,6 +71,7 @@ class Arg:
     cli_name: str = ""          # positional name / flag on the command line if not ``name``
     cli_invert: bool = False    # a bool shown as ``--no-...`` (default True on the wire)
     cli_hidden: bool = False    # not offered on the command line
+    cli_only: bool = False      # read by the command line itself, never sent to the node
     resolve: Resolve = Resolve.NONE
 
     @property
@@ -104,7 +105,8 @@ def _table(*commands: Command) -> dict[str, Command]:
     return {c.name: c for c in commands}
 
 
-_CHANNEL = Arg(name="channel", type=ArgType.STR, help="channel key or channel id (8+ hex chars)")
+_CHANNEL = Arg(name="channel", type=ArgType.STR,
+               help="channel key or channel id, or any unique start of either")
 _HASH = Arg(name="payment_hash", type=ArgType.STR, help="hex payment hash")
 _TIMEOUT = Arg(name="timeout_s", type=ArgType.FLOAT, default=60.0, cli_hidden=True)
 
@@ -159,6 +161,32 @@ NODE_COMMANDS: dict[str, Command] = _table(
                    "opener, commitment_format, to_self_delay, local_msat?, remote_msat?, "
                    "htlcs?, holder_commitment_number?, counterparty_commitment_number?, "
                    "closing_txid?}]"),
+    Command(name="payments", help="payments sent and received: status, amount, fees",
+            answer="[{payment_hash, direction: sent|received, status, amount_msat, "
+                   "fee_msat?, description?, route?: [node_id]}]"),
+    Command(name="trace", help="the BOLT messages sent and received, decoded field by field",
+            args=(Arg(name="limit", type=ArgType.INT, default=50,
+                      help="how many of the latest messages (0: all kept)"),
+                  Arg(name="since", type=ArgType.INT, default=0, cli_hidden=True),
+                  Arg(name="follow", type=ArgType.BOOL, default=False, cli_only=True,
+                      help="keep printing new messages as they come (Ctrl-C stops)")),
+            answer="[{seq, time, direction: sent|received, peer_id, data}]"),
+    Command(name="channel-facts", help="what the node knows of a channel's transactions",
+            args=(_CHANNEL,), cli=False,
+            answer="{channel, channel_id, peer_id, opener, funding_txid, funding_vout, "
+                   "funding_sat, funding_tx?, holder_basepoints, counterparty_basepoints, "
+                   "commitments: [...], transactions: [{txid, raw, height, broadcast}], "
+                   "holder_scripts}"),
+    Command(name="graph", help="draw a channel's transactions as SVG (or Graphviz dot)",
+            args=(_CHANNEL,
+                  Arg(name="output", type=ArgType.STR, default="channel.svg", cli_only=True,
+                      help="where to write the picture (default channel.svg)"),
+                  Arg(name="dot", type=ArgType.BOOL, default=False, cli_only=True,
+                      help="write Graphviz dot instead of SVG")),
+            answer="as channel-facts; the command line draws it"),
+    Command(name="channel", help="a channel's outputs on chain, fees, and who may spend "
+                                 "what in how many blocks",
+            args=(_CHANNEL,), answer="as channel-facts; the command line prints it"),
     Command(name="balance", help="on-chain and off-chain balances",
             answer="{onchain_sat, offchain_msat}"),
     Command(name="claimable", help="what we can still get on chain, per channel",
@@ -210,7 +238,7 @@ def check_args(table: dict[str, Command], cmd: str, args: dict[str, Any]) -> dic
     command = table.get(cmd)
     if command is None:
         raise BadControlRequest(f"unknown command {cmd!r} (known: {', '.join(sorted(table))})")
-    known = {a.name: a for a in command.args}
+    known = {a.name: a for a in command.args if not a.cli_only}
     extra = sorted(set(args) - set(known))
     if extra:
         raise BadControlRequest(f"{cmd}: unknown argument(s) {', '.join(extra)} "

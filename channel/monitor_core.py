@@ -49,6 +49,7 @@ from channel.records import (
 from channel.shachain import RevocationStore
 from channel.transactions import (
     CommitmentTransaction,
+    commitment_number_from_tx,
     finalize_commitment_transaction,
     sign_commitment,
 )
@@ -356,6 +357,31 @@ class MonitorCore:
     def revoked_commitment_numbers(self) -> list[int]:
         """Numbers of the peer's revoked commitments known here, ascending."""
         return sorted(self._revoked)
+
+    def known_commitments(self) -> list[tuple[Side, CommitmentTransaction, bool]]:
+        """The commitments worth drawing (``chanlab NAME graph``): (broadcaster, commitment,
+        revoked?) for our latest, the peer's current ones and any revoked state of the peer's
+        that reached the chain (only those: a long channel has thousands)."""
+        out: list[tuple[Side, CommitmentTransaction, bool]] = []
+        if self._holder is not None:
+            out.append((Side.HOLDER, self._holder_commitment(), False))
+        out.extend((Side.COUNTERPARTY, self._counterparty_commitment(entry), False)
+                   for entry in self._counterparty.values())
+        for seen in self._seen.values():
+            number = commitment_number_from_tx(seen.tx, self._factor) if seen.depth == 1 \
+                else None
+            if number is not None and number in self._revoked:
+                try:
+                    out.append((Side.COUNTERPARTY, self._rebuild_revoked(self._revoked[number]),
+                                True))
+                except ValueError:
+                    continue   # its secret is not known here
+        return out
+
+    def seen_transactions(self) -> list[tuple[CTransaction, int | None]]:
+        """Every transaction of the channel seen on chain or in the mempool, with its
+        confirmation height (None: unconfirmed), in arrival order."""
+        return [(s.tx, s.height) for s in sorted(self._seen.values(), key=lambda s: s.order)]
 
     # -- commitments ------------------------------------------------------------------------
 

@@ -8,15 +8,18 @@ through the node; a ``RejectedUpdate`` is the caller's answer and changes nothin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from channel.bolt11 import Bolt11Invoice, Network, check_payable
 from channel.chain import require_regtest
+from channel.channel_facts import channel_facts
 from channel.daemon import ControlHandler
 from channel.effects import Effects, OpenResolved, PipelineDone, ShutdownResolved
 from channel.errors import RejectedUpdate, UnsafeOperation
-from channel.invoice import Invoice
 from channel.manager import ChannelManager, txid_hex
 from channel.state import ChannelState
 from channel.types import Side
@@ -27,9 +30,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("chanlab.node")
 
-__all__ = ["PAYMENT_TIMEOUT_S", "NodeControl"]
+__all__ = ["PAYMENT_TIMEOUT_S", "NodeControl", "network_of"]
 
 PAYMENT_TIMEOUT_S = 60.0
+_NETWORKS = {"main": Network.MAINNET, "test": Network.TESTNET, "testnet4": Network.TESTNET,
+             "signet": Network.SIGNET, "regtest": Network.REGTEST}
+
+
+def network_of(chain: str) -> Network:
+    """The BOLT 11 currency of the chain bitcoind names ``chain``."""
+    try:
+        return _NETWORKS[chain]
+    except KeyError:
+        raise RejectedUpdate(f"no BOLT 11 currency for chain {chain!r}") from None
 
 
 def channel_list(manager: ChannelManager) -> list[dict[str, Any]]:
@@ -102,7 +115,10 @@ class NodeControl:
             "claimable": self.cmd_claimable, "events": self.cmd_events,
             "close": self.cmd_close, "force-close": self.cmd_force_close,
             "update-fee": self.cmd_update_fee, "cheat": self.cmd_cheat,
-            "add-tower": self.cmd_add_tower, "towers": self.cmd_towers, "stop": self.cmd_stop}
+            "add-tower": self.cmd_add_tower, "towers": self.cmd_towers, "stop": self.cmd_stop,
+            "payments": self.cmd_payments, "trace": self.cmd_trace,
+            "channel-facts": self.cmd_channel_facts, "graph": self.cmd_channel_facts,
+            "channel": self.cmd_channel_facts}
 
     async def cmd_info(self) -> dict[str, Any]:
         node = self._node
@@ -141,22 +157,41 @@ class NodeControl:
         return {"channel": handle.key, "channel_id": (chan.channel_id or b"").hex(),
                 "funding_txid": funding_txid, "funding_sat": chan.funding_sat}
 
+    def _new_invoice(self, amount_msat: int, description: str, hold: bool,
+                     fx: Effects) -> Bolt11Invoice:
+        m = self._m
+        return m.payments.create_invoice(
+            amount_msat, description, hold, fx, now=int(time.time()),
+            network=network_of(self._node.chain.chain), route_hints=m.payer.route_hints())
+
     async def cmd_invoice(self, amount_msat: int, description: str,
                           hold: bool) -> dict[str, Any]:
         fx = Effects()
-        invoice = self._m.payments.create_invoice(amount_msat, description, hold, fx)
+        invoice = self._new_invoice(amount_msat, description, hold, fx)
         await self._node.complete(fx)
         return {"invoice": invoice.encode(), "payment_hash": invoice.payment_hash.hex(),
-                "amount_msat": amount_msat, "hold": hold}
+                "amount_msat": amount_msat, "hold": hold,
+                "expires_at": invoice.expires_at,
+                "min_final_cltv_expiry_delta": invoice.min_final_cltv_expiry_delta,
+                "route_hints": [[{"node_id": hop.pubkey.hex(),
+                                  "short_channel_id": hop.short_channel_id_text}
+                                 for hop in hint] for hint in invoice.route_hints]}
 
     async def cmd_invoices(self, count: int, amount_msat: int,
                            description: str) -> dict[str, Any]:
         """``count`` invoices of ``amount_msat`` each, stored in one transaction."""
         fx = Effects()
-        invoices = [self._m.payments.create_invoice(amount_msat, description, False, fx)
+        invoices = [self._new_invoice(amount_msat, description, False, fx)
                     for _ in range(count)]
         await self._node.complete(fx)
         return {"invoices": [inv.encode() for inv in invoices]}
+
+    def _decode(self, text: str) -> Bolt11Invoice:
+        """A BOLT 11 invoice we may pay now (right network, not expired), or one line why not."""
+        invoice = Bolt11Invoice.decode(text)
+        check_payable(invoice, network=network_of(self._node.chain.chain),
+                      now=int(time.time()))
+        return invoice
 
     async def cmd_settle(self, payment_hash: str) -> dict[str, Any]:
         return await self._release_hold(payment_hash, "settle")
@@ -186,11 +221,15 @@ class NodeControl:
     async def pay_many(self, invoices: list[str], timeout_s: float = PAYMENT_TIMEOUT_S,
                        wait: bool = True) -> list[dict[str, Any]]:
         """Pay invoices to one peer as one batch: all HTLCs in one ``commitment_signed``."""
-        decoded = [Invoice.decode(text) for text in invoices]
+        decoded = [self._decode(text) for text in invoices]
         if not decoded:
             raise RejectedUpdate("no invoices to pay")
-        self._m.usable_channel(decoded[0].payee_node_id)
-        async with self._connected(decoded[0].payee_node_id, "the payee is not connected"):
+        # the first hops' peers, locked in a fixed order: a payment may start on any channel
+        peers = sorted({h.peer_id for h in self._m.handles.values()
+                        if h.peer_id in self._node.peers.peers})
+        async with contextlib.AsyncExitStack() as stack:
+            for peer_id in peers:
+                await stack.enter_async_context(self._node.peers.lock_of(peer_id))
             fx = Effects()
             outcomes = self._m.pay(decoded, fx)
             loop = asyncio.get_running_loop()
@@ -222,7 +261,7 @@ class NodeControl:
                                timeout_s: float) -> dict[str, Any]:
         """Pay a file's invoices in batches, one in flight; ``paid_s`` ends when the last
         preimage arrives, ``settled_s`` when the channel is quiescent again."""
-        decoded = [Invoice.decode(text) for text in Path(invoices_path).read_text().split()]
+        decoded = [self._decode(text) for text in Path(invoices_path).read_text().split()]
         if not decoded:
             raise RejectedUpdate("no invoices to pay")
         handle = self._m.usable_channel(decoded[0].payee_node_id)
@@ -309,6 +348,28 @@ class NodeControl:
 
     async def cmd_towers(self) -> list[dict[str, Any]]:
         return self._node.towers.status()
+
+    async def cmd_payments(self) -> list[dict[str, Any]]:
+        """Sent and received payments. chanlab pays its peers directly (one hop): no fees."""
+        out: list[dict[str, Any]] = []
+        for row in self._m.payments.all_payments():
+            entry: dict[str, Any] = {
+                "payment_hash": row.payment_hash,
+                "direction": "received" if row.direction == "in" else "sent",
+                "status": row.status, "amount_msat": row.amount_msat}
+            if row.direction == "out":
+                entry["fee_msat"] = 0
+            if row.detail:
+                entry["description"] = row.detail
+            out.append(entry)
+        return out
+
+    async def cmd_trace(self, limit: int, since: int) -> list[dict[str, Any]]:
+        return [r.to_json() for r in self._node.trace.read(limit, since)]
+
+    async def cmd_channel_facts(self, channel: str) -> dict[str, Any]:
+        handle = self._m.find(channel)
+        return channel_facts(handle, holder_scripts=(self._m.sweep_script,))
 
     async def cmd_stop(self) -> dict[str, Any]:
         asyncio.get_running_loop().call_soon(self._node.shell.stopping.set)

@@ -64,7 +64,7 @@ def _fresh_ephemeral() -> bytes:
 class Transport:
     """An established BOLT 8 connection: ``send``/``recv`` whole plaintext messages."""
 
-    __slots__ = ("_reader", "_session", "_writer", "local_pubkey")
+    __slots__ = ("_reader", "_session", "_writer", "local_pubkey", "tap")
 
     def __init__(
         self,
@@ -78,6 +78,8 @@ class Transport:
         self._session = session
         #: Our static public key (33 bytes).
         self.local_pubkey = local_pubkey
+        #: Called with (sent?, ``type ‖ payload``) for every message (the node's trace).
+        self.tap: Callable[[bool, bytes], None] | None = None
 
     @property
     def remote_pubkey(self) -> bytes:
@@ -97,12 +99,18 @@ class Transport:
 
     async def send(self, message: bytes) -> None:
         """Encrypt and write one message (``type ‖ payload``) in a single write, then drain."""
+        if self.tap is not None:
+            self.tap(True, message)
         self._writer.write(self._session.encrypt_message(message))
         await self._writer.drain()
 
     async def send_many(self, messages: Iterable[bytes]) -> None:
         """Several messages in one write (e.g. a batch of updates and its ``commitment_signed``)."""
         encrypt = self._session.encrypt_message
+        if self.tap is not None:
+            messages = list(messages)
+            for message in messages:
+                self.tap(True, message)
         self._writer.write(b"".join([encrypt(message) for message in messages]))
         await self._writer.drain()
 
@@ -110,7 +118,10 @@ class Transport:
         """The next message, decrypted. ``EOFError`` when the peer has closed the connection."""
         header = await self._reader.readexactly(LENGTH_HEADER_SIZE)
         body = await self._reader.readexactly(self._session.decrypt_length(header))
-        return self._session.decrypt_body(body)
+        message = self._session.decrypt_body(body)
+        if self.tap is not None:
+            self.tap(False, message)
+        return message
 
     def has_buffered_data(self) -> bool:
         """True if bytes of a next message have already arrived (a ``recv`` will not wait for

@@ -43,7 +43,8 @@ def _parser(name: str) -> argparse.ArgumentParser:
                 p.add_argument(label, dest=arg.name, type=kind, required=True,
                                help=arg.help or None)
             else:
-                p.add_argument(f"--{label.replace('_', '-')}", dest=arg.name, type=kind,
+                flags = [f"--{label.replace('_', '-')}"] + (["-o"] if label == "output" else [])
+                p.add_argument(*flags, dest=arg.name, type=kind,
                                default=arg.default, help=arg.help or None)
     return parser
 
@@ -73,39 +74,23 @@ def run_client(name: str, argv: Sequence[str]) -> int:
     cmd: str = args.cmd
     call: dict[str, Any] = {}
     for arg in NODE_COMMANDS[cmd].args:
-        if not arg.cli_hidden:
+        if not arg.cli_hidden and not arg.cli_only:
             call[arg.name] = _resolve(arg, getattr(args, arg.cli_name.lstrip("-")
                                                    if arg.required and arg.cli_name
                                                    and arg.type is not ArgType.BOOL
                                                    else arg.name))
+    # the views import the transaction graph code: loaded only for the commands drawing it
+    from regtest.client_views import human_answer, show_channel, show_trace
+    if cmd == "trace":
+        return show_trace(name, limit=args.limit, follow=args.follow, as_json=args.json)
     result = call_node(name, cmd, call)
+    if cmd in ("graph", "channel"):
+        return show_channel(name, cmd, result, output=getattr(args, "output", ""),
+                            dot=getattr(args, "dot", False), as_json=args.json)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(_human(cmd, result))
+        print(human_answer(cmd, result))
     if cmd == "pay" and result.get("status") != "succeeded" and call.get("wait", True):
         return 1
     return 0
-
-
-def _human(cmd: str, result: Any) -> str:
-    if cmd == "channels":
-        if not result:
-            return "no channels"
-        lines = []
-        for c in result:
-            line = f"{c['channel'][:16]}  {c['state']:<18} {c['funding_sat']} sat"
-            if "local_msat" in c:
-                line += (f"  local {c['local_msat'] // 1000} sat"
-                         f"  remote {c['remote_msat'] // 1000} sat")
-            lines.append(line)
-        return "\n".join(lines)
-    if cmd == "invoice":
-        return str(result["invoice"])
-    if cmd == "pay":
-        if result.get("status") == "succeeded":
-            return f"paid: preimage {result['payment_preimage']}"
-        return f"payment {result.get('status')}: {result.get('reason', '')}"
-    if isinstance(result, dict):
-        return "\n".join(f"{k}: {v}" for k, v in result.items())
-    return json.dumps(result)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,11 @@ from channel.node import Node, NodeSettings
 from channel.state import ChannelConfig
 from regtest.chain import BitcoindChain, BitcoindEndpoint
 from regtest.control import daemon_logging, load_endpoint, node_home
+
+#: ``to_self_delay`` when none is given: 6 blocks on regtest (a force-close resolves after
+#: ``-generate 6``, as the walk-through says), 144 (a day) on other chains.
+REGTEST_TO_SELF_DELAY = 6
+DEFAULT_TO_SELF_DELAY = 144
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -31,13 +37,20 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     start.add_argument("--minimum-depth", type=int, default=1,
                        help="confirmations we ask for before channel_ready, on channels "
                             "opened to us (the opener always waits for the accepter's number)")
-    start.add_argument("--to-self-delay", type=int, default=144,
-                       help="CSV delay imposed on the peer's to_local outputs")
+    start.add_argument("--to-self-delay", type=int, default=None,
+                       help="CSV delay imposed on the peer's to_local outputs (default: "
+                            f"{REGTEST_TO_SELF_DELAY} blocks on regtest, "
+                            f"{DEFAULT_TO_SELF_DELAY} elsewhere)")
+    start.add_argument("--verbose", action="store_true",
+                       help="also print the log on the terminal (it always goes to node.log)")
     start.add_argument("--allow-cheating", action="store_true",
                        help="developer mode (regtest only): keep revoked commitments so "
                             "`cheat` can broadcast one")
     start.add_argument("--tower", action="append", default=[], metavar="TOWER_ID@HOST:PORT",
                        help="upload justice kits to this watchtower (repeatable; remembered)")
+    start.add_argument("--allow-fresh-db", action="store_true",
+                       help="start with an empty node.db although the node's key exists (only "
+                            "for a key that never had a channel: its channels are forgotten)")
     start.set_defaults(handler=_start)
 
 
@@ -45,12 +58,14 @@ def _start(args: argparse.Namespace) -> int:
     endpoint = load_endpoint(args.bitcoind)
     home = node_home(args.name)
     home.mkdir(parents=True, exist_ok=True)
-    daemon_logging(home, f"{args.name}", "node.log")
+    daemon_logging(home, f"{args.name}", "node.log", to_stderr=args.verbose)
     settings = NodeSettings(name=args.name, home=home, port=args.port,
                             host="0.0.0.0" if args.listen_lan else "127.0.0.1",
-                            channel_config=ChannelConfig(to_self_delay=args.to_self_delay,
-                                                           minimum_depth=args.minimum_depth),
-                            allow_cheating=args.allow_cheating, towers=tuple(args.tower))
+                            channel_config=ChannelConfig(
+                                to_self_delay=args.to_self_delay or 0,
+                                minimum_depth=args.minimum_depth),
+                            allow_cheating=args.allow_cheating, towers=tuple(args.tower),
+                            allow_fresh_db=args.allow_fresh_db)
     profile = os.environ.get("CHANLAB_PROFILE_DIR")
     if profile:  # developer aid: a cProfile dump per node, for `make bench` investigations
         import cProfile
@@ -65,6 +80,10 @@ def _start(args: argparse.Namespace) -> int:
 async def _run(settings: NodeSettings, endpoint: BitcoindEndpoint) -> int:
     chain = BitcoindChain(endpoint, wallet=settings.name)
     await chain.ensure_wallet()
+    if not settings.channel_config.to_self_delay:   # not given: short on regtest, for people
+        delay = REGTEST_TO_SELF_DELAY if chain.chain == "regtest" else DEFAULT_TO_SELF_DELAY
+        settings = replace(settings, channel_config=replace(settings.channel_config,
+                                                            to_self_delay=delay))
     node = Node(settings, chain)
     await node.start()
     node.shell.install_signal_handlers()

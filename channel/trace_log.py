@@ -1,0 +1,102 @@
+"""I/O: the node's record of every BOLT message it sent and received, for ``chanlab NAME trace``.
+
+An append-only text file in the node's home, one line per message::
+
+    SEQ TIME S|R PEER_ID_HEX TYPE_AND_PAYLOAD_HEX
+
+Bounded: when the current file holds :data:`KEEP_MESSAGES` lines it becomes ``trace.log.1``
+(replacing the older one) and a new file starts, so the last ``KEEP_MESSAGES`` messages (and
+at most twice that) are always on disk. The trace is a teaching aid, not channel state: lines
+are written (a ``write``, so ``trace --follow`` sees them at once) but never fsynced, and the
+node's one durable write per flight stays the only one (``channel.store``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Final
+
+from channel.trace import Direction
+
+__all__ = ["KEEP_MESSAGES", "TraceLog", "TraceRecord"]
+
+#: Messages kept at least (at most twice as many are on disk).
+KEEP_MESSAGES: Final = 10_000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TraceRecord:
+    """One recorded message: its sequence number, time (Unix seconds), way, peer and bytes."""
+
+    seq: int
+    time: float
+    direction: Direction
+    peer_id: bytes
+    data: bytes
+
+    def to_json(self) -> dict[str, object]:
+        return {"seq": self.seq, "time": self.time, "direction": self.direction.value,
+                "peer_id": self.peer_id.hex(), "data": self.data.hex()}
+
+
+def _parse(line: str) -> TraceRecord | None:
+    parts = line.split()
+    if len(parts) != 5 or parts[2] not in ("S", "R"):
+        return None  # a line cut short by a crash
+    try:
+        return TraceRecord(seq=int(parts[0]), time=float(parts[1]),
+                           direction=Direction.SENT if parts[2] == "S" else Direction.RECEIVED,
+                           peer_id=bytes.fromhex(parts[3]), data=bytes.fromhex(parts[4]))
+    except ValueError:
+        return None
+
+
+class TraceLog:
+    """The trace file of one node: :meth:`record` appends, :meth:`read` returns the latest."""
+
+    def __init__(self, path: Path, keep: int = KEEP_MESSAGES) -> None:
+        self._path = path
+        self._old = path.with_name(path.name + ".1")
+        self._keep = keep
+        current = self._lines(self._path)
+        self._count = len(current)
+        last = _parse(current[-1]) if current else None
+        if last is None:
+            older = self._lines(self._old)
+            last = _parse(older[-1]) if older else None
+        self._seq = last.seq if last is not None else 0
+        self._file: IO[str] | None = None
+
+    @staticmethod
+    def _lines(path: Path) -> list[str]:
+        try:
+            return path.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+
+    def record(self, peer_id: bytes, sent: bool, data: bytes) -> None:
+        """Append one message (``type ‖ payload``) sent to or received from ``peer_id``."""
+        if self._file is None or self._count >= self._keep:
+            if self._file is not None:
+                self._file.close()
+                self._path.replace(self._old)
+                self._count = 0
+            self._file = self._path.open("a", encoding="ascii")
+        self._seq += 1
+        self._count += 1
+        self._file.write(f"{self._seq} {time.time():.6f} {'S' if sent else 'R'} "
+                         f"{peer_id.hex()} {data.hex()}\n")
+        self._file.flush()
+
+    def read(self, limit: int, since: int = 0) -> list[TraceRecord]:
+        """The last ``limit`` messages with a sequence number above ``since``, oldest first."""
+        records = [r for line in self._lines(self._old) + self._lines(self._path)
+                   if (r := _parse(line)) is not None and r.seq > since]
+        return records[-limit:] if limit > 0 else records
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

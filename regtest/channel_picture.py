@@ -1,0 +1,102 @@
+"""I/O: a channel's transaction graph from a node's facts and bitcoind (``chanlab NAME graph``).
+
+The node answers ``channel-facts`` (:mod:`channel.channel_facts`): keys, commitments and the
+transactions its monitor saw. Here the funding transaction and every confirmation height are
+read from bitcoind (the node's view may lag a block), peers are named after the nodes of this
+machine (``$CHANLAB_HOME/nodes/*/node.json``), and :func:`regtest.txclassify.classify` labels
+everything into a :class:`regtest.txgraph.TxGraph` for the SVG, dot and on-chain renderers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from channel.keys import PerCommitmentPoint
+from channel.records import basepoints_from_record, htlcs_from_record
+from channel.types import CommitmentFormat, OutPoint
+from regtest.rpc import Rpc
+from regtest.rpc_types import RpcError
+from regtest.txclassify import ChannelFacts, SeenTx, classify
+from regtest.txgraph import TxGraph, build_graph
+from regtest.txlabels import CommitmentView
+
+__all__ = ["ChannelPicture", "channel_picture", "node_names"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelPicture:
+    """A channel's graph, the tip height it was drawn at, and a title naming the channel."""
+
+    graph: TxGraph
+    height: int
+    title: str
+
+
+def node_names(home: Path) -> dict[str, str]:
+    """Node id (hex) -> name, for the nodes whose homes are under ``home/nodes``."""
+    names: dict[str, str] = {}
+    for info in sorted((home / "nodes").glob("*/node.json")):
+        try:
+            data = json.loads(info.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("node_id"), str):
+            names[data["node_id"]] = str(data.get("name") or info.parent.name)
+    return names
+
+
+def _height_of(rpc: Rpc, txid: str, tip: int) -> int | None:
+    try:
+        info = rpc.getrawtransaction_verbose(txid)
+    except RpcError:  # not on chain nor in the mempool: the node's view stands
+        return None
+    confirmations = info.get("confirmations")
+    return tip - confirmations + 1 if isinstance(confirmations, int) and confirmations > 0 \
+        else None
+
+
+def channel_picture(facts: dict[str, Any], *, holder: str, peer: str,
+                    rpc: Rpc) -> ChannelPicture:
+    """Classify the channel's transactions into a graph (names: ``holder`` is the node asked,
+    ``peer`` the other party)."""
+    tip = rpc.getblockcount()
+    holder_bp = basepoints_from_record(facts["holder_basepoints"])
+    peer_bp = basepoints_from_record(facts["counterparty_basepoints"])
+    name = {"holder": holder, "counterparty": peer}
+    basepoints = {"holder": holder_bp, "counterparty": peer_bp}
+    views = []
+    for c in facts["commitments"]:
+        other = "counterparty" if c["broadcaster"] == "holder" else "holder"
+        views.append(CommitmentView.from_basepoints(
+            broadcaster=name[c["broadcaster"]], countersignatory=name[other],
+            commitment_number=c["commitment_number"],
+            broadcaster_basepoints=basepoints[c["broadcaster"]],
+            countersignatory_basepoints=basepoints[other],
+            per_commitment_point=PerCommitmentPoint.from_hex(c["per_commitment_point"]),
+            to_self_delay=c["to_self_delay"],
+            commitment_format=CommitmentFormat(c["commitment_format"]),
+            htlcs=htlcs_from_record(c["htlcs"]), revoked=c["revoked"]))
+    opener = facts["opener"]
+    second = "counterparty" if opener == "holder" else "holder"
+    owners = {bytes.fromhex(s): holder for s in facts["holder_scripts"]}
+    chan_facts = ChannelFacts(
+        names=(name[opener], name[second]),
+        funding_pubkeys=(basepoints[opener].funding_pubkey, basepoints[second].funding_pubkey),
+        funding_outpoint=OutPoint(txid=bytes.fromhex(facts["funding_txid"])[::-1],
+                                  vout=facts["funding_vout"]),
+        views=tuple(views), owners=owners)
+    funding_raw = facts["funding_tx"]
+    seen = [SeenTx(raw=bytes.fromhex(funding_raw) if funding_raw else
+                   rpc.getrawtransaction(facts["funding_txid"]),
+                   confirmation_height=_height_of(rpc, facts["funding_txid"], tip))]
+    for tx in facts["transactions"]:
+        height = _height_of(rpc, tx["txid"], tip) if tx["broadcast"] else None
+        seen.append(SeenTx(raw=bytes.fromhex(tx["raw"]),
+                           confirmation_height=height if height is not None else tx["height"],
+                           broadcast=tx["broadcast"]))
+    graph = build_graph(classify(chan_facts, seen))
+    title = f"channel {facts['channel'][:16]} between {holder} and {peer}"
+    return ChannelPicture(graph=graph, height=tip, title=title)
