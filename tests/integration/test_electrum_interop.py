@@ -227,8 +227,12 @@ def test_failure_at_electrum_is_decoded_by_chanlab(lab: Lab, channels: Channels)
     finally:
         lab.alice.setconfig("test_fail_htlcs_with_temp_node_failure", False)
     assert answer["status"] == "failed"
-    assert "temporary_node_failure" in str(answer)
-    assert _carol_local_msat(lab, channels) == before
+    assert (answer["failure_code"], answer["failure"]) == (0x2002, "TemporaryNodeFailure")
+    assert (answer["hop_index"], answer["node_id"]) == (0, lab.alice.node_id())
+    assert "the payee" in answer["reason"] and "temporary_node_failure" in answer["reason"]
+    # the failed HTLC leaves the commitments once both sides signed its removal
+    wait_for(lambda: _carol_local_msat(lab, channels) == before,
+             what="the failed HTLC removed from carol's channels")
     assert lab.alice.get_request(request.request_id).status == 0
 
 
@@ -240,8 +244,9 @@ def test_failure_at_chanlab_is_decoded_by_electrum(lab: Lab, channels: Channels)
     lab.carol.call("cancel", payment_hash=invoice.payment_hash)
     payment = lab.alice.lnpay(str(invoice), timeout=30)
     assert not payment.success
-    assert "INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS" in str(payment.log).upper()
-    assert _carol_local_msat(lab, channels) == before
+    assert payment.log == (("1", "Destination node", "INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS"),)
+    wait_for(lambda: _carol_local_msat(lab, channels) == before,
+             what="the failed HTLC removed from carol's channels")
 
 
 # -- cooperative closes -----------------------------------------------------------------------
