@@ -11,6 +11,7 @@ penalty takes the whole channel. Every amount is read back from bitcoind.
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ from chanlab.bitcoind import TxRecord
 from chanlab.electrum import ElectrumFactory, wait_for_balance
 from channel.bech32 import bech32_encode, bytes_to_words
 from channel.types import OutPoint
+from regtest.demo import run_demo
 from regtest.electrum import ElectrumChannel, ElectrumWallet, ElectrumX
 from regtest.electrum_provision import ElectrumInstall
 from regtest.wait import wait_for
@@ -391,3 +393,22 @@ def test_chanlab_cheats_and_electrums_penalty_takes_the_whole_channel(
     assert any(e.startswith("our own revoked commitment #0") or
                "our own revoked commitment #0" in e for e in events), events
     assert not any("ALERT" in e for e in events), events
+
+
+# -- the demo ---------------------------------------------------------------------------------
+
+
+def test_demo_electrum_opens_pays_both_ways_and_closes(electrum_install: ElectrumInstall
+                                                       ) -> None:
+    """`chanlab demo electrum` runs end to end on its own bitcoind and tells each step."""
+    import regtest.electrum_story  # noqa: F401  (registers the scenario, as the CLI does)
+
+    out = io.StringIO()
+    run_demo("electrum", out=out)
+    text = out.getvalue()
+    assert "channel_type anchors: Alice picked anchors because Erin requires them" in text
+    assert "Erin's request is PAID" in text
+    assert "Electrum reports success" in text
+    assert "balances: Alice 850,000 sat (0.0085 BTC) | Erin 150,000 sat (0.0015 BTC)" in text
+    assert "exactly the channel balances" in text
+    assert "Erin's wallet sees the channel CLOSED" in text
