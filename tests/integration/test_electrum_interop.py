@@ -12,16 +12,21 @@ from __future__ import annotations
 
 import hashlib
 import io
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+from bench.electrum import LATENCY_PAYMENT_SAT, measure_latencies
 from chanlab import Bitcoind, ChannelRecord, Node, NodeFactory
 from chanlab.bitcoind import TxRecord
 from chanlab.electrum import ElectrumFactory, wait_for_balance
 from channel.bech32 import bech32_encode, bytes_to_words
 from channel.types import OutPoint
+from regtest.cluster import Cluster
 from regtest.demo import run_demo
 from regtest.electrum import ElectrumChannel, ElectrumWallet, ElectrumX
 from regtest.electrum_provision import ElectrumInstall
@@ -412,3 +417,27 @@ def test_demo_electrum_opens_pays_both_ways_and_closes(electrum_install: Electru
     assert "balances: Alice 850,000 sat (0.0085 BTC) | Erin 150,000 sat (0.0015 BTC)" in text
     assert "exactly the channel balances" in text
     assert "Erin's wallet sees the channel CLOSED" in text
+
+
+# -- the bench --------------------------------------------------------------------------------
+
+
+def test_bench_latency_pays_each_direction_exactly(
+        bitcoind: Bitcoind, electrum_factory: ElectrumFactory) -> None:
+    """make bench's latency section: one timed payment per direction (chanlab -> chanlab,
+    chanlab -> Electrum, Electrum -> chanlab), each succeeded, each a positive duration."""
+    erin = electrum_factory.get_wallet("erin")
+    home = Path(tempfile.mkdtemp(prefix="lat-"))   # short: control sockets live under it
+    try:
+        with Cluster.running(bitcoind, home, bitcoind.miner) as cluster:
+            results = measure_latencies(cluster, erin, rounds=2)
+            lat1 = cluster.nodes["lat1"]
+            paid = [c["local_msat"] for c in lat1.call("channels")]
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    assert [r.name for r in results] == ["chanlab -> chanlab", "chanlab -> Electrum",
+                                         "Electrum -> chanlab"]
+    assert all(len(r.samples_ms) == 2 and min(r.samples_ms) > 0 for r in results)
+    # lat1 paid 3 x 10,000 sat to lat2; to Erin 3 x 10,000 sat out and 3 x 10,000 sat back
+    per = LATENCY_PAYMENT_SAT * 1000
+    assert sorted(paid) == sorted([(1_000_000 * 1000) - 3 * per, 500_000 * 1000])
