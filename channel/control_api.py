@@ -125,12 +125,13 @@ NODE_COMMANDS: dict[str, Command] = _table(
                       help="option_anchors channel type (also chosen when the peer "
                            "requires it)")),
             answer="{channel, channel_id, funding_txid, funding_sat}"),
-    Command(name="invoice", help="ask to be paid",
+    Command(name="invoice", help="ask to be paid: a BOLT 11 invoice (lnbcrt… on regtest)",
             args=(Arg(name="amount_msat", type=ArgType.INT),
                   Arg(name="description", type=ArgType.STR, default=""),
                   Arg(name="hold", type=ArgType.BOOL, default=False,
                       help="hold invoice: keep the HTLC until `settle` or `cancel`")),
-            answer="{invoice, payment_hash, amount_msat, hold}"),
+            answer="{invoice, payment_hash, amount_msat, hold, expires_at, "
+                   "min_final_cltv_expiry_delta, route_hints: [[{node_id, short_channel_id}]]}"),
     Command(name="invoices", help="COUNT invoices of AMOUNT_MSAT each, stored at once",
             args=(Arg(name="count", type=ArgType.INT), Arg(name="amount_msat", type=ArgType.INT),
                   Arg(name="description", type=ArgType.STR, default="")),
@@ -139,13 +140,15 @@ NODE_COMMANDS: dict[str, Command] = _table(
             answer="{payment_hash, decision, channels: int}"),
     Command(name="cancel", help="fail the HTLCs paying a hold invoice", args=(_HASH,),
             answer="{payment_hash, decision, channels: int}"),
-    Command(name="pay", help="pay an invoice",
+    Command(name="pay", help="pay a BOLT 11 invoice, over a channel or a route",
             args=(Arg(name="invoice", type=ArgType.STR), _TIMEOUT,
                   Arg(name="wait", type=ArgType.BOOL, default=True, cli_name="no-wait",
                       cli_invert=True, help="return once the HTLC is sent, without waiting "
                                             "for the outcome")),
             answer="{status: succeeded|failed|pending, payment_hash, payment_preimage?, "
-                   "amount_msat?, reason?}"),
+                   "amount_msat?, fee_msat?, reason?, failure_code?, failure?, hop_index?, "
+                   "node_id?, attempts?: [{route, route_text, fee_msat, reason?, "
+                   "failure_code?, hop_index?, node_id?}]}"),
     Command(name="pay-batch", help="pay several invoices to one peer in one commitment_signed",
             args=(Arg(name="invoices", type=ArgType.STR_LIST),), answer="[pay answer]",
             cli=False),

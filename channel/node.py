@@ -18,6 +18,7 @@ answer and changes nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -173,6 +174,9 @@ class Node:
                                       sweep_script=bytes.fromhex(sweep), payments=payments,
                                       handles=handles)
         self.manager.height = height
+        stopped = Effects()   # payments whose next route was never tried: say so, not hang
+        self.manager.payer.end_interrupted_retries(stopped)
+        self.store.commit_flight(payments=stopped.payments, kv=stopped.kv)
         if self.settings.allow_cheating:
             from channel.cheat import CheatMode  # loaded only on regtest, when asked for
             self.cheat = CheatMode(self.chain, self.store, self.manager)
@@ -249,7 +253,19 @@ class Node:
             self._resolve(done)
         if fx.depth_checks:  # after the peer's turn: channel_ready takes the peer's lock
             self._tasks.spawn(self._check_funding())
+        if fx.retries:  # after this turn too: a new route may start with any peer
+            self._tasks.spawn(self._retry_payments(list(fx.retries)))
         self._log_events()
+
+    async def _retry_payments(self, payment_hashes: list[bytes]) -> None:
+        """Send failed payments on their next route, holding every connected peer's turn
+        (in one order, as ``pay`` does), since the route may start with any of them."""
+        async with contextlib.AsyncExitStack() as stack:
+            for peer_id in sorted(self.peers.peers):
+                await stack.enter_async_context(self.peers.lock_of(peer_id))
+            fx = Effects()
+            self._m.retry_payments(payment_hashes, fx)
+            await self.complete(fx)
 
     def _resolve(self, done: PaymentResolved | OpenResolved | ShutdownResolved | PipelineDone,
                  ) -> None:

@@ -21,6 +21,7 @@ from channel.daemon import ControlHandler
 from channel.effects import Effects, OpenResolved, PipelineDone, ShutdownResolved
 from channel.errors import RejectedUpdate, UnsafeOperation
 from channel.manager import ChannelManager, txid_hex
+from channel.route import format_short_channel_id
 from channel.state import ChannelState
 from channel.types import Side
 from channel.wire import Feature
@@ -57,6 +58,8 @@ def channel_list(manager: ChannelManager) -> list[dict[str, Any]]:
             "opener": chan.opener.value, "commitment_format": chan.commitment_format.value,
             "to_self_delay": chan.holder_params.to_self_delay,
         }
+        if h.short_channel_id is not None:
+            entry["short_channel_id"] = format_short_channel_id(h.short_channel_id)
         if chan.log is not None:
             entry.update({
                 "local_msat": chan.balance_msat(Side.HOLDER),
@@ -350,7 +353,8 @@ class NodeControl:
         return self._node.towers.status()
 
     async def cmd_payments(self) -> list[dict[str, Any]]:
-        """Sent and received payments. chanlab pays its peers directly (one hop): no fees."""
+        """Sent and received payments; a sent one with the routing fee of its last route, its
+        attempts, and (failed) the decoded failure and the hop that sent it."""
         out: list[dict[str, Any]] = []
         for row in self._m.payments.all_payments():
             entry: dict[str, Any] = {
@@ -358,9 +362,12 @@ class NodeControl:
                 "direction": "received" if row.direction == "in" else "sent",
                 "status": row.status, "amount_msat": row.amount_msat}
             if row.direction == "out":
-                entry["fee_msat"] = 0
+                state = self._m.payments.outgoing.get(bytes.fromhex(row.payment_hash))
+                entry["fee_msat"] = 0 if state is None else state.fee_msat
+                if state is not None and state.attempts:
+                    entry["attempts"] = state.attempts
             if row.detail:
-                entry["description"] = row.detail
+                entry["description" if row.direction == "in" else "failure"] = row.detail
             out.append(entry)
         return out
 
