@@ -24,6 +24,7 @@ from bench.electrum import LATENCY_PAYMENT_SAT, measure_latencies
 from chanlab import Bitcoind, ChannelRecord, Node, NodeFactory
 from chanlab.bitcoind import TxRecord
 from chanlab.electrum import ElectrumFactory, wait_for_balance
+from chanlab.pytest_plugin import LogSource, attach_logs
 from channel.bech32 import bech32_encode, bytes_to_words
 from channel.types import OutPoint
 from regtest.cluster import Cluster
@@ -48,6 +49,7 @@ class Lab:
     bitcoind: Bitcoind
     carol: Node
     alice: ElectrumWallet
+    logs: LogSource          # carol's and alice's logs, for a failing test's report
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,15 @@ def lab(bitcoind: Bitcoind, electrum_install: ElectrumInstall,
         wait_for(lambda: carol.wallet.balances().trusted_sat >= CAROL_FUNDS_SAT,
                  what="carol's wallet to see its funds")
         wait_for_balance(alice, ALICE_FUNDS_SAT)
-        yield Lab(bitcoind=bitcoind, carol=carol, alice=alice)
+        yield Lab(bitcoind=bitcoind, carol=carol, alice=alice,
+                  logs=lambda: nodes.logs() + wallets.logs())
+
+
+@pytest.fixture(autouse=True)
+def _report_logs(request: pytest.FixtureRequest) -> None:
+    """A failing test that uses the module's lab gets carol's and alice's logs in its report."""
+    if "lab" in request.fixturenames:
+        attach_logs(request, request.getfixturevalue("lab").logs)
 
 
 def _open_from_carol(lab: Lab, push_sat: int = 0) -> OutPoint:
