@@ -311,3 +311,29 @@ def test_a_close_we_fail_resolves_with_the_reason(net: Net) -> None:
                        "overlap", fx)
     assert fx.resolutions == [ShutdownResolved(
         key, "", error="the close failed: closing fee ranges do not overlap")]
+
+
+def test_a_force_close_during_the_close_negotiation_fails_the_close(net: Net) -> None:
+    """The peer broadcasts its commitment while our close is negotiated: once our monitor sees
+    it, the close resolves with an error (the funds follow the commitment), not a timeout."""
+    alice, bob = net.add("alice"), net.add("bob")
+    net.connect(alice, bob)
+    key = net.open(alice, bob)
+    fx = Effects()
+    alice.close(alice.handles[key], net.scripts[alice.node_id], fx)
+    net.complete(alice.node_id, fx)
+    net.queue.clear()                        # bob ignores the shutdown and force-closes
+    fx = Effects()
+    (bob_handle,) = bob.handles_of(alice.node_id)
+    bob.force_close(bob_handle, fx)
+    (commitment,) = fx.broadcasts
+    alice.transaction_seen(CTransaction.deserialize(commitment))
+    fx = Effects()
+    alice.dirty_monitors(fx)
+    assert fx.resolutions == [ShutdownResolved(key, "", error=(
+        "a commitment spent the channel during the close negotiation (a force close): the "
+        "funds follow it on chain, see `claimable`"))]
+    assert alice.handles[key].channel.state is ChannelState.FORCE_CLOSING
+    fx = Effects()
+    alice.dirty_monitors(fx)
+    assert fx.resolutions == []              # reported once
