@@ -32,6 +32,7 @@ from channel.effects import (
 )
 from channel.errors import PeerProtocolError, RejectedUpdate
 from channel.forwarder import Forwarder
+from channel.forwarding_flow import settle_forwards
 from channel.gossip import ChannelUpdate
 from channel.gossip_local import LocalGossip
 from channel.graph import NetworkGraph
@@ -371,7 +372,7 @@ class ChannelManager:
         if handle.monitor is not None:
             self.note(handle, handle.monitor.provide_payment_preimage(msg.payment_preimage))
         if self.forwarder.outgoing_fulfilled(handle.key, entry.htlc_id, msg.payment_preimage, fx):
-            self._settle_forwards(fx)   # fulfil backwards in this same flight
+            settle_forwards(self, fx)   # fulfil backwards in this same flight
             return
         self.payments.on_fulfilled(handle, entry, msg.payment_preimage, self.height, fx)
 
@@ -407,7 +408,7 @@ class ChannelManager:
         reply = handle.channel.on_commitment_signed(msg)   # a fault raises: nothing changed
         fx.touch(handle)
         fx.send(peer_id, reply)
-        self._settle_forwards(fx, handle)
+        settle_forwards(self, fx, handle)
         self._sign_if_needed(handle, fx)
 
     def _on_revoke_and_ack(self, peer_id: bytes, msg: RevokeAndAck, fx: Effects,
@@ -415,7 +416,7 @@ class ChannelManager:
         handle = self._require(peer_id, msg.channel_id)
         handle.channel.on_revoke_and_ack(msg)
         fx.touch(handle)
-        self._settle_forwards(fx, handle)
+        settle_forwards(self, fx, handle)
         self._sign_if_needed(handle, fx)
         self._maybe_negotiate_close(handle, fx)
 
@@ -426,25 +427,13 @@ class ChannelManager:
         fx.touch(handle)
         for out in replies:
             fx.send(peer_id, out)
-        self._settle_forwards(fx, handle)
+        settle_forwards(self, fx, handle)
         self._sign_if_needed(handle, fx)
         self._maybe_negotiate_close(handle, fx)
 
     def _sign_if_needed(self, handle: ChannelHandle, fx: Effects) -> None:
         if handle.channel.can_sign():
             fx.send(handle.peer_id, handle.channel.sign_commitment())
-
-    def _settle_forwards(self, fx: Effects, handle: ChannelHandle | None = None) -> None:
-        """Resolved forwards go upstream; ``handle``'s new HTLCs are forwarded or settled."""
-        if handle is not None:
-            self.forwarder.forward_incoming(self.handles, handle, self.height, fx)
-        released = self.forwarder.settle(self.handles, fx)
-        if handle is not None:
-            released += [(handle, p) for p in self.payments.settle_incoming(handle, self.height,
-                                                                             fx)]
-        for incoming, preimage in released:
-            if incoming.monitor is not None:
-                self.note(incoming, incoming.monitor.provide_payment_preimage(preimage))
 
     # -- payments (local commands) -----------------------------------------------------------
 
@@ -488,7 +477,7 @@ class ChannelManager:
 
     def settle_held(self, handle: ChannelHandle, fx: Effects) -> None:
         fx.touch(handle)
-        self._settle_forwards(fx, handle)
+        settle_forwards(self, fx, handle)
         self._sign_if_needed(handle, fx)
 
     def update_fee(self, handle: ChannelHandle, feerate_per_kw: int, fx: Effects) -> None:
@@ -601,7 +590,7 @@ class ChannelManager:
         for handle in self.handles.values():
             if handle.monitor_dirty:
                 fx.touch(handle)
-        self._settle_forwards(fx)   # a preimage learnt on chain downstream goes up (BOLT 5)
+        settle_forwards(self, fx)   # a preimage learnt on chain downstream goes up (BOLT 5)
 
     # -- persistence -------------------------------------------------------------------------
 
