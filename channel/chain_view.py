@@ -24,6 +24,10 @@ about its own view):
   mainnet, longer than a sensible limit.) On regtest blocks come only when someone mines, so
   the default limit there is long; tests set a few seconds.
 
+While stale, an HTLC offered to us is answered by :func:`refuse_incoming` with BOLT 4's
+``temporary_node_failure`` (a failure of this node, for now: the payer may retry later or
+elsewhere), whether we are its payee or would forward it.
+
 Unreachable wins over tip age (it is the cause to fix first); ``since`` is when the current
 state began, kept while only the reason's detail changes.
 """
@@ -34,8 +38,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 
+from channel.failure_onion import build_failure_onion
+from channel.htlc_log import HtlcEntry
+from channel.onion import peel_payment_onion
+from channel.onion_failures import TemporaryNodeFailure
+from channel.payee import Fail
+
 __all__ = ["DEFAULT_MAX_TIP_AGE_S", "REGTEST_MAX_TIP_AGE_S", "ChainView", "ChainViewStatus",
-           "Freshness", "StaleReason", "default_max_tip_age_s"]
+           "Freshness", "StaleReason", "default_max_tip_age_s", "refuse_incoming"]
 
 #: blocks come every ten minutes on average; two hours without one is a 1-in-160,000 event
 DEFAULT_MAX_TIP_AGE_S = 7200.0
@@ -168,3 +178,16 @@ class ChainView:
         return ChainViewStatus(freshness=Freshness.FRESH, reason=None,
                                detail=f"tip {self._tip_height}, {max(0.0, age_s):.0f} s old",
                                since_s=now_s)
+
+
+def refuse_incoming(entry: HtlcEntry, *, node_secret: bytes) -> Fail | None:
+    """The ``update_fail_htlc`` for an HTLC offered while our chain view is stale: BOLT 4
+    ``temporary_node_failure``, encrypted with the shared secret of its onion. None for an
+    onion we cannot peel at all: the payee's usual malformed answer applies to it."""
+    peeled = peel_payment_onion(onion=entry.onion_routing_packet, node_key=node_secret,
+                                payment_hash=entry.payment_hash)
+    shared_secret = peeled.shared_secret
+    if shared_secret is None:   # a BADONION: the payee's update_fail_malformed_htlc
+        return None
+    failure = TemporaryNodeFailure()
+    return Fail(failure, build_failure_onion(shared_secret=shared_secret, failure=failure))

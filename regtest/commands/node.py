@@ -51,6 +51,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     start.add_argument("--allow-fresh-db", action="store_true",
                        help="start with an empty node.db although the node's key exists (only "
                             "for a key that never had a channel: its channels are forgotten)")
+    start.add_argument("--max-tip-age-s", type=float, default=None,
+                       help="stop taking on new HTLCs while the chain tip is older than this "
+                            "(by the node's clock and the block's time; default 3600 s on "
+                            "regtest, 7200 s elsewhere)")
     start.set_defaults(handler=_start)
 
 
@@ -65,7 +69,8 @@ def _start(args: argparse.Namespace) -> int:
                                 to_self_delay=args.to_self_delay or 0,
                                 minimum_depth=args.minimum_depth),
                             allow_cheating=args.allow_cheating, towers=tuple(args.tower),
-                            allow_fresh_db=args.allow_fresh_db)
+                            allow_fresh_db=args.allow_fresh_db,
+                            max_tip_age_s=args.max_tip_age_s)
     profile = os.environ.get("CHANLAB_PROFILE_DIR")
     if profile:  # developer aid: a cProfile dump per node, for `make bench` investigations
         import cProfile
