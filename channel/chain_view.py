@@ -14,15 +14,17 @@ about its own view):
 
 * **unreachable**: the last poll of bitcoind failed (no answer, or it is still warming up).
   Stale at once, fresh at the first poll that succeeds again.
-* **tip too old**: stale when the tip is older than ``max_tip_age_s`` by BOTH clocks: the
-  node's own clock since it saw that tip arrive as a new block, and the tip's header
-  ``time``. Either alone misleads: a header time can be off by hours (miners set it;
-  regtest blocks mined in a burst run ahead of the wall clock), and the node's own clock
-  knows nothing of a tip found at start (it may be days old). So a node that starts on an
-  old tip is stale at once, one that sees a new block is fresh for ``max_tip_age_s`` at least.
-  (The header ``time``, not ``mediantime``: the median of 11 lags the tip by about an hour on
-  mainnet, longer than a sensible limit.) On regtest blocks come only when someone mines, so
-  the default limit there is long; tests set a few seconds.
+* **tip too old**: stale when the tip is older than ``max_tip_age_s``, its age read from two
+  clocks: the tip's header ``time`` (bitcoind's word) and the node's own clock since it saw that
+  tip appear. The tip counts from the EARLIER of the two, i.e. the header time, capped at the
+  moment the node saw the block: a header time in the future (miners set it up to two hours
+  ahead; regtest blocks mined in a burst run ahead of the wall clock) vouches for nothing the
+  node did not see, so a stall shows after ``max_tip_age_s`` of the node's clock at the
+  latest; a header time in the past (a node starting on an old tip, a bitcoind still catching
+  up on old blocks) shows at once, however recently the block arrived. (The header ``time``,
+  not ``mediantime``: the median of 11 lags the tip by about an hour on mainnet, longer than a
+  sensible limit.) On regtest blocks come only when someone mines, so the default limit there
+  is long; tests set a few seconds.
 
 While stale, an HTLC offered to us is answered by :func:`refuse_incoming` with BOLT 4's
 ``temporary_node_failure`` (a failure of this node, for now: the payer may retry later or
@@ -118,7 +120,7 @@ class ChainView:
         self._unreachable: str | None = None   # the last poll's error, while it fails
         self._tip_height: int | None = None
         self._tip_time_s: float | None = None  # the tip's header time
-        self._tip_seen_s: float | None = None  # when it arrived as a new block (None: at start)
+        self._tip_seen_s: float | None = None  # when the node saw it appear (or found it)
         self._status = ChainViewStatus(freshness=Freshness.FRESH, reason=None,
                                        detail="no tip seen yet", since_s=now_s)
 
@@ -128,10 +130,10 @@ class ChainView:
 
     def tip(self, now_s: float, *, height: int, header_time_s: float | None,
             new_block: bool) -> ChainViewStatus | None:
-        """The tip is ``height``; ``new_block``: it just arrived (False: found at start).
-        A header time unknown (None) counts the tip as seen now."""
+        """The tip is ``height`` (``new_block``: it just arrived; False: found at start, or
+        told again). A header time unknown (None): the node's clock alone."""
         if self._tip_height is None or height != self._tip_height or new_block:
-            self._tip_seen_s = now_s if (new_block or header_time_s is None) else None
+            self._tip_seen_s = now_s
         self._tip_height, self._tip_time_s = height, header_time_s
         self._unreachable = None   # it answered
         return self.tick(now_s)
@@ -167,12 +169,13 @@ class ChainView:
         if self._tip_height is None:
             return ChainViewStatus(freshness=Freshness.FRESH, reason=None,
                                    detail="no tip seen yet", since_s=now_s)
-        ages = [now_s - t for t in (self._tip_seen_s, self._tip_time_s) if t is not None]
-        age_s = min(ages) if len(ages) == 2 else ages[0] if ages else 0.0
+        seen_s = now_s if self._tip_seen_s is None else self._tip_seen_s
+        tip_s = seen_s if self._tip_time_s is None else min(self._tip_time_s, seen_s)
+        age_s = now_s - tip_s
         if age_s > self.max_tip_age_s:
             return ChainViewStatus(
                 freshness=Freshness.STALE, reason=StaleReason.TIP_TOO_OLD,
-                detail=f"tip {self._tip_height} is {age_s:.0f} s old, over the "
+                detail=f"tip {self._tip_height} is {age_s:.1f} s old, over the "
                        f"{self.max_tip_age_s:g} s limit",
                 since_s=now_s)
         return ChainViewStatus(freshness=Freshness.FRESH, reason=None,

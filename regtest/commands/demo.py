@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+import regtest.chain_view_drill  # registers chain-view-stale
 import regtest.drills  # registers the outage drills
 import regtest.story  # registers the channel stories
 import regtest.tower_drills  # noqa: F401  (registers breach-tower)

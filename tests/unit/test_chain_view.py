@@ -27,7 +27,7 @@ def test_new_block_keeps_the_view_fresh_until_the_limit_passes() -> None:
     changed = view.tick(T0 + 10.5)
     assert changed is not None and changed.freshness is Freshness.STALE
     assert changed.reason is StaleReason.TIP_TOO_OLD
-    assert changed.detail == "tip 101 is 10 s old, over the 10 s limit"
+    assert changed.detail == "tip 101 is 10.5 s old, over the 10 s limit"
     assert changed.since_s == T0 + 10.5
 
 
@@ -43,28 +43,30 @@ def test_a_new_block_makes_a_stale_view_fresh_again() -> None:
 
 
 def test_old_tip_found_at_start_is_stale_at_once() -> None:
-    """The node's clock knows nothing of a tip found at start: its header time decides."""
+    """A node starting on an old tip: its header time decides at once."""
     view = _view()
     changed = view.tip(T0, height=500, header_time_s=T0 - 3600, new_block=False)
     assert changed is not None and changed.reason is StaleReason.TIP_TOO_OLD
-    assert changed.detail == "tip 500 is 3600 s old, over the 10 s limit"
+    assert changed.detail == "tip 500 is 3600.0 s old, over the 10 s limit"
 
 
-def test_header_time_in_the_past_but_block_just_arrived_is_fresh() -> None:
-    """Both clocks must say old: a block just seen with an old header time is fresh."""
+def test_an_old_block_arriving_is_stale_though_it_just_came() -> None:
+    """A bitcoind catching up delivers old blocks: each is as old as its header says."""
     view = _view()
-    assert view.tip(T0, height=7, header_time_s=T0 - 3600, new_block=True) is None
-    assert not view.status.stale
-    assert view.tick(T0 + 11) is not None and view.status.stale
+    changed = view.tip(T0, height=7, header_time_s=T0 - 3600, new_block=True)
+    assert changed is not None and view.status.stale
+    fresh = view.tip(T0 + 1, height=8, header_time_s=T0 - 2, new_block=True)
+    assert fresh is not None and fresh.detail == "tip 8, 3 s old"
 
 
-def test_header_time_in_the_future_does_not_hide_a_stall_forever() -> None:
-    """A header time ahead of the clock (a regtest burst) still goes stale by its own time."""
+def test_header_time_in_the_future_counts_from_when_the_block_was_seen() -> None:
+    """A header time ahead of the clock (a regtest burst) vouches for nothing: the node's
+    clock since the block arrived decides."""
     view = _view()
     view.tip(T0, height=7, header_time_s=T0 + 30, new_block=True)
-    assert view.tick(T0 + 20) is None   # seen 20 s ago, but the header says -10 s
-    changed = view.tick(T0 + 41)
-    assert changed is not None and changed.detail == "tip 7 is 11 s old, over the 10 s limit"
+    assert view.tick(T0 + 10) is None and not view.status.stale
+    changed = view.tick(T0 + 11)
+    assert changed is not None and changed.detail == "tip 7 is 11.0 s old, over the 10 s limit"
 
 
 def test_unknown_header_time_counts_from_when_the_tip_was_seen() -> None:
