@@ -198,7 +198,7 @@ NODE_COMMANDS: dict[str, Command] = _table(
     Command(name="close", help="cooperative close", args=(_CHANNEL,),
             answer="{channel, closing_txid}"),
     Command(name="force-close", help="broadcast our latest commitment", args=(_CHANNEL,),
-            answer="{channel, commitment_txid, to_self_delay}"),
+            answer="{channel, commitment_txid, to_self_delay, note?}"),
     Command(name="update-fee", help="change the commitment feerate (opener only)",
             args=(_CHANNEL, Arg(name="feerate_per_kw", type=ArgType.INT)),
             answer="{channel, feerate_per_kw}"),

@@ -53,6 +53,7 @@ from channel.manager import (
 from channel.messages import Shutdown, encode_message
 from channel.monitor import ChannelMonitor
 from channel.node_control import NodeControl
+from channel.outbox import Outbox
 from channel.payment_attempts import ATTEMPT_KV_PREFIX
 from channel.payments import FINAL_CLTV_DELTA, Payments
 from channel.peers import PeerManager
@@ -125,6 +126,7 @@ class Node:
         except StartRefused:
             self.shell.release_lock()
             raise
+        self.outbox = Outbox(chain, self.store)
         self._tasks = BackgroundTasks(log)
         self.trace = TraceLog(settings.home / "trace.log")
         self.peers = PeerManager(node_secret=self._secret, handler=self, tasks=self._tasks,
@@ -202,6 +204,7 @@ class Node:
         known = [(p, a) for p in self.manager.peers_wanted()
                  if (a := self.store.get(f"peer:{p.hex()}")) is not None]
         self.peers.reconnect(known)
+        self._tasks.spawn(self.outbox.run())
         self.towers.start(((h.key, h.monitor) for h in handles if h.monitor is not None),
                           self.settings.towers)
         log.info("node %s (%s) listening on %s:%d", self.settings.name, self.node_id.hex(),
@@ -238,7 +241,8 @@ class Node:
         if fx.empty:
             return
         records = self._m.flight_records(fx)
-        kv = records.kv + (self.cheat.archive(fx.touched) if self.cheat is not None else [])
+        kv = records.kv + (self.cheat.archive(fx.touched) if self.cheat is not None else []) + \
+            self.outbox.rows(fx.broadcasts)
         for key, updates in records.revealed:
             self.towers.note_updates(key, updates)  # uploads happen in the background
         self.store.commit_flight(channels=records.channels, monitors=records.monitors,
@@ -254,11 +258,8 @@ class Node:
             by_peer.setdefault(peer_id, []).append(encode_message(message))
         for peer_id, encoded in by_peer.items():
             await self.peers.send_many(peer_id, encoded)
-        for raw in fx.broadcasts:
-            try:
-                log.info("broadcast %s", await self.chain.broadcast(raw))
-            except ChainError as exc:
-                log.warning("broadcast failed: %s", exc)
+        for raw in fx.broadcasts:   # durable in the outbox: a failure is retried
+            await self.outbox.send(raw)
         for key, funding_tx in fx.forgotten:
             if funding_tx is not None:   # built and locked, never broadcast: spendable again
                 try:

@@ -327,8 +327,12 @@ class NodeControl:
         if txid is None:
             raise RejectedUpdate("the channel has no commitment to broadcast")
         log.warning("channel %s force-closed: requested by the user", handle.key[:16])
-        return {"channel": handle.key, "commitment_txid": txid,
-                "to_self_delay": handle.channel._peer.to_self_delay}
+        answer = {"channel": handle.key, "commitment_txid": txid,
+                  "to_self_delay": handle.channel._peer.to_self_delay}
+        if txid in self._node.outbox.unsent:
+            answer["note"] = ("bitcoind did not take the commitment now (is it running?): it "
+                              "is saved and will be broadcast as soon as bitcoind is back")
+        return answer
 
     async def cmd_update_fee(self, channel: str, feerate_per_kw: int) -> dict[str, Any]:
         """Change a channel's commitment feerate (we must be the opener): update_fee + sign."""
