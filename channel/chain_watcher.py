@@ -66,9 +66,9 @@ class ChainWatcher:
 
     async def run(self, from_height: int) -> None:
         """Catch up, then follow the chain until cancelled."""
+        await self._view_start_tip(from_height)   # first: an old tip refuses HTLCs at once
         await self._check_funding()
         await self._catch_up(from_height)
-        await self._view_start_tip(from_height)
         async for event in self._chain.events(from_height=from_height):
             if isinstance(event, BackendHealth):
                 self._view_health(event)
