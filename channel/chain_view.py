@@ -28,7 +28,9 @@ about its own view):
 
 While stale, an HTLC offered to us is answered by :func:`refuse_incoming` with BOLT 4's
 ``temporary_node_failure`` (a failure of this node, for now: the payer may retry later or
-elsewhere), whether we are its payee or would forward it.
+elsewhere), whether we are its payee or would forward it. A hold invoice's HTLCs are the
+exception: one held already is settled or cancelled as asked, and a new one is held too, which
+reveals nothing until its `settle` (then done even while stale: ending an HTLC is always safe).
 
 Unreachable wins over tip age (it is the cause to fix first); ``since`` is when the current
 state began, kept while only the reason's detail changes.
