@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from channel.errors import StartRefused
 from channel.node import Node, NodeSettings
 from channel.state import ChannelConfig
 from regtest.chain import BitcoindChain, BitcoindEndpoint
@@ -55,10 +56,37 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                        help="stop taking on new HTLCs while the chain tip is older than this "
                             "(by the node's clock and the block's time; default 3600 s on "
                             "regtest, 7200 s elsewhere)")
+    start.add_argument("--detach", action="store_true",
+                       help="run in the background and return once the node answers")
     start.set_defaults(handler=_start)
 
 
+def _start_detached(args: argparse.Namespace) -> int:
+    from channel.errors import ChanlabError
+    from regtest.control import call_node
+    from regtest.detach import start_detached
+
+    def answers() -> bool:
+        try:
+            call_node(args.name, "info", timeout_s=1.0)
+        except (ChanlabError, OSError, ValueError):
+            return False
+        return True
+
+    if answers():
+        raise StartRefused(f"node {args.name!r} is already running (stop it: "
+                           f"chanlab {args.name} stop)")
+    argv = [a for a in args.command_line if a != "--detach"]
+    pid = start_detached(argv, output=node_home(args.name) / "node.out", ready=answers,
+                         what=f"node {args.name!r}")
+    print(f"node {args.name} running in the background (pid {pid}); log: "
+          f"{node_home(args.name) / 'node.log'}; `chanlab {args.name} stop` stops it")
+    return 0
+
+
 def _start(args: argparse.Namespace) -> int:
+    if args.detach:
+        return _start_detached(args)
     endpoint = load_endpoint(args.bitcoind)
     home = node_home(args.name)
     home.mkdir(parents=True, exist_ok=True)
