@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from channel.keys import FundingPubkey, PrivateKey
 from channel.scripts import funding_script, p2wsh
@@ -24,22 +24,42 @@ from regtest.errors import RegtestError
 from regtest.node import BitcoindNode, LocalBitcoind, open_node
 from regtest.wallet import COINBASE_MATURITY, Wallet
 
+if TYPE_CHECKING:
+    from regtest.cluster import Cluster
+    from regtest.demo_story import StoryBook
+
 DEFAULT_SCENARIO = "lifecycle"
 
 
 class Narrator:
-    """Numbered steps in plain words, with indented details under each."""
+    """Numbered steps in plain words, with indented details under each; with a story book,
+    the steps also go to the run's story page (and ``--step`` pauses)."""
 
-    def __init__(self, out: TextIO = sys.stdout) -> None:
+    def __init__(self, out: TextIO = sys.stdout, book: StoryBook | None = None) -> None:
         self._out = out
         self._step = 0
+        self.book = book
 
     def step(self, text: str) -> None:
+        if self.book is not None:
+            self.book.step(text)
         self._step += 1
         print(f"\n{self._step}. {text}", file=self._out, flush=True)
 
     def detail(self, text: str) -> None:
+        if self.book is not None:
+            self.book.detail(text)
         print(f"   {text}", file=self._out, flush=True)
+
+    def snapshot(self) -> None:
+        """Draw the watched channels now (before their nodes stop), if there is a story page."""
+        if self.book is not None:
+            self.book.end_step()
+
+    def watch(self, cluster: Cluster) -> None:
+        """Draw ``cluster``'s channels on the story page from now on (if there is one)."""
+        if self.book is not None:
+            self.book.watch(cluster)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,14 +109,31 @@ def sat(amount_sat: int) -> str:
 
 
 def run_demo(
-    name: str = DEFAULT_SCENARIO, *, backend: str = "local", out: TextIO = sys.stdout
+    name: str = DEFAULT_SCENARIO, *, backend: str = "local", out: TextIO = sys.stdout,
+    story_dir: Path | None = None, step: bool = False,
 ) -> None:
-    """Provision bitcoind if needed, start a private regtest node, run a scenario, stop the node."""
+    """Provision bitcoind if needed, start a private regtest node, run a scenario, stop the node.
+
+    ``story_dir``: write the run's story page there (``index.html``, SVG pictures beside);
+    ``step``: pause before each step, showing the BOLT messages of the one before."""
     chosen = SCENARIOS.get(name)
     if chosen is None:
         known = ", ".join(sorted(SCENARIOS))
         raise RegtestError(f"no demo scenario {name!r}; known: {known}")
-    say = Narrator(out)
+    book = None
+    if story_dir is not None or step:
+        from regtest.demo_story import StoryBook  # loads the picture code only when asked
+        book = StoryBook(step=step, out=out)
+    try:
+        _run(chosen, backend=backend, say=Narrator(out, book))
+    finally:
+        if book is not None and story_dir is not None:
+            files = book.write(story_dir, f"chanlab demo {name}")
+            print(f"\nThe story of this run, with {len(files.pictures)} picture(s): "
+                  f"{files.page}", file=out, flush=True)
+
+
+def _run(chosen: Scenario, *, backend: str, say: Narrator) -> None:
     say.step("Find or provision bitcoind")
     node: BitcoindNode
     if backend == "local":

@@ -3,6 +3,7 @@ prefixes, ``graph`` and ``channel`` through the ``chanlab`` command line."""
 
 from __future__ import annotations
 
+import io
 import json
 import secrets
 import time
@@ -15,6 +16,9 @@ from bitcoin.core import CTransaction
 from channel.trace import trace_bytes
 from regtest.cli import main
 from regtest.cluster import Cluster, NodeProcess
+from regtest.demo import Narrator
+from regtest.demo_story import StoryBook
+from regtest.drills import peer_down
 from regtest.txgraph import format_sat
 
 FUNDING_SAT = 1_000_000
@@ -132,3 +136,33 @@ def test_force_close_graph_names_every_on_chain_output_with_its_amount(
     code, _, _ = _cli(capsys, alice.name, "graph", opened["channel"], "--dot", "-o",
                       str(dot_path))
     assert code == 0 and dot_path.read_text().startswith("digraph")
+
+
+def test_a_drill_writes_a_story_page_whose_svgs_name_every_output_and_steps_show_messages(
+        cluster: Cluster, tmp_path: Path) -> None:
+    """The peer-down drill with a story book: the page has SVG pictures that parse as XML,
+    the last one names every output of every confirmed transaction of the channel with its
+    amount, and ``--step`` paused before each step after printing the BOLT messages."""
+    out = io.StringIO()
+    pauses: list[str] = []
+    book = StoryBook(step=True, out=out, wait=lambda prompt: pauses.append(prompt) or "")
+    say = Narrator(out, book)
+    say.watch(cluster)
+    outcome = peer_down(cluster, say, names=(_name("alice"), _name("bob")))
+    say.snapshot()
+    files = book.write(tmp_path / "story", "peer-down")
+    page = files.page.read_text()
+    assert files.page.name == "index.html" and page.count("<svg") == len(files.pictures) >= 2
+    texts = [" ".join(ET.fromstring(p.read_text()).itertext()) for p in files.pictures]
+    last = texts[-1]
+    chain = cluster.miner
+    for txid in [outcome.funding.txid_hex, *outcome.settlement.order]:
+        tx = CTransaction.deserialize(chain.get_transaction(txid))
+        for vout, output in enumerate(tx.vout):
+            if txid == outcome.funding.txid_hex and vout != outcome.funding.vout:
+                continue   # the funding tx's change belongs to Alice's wallet, not the channel
+            assert format_sat(output.nValue) in last, f"{txid[:8]}:{vout} missing"
+    assert len(book.svgs) == len(files.pictures) and len(pauses) >= 5
+    printed = out.getvalue()
+    assert "BOLT messages since the previous step" in printed
+    assert "open_channel (type 32)" in printed and "funding_satoshis" in printed
