@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,7 @@ from channel.monitor import ChannelMonitor
 from channel.node_control import NodeControl
 from channel.payments import FINAL_CLTV_DELTA, Payments
 from channel.peers import PeerManager
+from channel.seeded import seeded_entropy, seeded_secret
 from channel.state import ChannelConfig, channel_from_record, monitor_update_from_record
 from channel.store import NodeStore
 from channel.tasks import BackgroundTasks
@@ -74,6 +76,8 @@ class NodeSettings:
     # every message already received from a peer joins one flight (one fsync, one write);
     # off: one flight per message
     coalesce_flights: bool = True
+    # regtest teaching runs: keys and randomness from this seed (channel.seeded), not the OS
+    seed: bytes | None = None
 
 
 class Node:
@@ -83,6 +87,8 @@ class Node:
         self.settings = settings
         self.chain = chain
         self.control = NodeControl(self)
+        if settings.seed is not None:
+            _write_seeded_key(settings.home / "node_key", settings.seed)
         self.shell = DaemonShell(settings.home, info_file="node.json", key_file="node_key",
                                  commands=NODE_COMMANDS, handlers=self.control.handlers())
         self._secret = self.shell.secret
@@ -132,11 +138,20 @@ class Node:
         if sweep is None:
             sweep = (await self.chain.new_script_pubkey()).hex()
             self.store.commit_flight(kv=[("sweep_script", sweep)])
+        entropy: dict[str, Any] = {}
+        if self.settings.seed is not None:
+            require_regtest(self.chain.chain, "--seed")
+            boot = int(self.store.get("seed_boot") or 0) + 1  # a restart draws afresh
+            self.store.commit_flight(kv=[("seed_boot", str(boot))])
+            entropy = {name: seeded_entropy(self.settings.seed, f"{name}/{boot}")
+                       for name in ("channels", "payments")}
         payments = Payments(node_id=self.node_id, node_secret=self._secret,
-                            rows=self.store.payments(), holds=self.store.kv_with_prefix("hold:"))
+                            rows=self.store.payments(), holds=self.store.kv_with_prefix("hold:"),
+                            **({"entropy": entropy["payments"]} if entropy else {}))
         self.manager = ChannelManager(node_id=self.node_id, config=self.settings.channel_config,
                                       sweep_script=bytes.fromhex(sweep), payments=payments,
-                                      handles=handles)
+                                      handles=handles,
+                                      **({"entropy": entropy["channels"]} if entropy else {}))
         self.manager.height = height
         if self.settings.allow_cheating:
             from channel.cheat import CheatMode  # loaded only on regtest, when asked for
@@ -294,3 +309,13 @@ class Node:
     def _monitor_of(self, key: str) -> ChannelMonitor | None:
         handle = self.manager.handles.get(key) if self.manager is not None else None
         return None if handle is None else handle.monitor
+
+
+def _write_seeded_key(path: Path, seed: bytes) -> None:
+    """The node key of a seeded node, written once (mode 0600) before the shell reads it."""
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(seeded_secret(seed, "node key").hex() + "\n")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from channel.keys import FundingPubkey, PrivateKey
 from channel.scripts import funding_script, p2wsh
+from channel.seeded import seed_from_text
 from regtest.bitcoind_binary import BitcoindBinary, ensure_bitcoind
 from regtest.errors import RegtestError
 from regtest.node import BitcoindNode, LocalBitcoind, open_node
@@ -69,6 +70,7 @@ class DemoContext:
     node: BitcoindNode
     miner: Wallet
     say: Narrator
+    seed: str | None = None    # a seeded run: give it to the clusters the scenario starts
 
     @contextmanager
     def scratch_folder(self, prefix: str) -> Iterator[Path]:
@@ -110,12 +112,13 @@ def sat(amount_sat: int) -> str:
 
 def run_demo(
     name: str = DEFAULT_SCENARIO, *, backend: str = "local", out: TextIO = sys.stdout,
-    story_dir: Path | None = None, step: bool = False,
+    story_dir: Path | None = None, step: bool = False, seed: str | None = None,
 ) -> None:
     """Provision bitcoind if needed, start a private regtest node, run a scenario, stop the node.
 
     ``story_dir``: write the run's story page there (``index.html``, SVG pictures beside);
-    ``step``: pause before each step, showing the BOLT messages of the one before."""
+    ``step``: pause before each step, showing the BOLT messages of the one before;
+    ``seed``: derive every key from it (bitcoind's wallets too), so each txid repeats."""
     chosen = SCENARIOS.get(name)
     if chosen is None:
         known = ", ".join(sorted(SCENARIOS))
@@ -125,7 +128,7 @@ def run_demo(
         from regtest.demo_story import StoryBook  # loads the picture code only when asked
         book = StoryBook(step=step, out=out)
     try:
-        _run(chosen, backend=backend, say=Narrator(out, book))
+        _run(chosen, backend=backend, say=Narrator(out, book), seed=seed)
     finally:
         if book is not None and story_dir is not None:
             files = book.write(story_dir, f"chanlab demo {name}")
@@ -133,7 +136,18 @@ def run_demo(
                   f"{files.page}", file=out, flush=True)
 
 
-def _run(chosen: Scenario, *, backend: str, say: Narrator) -> None:
+def run_transactions(node: BitcoindNode) -> list[tuple[int, str]]:
+    """(height, txid) of every transaction mined so far but the coinbases, in chain order."""
+    out: list[tuple[int, str]] = []
+    for height in range(1, node.rpc.getblockcount() + 1):
+        block = node.rpc.getblock_verbose(node.rpc.getblockhash(height))
+        txids = block["tx"]
+        assert isinstance(txids, list)
+        out.extend((height, str(txid)) for txid in txids[1:])
+    return out
+
+
+def _run(chosen: Scenario, *, backend: str, say: Narrator, seed: str | None) -> None:
     say.step("Find or provision bitcoind")
     node: BitcoindNode
     if backend == "local":
@@ -151,6 +165,10 @@ def _run(chosen: Scenario, *, backend: str, say: Narrator) -> None:
     with node:
         say.detail(f"RPC at {node.rpc_url}, P2P port {node.p2p_port}, data in {node.datadir}")
         say.detail(f"ZMQ block feed {node.zmq_rawblock}, transaction feed {node.zmq_rawtx}")
+        if seed is not None:
+            from regtest.seeded_wallet import create_seeded_wallet
+            create_seeded_wallet(node.rpc, "miner", seed_from_text(f"{seed}/miner"))
+            say.detail(f"seed {seed!r}: every key, coin and txid of this run is derived from it")
         miner = Wallet.open(node.rpc, "miner")
         say.step(f"Mine {COINBASE_MATURITY + 1} blocks to a 'miner' wallet")
         miner.mine(COINBASE_MATURITY + 1)
@@ -159,7 +177,12 @@ def _run(chosen: Scenario, *, backend: str, say: Narrator) -> None:
             "more blocks are on top of it, so exactly one reward is spendable now"
         )
         say.detail(f"miner's spendable balance: {sat(miner.balance_sat())}")
-        chosen.run(DemoContext(node=node, miner=miner, say=say))
+        chosen.run(DemoContext(node=node, miner=miner, say=say, seed=seed))
+        if seed is not None:
+            say.step(f"Every transaction of this run: the same txids on every run with seed "
+                     f"{seed!r}")
+            for height, txid in run_transactions(node):
+                say.detail(f"height {height:>4}  {txid}")
         say.step("Stop bitcoind")
     say.detail("bitcoind stopped cleanly; its temporary data folder is removed")
 

@@ -615,7 +615,7 @@ def restart_reorg(cluster: Cluster, say: Narrator, *,
 @contextmanager
 def _cluster(ctx: DemoContext) -> Iterator[Cluster]:
     with ctx.scratch_folder("chanlab-drill-") as home, \
-            Cluster.running(ctx.node, home, ctx.miner) as cluster:
+            Cluster.running(ctx.node, home, ctx.miner, ctx.seed) as cluster:
         ctx.say.watch(cluster)
         try:
             yield cluster

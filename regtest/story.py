@@ -70,7 +70,7 @@ def _wallet_fee_sat(node: NodeProcess, txid: str) -> int:
 def lifecycle(ctx: DemoContext) -> None:
     say, miner = ctx.say, ctx.miner
     with ctx.scratch_folder("chanlab-demo-") as home, \
-            Cluster.running(ctx.node, home, miner) as cluster:
+            Cluster.running(ctx.node, home, miner, ctx.seed) as cluster:
         say.watch(cluster)
         say.step("Start two chanlab nodes, Alice and Bob, as separate processes")
         alice = cluster.start_node("alice", funds_sat=3_000_000, to_self_delay=TO_SELF_DELAY)

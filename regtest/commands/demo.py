@@ -24,6 +24,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--out", type=Path, default=None, metavar="DIR",
                         help="where to write the run's story page and pictures (default: "
                              "./chanlab-SCENARIO)")
+    parser.add_argument("--seed", default=None, metavar="N",
+                        help="derive every key and coin from N: the same transactions and "
+                             "txids on every run (for worksheets)")
     parser.add_argument("--step", action="store_true",
                         help="pause at each step (Enter continues), showing the BOLT messages "
                              "exchanged since the previous one")
@@ -37,5 +40,6 @@ def _demo(args: argparse.Namespace) -> int:
             print(f"{name:<{width}}  {entry.summary}")
         return 0
     run_demo(args.scenario, backend=args.backend,
-             story_dir=args.out or Path(f"chanlab-{args.scenario}"), step=args.step)
+             story_dir=args.out or Path(f"chanlab-{args.scenario}"), step=args.step,
+             seed=args.seed)
     return 0
