@@ -18,6 +18,15 @@ Fixtures
     After the test, pass or fail, every node is stopped and its folder removed; a failing
     test's report carries each node's log.
 
+``electrum_factory`` (function) -> ``chanlab.electrum.ElectrumFactory``
+    ``get_wallet(name=None, *, funds_sat=0, to_self_delay=10)`` -> a started, synced
+    ``regtest.electrum.ElectrumWallet`` (Electrum, a Lightning implementation chanlab did not
+    write: ``address()``, ``open_channel``, ``add_request``, ``lnpay``, ``close_channel``,
+    ``list_channels``...), on the session's ``bitcoind``; ``get_wallets(n, **options)``.
+    One ElectrumX serves the whole session (``electrumx``); Electrum and ElectrumX are
+    provisioned into chanlab's cache on first use (``electrum_install``). Wallets are stopped
+    and their folders removed after the test; a failing test's report carries their logs.
+
 ``wait_for`` (session) -> ``wait_for(predicate, *, timeout=30.0, what="...")``
     Poll until ``predicate()`` is truthy and return it, or raise ``WaitTimeout``.
 
@@ -34,14 +43,18 @@ with ``source() -> [(title, text), ...]``.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Generator, Iterator
 
 import pytest
 
 from chanlab.bitcoind import Bitcoind, provision_bitcoind
+from chanlab.electrum import ElectrumFactory
 from chanlab.factory import NodeFactory
 from chanlab.lab import WaitFor
 from regtest.bitcoind_binary import BitcoindBinary
+from regtest.electrum import ElectrumX
+from regtest.electrum_provision import ElectrumInstall, ensure_electrum
 from regtest.wait import wait_for as _wait_for
 
 __all__ = ["LogSource", "attach_logs", "bitcoind_backend"]
@@ -102,6 +115,37 @@ def bitcoind(request: pytest.FixtureRequest) -> Iterator[Bitcoind]:
 def node_factory(request: pytest.FixtureRequest, bitcoind: Bitcoind) -> Iterator[NodeFactory]:
     with NodeFactory(bitcoind, keep=bool(request.config.getoption("--chanlab-keep"))
                      ) as factory:
+        attach_logs(request, factory.logs)
+        yield factory
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+@pytest.fixture(scope="session")
+def electrum_install() -> ElectrumInstall:
+    return ensure_electrum(progress=_progress)
+
+
+@pytest.fixture(scope="session")
+def electrumx(electrum_install: ElectrumInstall, bitcoind: Bitcoind,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[ElectrumX]:
+    server = ElectrumX(electrum_install, rpc_url=bitcoind.rpc_url,
+                       cookie_path=bitcoind.cookie_path,
+                       home=tmp_path_factory.mktemp("electrumx"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture()
+def electrum_factory(request: pytest.FixtureRequest, electrum_install: ElectrumInstall,
+                     electrumx: ElectrumX, bitcoind: Bitcoind) -> Iterator[ElectrumFactory]:
+    with ElectrumFactory(electrum_install, electrumx, bitcoind,
+                         keep=bool(request.config.getoption("--chanlab-keep"))) as factory:
         attach_logs(request, factory.logs)
         yield factory
 

@@ -10,7 +10,11 @@ from bitcoin.core import CTransaction
 
 from channel.channel_core import ChannelState, ForceCloseTransactions
 from channel.channel_open import ChannelOpening
-from channel.channel_params import MIN_FEERATE_PER_KW, check_shutdown_script
+from channel.channel_params import (
+    HIGH_CLOSING_FEERATE_PER_KW,
+    MIN_FEERATE_PER_KW,
+    check_shutdown_script,
+)
 from channel.errors import InvalidSignature, PeerProtocolError, RejectedUpdate, UnexpectedMessage
 from channel.keys import verify
 from channel.messages import ClosingSigned, FeeRange, Shutdown
@@ -102,10 +106,16 @@ class ChannelClosing(ChannelOpening):
         return weight * feerate_per_kw // 1000
 
     def _fee_range(self) -> FeeRange:
+        """BOLT 2 ``fee_range``: from the relay floor up to the fee at the higher of 5x the
+        commitment feerate and :data:`HIGH_CLOSING_FEERATE_PER_KW` (so a peer with high but
+        legitimate fees, such as Electrum's fixed regtest rate, overlaps us), never more than
+        the opener's balance (the opener pays the fee)."""
         feerate = self._log.feerate_per_kw(Side.HOLDER, self.holder_commitment_number)
-        return FeeRange(min_fee_satoshis=self.closing_fee_sat(MIN_FEERATE_PER_KW),
-                        max_fee_satoshis=max(self.closing_fee_sat(feerate * 5),
-                                             self.closing_fee_sat(MIN_FEERATE_PER_KW)))
+        balances = self._log.balances_msat(Side.HOLDER, self.holder_commitment_number)
+        cap_sat = balances[self.opener] // 1000
+        low = min(self.closing_fee_sat(MIN_FEERATE_PER_KW), cap_sat)
+        high = self.closing_fee_sat(max(feerate * 5, HIGH_CLOSING_FEERATE_PER_KW))
+        return FeeRange(min_fee_satoshis=low, max_fee_satoshis=max(low, min(high, cap_sat)))
 
     def propose_closing(self) -> ClosingSigned:
         """The opener's first ``closing_signed``, at the commitment feerate."""

@@ -32,6 +32,7 @@ from channel.validation import (
 )
 
 __all__ = [
+    "HIGH_CLOSING_FEERATE_PER_KW",
     "MAX_FUNDING_SAT",
     "MAX_HTLC_COUNT",
     "MIN_DUST_LIMIT_SAT",
@@ -44,6 +45,10 @@ __all__ = [
     "peer_params",
 ]
 
+#: The top of our closing ``fee_range`` at least reaches this feerate: twice Electrum's fixed
+#: regtest rate (150 sat/vB = 37,500 sat/kw), so our range overlaps a peer settling there
+#: even when its weight estimate of the closing tx is a little above ours.
+HIGH_CLOSING_FEERATE_PER_KW = 75_000
 
 
 def channel_type_bytes(commitment_format: CommitmentFormat) -> bytes:

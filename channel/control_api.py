@@ -122,7 +122,8 @@ NODE_COMMANDS: dict[str, Command] = _table(
                   Arg(name="amount_sat", type=ArgType.INT),
                   Arg(name="push_msat", type=ArgType.INT, default=0),
                   Arg(name="anchors", type=ArgType.BOOL, default=False,
-                      help="option_anchors channel type")),
+                      help="option_anchors channel type (also chosen when the peer "
+                           "requires it)")),
             answer="{channel, channel_id, funding_txid, funding_sat}"),
     Command(name="invoice", help="ask to be paid",
             args=(Arg(name="amount_msat", type=ArgType.INT),

@@ -1,6 +1,8 @@
 """I/O: the daemon shell shared by the node and the tower: key file, info file, control socket.
 
-A daemon keeps its static secret in ``<home>/<key file>`` (mode 0600, made on first start),
+A daemon holds ``<home>/<kind>.lock`` (``fcntl.flock``) for its whole life, so a second process
+on the same home (same key, same database) refuses to start and names the running one. It
+keeps its static secret in ``<home>/<key file>`` (mode 0600, made on first start),
 publishes ``<home>/<info file>`` (its address and pid; written atomically, so a reader never
 sees half of it), answers its control socket ``<home>/control.sock`` from a table of
 :mod:`channel.control_api`, and stops on SIGINT/SIGTERM. Logging for a daemon process is set up
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -29,9 +32,10 @@ from channel.control_api import (
     parse_request,
 )
 from channel.control_socket import start_unix_server
-from channel.errors import ChanlabError, UnsafeOperation
+from channel.errors import ChanlabError, StartRefused, UnsafeOperation
 
-__all__ = ["ControlHandler", "DaemonShell", "daemon_logging", "load_or_create_node_key"]
+__all__ = ["ControlHandler", "DaemonShell", "daemon_logging", "hold_home_lock",
+           "load_or_create_node_key"]
 
 log = logging.getLogger("chanlab.daemon")
 
@@ -53,6 +57,22 @@ def load_or_create_node_key(path: Path) -> bytes:
     with os.fdopen(fd, "w") as f:
         f.write(secret.hex() + "\n")
     return secret
+
+
+def hold_home_lock(path: Path, what: str) -> int:
+    """Take the exclusive lock ``path`` for this process (its file descriptor; closing it, or
+    the process ending however it ends, releases the lock). The file holds the holder's pid."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise StartRefused(f"{what} is already running (pid {holder}); stop that process "
+                           f"first, or give this one another name") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
 
 
 def daemon_logging(home: Path, label: str, log_name: str, to_stderr: bool = True) -> None:
@@ -79,6 +99,10 @@ class DaemonShell:
         self.home = home
         home.mkdir(parents=True, exist_ok=True)
         os.chmod(home, 0o700)
+        kind = info_file.rsplit(".", 1)[0]
+        # before the key: two first starts racing must not make two keys
+        self._lock_fd: int | None = hold_home_lock(home / f"{kind}.lock", f"the {kind} in {home}")
+        self.key_existed = (home / key_file).exists()
         self.secret = load_or_create_node_key(home / key_file)
         self._info_file = info_file
         self._commands = dict(commands)
@@ -107,6 +131,12 @@ class DaemonShell:
             self._control.close()
         with contextlib.suppress(FileNotFoundError):
             (self.home / "control.sock").unlink()
+
+    def release_lock(self) -> None:
+        """Free the home for another process: the daemon's last step when it stops."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     async def answer(self, line: bytes) -> bytes:
         """The answer line to one request line: a result, or a one-line error."""

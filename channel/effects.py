@@ -39,6 +39,8 @@ class ChannelHandle:
     monitor: ChannelMonitor | None = None
     monitor_seq: int = 0           # updates written since the last monitor snapshot
     monitor_dirty: bool = False    # chain events changed the monitor: snapshot it
+    # BOLT 7 short_channel_id (block height, tx index, output) once the funding confirmed
+    short_channel_id: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +62,12 @@ class OpenResolved:
 
 @dataclass(frozen=True, slots=True)
 class ShutdownResolved:
-    """A cooperative close finished: its closing transaction is broadcast."""
+    """A cooperative close finished: its closing transaction is broadcast (``closing_txid``),
+    or it failed (``error``: the peer's reason, for the ``close`` command)."""
 
     key: str
     closing_txid: str
+    error: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +101,9 @@ class Effects:
     resolutions: list[Resolution] = field(default_factory=list)
     funding: list[FundingNeeded] = field(default_factory=list)   # wallet work, then funded()
     depth_checks: list[str] = field(default_factory=list)        # channel keys to look at
+    # channels that end before they were funded: delete their rows, unlock the inputs of the
+    # funding tx we built and never broadcast
+    forgotten: list[tuple[str, bytes | None]] = field(default_factory=list)
 
     def touch(self, handle: ChannelHandle) -> None:
         if handle not in self.touched:
@@ -109,12 +116,14 @@ class Effects:
         """Everything gathered so far, moved into a new :class:`Effects` (this one is empty
         afterwards): to complete part of a batch before an error is handled."""
         taken = Effects(self.touched, self.payments, self.kv, self.outgoing, self.broadcasts,
-                        self.resolutions, self.funding, self.depth_checks)
+                        self.resolutions, self.funding, self.depth_checks, self.forgotten)
         self.touched, self.payments, self.kv, self.outgoing = [], [], [], []
         self.broadcasts, self.resolutions, self.funding, self.depth_checks = [], [], [], []
+        self.forgotten = []
         return taken
 
     @property
     def empty(self) -> bool:
         return not (self.touched or self.payments or self.kv or self.outgoing or
-                    self.broadcasts or self.resolutions or self.funding or self.depth_checks)
+                    self.broadcasts or self.resolutions or self.funding or self.depth_checks or
+                    self.forgotten)

@@ -24,7 +24,9 @@ so a peer loop needs one ``except`` per reaction, not one per cause.
     │   └── UnexpectedMessage  a peer message the channel's state does not allow
     ├── InvalidGossip         a BOLT 7 announcement fails a check: ignore it, fail no channel
     ├── ChainError            the chain backend refused or failed: report, retry at the next block
-    └── UnsafeOperation       refused on purpose (e.g. a cheat command outside regtest)
+    ├── UnsafeOperation       refused on purpose (e.g. a cheat command outside regtest)
+    └── StartRefused          a daemon cannot or must not start (already running, lost
+                              database, port in use): one line saying what to do
 """
 
 from __future__ import annotations
@@ -115,3 +117,8 @@ class UnsafeOperation(ChanlabError):
 
 class InvalidGossip(ChanlabError):
     """A gossip message (BOLT 7) fails a check: ignore it (maybe warn); no channel is at stake."""
+
+
+class StartRefused(ChanlabError):
+    """A daemon cannot or must not start here (another process runs it, its database is gone or
+    corrupt, its port is taken): say what to do in one line, start nothing."""

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 from bitcoin.core import CTransaction
 
+from channel.bolt11 import Bolt11Invoice
 from channel.effects import (
     ChannelHandle,
     Effects,
@@ -30,7 +31,7 @@ from channel.effects import (
     ShutdownResolved,
 )
 from channel.errors import PeerProtocolError, RejectedUpdate
-from channel.invoice import Invoice
+from channel.graph import NetworkGraph
 from channel.keys import ChannelKeys
 from channel.messages import (
     AcceptChannel,
@@ -57,7 +58,9 @@ from channel.monitor import (
     FundingSpent,
     MonitorEvent,
 )
+from channel.payer import Payer
 from channel.payments import Payments
+from channel.pending import UNPERSISTED_STATES, check_room_for, forget_unfunded
 from channel.state import (
     Channel,
     ChannelConfig,
@@ -68,14 +71,16 @@ from channel.state import (
 )
 from channel.store import ChannelRow, PaymentRow
 from channel.types import CommitmentFormat, OutPoint, Side
-from channel.wire import ErrorMessage
+from channel.wire import REGTEST_CHAIN_HASH, ErrorMessage, WarningMessage
 
 __all__ = [
     "COMMITMENT_FEERATE_PER_KW",
     "SWEEP_FEERATE_PER_KW",
     "ChannelManager",
     "FlightRecords",
+    "closes_under_way",
     "find_channel",
+    "refuse_close",
     "txid_hex",
 ]
 
@@ -123,6 +128,18 @@ def find_channel(handles: Iterable[ChannelHandle], channel: str) -> ChannelHandl
     return matches[0]
 
 
+def closes_under_way(handles: Iterable[ChannelHandle]) -> list[str]:
+    """Keys of the channels among ``handles`` whose cooperative close is being negotiated."""
+    return [h.key for h in handles if h.channel.state in
+            (ChannelState.SHUTTING_DOWN, ChannelState.NEGOTIATING_CLOSE)]
+
+
+def refuse_close(handle: ChannelHandle, reason: str, fx: Effects) -> None:
+    """A close under way ended without a closing tx: the ``close`` command fails at once."""
+    if closes_under_way([handle]):
+        fx.resolutions.append(ShutdownResolved(handle.key, "", error=reason))
+
+
 class ChannelManager:
     """Every channel of one node, its payments, and its reactions to peers and the chain."""
 
@@ -138,6 +155,9 @@ class ChannelManager:
         self.height = 0
         self.events: list[str] = []   # what the monitors said, for `events` and narration
         self._entropy = entropy
+        self.connected: set[bytes] = set()   # peers with a live connection (routes start there)
+        self.graph = NetworkGraph(REGTEST_CHAIN_HASH)   # what gossip taught us: routes
+        self.payer = Payer(self)
 
     # -- lookups -----------------------------------------------------------------------------
 
@@ -185,6 +205,7 @@ class ChannelManager:
 
     def peer_connected(self, peer_id: bytes, fx: Effects) -> None:
         """BOLT 2: channel_reestablish first for every channel with this peer."""
+        self.connected.add(peer_id)
         for handle in self.handles_of(peer_id):
             chan = handle.channel
             if chan.is_funded or chan.state is ChannelState.CLOSING:
@@ -193,9 +214,14 @@ class ChannelManager:
                     fx.send(peer_id, chan.channel_reestablish())
                     fx.touch(handle)
 
-    def peer_disconnected(self, peer_id: bytes) -> None:
-        for handle in self.handles_of(peer_id):
-            handle.channel.on_disconnect()  # uncommitted updates die with the connection
+    def peer_disconnected(self, peer_id: bytes, fx: Effects | None = None) -> None:
+        """Uncommitted updates die with the connection; so do channels not yet funded (BOLT
+        2: forget a channel on disconnect before funding_signed)."""
+        self.connected.discard(peer_id)
+        for handle in self.handles_of(peer_id):  # a copy: forgetting changes self.handles
+            if not forget_unfunded(self.handles, handle, "the peer disconnected before the "
+                                   "channel was funded", fx if fx is not None else Effects()):
+                handle.channel.on_disconnect()
 
     def handle_message(self, peer_id: bytes, message: Any, fx: Effects, *,
                        fresh_script: bytes | None = None) -> None:
@@ -204,11 +230,17 @@ class ChannelManager:
         handler = self._HANDLERS.get(type(message))
         if handler is not None:
             handler(self, peer_id, message, fx, fresh_script)
-        elif isinstance(message, ErrorMessage):
+        elif isinstance(message, ErrorMessage | WarningMessage):
             targets = self.handles_of(peer_id) if message.channel_id == bytes(32) else \
                 [h for h in [self.handle_for(peer_id, message.channel_id)] if h is not None]
             for handle in targets:
-                self.force_close(handle, fx)
+                refuse_close(handle, f"the peer refused the close: {message.text!r}", fx)
+                # BOLT 1: a warning fails nothing; an error fails the channel (an unfunded one
+                # is simply forgotten: there is nothing to close on chain)
+                if isinstance(message, ErrorMessage) and not forget_unfunded(
+                        self.handles, handle, f"the peer refused the channel: {message.text}",
+                        fx):
+                    self.force_close(handle, fx)
 
     def end_of_batch(self, fx: Effects) -> None:
         """Updates queued while a batch was handled (a pipeline's next HTLCs) ride in the
@@ -222,6 +254,9 @@ class ChannelManager:
         fx.send(peer_id, ErrorMessage.with_text(channel_id or bytes(32), text[:500]))
         handle = self.handle_for(peer_id, channel_id) if channel_id else None
         if handle is not None:
+            refuse_close(handle, f"the close failed: {text}", fx)
+        if handle is not None and not forget_unfunded(
+                self.handles, handle, f"channel failed before funding: {text}", fx):
             self.force_close(handle, fx)
 
     # -- opening -----------------------------------------------------------------------------
@@ -242,6 +277,7 @@ class ChannelManager:
 
     def _on_open_channel(self, peer_id: bytes, msg: OpenChannel, fx: Effects,
                          _: bytes | None) -> None:
+        check_room_for(self.handles.values(), peer_id)
         chan, reply = Channel.accept_inbound(keys=ChannelKeys.from_seed(self._entropy(32)),
                                              config=self.config, msg=msg)
         handle = ChannelHandle(key=chan.temporary_channel_id.hex(), peer_id=peer_id, channel=chan)
@@ -268,9 +304,7 @@ class ChannelManager:
     def funding_failed(self, key: str, error: str, fx: Effects) -> None:
         """Our wallet could not fund channel ``key``: the open fails, the peer is told."""
         handle = self.handles[key]
-        handle.channel.on_funding_failed()
-        fx.touch(handle)
-        fx.resolutions.append(OpenResolved(key, error=f"cannot fund the channel: {error}"))
+        forget_unfunded(self.handles, handle, f"cannot fund the channel: {error}", fx)
         self.fail_channel(handle.peer_id, handle.channel.temporary_channel_id,
                           f"funding failed on our side: {error}", fx)
 
@@ -327,16 +361,18 @@ class ChannelManager:
                              _: bytes | None) -> None:
         handle = self._require(peer_id, msg.channel_id)
         entry = handle.channel.on_update_fail_htlc(msg)
-        self.payments.on_failed(handle, entry, msg.reason.decode(errors="replace"),
-                                self.height, fx)
+        fx.touch(handle)
+        self.payer.on_failed(handle, entry, fx, reason=msg.reason)
 
     def _on_update_fail_malformed_htlc(self, peer_id: bytes, msg: UpdateFailMalformedHtlc,
                                        fx: Effects, _: bytes | None) -> None:
+        if not msg.failure_code & 0x8000:  # BOLT 2: fail the channel
+            raise PeerProtocolError(f"update_fail_malformed_htlc code {msg.failure_code:#06x}")
         handle = self._require(peer_id, msg.channel_id)
         entry = handle.channel.on_update_fail_htlc(UpdateFailHtlc(
             channel_id=msg.channel_id, id=msg.id, reason=b"malformed onion"))
-        self.payments.on_failed(handle, entry, f"malformed onion {msg.failure_code}",
-                                self.height, fx)
+        fx.touch(handle)
+        self.payer.on_failed(handle, entry, fx, malformed=(msg.failure_code, msg.sha256_of_onion))
 
     def _on_update_fee(self, peer_id: bytes, msg: UpdateFee, fx: Effects,
                        _: bytes | None) -> None:
@@ -382,17 +418,15 @@ class ChannelManager:
 
     # -- payments (local commands) -----------------------------------------------------------
 
-    def pay(self, decoded: list[Invoice], fx: Effects) -> list[dict[str, Any] | None]:
-        """Pay invoices to one peer as one batch: all HTLCs in one ``commitment_signed``."""
-        payee = decoded[0].payee_node_id
-        if any(inv.payee_node_id != payee for inv in decoded):
-            raise RejectedUpdate("a batch pays a single peer")
-        handle = self.usable_channel(payee)
-        outcomes = self.payments.add_payments(handle, decoded, self.height, fx)
-        self._sign_if_needed(handle, fx)
+    def pay(self, decoded: list[Bolt11Invoice], fx: Effects) -> list[dict[str, Any] | None]:
+        """Start paying invoices, each over the channel or route that can carry it (HTLCs to
+        one peer go out in one ``commitment_signed``); per invoice, its failure now or None."""
+        outcomes = self.payer.pay(decoded, fx)
+        for handle in list(fx.touched):
+            self._sign_if_needed(handle, fx)
         return outcomes
 
-    def start_pipeline(self, decoded: list[Invoice], batch_size: int,
+    def start_pipeline(self, decoded: list[Bolt11Invoice], batch_size: int,
                        fx: Effects) -> ChannelHandle:
         """Pay ``decoded`` (one payee) in batches of ``batch_size``, one batch in flight."""
         if not decoded or any(inv.payee_node_id != decoded[0].payee_node_id
@@ -527,8 +561,11 @@ class ChannelManager:
 
     def flight_records(self, fx: Effects) -> FlightRecords:
         """The rows that make ``fx`` durable; monitors take the channels' updates here."""
+        # a channel before funding_created has nothing to lose: a stranger's open_channel
+        # costs the database nothing
         rows = [ChannelRow(key=h.key, peer_id=h.peer_id.hex(),
-                           record=channel_to_record(h.channel)) for h in fx.touched]
+                           record=channel_to_record(h.channel)) for h in fx.touched
+                if h.channel.state not in UNPERSISTED_STATES]
         snapshots: list[tuple[str, dict[str, Any]]] = []
         update_rows: list[tuple[str, int, dict[str, Any]]] = []
         revealed: list[tuple[str, list[MonitorUpdate]]] = []

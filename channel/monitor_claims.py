@@ -17,6 +17,8 @@ from bitcoin.core import CTransaction
 
 from channel.keys import (
     PrivateKey,
+    derive_delayed_pubkey,
+    derive_revocation_pubkey,
     static_payment_pubkey,
 )
 from channel.monitor_core import (
@@ -41,6 +43,7 @@ from channel.monitor_events import (
 from channel.scripts import (
     htlc_output_script,
     p2wsh,
+    to_local_script,
     to_remote_anchors_script,
     to_remote_script_pubkey,
 )
@@ -95,6 +98,14 @@ class ClaimPlanner(MonitorCore):
             if revoked.txid == funding.txid:
                 self._plan_revoked(plan, funding, revoked)
                 return plan
+        if number is not None and self._is_own_old_commitment(tx, number):
+            plan.close = CloseOutcome(
+                kind=CloseKind.HOLDER_REVOKED_COMMITMENT, txid=funding.txid, height=h,
+                commitment_number=number,
+                description=f"our own revoked commitment #{number} {_short(funding.txid)} "
+                            f"{self._where(h)} (a cheat): {self.peer_name} holds its revocation "
+                            "secret and can take the whole channel with a penalty")
+            return plan
         if tx.vin[0].nSequence == _FINAL_SEQUENCE and tx.nLockTime == 0:
             ours = sum(int(o.nValue) for o in tx.vout
                        if bytes(o.scriptPubKey) == self.destination_script_pubkey)
@@ -220,6 +231,22 @@ class ClaimPlanner(MonitorCore):
             plan.preimages[payment_hash] = preimage
 
     # ---- our commitment on chain
+
+    def _is_own_old_commitment(self, tx: CTransaction, number: int) -> bool:
+        """``tx`` is a commitment of ours older than the latest: it pays the peer's to_remote
+        key, or has our to_local at our per-commitment point ``number`` (BOLT 3)."""
+        if self._holder is None or number >= self._holder.state.commitment_number:
+            return False
+        theirs = to_remote_script_pubkey(
+            static_payment_pubkey(self.counterparty_params.basepoints.payment_basepoint),
+            self.commitment_format)
+        point = self.keys.per_commitment_point(number)
+        to_local = p2wsh(to_local_script(
+            derive_revocation_pubkey(self.counterparty_params.basepoints.revocation_basepoint,
+                                     point),
+            self.counterparty_params.to_self_delay,
+            derive_delayed_pubkey(self.keys.basepoints().delayed_payment_basepoint, point)))
+        return any(bytes(o.scriptPubKey) in (theirs, to_local) for o in tx.vout)
 
     def _plan_holder(self, plan: _Plan, funding: _Seen) -> None:
         assert self._holder is not None

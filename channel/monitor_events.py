@@ -54,6 +54,7 @@ class CloseKind(enum.Enum):
     HOLDER_COMMITMENT = "holder_commitment"            # our latest commitment
     COUNTERPARTY_COMMITMENT = "counterparty_commitment"  # the peer's current (unrevoked) one
     REVOKED_COMMITMENT = "revoked_commitment"          # the peer cheated
+    HOLDER_REVOKED_COMMITMENT = "holder_revoked_commitment"  # we cheated (cheat mode)
     UNKNOWN = "unknown"                                # none of the above: alert the user
 
 

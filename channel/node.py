@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import coincurve
+
 from channel.chain import ChainBackend, require_regtest
 from channel.chain_watcher import ChainWatcher
 from channel.control_api import NODE_COMMANDS
@@ -36,16 +38,24 @@ from channel.effects import (
     PipelineDone,
     ShutdownResolved,
 )
-from channel.errors import ChainError, PeerProtocolError, RejectedUpdate
-from channel.manager import COMMITMENT_FEERATE_PER_KW, SWEEP_FEERATE_PER_KW, ChannelManager
+from channel.errors import ChainError, PeerProtocolError, RejectedUpdate, StartRefused
+from channel.gossip import ShortChannelId
+from channel.manager import (
+    COMMITMENT_FEERATE_PER_KW,
+    SWEEP_FEERATE_PER_KW,
+    ChannelManager,
+    closes_under_way,
+    txid_hex,
+)
 from channel.messages import Shutdown, encode_message
 from channel.monitor import ChannelMonitor
 from channel.node_control import NodeControl
+from channel.payment_attempts import ATTEMPT_KV_PREFIX
 from channel.payments import FINAL_CLTV_DELTA, Payments
 from channel.peers import PeerManager
 from channel.seeded import seeded_entropy, seeded_secret
 from channel.state import ChannelConfig, channel_from_record, monitor_update_from_record
-from channel.store import NodeStore
+from channel.store import NodeStore, holds_state
 from channel.tasks import BackgroundTasks
 from channel.tower_client import WatchtowerClient
 from channel.trace_log import TraceLog
@@ -60,6 +70,11 @@ __all__ = ["COMMITMENT_FEERATE_PER_KW", "FINAL_CLTV_DELTA", "SWEEP_FEERATE_PER_K
 log = logging.getLogger("chanlab.node")
 
 FUNDING_FEERATE_SAT_PER_VB = 2
+#: test hook: a message name (e.g. ``revoke_and_ack``); the node process dies (as by kill -9,
+#: no cleanup) right after persisting a flight that would send such a message, before sending
+#: it, so a test proves that what was persisted is enough to recover
+CRASH_BEFORE_SEND_ENV = "CHANLAB_TEST_CRASH_BEFORE_SEND"
+CRASH_EXIT_CODE = 86
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,6 +91,9 @@ class NodeSettings:
     # every message already received from a peer joins one flight (one fsync, one write);
     # off: one flight per message
     coalesce_flights: bool = True
+    # start with a new, empty node.db beside a key that already exists (the operator's word
+    # that this key has no channel to forget)
+    allow_fresh_db: bool = False
     # regtest teaching runs: keys and randomness from this seed (channel.seeded), not the OS
     seed: bytes | None = None
 
@@ -87,19 +105,33 @@ class Node:
         self.settings = settings
         self.chain = chain
         self.control = NodeControl(self)
-        if settings.seed is not None:
+        # a seeded node's key is written here, new: a fresh database beside it is right
+        seeded_new = settings.seed is not None and \
             _write_seeded_key(settings.home / "node_key", settings.seed)
         self.shell = DaemonShell(settings.home, info_file="node.json", key_file="node_key",
                                  commands=NODE_COMMANDS, handlers=self.control.handlers())
         self._secret = self.shell.secret
-        import coincurve
         self.node_id: bytes = coincurve.PrivateKey(self._secret).public_key.format(True)
-        self.store = NodeStore(settings.home / "node.db")
+        db_path = settings.home / "node.db"
+        if self.shell.key_existed and not (settings.allow_fresh_db or seeded_new) and \
+                not holds_state(db_path):
+            self.shell.release_lock()
+            raise StartRefused(
+                f"{settings.home} has this node's key but no channel database ({db_path.name} "
+                f"is missing or empty): starting fresh would forget every channel of the key, "
+                f"the same danger as restoring an old backup; put the database back, or pass "
+                f"--allow-fresh-db if this key never had a channel")
+        try:
+            self.store = NodeStore(db_path)
+        except StartRefused:
+            self.shell.release_lock()
+            raise
         self._tasks = BackgroundTasks(log)
         self.trace = TraceLog(settings.home / "trace.log")
         self.peers = PeerManager(node_secret=self._secret, handler=self, tasks=self._tasks,
                                  remember=self._remember_peer,
-                                 coalesce=settings.coalesce_flights, tap=self.trace.record)
+                                 coalesce=settings.coalesce_flights, tap=self.trace.record,
+                                 wanted=lambda peer_id: peer_id in self._m.peers_wanted())
         self.manager: ChannelManager | None = None
         self.port = settings.port
         self.cheat: CheatMode | None = None
@@ -127,6 +159,9 @@ class Node:
             raw = self.store.get(f"funding_tx:{row.key}")
             handle = ChannelHandle(key=row.key, peer_id=bytes.fromhex(row.peer_id), channel=chan,
                                    funding_tx=bytes.fromhex(raw) if raw else None)
+            scid = self.store.get(f"scid:{row.key}")
+            if scid is not None:
+                handle.short_channel_id = bytes(ShortChannelId.parse(scid))
             if row.key in snapshots:
                 handle.monitor = ChannelMonitor.from_record(snapshots[row.key])
                 updates = self.store.monitor_updates(row.key)
@@ -147,6 +182,7 @@ class Node:
                        for name in ("channels", "payments")}
         payments = Payments(node_id=self.node_id, node_secret=self._secret,
                             rows=self.store.payments(), holds=self.store.kv_with_prefix("hold:"),
+                            outgoing=self.store.kv_with_prefix(ATTEMPT_KV_PREFIX),
                             **({"entropy": entropy["payments"]} if entropy else {}))
         self.manager = ChannelManager(node_id=self.node_id, config=self.settings.channel_config,
                                       sweep_script=bytes.fromhex(sweep), payments=payments,
@@ -166,7 +202,7 @@ class Node:
         self._tasks.spawn(watcher.run(height))
         known = [(p, a) for p in self.manager.peers_wanted()
                  if (a := self.store.get(f"peer:{p.hex()}")) is not None]
-        self._tasks.spawn(self.peers.reconnect(known))
+        self.peers.reconnect(known)
         self.towers.start(((h.key, h.monitor) for h in handles if h.monitor is not None),
                           self.settings.towers)
         log.info("node %s (%s) listening on %s:%d", self.settings.name, self.node_id.hex(),
@@ -187,6 +223,7 @@ class Node:
         await self.towers.stop()
         await self.chain.aclose()
         self.store.close()
+        self.shell.release_lock()
         self.trace.close()
 
     # -- carrying out a flight -------------------------------------------------------------
@@ -202,7 +239,12 @@ class Node:
             self.towers.note_updates(key, updates)  # uploads happen in the background
         self.store.commit_flight(channels=records.channels, monitors=records.monitors,
                                  monitor_updates=records.monitor_updates,
-                                 payments=records.payments, kv=kv)
+                                 payments=records.payments, kv=kv,
+                                 forget=[key for key, _ in fx.forgotten])
+        crash_at = os.environ.get(CRASH_BEFORE_SEND_ENV)
+        if crash_at and any(getattr(m, "NAME", "") == crash_at for _, m in fx.outgoing):
+            log.warning("test hook %s: dying after the persist, before the send", crash_at)
+            os._exit(CRASH_EXIT_CODE)
         by_peer: dict[bytes, list[bytes]] = {}
         for peer_id, message in fx.outgoing:
             by_peer.setdefault(peer_id, []).append(encode_message(message))
@@ -213,6 +255,12 @@ class Node:
                 log.info("broadcast %s", await self.chain.broadcast(raw))
             except ChainError as exc:
                 log.warning("broadcast failed: %s", exc)
+        for key, funding_tx in fx.forgotten:
+            if funding_tx is not None:   # built and locked, never broadcast: spendable again
+                try:
+                    await self.chain.release_inputs(funding_tx)
+                except ChainError as exc:
+                    log.warning("inputs of channel %s stay locked: %s", key[:16], exc)
         for done in fx.resolutions:
             self._resolve(done)
         if fx.depth_checks:  # after the peer's turn: channel_ready takes the peer's lock
@@ -229,7 +277,7 @@ class Node:
         future = self._waiters.pop((type(done), done.key), None)
         if future is None or future.done():
             return
-        if isinstance(done, OpenResolved) and done.error:
+        if isinstance(done, OpenResolved | ShutdownResolved) and done.error:
             future.set_exception(RejectedUpdate(done.error))
         else:
             future.set_result(done.funding_txid if isinstance(done, OpenResolved) else
@@ -251,13 +299,37 @@ class Node:
         await self.complete(fx)
 
     async def _check_funding(self) -> None:
-        """channel_ready for the channels whose funding tx is deep enough now."""
+        """channel_ready for the channels whose funding tx is deep enough now; the
+        short_channel_id of those confirmed."""
         for key, txid in self._m.awaiting_lockin():
             depth = await self.chain.confirmations(txid)
             async with self.peers.lock_of(self._m.handles[key].peer_id):
                 fx = Effects()
                 self._m.funding_depth(key, depth, fx)
                 await self.complete(fx)
+        await self.learn_short_channel_ids()
+
+    async def learn_short_channel_ids(self) -> None:
+        """BOLT 7 ``short_channel_id`` = funding block height x tx index x output index, read
+        from the chain once the funding tx confirmed (for route hints and routes)."""
+        for key, txid in self._m.payer.scids_wanted():
+            try:
+                depth = await self.chain.confirmations(txid)
+                if depth < 1:
+                    continue
+                height = await self.chain.height() - depth + 1
+                block = await self.chain.block_at(height)
+            except ChainError as exc:
+                log.info("short_channel_id of %s not known yet: %s", key[:16], exc)
+                continue
+            txids = [txid_hex(raw) for raw in block.transactions]
+            outpoint = self._m.handles[key].channel.funding_outpoint
+            if txid not in txids or outpoint is None:
+                continue  # a reorg between the two calls: the next block tries again
+            fx = Effects()
+            self._m.payer.set_short_channel_id(
+                key, ShortChannelId(height, txids.index(txid), outpoint.vout), fx)
+            await self.complete(fx)
 
     # -- from the peer manager (channel.peers.PeerHandler) ---------------------------------
 
@@ -270,7 +342,14 @@ class Node:
         await self.complete(fx)
 
     async def peer_disconnected(self, peer_id: bytes) -> None:
-        self._m.peer_disconnected(peer_id)
+        interrupted = closes_under_way(self._m.handles_of(peer_id))
+        fx = Effects()
+        self._m.peer_disconnected(peer_id, fx)
+        await self.complete(fx)
+        for key in interrupted:   # a waiting `close` fails now, not after its timeout
+            self._resolve(ShutdownResolved(key, "", error=(
+                "the peer disconnected during the close negotiation (it resumes when the "
+                "peer reconnects); try `close` again, or `force-close`")))
 
     async def deliver(self, peer_id: bytes, message: Any, fx: Effects) -> None:
         if isinstance(message, WarningMessage | ErrorMessage):
@@ -311,11 +390,13 @@ class Node:
         return None if handle is None else handle.monitor
 
 
-def _write_seeded_key(path: Path, seed: bytes) -> None:
-    """The node key of a seeded node, written once (mode 0600) before the shell reads it."""
+def _write_seeded_key(path: Path, seed: bytes) -> bool:
+    """The node key of a seeded node, written once (mode 0600) before the shell reads it;
+    True if written now."""
     if path.exists():
-        return
+        return False
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(seeded_secret(seed, "node key").hex() + "\n")
+    return True

@@ -8,28 +8,41 @@ through the node; a ``RejectedUpdate`` is the caller's answer and changes nothin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from channel.bolt11 import Bolt11Invoice, Network, check_payable
 from channel.chain import require_regtest
 from channel.channel_facts import channel_facts
 from channel.daemon import ControlHandler
 from channel.effects import Effects, OpenResolved, PipelineDone, ShutdownResolved
 from channel.errors import RejectedUpdate, UnsafeOperation
-from channel.invoice import Invoice
 from channel.manager import ChannelManager, txid_hex
 from channel.state import ChannelState
 from channel.types import Side
+from channel.wire import Feature
 
 if TYPE_CHECKING:
     from channel.node import Node
 
 log = logging.getLogger("chanlab.node")
 
-__all__ = ["PAYMENT_TIMEOUT_S", "NodeControl"]
+__all__ = ["PAYMENT_TIMEOUT_S", "NodeControl", "network_of"]
 
 PAYMENT_TIMEOUT_S = 60.0
+_NETWORKS = {"main": Network.MAINNET, "test": Network.TESTNET, "testnet4": Network.TESTNET,
+             "signet": Network.SIGNET, "regtest": Network.REGTEST}
+
+
+def network_of(chain: str) -> Network:
+    """The BOLT 11 currency of the chain bitcoind names ``chain``."""
+    try:
+        return _NETWORKS[chain]
+    except KeyError:
+        raise RejectedUpdate(f"no BOLT 11 currency for chain {chain!r}") from None
 
 
 def channel_list(manager: ChannelManager) -> list[dict[str, Any]]:
@@ -131,6 +144,10 @@ class NodeControl:
         node_id = bytes.fromhex(peer_id)
         async with self._connected(node_id, f"not connected to {peer_id[:16]}…: connect first"):
             fx = Effects()
+            # BOLT 2: propose a channel_type both support; a peer that requires anchors
+            # (Electrum) refuses any other, so it gets anchors even when not asked for
+            anchors = anchors or self._node.peers.features_of(node_id).requires(
+                Feature.OPTION_ANCHORS)
             handle = self._m.open_channel(node_id, funding_sat=amount_sat, push_msat=push_msat,
                                           anchors=anchors, fx=fx)
             opened = self._node.waiter(OpenResolved, handle.key)
@@ -140,22 +157,41 @@ class NodeControl:
         return {"channel": handle.key, "channel_id": (chan.channel_id or b"").hex(),
                 "funding_txid": funding_txid, "funding_sat": chan.funding_sat}
 
+    def _new_invoice(self, amount_msat: int, description: str, hold: bool,
+                     fx: Effects) -> Bolt11Invoice:
+        m = self._m
+        return m.payments.create_invoice(
+            amount_msat, description, hold, fx, now=int(time.time()),
+            network=network_of(self._node.chain.chain), route_hints=m.payer.route_hints())
+
     async def cmd_invoice(self, amount_msat: int, description: str,
                           hold: bool) -> dict[str, Any]:
         fx = Effects()
-        invoice = self._m.payments.create_invoice(amount_msat, description, hold, fx)
+        invoice = self._new_invoice(amount_msat, description, hold, fx)
         await self._node.complete(fx)
         return {"invoice": invoice.encode(), "payment_hash": invoice.payment_hash.hex(),
-                "amount_msat": amount_msat, "hold": hold}
+                "amount_msat": amount_msat, "hold": hold,
+                "expires_at": invoice.expires_at,
+                "min_final_cltv_expiry_delta": invoice.min_final_cltv_expiry_delta,
+                "route_hints": [[{"node_id": hop.pubkey.hex(),
+                                  "short_channel_id": hop.short_channel_id_text}
+                                 for hop in hint] for hint in invoice.route_hints]}
 
     async def cmd_invoices(self, count: int, amount_msat: int,
                            description: str) -> dict[str, Any]:
         """``count`` invoices of ``amount_msat`` each, stored in one transaction."""
         fx = Effects()
-        invoices = [self._m.payments.create_invoice(amount_msat, description, False, fx)
+        invoices = [self._new_invoice(amount_msat, description, False, fx)
                     for _ in range(count)]
         await self._node.complete(fx)
         return {"invoices": [inv.encode() for inv in invoices]}
+
+    def _decode(self, text: str) -> Bolt11Invoice:
+        """A BOLT 11 invoice we may pay now (right network, not expired), or one line why not."""
+        invoice = Bolt11Invoice.decode(text)
+        check_payable(invoice, network=network_of(self._node.chain.chain),
+                      now=int(time.time()))
+        return invoice
 
     async def cmd_settle(self, payment_hash: str) -> dict[str, Any]:
         return await self._release_hold(payment_hash, "settle")
@@ -185,11 +221,15 @@ class NodeControl:
     async def pay_many(self, invoices: list[str], timeout_s: float = PAYMENT_TIMEOUT_S,
                        wait: bool = True) -> list[dict[str, Any]]:
         """Pay invoices to one peer as one batch: all HTLCs in one ``commitment_signed``."""
-        decoded = [Invoice.decode(text) for text in invoices]
+        decoded = [self._decode(text) for text in invoices]
         if not decoded:
             raise RejectedUpdate("no invoices to pay")
-        self._m.usable_channel(decoded[0].payee_node_id)
-        async with self._connected(decoded[0].payee_node_id, "the payee is not connected"):
+        # the first hops' peers, locked in a fixed order: a payment may start on any channel
+        peers = sorted({h.peer_id for h in self._m.handles.values()
+                        if h.peer_id in self._node.peers.peers})
+        async with contextlib.AsyncExitStack() as stack:
+            for peer_id in peers:
+                await stack.enter_async_context(self._node.peers.lock_of(peer_id))
             fx = Effects()
             outcomes = self._m.pay(decoded, fx)
             loop = asyncio.get_running_loop()
@@ -221,7 +261,7 @@ class NodeControl:
                                timeout_s: float) -> dict[str, Any]:
         """Pay a file's invoices in batches, one in flight; ``paid_s`` ends when the last
         preimage arrives, ``settled_s`` when the channel is quiescent again."""
-        decoded = [Invoice.decode(text) for text in Path(invoices_path).read_text().split()]
+        decoded = [self._decode(text) for text in Path(invoices_path).read_text().split()]
         if not decoded:
             raise RejectedUpdate("no invoices to pay")
         handle = self._m.usable_channel(decoded[0].payee_node_id)

@@ -8,32 +8,37 @@ it. Time (the block height) and randomness are given, never taken.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any
 
+from channel.bolt11 import Bolt11Invoice, Network, RouteHint, sign_invoice
 from channel.effects import ChannelHandle, Effects, PaymentResolved, PipelineDone
-from channel.errors import InvalidOnion, RejectedUpdate
+from channel.errors import RejectedUpdate
 from channel.htlc_log import HtlcEntry
-from channel.invoice import Invoice
+from channel.payee import (
+    Fail,
+    FailMalformed,
+    Forward,
+    Fulfil,
+    Hold,
+    decide_incoming,
+    refuse_forward,
+)
+from channel.payment_attempts import ATTEMPT_KV_PREFIX, FailureReport, OutgoingPayment
+from channel.route import Route, RouteHop, build_route_onion
 from channel.store import PaymentRow
 
-__all__ = ["FINAL_CLTV_DELTA", "Payments", "Pipeline"]
+__all__ = ["FINAL_CLTV_DELTA", "INVOICE_EXPIRY_SECONDS", "Payments", "Pipeline"]
 
+#: Our BOLT 11 ``c``: the blocks a payee needs between the final HTLC's arrival and its expiry
+#: (also the least a payer of ours gives, whatever smaller ``c`` an invoice asks).
 FINAL_CLTV_DELTA = 18
+INVOICE_EXPIRY_SECONDS = 3600
 
 Entropy = Callable[[int], bytes]
-
-
-@functools.cache
-def _onion() -> ModuleType:
-    """BOLT 4 onions load with the first payment (about 1 MB an idle node never needs)."""
-    import channel.onion
-    return channel.onion
 
 
 @dataclass(slots=True)
@@ -42,7 +47,7 @@ class Pipeline:
     in the very flight that brings the last preimage of the current one (no round trip lost)."""
 
     key: str
-    invoices: list[Invoice]
+    invoices: list[Bolt11Invoice]
     batch_size: int
     next_index: int = 0
     outstanding: set[bytes] = field(default_factory=set)
@@ -56,6 +61,7 @@ class Payments:
 
     def __init__(self, *, node_id: bytes, node_secret: bytes,
                  rows: Iterable[PaymentRow] = (), holds: dict[str, str] | None = None,
+                 outgoing: dict[str, str] | None = None,
                  entropy: Entropy = secrets.token_bytes) -> None:
         self._node_id = node_id
         self._node_secret = node_secret
@@ -64,6 +70,10 @@ class Payments:
         self._holds = dict(holds or {})   # payment hash hex -> "hold" | "settle" | "cancel"
         self.in_flight: set[bytes] = set()   # outgoing payment hashes awaiting an outcome
         self.pipelines: dict[str, Pipeline] = {}
+        # our payments' routes and onion secrets (kv "attempt:<hash>"), to read failures
+        self.outgoing: dict[bytes, OutgoingPayment] = {
+            bytes.fromhex(h): OutgoingPayment.from_json(text)
+            for h, text in (outgoing or {}).items() if text}
 
     def payment(self, payment_hash_hex: str) -> PaymentRow | None:
         return self._rows.get(payment_hash_hex)
@@ -85,15 +95,21 @@ class Payments:
 
     # -- invoices ----------------------------------------------------------------------------
 
-    def create_invoice(self, amount_msat: int, description: str, hold: bool,
-                       fx: Effects) -> Invoice:
-        """A BOLT 11 invoice of ours, its preimage kept (``hold``: settled only on demand)."""
+    def create_invoice(self, amount_msat: int, description: str, hold: bool, fx: Effects, *,
+                       now: int, network: Network = Network.REGTEST,
+                       route_hints: Sequence[RouteHint] = ()) -> Bolt11Invoice:
+        """A BOLT 11 invoice of ours signed with the node key, its preimage kept (``hold``:
+        settled only on demand). ``now`` (seconds since 1970) is its timestamp."""
+        if amount_msat <= 0:
+            raise RejectedUpdate("an invoice asks for a positive amount_msat")
         preimage = self._entropy(32)
         payment_hash = hashlib.sha256(preimage).digest()
         secret = self._entropy(32)
-        invoice = Invoice(payee_node_id=self._node_id, amount_msat=amount_msat,
-                          payment_hash=payment_hash, payment_secret=secret,
-                          min_final_cltv_expiry_delta=FINAL_CLTV_DELTA, description=description)
+        invoice = sign_invoice(
+            node_secret=self._node_secret, network=network, amount_msat=amount_msat,
+            timestamp=now, payment_hash=payment_hash, payment_secret=secret,
+            description=description, expiry_seconds=INVOICE_EXPIRY_SECONDS,
+            min_final_cltv_expiry_delta=FINAL_CLTV_DELTA, route_hints=route_hints)
         self._record(PaymentRow(
             payment_hash=payment_hash.hex(), direction="in", amount_msat=amount_msat,
             status="pending", preimage=preimage.hex(), payment_secret=secret.hex(),
@@ -105,111 +121,140 @@ class Payments:
     # -- paid to us --------------------------------------------------------------------------
 
     def settle_incoming(self, handle: ChannelHandle, height: int, fx: Effects) -> list[bytes]:
-        """Fulfil (or fail) the HTLCs paid to us that are now irrevocably committed; the
-        preimages released (the channel's monitor must learn them)."""
+        """Fulfil (or fail, with a BOLT 4 failure onion) the HTLCs paid to us that are now
+        irrevocably committed; the preimages released (the channel's monitor must learn them).
+
+        The checks are :func:`channel.payee.decide_incoming`'s; a second HTLC for an invoice
+        already paid (even in the same batch) is failed, its preimage not released again."""
         chan = handle.channel
         released: list[bytes] = []
         for entry in chan.htlcs_to_settle():
-            reason = ""
-            preimage: bytes | None = None
             payment = self._rows.get(entry.payment_hash.hex())
-            try:
-                peeled = _onion().peel_onion(onion=entry.onion_routing_packet,
-                                             node_key=self._node_secret,
-                                             associated_data=entry.payment_hash)
-                payload = peeled.payload
-                data = payload.payment_data
-                hold = self._holds.get(entry.payment_hash.hex())
-                if not peeled.is_final:
-                    reason = "chanlab does not forward payments"
-                elif payment is None or payment.direction != "in" or payment.preimage is None:
-                    reason = "unknown payment hash"
-                elif data is None or payment.payment_secret != data.payment_secret.hex():
-                    reason = "wrong payment secret"
-                elif payload.amt_to_forward != entry.amount_msat or \
-                        entry.amount_msat < payment.amount_msat:
-                    reason = "wrong amount"
-                elif payload.outgoing_cltv_value != entry.cltv_expiry or \
-                        entry.cltv_expiry < height + FINAL_CLTV_DELTA // 2:
-                    reason = "cltv expiry too soon"
-                elif payment.status == "succeeded":
-                    reason = "invoice already paid"
-                elif hold == "cancel":
-                    reason = "the payee cancelled the invoice"
-                elif hold == "hold":
-                    continue  # a hold invoice: the HTLC stays until `settle` or `cancel`
-                else:
-                    preimage = bytes.fromhex(payment.preimage)
-            except InvalidOnion as exc:
-                reason = f"bad onion: {exc}"
-            if preimage is not None and payment is not None:
-                fx.send(handle.peer_id, chan.fulfill_htlc(entry.htlc_id, preimage))
-                released.append(preimage)
+            decision = decide_incoming(
+                entry, node_secret=self._node_secret, payment=payment,
+                hold=self._holds.get(entry.payment_hash.hex()), height=height,
+                min_final_cltv_expiry_delta=FINAL_CLTV_DELTA)
+            if isinstance(decision, Forward):
+                decision = refuse_forward(decision)
+            if isinstance(decision, Hold):
+                continue  # a hold invoice: the HTLC stays until `settle` or `cancel`
+            if isinstance(decision, Fulfil) and payment is not None:
+                fx.send(handle.peer_id, chan.fulfill_htlc(entry.htlc_id, decision.preimage))
+                released.append(decision.preimage)
                 self._record(PaymentRow(
                     payment_hash=payment.payment_hash, direction="in",
-                    amount_msat=entry.amount_msat, status="succeeded", preimage=payment.preimage,
-                    payment_secret=payment.payment_secret, detail=payment.detail), fx)
-            else:
-                fx.send(handle.peer_id, chan.fail_htlc(entry.htlc_id, reason.encode()))
+                    amount_msat=decision.amount_msat, status="succeeded",
+                    preimage=payment.preimage, payment_secret=payment.payment_secret,
+                    detail=payment.detail), fx)
+            elif isinstance(decision, FailMalformed):
+                fx.send(handle.peer_id, chan.fail_malformed_htlc(
+                    entry.htlc_id, decision.sha256_of_onion, decision.failure_code))
+            elif isinstance(decision, Fail):
+                fx.send(handle.peer_id, chan.fail_htlc(entry.htlc_id, decision.reason))
         return released
 
     # -- paid by us --------------------------------------------------------------------------
 
-    def add_payments(self, handle: ChannelHandle, decoded: list[Invoice], height: int,
+    def refusal(self, invoice: Bolt11Invoice) -> dict[str, Any] | None:
+        """Why ``invoice`` must not be paid now (one in flight, or paid already), or None."""
+        previous = self._rows.get(invoice.payment_hash.hex())
+        if invoice.payment_hash in self.in_flight:
+            return {"status": "failed", "reason": "a payment for this invoice is in flight"}
+        if previous is not None and previous.direction == "out" and \
+                previous.status == "succeeded":
+            return {"status": "failed",
+                    "reason": "this invoice is already paid (we hold its preimage)"}
+        if invoice.amount_msat is None:
+            return {"status": "failed", "reason": "the invoice names no amount: ask the payee "
+                    "for one with an amount"}
+        return None
+
+    def new_outgoing(self, invoice: Bolt11Invoice) -> OutgoingPayment:
+        """The record of a payment about to start (its first route comes next)."""
+        assert invoice.amount_msat is not None
+        return OutgoingPayment(
+            invoice=invoice.encode(), payment_hash=invoice.payment_hash,
+            amount_msat=invoice.amount_msat,
+            final_cltv_delta=max(FINAL_CLTV_DELTA, invoice.min_final_cltv_expiry_delta))
+
+    def send_on_route(self, handle: ChannelHandle, invoice: Bolt11Invoice,
+                      state: OutgoingPayment, route: Route, height: int,
+                      fx: Effects) -> dict[str, Any] | None:
+        """Offer the HTLC of ``state`` along ``route`` (its first hop is ``handle``'s peer).
+
+        BOLT 4 final payload: ``payment_data`` (the invoice's secret, ``total_msat``) and the
+        invoice's ``payment_metadata``. The route's hop secrets are persisted with the HTLC.
+        None: sent; else the failure to report (nothing was added)."""
+        built = build_route_onion(
+            route, payment_hash=invoice.payment_hash, payment_secret=invoice.payment_secret,
+            total_msat=state.amount_msat, final_cltv=height + state.final_cltv_delta,
+            session_key=self._entropy(32), payment_metadata=invoice.payment_metadata)
+        try:
+            add = handle.channel.add_htlc(
+                amount_msat=built.amount_msat, payment_hash=invoice.payment_hash,
+                cltv_expiry=built.cltv_expiry, onion_routing_packet=built.onion)
+        except RejectedUpdate as exc:
+            return {"status": "failed", "reason": str(exc)}
+        fx.touch(handle)
+        fx.send(handle.peer_id, add)
+        state.route, state.shared_secrets = route, built.shared_secrets
+        state.channel_key, state.fee_msat = handle.key, built.fee_msat
+        self.outgoing[invoice.payment_hash] = state
+        fx.kv.append((ATTEMPT_KV_PREFIX + invoice.payment_hash.hex(), state.to_json()))
+        self._record(PaymentRow(payment_hash=invoice.payment_hash.hex(), direction="out",
+                                amount_msat=state.amount_msat, status="pending"), fx)
+        self.in_flight.add(invoice.payment_hash)
+        return None
+
+    def add_payments(self, handle: ChannelHandle, decoded: list[Bolt11Invoice], height: int,
                      fx: Effects) -> list[dict[str, Any] | None]:
-        """Add one HTLC per invoice to ``fx`` (not signed yet); per invoice, its failure now or
-        None (pending: a :class:`PaymentResolved` comes later).
+        """Add one HTLC per invoice, straight to ``handle``'s peer (the payee), to ``fx`` (not
+        signed yet); per invoice, its failure now or None (pending: a
+        :class:`PaymentResolved` comes later).
 
         An add that raises changes nothing (the state machine's contract), so the HTLCs added
         before it still go out, and none is lost."""
         outcomes: list[dict[str, Any] | None] = []
         fx.touch(handle)
-        cltv = height + FINAL_CLTV_DELTA
-        payee = handle.peer_id
+        hop = RouteHop(node_id=handle.peer_id,
+                       short_channel_id=handle.short_channel_id or bytes(8))
         for inv in decoded:
-            previous = self._rows.get(inv.payment_hash.hex())
-            if inv.payment_hash in self.in_flight:
-                outcomes.append({"status": "failed",
-                                 "reason": "a payment for this invoice is in flight"})
-                continue
-            if previous is not None and previous.direction == "out" and \
-                    previous.status == "succeeded":
-                outcomes.append({"status": "failed", "reason": "this invoice is already "
-                                 "paid (we hold its preimage)"})
-                continue
-            onion = _onion().build_single_hop_onion(
-                session_key=self._entropy(32), node_id=payee,
-                amt_to_forward=inv.amount_msat, outgoing_cltv_value=cltv,
-                payment_secret=inv.payment_secret, total_msat=inv.amount_msat,
-                payment_hash=inv.payment_hash)
-            try:
-                add = handle.channel.add_htlc(
-                    amount_msat=inv.amount_msat, payment_hash=inv.payment_hash,
-                    cltv_expiry=cltv, onion_routing_packet=onion)
-            except RejectedUpdate as exc:
-                outcomes.append({"status": "failed", "reason": str(exc)})
-                continue
-            fx.send(payee, add)
-            self._record(PaymentRow(payment_hash=inv.payment_hash.hex(), direction="out",
-                                    amount_msat=inv.amount_msat, status="pending"), fx)
-            self.in_flight.add(inv.payment_hash)
-            outcomes.append(None)
+            refused = self.refusal(inv)
+            if refused is None:
+                refused = self.send_on_route(handle, inv, self.new_outgoing(inv),
+                                             Route(hops=(hop,)), height, fx)
+            outcomes.append(refused)
         return outcomes
 
     def on_fulfilled(self, handle: ChannelHandle, entry: HtlcEntry, preimage: bytes,
                      height: int, fx: Effects) -> None:
         """The peer fulfilled our HTLC: the preimage is our proof of payment."""
+        state = self.outgoing.get(entry.payment_hash)
+        amount_msat = entry.amount_msat if state is None else state.amount_msat
         self._record(PaymentRow(payment_hash=entry.payment_hash.hex(), direction="out",
-                                amount_msat=entry.amount_msat, status="succeeded",
+                                amount_msat=amount_msat, status="succeeded",
                                 preimage=preimage.hex()), fx)
-        self._resolve(entry.payment_hash, {"status": "succeeded",
-                                           "payment_preimage": preimage.hex(),
-                                           "amount_msat": entry.amount_msat}, fx)
+        result: dict[str, Any] = {"status": "succeeded", "payment_preimage": preimage.hex(),
+                                  "amount_msat": amount_msat}
+        if state is not None and state.route is not None:
+            result.update({"fee_msat": state.fee_msat,
+                           "attempts": [*state.attempts, state.attempt_dict(None)]})
+        self._resolve(entry.payment_hash, result, fx)
         self._advance_pipeline(handle, entry.payment_hash, True, height, fx)
 
-    def on_failed(self, handle: ChannelHandle, entry: HtlcEntry, reason: str, height: int,
-                  fx: Effects) -> None:
-        self._resolve(entry.payment_hash, {"status": "failed", "reason": reason}, fx)
+    def on_failed(self, handle: ChannelHandle, entry: HtlcEntry, report: FailureReport,
+                  height: int, fx: Effects) -> None:
+        """Our payment failed for good: record why, answer the payer with the hop's failure."""
+        state = self.outgoing.get(entry.payment_hash)
+        result: dict[str, Any] = {"status": "failed", "reason": report.text}
+        result.update(report.as_dict())
+        if state is not None:
+            result["attempts"] = state.attempts
+        self._record(PaymentRow(payment_hash=entry.payment_hash.hex(), direction="out",
+                                amount_msat=entry.amount_msat if state is None
+                                else state.amount_msat,
+                                status="failed", detail=report.text), fx)
+        self._resolve(entry.payment_hash, result, fx)
         self._advance_pipeline(handle, entry.payment_hash, False, height, fx)
 
     def _resolve(self, payment_hash: bytes, result: dict[str, Any], fx: Effects) -> None:
@@ -222,7 +267,8 @@ class Payments:
 
     # -- pipelines ---------------------------------------------------------------------------
 
-    def start_pipeline(self, handle: ChannelHandle, decoded: list[Invoice], batch_size: int,
+    def start_pipeline(self, handle: ChannelHandle, decoded: list[Bolt11Invoice],
+                       batch_size: int,
                        height: int, fx: Effects) -> Pipeline:
         if handle.key in self.pipelines:
             raise RejectedUpdate("a payment pipeline already runs on this channel")

@@ -23,12 +23,20 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from channel.effects import Effects
-from channel.errors import ChanlabError, HandshakeFailed, MalformedMessage, UnknownEvenMessage
+from channel.errors import (
+    ChanlabError,
+    HandshakeFailed,
+    MalformedMessage,
+    StartRefused,
+    UnknownEvenMessage,
+)
 from channel.messages import decode_message, encode_message
+from channel.redial import Redialer
 from channel.tasks import BackgroundTasks
 from channel.transport import Transport, accept, connect
 from channel.wire import (
     REGTEST_CHAIN_HASH,
+    Features,
     Init,
     Ping,
     Pong,
@@ -66,6 +74,7 @@ class PeerHandler(Protocol):
 class Peer:
     node_id: bytes
     transport: Transport
+    features: Features = field(default_factory=Features)   # from the peer's ``init``
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -74,6 +83,7 @@ class PeerManager:
 
     def __init__(self, *, node_secret: bytes, handler: PeerHandler, tasks: BackgroundTasks,
                  remember: Callable[[bytes, str], None], coalesce: bool = True,
+                 wanted: Callable[[bytes], bool] = lambda _: False,
                  tap: Callable[[bytes, bool, bytes], None] | None = None) -> None:
         self._secret = node_secret
         self._handler = handler
@@ -84,19 +94,32 @@ class PeerManager:
         self.peers: dict[bytes, Peer] = {}
         self._server: asyncio.Server | None = None
         self._stopping = False
+        # peers we have channels with (``wanted``) are dialled again whenever they are lost
+        self.redialer = Redialer(tasks=tasks, dial=self.connect,
+                                 connected=lambda peer_id: peer_id in self.peers, wanted=wanted)
 
     async def listen(self, host: str, port: int) -> int:
         """Accept inbound connections on ``host:port``; the port bound."""
-        self._server = await asyncio.start_server(self._on_inbound, host, port)
+        try:
+            self._server = await asyncio.start_server(self._on_inbound, host, port)
+        except OSError as exc:
+            raise StartRefused(f"cannot listen on {host}:{port}: {exc.strerror or exc}; stop "
+                               f"what uses that port or choose another --port") from None
         bound: int = self._server.sockets[0].getsockname()[1]
         return bound
 
     async def close(self) -> None:
         self._stopping = True
+        self.redialer.stopping = True
         if self._server is not None:
             self._server.close()
         for peer in list(self.peers.values()):
             await peer.transport.close()
+
+    def features_of(self, peer_id: bytes) -> Features:
+        """The feature vector a connected peer sent in ``init`` (empty if not connected)."""
+        peer = self.peers.get(peer_id)
+        return peer.features if peer is not None else Features()
 
     def lock_of(self, peer_id: bytes) -> asyncio.Lock:
         """The peer's turn lock (a fresh one, uncontended, for a peer not connected)."""
@@ -127,19 +150,20 @@ class PeerManager:
             return
         transport = await connect(host, port, local_static=self._secret,
                                   remote_static_pubkey=node_id)
-        self._remember(node_id, f"{host}:{port}")
+        address = f"{host}:{port}"
+        if self.redialer.addresses.get(node_id) != address:
+            self._remember(node_id, address)
+            self.redialer.learn(node_id, address)
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._tasks.spawn(self._run(transport, ready))
         await asyncio.wait_for(ready, INIT_TIMEOUT_S)
 
-    async def reconnect(self, known: Iterable[tuple[bytes, str]]) -> None:
-        """Dial again the peers we have channels with (``(peer_id, "host:port")``)."""
+    def reconnect(self, known: Iterable[tuple[bytes, str]]) -> None:
+        """Dial again, until they answer, the peers we have channels with (``(peer_id,
+        "host:port")``, persisted)."""
         for peer_id, addr in known:
-            host, port = addr.rsplit(":", 1)
-            try:
-                await self.connect(peer_id, host, int(port))
-            except (OSError, HandshakeFailed, TimeoutError) as exc:
-                log.info("peer %s not reachable at %s: %s", peer_id.hex()[:16], addr, exc)
+            self.redialer.learn(peer_id, addr)
+            self.redialer.lost(peer_id, at_once=True)
 
     async def _run(self, transport: Transport, ready: asyncio.Future[None] | None = None) -> None:
         node_id = transport.remote_pubkey
@@ -163,7 +187,7 @@ class PeerManager:
         old = self.peers.get(node_id)
         if old is not None:
             await old.transport.close()
-        peer = Peer(node_id=node_id, transport=transport)
+        peer = Peer(node_id=node_id, transport=transport, features=first.combined_features())
         self.peers[node_id] = peer
         log.info("peer %s connected", node_id.hex()[:16])
         async with peer.lock:
@@ -178,6 +202,8 @@ class PeerManager:
             await self._handler.peer_disconnected(node_id)
             await transport.close()
             log.info("peer %s disconnected", node_id.hex()[:16])
+            if not self._stopping and node_id not in self.peers:
+                self.redialer.lost(node_id)
 
     async def _read_loop(self, peer: Peer) -> None:
         while not self._stopping:

@@ -56,6 +56,7 @@ from channel.messages import (
     Shutdown,
     UpdateAddHtlc,
     UpdateFailHtlc,
+    UpdateFailMalformedHtlc,
     UpdateFee,
     UpdateFulfillHtlc,
 )
@@ -79,6 +80,7 @@ from channel.validation import (
 
 # The records, parameters and codecs moved to their own modules stay importable from here.
 __all__ = [
+    "MALFORMED_MARK",
     "Channel",
     "ChannelConfig",
     "ChannelState",
@@ -96,6 +98,9 @@ __all__ = [
 ]
 
 ZERO_SECRET = bytes(32)
+#: How the HTLC log keeps an ``update_fail_malformed_htlc`` (then u16 code, sha256_of_onion):
+#: an encrypted failure onion is at least 292 bytes of HMAC'd data and cannot start so.
+MALFORMED_MARK = b"chanlab:update_fail_malformed_htlc:"
 
 
 def _sha256(data: bytes) -> bytes:
@@ -218,6 +223,20 @@ class Channel(ChannelClosing):
         entry.removed_at[Side.COUNTERPARTY] = self.counterparty_commitment_number + 1
         assert self.channel_id is not None
         return UpdateFailHtlc(channel_id=self.channel_id, id=htlc_id, reason=reason)
+
+    def fail_malformed_htlc(self, htlc_id: int, sha256_of_onion: bytes,
+                            failure_code: int) -> UpdateFailMalformedHtlc:
+        """Refuse an HTLC whose onion we could not peel (BOLT 2 ``update_fail_malformed_htlc``:
+        no shared secret, so no encrypted reason; the log keeps it under ``MALFORMED_MARK``)."""
+        check_reestablished(self, ours=True)
+        entry = self._removable(Side.COUNTERPARTY, htlc_id, RejectedUpdate)
+        entry.removal = Removal.FAILED
+        entry.fail_reason = MALFORMED_MARK + failure_code.to_bytes(2, "big") + sha256_of_onion
+        entry.removed_at[Side.COUNTERPARTY] = self.counterparty_commitment_number + 1
+        assert self.channel_id is not None
+        return UpdateFailMalformedHtlc(channel_id=self.channel_id, id=htlc_id,
+                                       sha256_of_onion=sha256_of_onion,
+                                       failure_code=failure_code)
 
     def on_update_fulfill_htlc(self, msg: UpdateFulfillHtlc) -> HtlcEntry:
         """The peer claims an HTLC we offered: the payment succeeded (we learn the preimage)."""
@@ -482,6 +501,11 @@ class Channel(ChannelClosing):
                     assert h.payment_preimage is not None
                     out.append(UpdateFulfillHtlc(channel_id=self.channel_id, id=h.htlc_id,
                                                  payment_preimage=h.payment_preimage))
+                elif (h.fail_reason or b"").startswith(MALFORMED_MARK):
+                    mark = (h.fail_reason or b"")[len(MALFORMED_MARK):]
+                    out.append(UpdateFailMalformedHtlc(
+                        channel_id=self.channel_id, id=h.htlc_id, sha256_of_onion=mark[2:],
+                        failure_code=int.from_bytes(mark[:2], "big")))
                 else:
                     out.append(UpdateFailHtlc(channel_id=self.channel_id, id=h.htlc_id,
                                               reason=h.fail_reason or b""))

@@ -18,7 +18,9 @@ from typing import Any
 
 import orjson
 
-__all__ = ["ChannelRow", "NodeStore", "PaymentRow"]
+from channel.errors import StartRefused
+
+__all__ = ["ChannelRow", "NodeStore", "PaymentRow", "holds_state"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS channels (
@@ -83,6 +85,24 @@ class PaymentRow:
     detail: str = ""
 
 
+def holds_state(path: Path) -> bool:
+    """Whether ``path`` is a node database that ever recorded anything (a started node writes
+    its sweep script on its first start): False for a missing, empty or blank file."""
+    if not path.exists() or path.stat().st_size == 0:
+        return False
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            (count,) = db.execute("SELECT count(*) FROM kv").fetchone()
+        finally:
+            db.close()
+    except sqlite3.OperationalError:   # no kv table: a blank database
+        return False
+    except sqlite3.DatabaseError:      # not a database at all: NodeStore says so
+        return True
+    return bool(count)
+
+
 class NodeStore:
     """The node's SQLite database (one connection, used from the node's event loop only)."""
 
@@ -93,9 +113,16 @@ class NodeStore:
             os.close(fd)
         os.chmod(path, 0o600)
         self._db = sqlite3.connect(path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            self._db.execute("SELECT count(*) FROM channels").fetchone()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise StartRefused(f"{path} is not a readable node database ({exc}): restore it "
+                               f"from your last copy of it; starting fresh beside this key "
+                               f"would forget its channels") from None
 
     def close(self) -> None:
         self._db.close()
@@ -104,11 +131,18 @@ class NodeStore:
                       monitors: Iterable[tuple[str, dict[str, Any]]] = (),
                       monitor_updates: Iterable[tuple[str, int, dict[str, Any]]] = (),
                       payments: Iterable[PaymentRow] = (),
-                      kv: Iterable[tuple[str, str]] = ()) -> None:
-        """Write a flight's changes atomically and durably."""
+                      kv: Iterable[tuple[str, str]] = (),
+                      forget: Iterable[str] = (), kv_delete: Iterable[str] = ()) -> None:
+        """Write a flight's changes atomically and durably (``forget``: channel keys whose
+        rows go; ``kv_delete``: kv keys that go)."""
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
+            gone = [(k,) for k in forget]
+            for table in ("channels", "monitors", "monitor_updates"):
+                db.executemany(f"DELETE FROM {table} WHERE key = ?", gone)
+            db.executemany("DELETE FROM kv WHERE key = ?",
+                           [(f"funding_tx:{k}",) for (k,) in gone] + [(k,) for k in kv_delete])
             db.executemany("INSERT OR REPLACE INTO channels VALUES (?, ?, ?)",
                            [(c.key, c.peer_id, _dumps(c.record))
                             for c in channels])

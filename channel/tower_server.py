@@ -174,6 +174,7 @@ class TowerServer:
         await self._tasks.cancel_all()
         await self.chain.aclose()
         self.store.close()
+        self.shell.release_lock()
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         return self._tasks.spawn(coro)

@@ -263,25 +263,24 @@ CHANNEL_TYPE_ANCHORS: Final = Features(
 ).to_bytes()
 
 
-def our_features(*, anchors: bool = False) -> Features:
+def our_features() -> Features:
     """The vector chanlab puts in ``init``.
 
     Compulsory: ``var_onion_optin`` (we only build TLV onions), ``option_static_remotekey``
-    (our only commitment format), ``payment_secret`` (we refuse payments without one).
-    Optional: ``option_data_loss_protect`` (our ``channel_reestablish`` always carries its
-    fields), ``option_channel_type`` (we always send ``channel_type``) and, if enabled,
-    ``option_anchors``.
+    (every commitment format of ours has it), ``payment_secret`` (we refuse payments without
+    one). Optional: ``option_data_loss_protect`` (our ``channel_reestablish`` always carries
+    its fields), ``option_anchors`` (we build and claim anchors commitments; a peer that
+    requires it, such as Electrum, refuses us without it) and ``option_channel_type`` (we
+    always send ``channel_type``).
     """
-    optional = [Feature.OPTION_DATA_LOSS_PROTECT, Feature.OPTION_CHANNEL_TYPE]
-    if anchors:
-        optional.append(Feature.OPTION_ANCHORS)
     return Features.of(
         required=[
             Feature.VAR_ONION_OPTIN,
             Feature.OPTION_STATIC_REMOTEKEY,
             Feature.PAYMENT_SECRET,
         ],
-        optional=optional,
+        optional=[Feature.OPTION_DATA_LOSS_PROTECT, Feature.OPTION_ANCHORS,
+                  Feature.OPTION_CHANNEL_TYPE],
     )
 
 

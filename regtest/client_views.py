@@ -72,6 +72,13 @@ def human_answer(cmd: str, result: Any) -> str:
             amount = f" {format_msat(result['amount_msat'])}" if "amount_msat" in result else ""
             return f"paid{amount}: preimage {result['payment_preimage']}"
         return f"payment {result.get('status')}: {result.get('reason', '')}"
+    if cmd == "claimable":
+        return "\n".join(
+            f"{c['channel'][:16]}  {c['status']:<10} {c['amount_sat']:,} sat"
+            + (f" from height {c['claimable_from_height']}" if c.get("claimable_from_height")
+               else "") + f"  {c.get('description', '')}" for c in result) or "nothing to claim"
+    if cmd == "events":
+        return "\n".join(str(e) for e in result) or "no events"
     if cmd == "balance":
         return (f"on chain:  {result['onchain_sat']:,} sat\n"
                 f"off chain: {format_msat(result['offchain_msat'])}")

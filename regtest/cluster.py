@@ -41,6 +41,7 @@ class _ChildProcess:
         self.name = name
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.env: dict[str, str] = {}   # more environment for the next start (test hooks)
 
     @property
     def home(self) -> Path:
@@ -57,7 +58,7 @@ class _ChildProcess:
         (self.home / self.info_file).unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "regtest.cli", self.kind, "start", "--name", self.name,
                "--port", str(self.port), *self._extra_args()]
-        env = dict(os.environ, CHANLAB_HOME=str(self.cluster.home))
+        env = dict(os.environ, CHANLAB_HOME=str(self.cluster.home), **self.env)
         with (self.home / "stderr.log").open("ab") as stderr:
             self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
                                          start_new_session=True)
@@ -116,6 +117,7 @@ class NodeProcess(_ChildProcess):
         self.allow_cheating = allow_cheating
         self.to_self_delay = to_self_delay
         self.towers = towers   # tower addresses given with --tower (the node remembers them)
+        self.start_args: list[str] = []   # more `node start` options, e.g. --allow-fresh-db
 
     @property
     def home(self) -> Path:
@@ -133,7 +135,7 @@ class NodeProcess(_ChildProcess):
             args.append("--allow-cheating")
         for tower in self.towers:
             args += ["--tower", tower]
-        return args
+        return args + self.start_args
 
     def start(self, timeout: float = 30.0) -> NodeProcess:
         """Start the process and wait until its control socket answers."""

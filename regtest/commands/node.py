@@ -53,6 +53,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                             "`cheat` can broadcast one")
     start.add_argument("--tower", action="append", default=[], metavar="TOWER_ID@HOST:PORT",
                        help="upload justice kits to this watchtower (repeatable; remembered)")
+    start.add_argument("--allow-fresh-db", action="store_true",
+                       help="start with an empty node.db although the node's key exists (only "
+                            "for a key that never had a channel: its channels are forgotten)")
     start.set_defaults(handler=_start)
 
 
@@ -67,6 +70,7 @@ def _start(args: argparse.Namespace) -> int:
                                 to_self_delay=args.to_self_delay or 0,
                                 minimum_depth=args.minimum_depth),
                             allow_cheating=args.allow_cheating, towers=tuple(args.tower),
+                            allow_fresh_db=args.allow_fresh_db,
                             seed=seed_from_text(args.seed) if args.seed is not None else None)
     profile = os.environ.get("CHANLAB_PROFILE_DIR")
     if profile:  # developer aid: a cProfile dump per node, for `make bench` investigations

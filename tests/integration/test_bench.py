@@ -19,7 +19,7 @@ from bench.nodes import (
     measure_payments,
     zmq_rawtx_endpoint,
 )
-from channel.invoice import Invoice
+from channel.bolt11 import Bolt11Invoice
 from regtest.cluster import Cluster
 from regtest.node import BitcoindNode
 from regtest.wallet import Wallet
@@ -51,7 +51,7 @@ def test_bench_commands_pay_exactly_and_count_failures(bitcoind: BitcoindNode, m
         funding_txid = str(cluster.open_channel(alice, bob, 1_000_000)["funding_txid"])
 
         invoices = bob.call("invoices", count=5, amount_msat=AMOUNT_MSAT)["invoices"]
-        decoded = [Invoice.decode(text) for text in invoices]
+        decoded = [Bolt11Invoice.decode(text) for text in invoices]
         assert {inv.payee_node_id.hex() for inv in decoded} == {bob.node_id}
         assert {inv.amount_msat for inv in decoded} == {AMOUNT_MSAT}
         assert len({inv.payment_hash for inv in decoded}) == 5

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from bitcoin.core import CTransaction
 
+from channel.bolt11 import Bolt11Invoice
 from channel.effects import (
     Effects,
     OpenResolved,
@@ -19,7 +20,6 @@ from channel.effects import (
     ShutdownResolved,
 )
 from channel.errors import PeerProtocolError, RejectedUpdate
-from channel.invoice import Invoice
 from channel.keys import PrivateKey
 from channel.manager import ChannelManager
 from channel.messages import CommitmentSigned, decode_message, encode_message
@@ -30,6 +30,7 @@ from channel.types import Side
 from channel.wire import ErrorMessage
 
 HEIGHT = 200
+NOW = 1_800_000_000  # the invoices' timestamp (the managers read no clock)
 FUNDING_SAT = 1_000_000
 
 
@@ -112,9 +113,10 @@ class Net:
         self.run()
         return handle.key
 
-    def pay(self, payer: ChannelManager, payee: ChannelManager, amount_msat: int) -> Invoice:
+    def pay(self, payer: ChannelManager, payee: ChannelManager,
+            amount_msat: int) -> Bolt11Invoice:
         fx = Effects()
-        invoice = payee.payments.create_invoice(amount_msat, "test", False, fx)
+        invoice = payee.payments.create_invoice(amount_msat, "test", False, fx, now=NOW)
         self.complete(payee.node_id, fx)
         fx = Effects()
         assert payer.pay([invoice], fx) == [None]
@@ -199,7 +201,8 @@ def test_pipeline_pays_in_batches_and_reports_done(net: Net) -> None:
     net.connect(alice, bob)
     net.open(alice, bob)
     fx = Effects()
-    invoices = [bob.payments.create_invoice(1_000 * (i + 1), "", False, fx) for i in range(5)]
+    invoices = [bob.payments.create_invoice(1_000 * (i + 1), "", False, fx, now=NOW)
+                for i in range(5)]
     net.complete(bob.node_id, fx)
     fx = Effects()
     alice.start_pipeline(invoices, 2, fx)
@@ -225,7 +228,7 @@ def test_local_misuse_is_refused_and_changes_nothing(net: Net) -> None:
     net.connect(alice, bob)
     net.open(alice, bob)
     fx = Effects()
-    invoice = bob.payments.create_invoice(2_000_000_000, "", False, fx)
+    invoice = bob.payments.create_invoice(2_000_000_000, "", False, fx, now=NOW)
     fx = Effects()
     [outcome] = alice.pay([invoice], fx)
     assert outcome is not None and outcome["status"] == "failed"

@@ -410,6 +410,23 @@ def test_cooperative_close_needs_no_claim() -> None:
     assert balance.claimable_from_height == 100 + ANTI_REORG_DELAY - 1
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_own_revoked_commitment_is_recognised_not_an_alert(fmt: CommitmentFormat) -> None:
+    """The cheater's monitor names its own revoked commitment (cheat mode), with its number;
+    the victim's monitor still sees the same tx as the peer's revoked commitment."""
+    p, old = breach(fmt, offered=False, received=False)
+    number = old.commitment.commitment_number
+    events = p.alice_monitor.transaction_seen(old.commitment_tx, None)
+    (spent,) = _of(events, FundingSpent)
+    assert spent.outcome.kind is CloseKind.HOLDER_REVOKED_COMMITMENT
+    assert spent.outcome.commitment_number == number
+    assert spent.description.startswith(f"our own revoked commitment #{number} ")
+    assert "ALERT" not in spent.description
+    assert p.alice_monitor.pending_claims() == []
+    (victim,) = _of(p.bob_monitor.transaction_seen(old.commitment_tx, None), FundingSpent)
+    assert victim.outcome.kind is CloseKind.REVOKED_COMMITMENT
+
+
 def test_unknown_funding_spend_raises_an_alert() -> None:
     """A funding spend that is no known commitment nor a closing tx is reported as UNKNOWN."""
     p = Pair(CommitmentFormat.STATIC_REMOTEKEY)

@@ -21,6 +21,7 @@ import pytest
 from bitcoin.core import CTransaction
 from segwit_check import ScriptFailed, verify_input
 
+from channel.channel_params import HIGH_CLOSING_FEERATE_PER_KW
 from channel.errors import (
     InvalidRevocation,
     InvalidSignature,
@@ -1240,8 +1241,9 @@ def test_cooperative_close_exact_outputs(fmt: CommitmentFormat) -> None:
     assert state(a) is ChannelState.NEGOTIATING_CLOSE
     # 125 non-witness bytes (P2WPKH + P2WSH outputs) * 4 + 224 witness bytes (73-byte sigs)
     assert proposal.fee_satoshis == 724 * FEERATE // 1000
+    # the top of the range: the fee at HIGH_CLOSING_FEERATE_PER_KW (above 5x the commitment's)
     assert proposal.fee_range == FeeRange(min_fee_satoshis=724 * 253 // 1000,
-                                          max_fee_satoshis=724 * 5 * FEERATE // 1000)
+                                          max_fee_satoshis=724 * 75_000 // 1000)
     reply, tx_b = b.on_closing_signed(proposal)
     assert reply is not None and reply.fee_satoshis == proposal.fee_satoshis and tx_b is not None
     echo, tx_a = a.on_closing_signed(reply)
@@ -1264,7 +1266,7 @@ def test_closing_fee_negotiation(fmt: CommitmentFormat) -> None:
     a, b = open_pair(fmt)
     pay(a, b, BIG_MSAT, 1)
     _shutdown_both(a, b)
-    b_max = b.closing_fee_sat(5 * FEERATE)
+    b_max = b.closing_fee_sat(HIGH_CLOSING_FEERATE_PER_KW)
     b_min = b.closing_fee_sat(253)
     high = a._closing_signed(b_max + 100)
     assert high.fee_range is not None
@@ -1287,10 +1289,13 @@ def test_closing_signed_hostile(fmt: CommitmentFormat) -> None:
     expect_unchanged(b, UnexpectedMessage, lambda: b.on_closing_signed(ClosingSigned(
         channel_id=b.channel_id or b"", fee_satoshis=700, signature=ALIEN_KEY.sign(bytes(32)))))
     _shutdown_both(a, b)
-    b_max = b.closing_fee_sat(5 * FEERATE)
-    above = a._closing_signed(b_max + 1)
-    apart = dataclasses.replace(above, fee_range=FeeRange(min_fee_satoshis=b_max + 1,
-                                                         max_fee_satoshis=b_max + 50))
+    # B's range tops at A's balance (A opened: A pays), not at the fee at the high feerate
+    assert b._fee_range().max_fee_satoshis == 20_000 < b.closing_fee_sat(
+        HIGH_CLOSING_FEERATE_PER_KW)
+    b_min = b.closing_fee_sat(253)
+    below = a._closing_signed(b_min - 1)
+    apart = dataclasses.replace(below, fee_range=FeeRange(min_fee_satoshis=b_min - 50,
+                                                         max_fee_satoshis=b_min - 1))
     expect_unchanged(b, PeerProtocolError, lambda: b.on_closing_signed(apart))
     too_big = ClosingSigned(channel_id=b.channel_id or b"", fee_satoshis=20_001,
                             signature=ALIEN_KEY.sign(bytes(32)))
@@ -1588,7 +1593,7 @@ def test_disconnect_during_close_negotiation(fmt: CommitmentFormat, counter: boo
     pay(a0, b0, BIG_MSAT, 1)
     _shutdown_both(a0, b0)
     stored = (channel_to_record(a0), channel_to_record(b0))
-    b_max = b0.closing_fee_sat(5 * FEERATE)
+    b_max = b0.closing_fee_sat(HIGH_CLOSING_FEERATE_PER_KW)
     total = 3 if counter else 2
     for cut in range(total + 1):
         a, b = (channel_from_record(json.loads(json.dumps(r))) for r in stored)

@@ -150,7 +150,7 @@ def _channel_life() -> list[Message]:
     pong = pong_for(ping)
     assert pong is not None
     sent += [
-        Init.ours(our_features(anchors=True)),
+        Init.ours(our_features()),
         ErrorMessage.with_text(channel_id, "bad <signature>"),
         WarningMessage.with_text(channel_id, "fee too low"),
         ping, pong,

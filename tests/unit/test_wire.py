@@ -64,11 +64,11 @@ def test_init_spec_example_bit_nine() -> None:
 
 
 def test_our_init_bytes() -> None:
-    """Our init: minimal features (bits 1, 8, 12, 14, 45) and networks = the regtest chain."""
+    """Our init: minimal features (bits 1, 8, 12, 14, 23, 45), networks = the regtest chain."""
     encoded = encode_message(Init.ours(our_features()))
-    # bits 45 | 14, 12, 8 | 1 -> 0x20 00 00 00 51 02 in six bytes
+    # bits 45 | 23 | 14, 12, 8 | 1 -> 0x20 00 00 80 51 02 in six bytes
     assert encoded.hex() == (
-        "0010" "0000" "0006" "200000005102"
+        "0010" "0000" "0006" "200000805102"
         "01" "20" + REGTEST_CHAIN_HASH.hex()
     )
     decoded = decode_message(encoded)
@@ -183,9 +183,8 @@ def test_channel_type_constants() -> None:
 
 
 def test_our_features_content() -> None:
-    """Ours require 8/12/14 and offer 1 and 45; with anchors also 23."""
-    assert our_features().bits == frozenset({1, 8, 12, 14, 45})
-    assert our_features(anchors=True).bits == frozenset({1, 8, 12, 14, 23, 45})
+    """Ours require 8/12/14 and offer 1, 23 (anchors) and 45."""
+    assert our_features().bits == frozenset({1, 8, 12, 14, 23, 45})
     assert our_features().requires(Feature.OPTION_STATIC_REMOTEKEY)
     assert our_features().offers(Feature.OPTION_CHANNEL_TYPE)
     assert not our_features().requires(Feature.OPTION_CHANNEL_TYPE)
@@ -208,11 +207,15 @@ def test_even_bit_we_offer_as_odd_is_compatible() -> None:
     assert incompatible_bits(our_features(), Features(bits=frozenset({44}))) == frozenset()
 
 
-def test_anchors_required_by_peer_needs_anchors_enabled() -> None:
-    """A peer requiring option_anchors is compatible only when we offer anchors."""
-    peer = Features(bits=frozenset({22, 12}))
-    assert incompatible_bits(our_features(), peer) == frozenset({22})
-    assert incompatible_bits(our_features(anchors=True), peer) == frozenset()
+def test_electrum_init_is_compatible_both_ways() -> None:
+    """Electrum 4.8.3's init vector and ours accept each other (its rule: each of its even
+    bits must be set by us, even or odd)."""
+    electrum = Features(bits=frozenset({0, 5, 8, 12, 14, 17, 19, 22, 27, 44, 47, 151}))
+    assert incompatible_bits(our_features(), electrum) == frozenset()
+    ours = our_features().bits
+    assert [b for b in electrum.bits if b % 2 == 0 and b not in ours and b + 1 not in ours] \
+        == []
+    assert negotiated(our_features(), electrum, Feature.OPTION_ANCHORS)
 
 
 def test_missing_dependency_is_incompatible() -> None:
@@ -223,7 +226,7 @@ def test_missing_dependency_is_incompatible() -> None:
 
 def test_negotiated() -> None:
     """Negotiated = both offer it, or we require it."""
-    ours = our_features(anchors=True)
+    ours = our_features()
     assert negotiated(ours, Features(bits=frozenset({23})), Feature.OPTION_ANCHORS)
     assert not negotiated(ours, Features(), Feature.OPTION_ANCHORS)
     assert negotiated(ours, Features(), Feature.OPTION_STATIC_REMOTEKEY)
