@@ -177,14 +177,15 @@ def _seeded_run(seed: str, folder: Path) -> tuple[list[tuple[str, str]], str]:
 
 
 def test_the_same_seed_gives_the_same_txids_and_another_seed_other_ones(tmp_path: Path) -> None:
-    """Two runs of the peer-down demo with seed 7 list the same txids at the same heights
-    (funding, payments' commitment, sweeps); seed 8 gives none of them; each run writes its
-    story page, whose last picture names every one of its transactions."""
+    """Two runs of the peer-down demo with seed 7 list the same txids in the same order
+    (funding, commitment, sweeps; the heights of the sweeps follow how fast the nodes answer
+    the blocks mined); seed 8 gives none of them; each run writes its story page, whose last
+    picture names every one of its transactions."""
     first, text = _seeded_run("7", tmp_path / "one")
     second, _ = _seeded_run("7", tmp_path / "two")
     other, _ = _seeded_run("8", tmp_path / "three")
     assert len(first) >= 4, text
-    assert first == second
+    assert [txid for _, txid in first] == [txid for _, txid in second]
     assert not {txid for _, txid in first} & {txid for _, txid in other}
     pictures = sorted((tmp_path / "one").glob("index-*.svg"))
     assert (tmp_path / "one" / "index.html").exists() and pictures
