@@ -89,14 +89,14 @@ class StoryBook:
                 if not chan.get("funding_outpoint") or chan["opener"] != "holder":
                     continue   # drawn once, from the opener's side, once funded
                 facts = node.call("channel-facts", channel=chan["channel"])
-                state = tuple(sorted((t["txid"], t["height"]) for t in facts["transactions"]
-                                     if t["broadcast"]))
-                if self._drawn.get(chan["channel"]) == state and state:
-                    continue
-                self._drawn[chan["channel"]] = state
                 peer = names.get(facts["peer_id"], facts["peer_id"][:16])
                 picture = channel_picture(facts, holder=node.name, peer=peer,
                                           rpc=self._cluster.bitcoind.rpc)
+                state = tuple(sorted((n.txid_hex, n.record.confirmation_height)
+                                     for n in picture.graph.nodes if n.record.broadcast))
+                if self._drawn.get(chan["channel"]) == state and state:
+                    continue
+                self._drawn[chan["channel"]] = state
                 caption = (f"{picture.title}, at height {picture.height} "
                            f"({chan['state']})")
                 out.append((caption, render_svg(picture.graph, caption)))
