@@ -63,19 +63,28 @@ def _height_of(rpc: Rpc, txid: str, tip: int) -> int | None:
         else None
 
 
-def _later_spends(rpc: Rpc, seen: list[SeenTx], since: int, tip: int) -> list[SeenTx]:
-    """Transactions spending the channel's transactions that the node did not record (a
-    monitor stops watching once its own outputs are settled: the peer's sweep comes later),
-    found by reading the blocks since ``since`` (regtest chains are short) and the mempool."""
-    known = {bytes(CTransaction.deserialize(s.raw).GetTxid()) for s in seen if s.broadcast}
+def _later_spends(rpc: Rpc, seen: list[SeenTx], funding: OutPoint, since: int,
+                  tip: int) -> list[SeenTx]:
+    """Spends of the channel's force-close outputs that the node did not record (a monitor
+    stops watching once its own outputs are settled: the peer's sweep may come later), found
+    by reading the blocks since ``since`` (regtest chains are short) and the mempool. Only
+    commitments' and their HTLC transactions' outputs are followed: a cooperative close and
+    the sweeps pay wallets, whose later spends are not the channel's story."""
+    decoded = [CTransaction.deserialize(s.raw) for s in seen if s.broadcast]
+    commitments = {bytes(tx.GetTxid()) for tx in decoded
+                   if any(OutPoint(txid=bytes(i.prevout.hash), vout=int(i.prevout.n)) == funding
+                          for i in tx.vin) and tx.vin[0].nSequence >> 24 == 0x80}
+    parents = commitments | {bytes(tx.GetTxid()) for tx in decoded
+                             if any(bytes(i.prevout.hash) in commitments for i in tx.vin)}
+    known = {bytes(tx.GetTxid()) for tx in decoded}
     found: list[SeenTx] = []
-    if tip - since > MAX_BLOCKS_SCANNED:
+    if not parents or tip - since > MAX_BLOCKS_SCANNED:
         return found
 
     def take(raw: bytes, height: int | None) -> None:
         tx = CTransaction.deserialize(raw)
         txid = bytes(tx.GetTxid())
-        if txid not in known and any(bytes(i.prevout.hash) in known for i in tx.vin):
+        if txid not in known and any(bytes(i.prevout.hash) in parents for i in tx.vin):
             known.add(txid)
             found.append(SeenTx(raw=raw, confirmation_height=height))
 
@@ -135,7 +144,7 @@ def channel_picture(facts: dict[str, Any], *, holder: str, peer: str,
                            confirmation_height=height if height is not None else tx["height"],
                            broadcast=tx["broadcast"]))
     if funding_height is not None:
-        seen += _later_spends(rpc, seen, funding_height, tip)
+        seen += _later_spends(rpc, seen, chan_facts.funding_outpoint, funding_height, tip)
     graph = build_graph(classify(chan_facts, seen))
     title = f"channel {facts['channel'][:16]} between {holder} and {peer}"
     return ChannelPicture(graph=graph, height=tip, title=title)
