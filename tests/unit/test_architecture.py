@@ -244,3 +244,9 @@ def test_known_exceptions_are_still_needed() -> None:
     assert KNOWN_OVERSIZED_MODULES <= set(_oversized_modules())
     assert KNOWN_OVERSIZED_CLASSES <= set(_oversized_classes())
     assert KNOWN_FORBIDDEN_IMPORTS <= _forbidden_imports()
+
+
+def test_test_module_names_are_unique() -> None:
+    """pytest imports test modules by basename: two test_x.py in unit and integration clash."""
+    names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []
