@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from regtest.demo_story import StoryBook
 
 DEFAULT_SCENARIO = "lifecycle"
+#: Mock time of height 0 in a seeded run (block N at this + N * 600 s): 2024-01-01 00:00 UTC.
+SEEDED_GENESIS_TIME = 1_704_067_200
 
 
 class Narrator:
@@ -170,6 +172,8 @@ def _run(chosen: Scenario, *, backend: str, say: Narrator, seed: str | None) -> 
             create_seeded_wallet(node.rpc, "miner", seed_from_text(f"{seed}/miner"))
             say.detail(f"seed {seed!r}: every key, coin and txid of this run is derived from it")
         miner = Wallet.open(node.rpc, "miner")
+        if seed is not None:
+            miner.block_time_base = SEEDED_GENESIS_TIME
         say.step(f"Mine {COINBASE_MATURITY + 1} blocks to a 'miner' wallet")
         miner.mine(COINBASE_MATURITY + 1)
         say.detail(
