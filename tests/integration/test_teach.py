@@ -52,7 +52,8 @@ def test_trace_decodes_every_message_of_open_pay_close_and_payments_are_listed(
         capsys: pytest.CaptureFixture[str]) -> None:
     """After open, pay and a cooperative close named by a 6-digit channel_id prefix, `trace`
     shows every message from open_channel to closing_signed with its BOLT field names, every
-    recorded message decodes, and `payments` lists the payment on both sides with its unit."""
+    recorded message decodes, `trace --follow` prints the latest until Ctrl-C, and `payments`
+    lists the payment on both sides with its unit."""
     cluster, alice, bob, opened = pair
     prefix = opened["channel_id"][:6]
     code, out, _ = _cli(capsys, alice.name, "close", prefix)
@@ -82,6 +83,14 @@ def test_trace_decodes_every_message_of_open_pay_close_and_payments_are_listed(
             traced = trace_bytes(bytes.fromhex(record["data"]))
             assert not traced.name.startswith("unknown_") and traced.field("error") is None
 
+    def interrupt(_: float) -> None:
+        raise KeyboardInterrupt   # Ctrl-C while --follow waits for more
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("regtest.client_views.time.sleep", interrupt)
+        code, out, _ = _cli(capsys, alice.name, "trace", "--follow", "--limit", "3")
+    assert code == 130 and [line.split()[4] for line in out.splitlines()
+                            if line.startswith("#")] == names[-3:]
+
     code, out, _ = _cli(capsys, alice.name, "--json", "payments")
     sent = json.loads(out)
     assert [(p["direction"], p["status"], p["amount_msat"], p["fee_msat"]) for p in sent] == \
@@ -98,13 +107,18 @@ def _on_chain(cluster: Cluster, txid: str) -> CTransaction:
 def test_force_close_graph_names_every_on_chain_output_with_its_amount(
         pair: tuple[Cluster, NodeProcess, NodeProcess, dict[str, str]],
         capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    """After a force-close and both sweeps, `graph` writes valid SVG naming every output of
-    the funding tx, the commitment and the sweeps with its amount in sat; `channel` prints
-    them with the fees; `graph --dot` writes Graphviz text."""
+    """After a force-close, `channel` counts down the blocks left on to_local; after both
+    sweeps, `graph` writes valid SVG naming every output of the funding tx, the commitment
+    and the sweeps with its amount in sat; `channel` prints them with the fees; `graph --dot`
+    writes Graphviz text."""
     cluster, alice, _bob, opened = pair
     code, out, _ = _cli(capsys, alice.name, "force-close", opened["channel"][:5])
     assert code == 0 and f"channel {opened['channel']}" in out
     cluster.mine(1)
+    code, out, _ = _cli(capsys, alice.name, "channel", opened["channel"][:6])
+    assert code == 0 and "Unresolved outputs:" in out
+    assert re.search(r"to_local .* \[alice-[0-9a-f]+\]", out) and \
+        re.search(r"in \d+ blocks \(tip at height \d+\)", out), out
     confirmed: list[str] = []
     for _ in range(20):   # to_self_delay 10: alice's to_local sweep, bob's to_remote sweep
         facts = alice.call("channel-facts", channel=opened["channel"])
