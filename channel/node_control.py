@@ -21,6 +21,7 @@ from channel.daemon import ControlHandler
 from channel.effects import Effects, OpenResolved, PipelineDone, ShutdownResolved
 from channel.errors import RejectedUpdate, UnsafeOperation
 from channel.manager import ChannelManager, txid_hex
+from channel.payment_attempts import route_text
 from channel.state import ChannelState
 from channel.types import Side
 from channel.wire import Feature
@@ -350,15 +351,20 @@ class NodeControl:
         return self._node.towers.status()
 
     async def cmd_payments(self) -> list[dict[str, Any]]:
-        """Sent and received payments. chanlab pays its peers directly (one hop): no fees."""
+        """Sent and received payments; for ours, the fee and route of the last attempt."""
         out: list[dict[str, Any]] = []
-        for row in self._m.payments.all_payments():
+        payments = self._m.payments
+        for row in payments.all_payments():
             entry: dict[str, Any] = {
                 "payment_hash": row.payment_hash,
                 "direction": "received" if row.direction == "in" else "sent",
                 "status": row.status, "amount_msat": row.amount_msat}
             if row.direction == "out":
-                entry["fee_msat"] = 0
+                state = payments.outgoing.get(bytes.fromhex(row.payment_hash))
+                entry["fee_msat"] = state.fee_msat if state is not None else 0
+                if state is not None and state.route is not None:
+                    entry["route"] = [hop.node_id.hex() for hop in state.route.hops]
+                    entry["route_text"] = route_text(state.route)
             if row.detail:
                 entry["description"] = row.detail
             out.append(entry)

@@ -53,8 +53,9 @@ def _payments(result: list[dict[str, Any]]) -> str:
     for p in result:
         fee = f"  fee {format_msat(p['fee_msat'])}" if "fee_msat" in p else ""
         text = f"  {p['description']!r}" if p.get("description") else ""
+        route = f"  via {p['route_text']}" if p.get("route_text") else ""
         lines.append(f"{p['direction']:<8} {p['status']:<9} {format_msat(p['amount_msat'])}"
-                     f"{fee}  hash {p['payment_hash']}{text}")
+                     f"{fee}  hash {p['payment_hash']}{text}{route}")
     return "\n".join(lines)
 
 

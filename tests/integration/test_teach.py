@@ -95,6 +95,7 @@ def test_trace_decodes_every_message_of_open_pay_close_and_payments_are_listed(
     sent = json.loads(out)
     assert [(p["direction"], p["status"], p["amount_msat"], p["fee_msat"]) for p in sent] == \
         [("sent", "succeeded", PAYMENT_MSAT, 0)]
+    assert sent[0]["route"] == [bob.node_id]   # one hop: straight to the payee, no fee
     code, out, _ = _cli(capsys, bob.name, "payments")
     assert out.startswith(f"received succeeded {PAYMENT_MSAT:,} msat (5,000 sat)")
 
