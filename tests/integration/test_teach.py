@@ -110,9 +110,9 @@ def test_force_close_graph_names_every_on_chain_output_with_its_amount(
         capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """After a force-close, `channel` counts down the blocks left on to_local; after both
     sweeps, `graph` writes valid SVG naming every output of the funding tx, the commitment
-    and the sweeps with its amount in sat; `channel` prints them with the fees; `graph --dot`
-    writes Graphviz text."""
-    cluster, alice, _bob, opened = pair
+    and the sweeps with its amount in sat; `channel` prints them with the fees; the accepter
+    draws the channel too; `graph --dot` writes Graphviz text."""
+    cluster, alice, bob, opened = pair
     code, out, _ = _cli(capsys, alice.name, "force-close", opened["channel"][:5])
     assert code == 0 and f"channel {opened['channel']}" in out
     cluster.mine(1)
@@ -147,6 +147,11 @@ def test_force_close_graph_names_every_on_chain_output_with_its_amount(
 
     code, out, _ = _cli(capsys, alice.name, "channel", opened["channel"][:6])
     assert code == 0 and out.startswith(f"channel {opened['channel']} (channel_id ")
+    # the accepter has no copy of the funding tx: the command line reads it from bitcoind
+    bob_svg = tmp_path / "bob.svg"
+    code, _, _ = _cli(capsys, bob.name, "graph", opened["channel_id"][:8], "-o", str(bob_svg))
+    bob_text = " ".join(ET.fromstring(bob_svg.read_text()).itertext())
+    assert code == 0 and f"{format_sat(FUNDING_SAT)} · {alice.name}+{bob.name}" in bob_text
     assert "Fees paid by broadcast transactions:" in out and "fee " in out
     dot_path = tmp_path / "channel.dot"
     code, _, _ = _cli(capsys, alice.name, "graph", opened["channel"], "--dot", "-o",
