@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -329,12 +329,15 @@ def _wait_kits_acknowledged(victim: NodeProcess, timeout: float = 30.0) -> None:
 
 
 def measure_breach(cluster: Cluster, feed: MempoolFeed, say: Say, *, index: int,
-                   tower: TowerProcess | None, prefix: str = "") -> BreachRun | str:
+                   tower: TowerProcess | None, prefix: str = "",
+                   load: Callable[[NodeProcess], AbstractContextManager[object]] | None = None,
+                   ) -> BreachRun | str:
     """Stage one breach: the cheater broadcasts its revoked first commitment.
 
     With ``tower`` the victim uploads to it and is stopped before the breach, so only the
-    tower can react. Returns the run, or why no penalty was seen. Node names start with
-    ``prefix``."""
+    tower can react. With ``load``, the breach and the wait for the penalty happen inside
+    ``load(victim)`` (e.g. a :class:`bench.hostile_load.HostileLoad` on the victim). Returns
+    the run, or why no penalty was seen. Node names start with ``prefix``."""
     watcher = "tower" if tower is not None else "node"
     cheater = cluster.start_node(f"{prefix}cheater{watcher}{index}",
                                  funds_sat=2 * BREACH_CHANNEL_SAT, allow_cheating=True)
@@ -348,22 +351,23 @@ def measure_breach(cluster: Cluster, feed: MempoolFeed, say: Say, *, index: int,
         if tower is not None:
             _wait_kits_acknowledged(victim)
             victim.stop()
-        cheat: dict[str, Any] = cheater.call("cheat", channel=opened["channel"], state=0)
-        breach_txid = str(cheat["revoked_commitment_txid"])
-        vouts = _p2wsh_vouts(cluster.miner.get_transaction(breach_txid))
         found: list[tuple[float, Sighting]] = []
+        with load(victim) if load is not None else nullcontext():
+            cheat: dict[str, Any] = cheater.call("cheat", channel=opened["channel"], state=0)
+            breach_txid = str(cheat["revoked_commitment_txid"])
+            vouts = _p2wsh_vouts(cluster.miner.get_transaction(breach_txid))
 
-        def penalty_seen() -> bool:
-            hit = penalty_latency_s(feed.sightings(), breach_txid, vouts)
-            if hit is not None:
-                found.append(hit)
-            return hit is not None
+            def penalty_seen() -> bool:
+                hit = penalty_latency_s(feed.sightings(), breach_txid, vouts)
+                if hit is not None:
+                    found.append(hit)
+                return hit is not None
 
-        try:
-            wait_for(penalty_seen, timeout=PENALTY_WAIT_S, what="a penalty in the mempool")
-        except WaitTimeout:
-            return (f"no penalty in the mempool within {PENALTY_WAIT_S:.0f} s of the breach "
-                    f"({watcher})")
+            try:
+                wait_for(penalty_seen, timeout=PENALTY_WAIT_S, what="a penalty in the mempool")
+            except WaitTimeout:
+                return (f"no penalty in the mempool within {PENALTY_WAIT_S:.0f} s of the "
+                        f"breach ({watcher})")
         latency, penalty = found[0]
         cluster.mine(1)
         confirmed = cluster.miner.confirmations(penalty.txid) >= 1

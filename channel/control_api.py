@@ -125,12 +125,13 @@ NODE_COMMANDS: dict[str, Command] = _table(
                       help="option_anchors channel type (also chosen when the peer "
                            "requires it)")),
             answer="{channel, channel_id, funding_txid, funding_sat}"),
-    Command(name="invoice", help="ask to be paid",
+    Command(name="invoice", help="ask to be paid: a BOLT 11 invoice (lnbcrt… on regtest)",
             args=(Arg(name="amount_msat", type=ArgType.INT),
                   Arg(name="description", type=ArgType.STR, default=""),
                   Arg(name="hold", type=ArgType.BOOL, default=False,
                       help="hold invoice: keep the HTLC until `settle` or `cancel`")),
-            answer="{invoice, payment_hash, amount_msat, hold}"),
+            answer="{invoice, payment_hash, amount_msat, hold, expires_at, "
+                   "min_final_cltv_expiry_delta, route_hints: [[{node_id, short_channel_id}]]}"),
     Command(name="invoices", help="COUNT invoices of AMOUNT_MSAT each, stored at once",
             args=(Arg(name="count", type=ArgType.INT), Arg(name="amount_msat", type=ArgType.INT),
                   Arg(name="description", type=ArgType.STR, default="")),
@@ -139,13 +140,15 @@ NODE_COMMANDS: dict[str, Command] = _table(
             answer="{payment_hash, decision, channels: int}"),
     Command(name="cancel", help="fail the HTLCs paying a hold invoice", args=(_HASH,),
             answer="{payment_hash, decision, channels: int}"),
-    Command(name="pay", help="pay an invoice",
+    Command(name="pay", help="pay a BOLT 11 invoice, over a channel or a route",
             args=(Arg(name="invoice", type=ArgType.STR), _TIMEOUT,
                   Arg(name="wait", type=ArgType.BOOL, default=True, cli_name="no-wait",
                       cli_invert=True, help="return once the HTLC is sent, without waiting "
                                             "for the outcome")),
             answer="{status: succeeded|failed|pending, payment_hash, payment_preimage?, "
-                   "amount_msat?, reason?}"),
+                   "amount_msat?, fee_msat?, reason?, failure_code?, failure?, hop_index?, "
+                   "node_id?, attempts?: [{route, route_text, fee_msat, reason?, "
+                   "failure_code?, hop_index?, node_id?}]}"),
     Command(name="pay-batch", help="pay several invoices to one peer in one commitment_signed",
             args=(Arg(name="invoices", type=ArgType.STR_LIST),), answer="[pay answer]",
             cli=False),
@@ -163,7 +166,8 @@ NODE_COMMANDS: dict[str, Command] = _table(
                    "closing_txid?}]"),
     Command(name="payments", help="payments sent and received: status, amount, fees",
             answer="[{payment_hash, direction: sent|received, status, amount_msat, "
-                   "fee_msat?, description?, route?: [node_id], route_text?}]"),
+                   "fee_msat?, description?, failure?, route?: [node_id], route_text?, "
+                   "attempts?}]"),
     Command(name="trace", help="the BOLT messages sent and received, decoded field by field",
             args=(Arg(name="limit", type=ArgType.INT, default=50,
                       help="how many of the latest messages (0: all kept)"),
@@ -195,7 +199,7 @@ NODE_COMMANDS: dict[str, Command] = _table(
     Command(name="close", help="cooperative close", args=(_CHANNEL,),
             answer="{channel, closing_txid}"),
     Command(name="force-close", help="broadcast our latest commitment", args=(_CHANNEL,),
-            answer="{channel, commitment_txid, to_self_delay}"),
+            answer="{channel, commitment_txid, to_self_delay, note?}"),
     Command(name="update-fee", help="change the commitment feerate (opener only)",
             args=(_CHANNEL, Arg(name="feerate_per_kw", type=ArgType.INT)),
             answer="{channel, feerate_per_kw}"),

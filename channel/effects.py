@@ -104,6 +104,9 @@ class Effects:
     # channels that end before they were funded: delete their rows, unlock the inputs of the
     # funding tx we built and never broadcast
     forgotten: list[tuple[str, bytes | None]] = field(default_factory=list)
+    # payments whose route failed at a hop: try another route in a flight of their own, under
+    # the locks of the peers a new route may start with (ChannelManager.retry_payments)
+    retries: list[bytes] = field(default_factory=list)
 
     def touch(self, handle: ChannelHandle) -> None:
         if handle not in self.touched:
@@ -116,14 +119,15 @@ class Effects:
         """Everything gathered so far, moved into a new :class:`Effects` (this one is empty
         afterwards): to complete part of a batch before an error is handled."""
         taken = Effects(self.touched, self.payments, self.kv, self.outgoing, self.broadcasts,
-                        self.resolutions, self.funding, self.depth_checks, self.forgotten)
+                        self.resolutions, self.funding, self.depth_checks, self.forgotten,
+                        self.retries)
         self.touched, self.payments, self.kv, self.outgoing = [], [], [], []
         self.broadcasts, self.resolutions, self.funding, self.depth_checks = [], [], [], []
-        self.forgotten = []
+        self.forgotten, self.retries = [], []
         return taken
 
     @property
     def empty(self) -> bool:
         return not (self.touched or self.payments or self.kv or self.outgoing or
                     self.broadcasts or self.resolutions or self.funding or self.depth_checks or
-                    self.forgotten)
+                    self.forgotten or self.retries)

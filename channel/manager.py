@@ -426,6 +426,13 @@ class ChannelManager:
             self._sign_if_needed(handle, fx)
         return outcomes
 
+    def retry_payments(self, payment_hashes: list[bytes], fx: Effects) -> None:
+        """Next routes for payments whose route failed (``Effects.retries``), signed."""
+        for payment_hash in payment_hashes:
+            self.payer.retry(payment_hash, fx)
+        for handle in list(fx.touched):
+            self._sign_if_needed(handle, fx)
+
     def start_pipeline(self, decoded: list[Bolt11Invoice], batch_size: int,
                        fx: Effects) -> ChannelHandle:
         """Pay ``decoded`` (one payee) in batches of ``batch_size``, one batch in flight."""

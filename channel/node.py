@@ -18,6 +18,7 @@ answer and changes nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ from channel.manager import (
 from channel.messages import Shutdown, encode_message
 from channel.monitor import ChannelMonitor
 from channel.node_control import NodeControl
+from channel.outbox import Outbox
 from channel.payment_attempts import ATTEMPT_KV_PREFIX
 from channel.payments import FINAL_CLTV_DELTA, Payments
 from channel.peers import PeerManager
@@ -126,6 +128,7 @@ class Node:
         except StartRefused:
             self.shell.release_lock()
             raise
+        self.outbox = Outbox(chain, self.store)
         self._tasks = BackgroundTasks(log)
         self.trace = TraceLog(settings.home / "trace.log")
         self.peers = PeerManager(node_secret=self._secret, handler=self, tasks=self._tasks,
@@ -189,6 +192,9 @@ class Node:
                                       handles=handles,
                                       **({"entropy": entropy["channels"]} if entropy else {}))
         self.manager.height = height
+        stopped = Effects()   # payments whose next route was never tried: say so, not hang
+        self.manager.payer.end_interrupted_retries(stopped)
+        self.store.commit_flight(payments=stopped.payments, kv=stopped.kv)
         if self.settings.allow_cheating:
             from channel.cheat import CheatMode  # loaded only on regtest, when asked for
             self.cheat = CheatMode(self.chain, self.store, self.manager)
@@ -203,6 +209,7 @@ class Node:
         known = [(p, a) for p in self.manager.peers_wanted()
                  if (a := self.store.get(f"peer:{p.hex()}")) is not None]
         self.peers.reconnect(known)
+        self._tasks.spawn(self.outbox.run())
         self.towers.start(((h.key, h.monitor) for h in handles if h.monitor is not None),
                           self.settings.towers)
         log.info("node %s (%s) listening on %s:%d", self.settings.name, self.node_id.hex(),
@@ -234,7 +241,8 @@ class Node:
         if fx.empty:
             return
         records = self._m.flight_records(fx)
-        kv = records.kv + (self.cheat.archive(fx.touched) if self.cheat is not None else [])
+        kv = records.kv + (self.cheat.archive(fx.touched) if self.cheat is not None else []) + \
+            self.outbox.rows(fx.broadcasts)
         for key, updates in records.revealed:
             self.towers.note_updates(key, updates)  # uploads happen in the background
         self.store.commit_flight(channels=records.channels, monitors=records.monitors,
@@ -250,11 +258,8 @@ class Node:
             by_peer.setdefault(peer_id, []).append(encode_message(message))
         for peer_id, encoded in by_peer.items():
             await self.peers.send_many(peer_id, encoded)
-        for raw in fx.broadcasts:
-            try:
-                log.info("broadcast %s", await self.chain.broadcast(raw))
-            except ChainError as exc:
-                log.warning("broadcast failed: %s", exc)
+        for raw in fx.broadcasts:   # durable in the outbox: a failure is retried
+            await self.outbox.send(raw)
         for key, funding_tx in fx.forgotten:
             if funding_tx is not None:   # built and locked, never broadcast: spendable again
                 try:
@@ -265,7 +270,19 @@ class Node:
             self._resolve(done)
         if fx.depth_checks:  # after the peer's turn: channel_ready takes the peer's lock
             self._tasks.spawn(self._check_funding())
+        if fx.retries:  # after this turn too: a new route may start with any peer
+            self._tasks.spawn(self._retry_payments(list(fx.retries)))
         self._log_events()
+
+    async def _retry_payments(self, payment_hashes: list[bytes]) -> None:
+        """Send failed payments on their next route, holding every connected peer's turn
+        (in one order, as ``pay`` does), since the route may start with any of them."""
+        async with contextlib.AsyncExitStack() as stack:
+            for peer_id in sorted(self.peers.peers):
+                await stack.enter_async_context(self.peers.lock_of(peer_id))
+            fx = Effects()
+            self._m.retry_payments(payment_hashes, fx)
+            await self.complete(fx)
 
     def _resolve(self, done: PaymentResolved | OpenResolved | ShutdownResolved | PipelineDone,
                  ) -> None:

@@ -22,6 +22,7 @@ from channel.effects import Effects, OpenResolved, PipelineDone, ShutdownResolve
 from channel.errors import RejectedUpdate, UnsafeOperation
 from channel.manager import ChannelManager, txid_hex
 from channel.payment_attempts import route_text
+from channel.route import format_short_channel_id
 from channel.state import ChannelState
 from channel.types import Side
 from channel.wire import Feature
@@ -58,6 +59,8 @@ def channel_list(manager: ChannelManager) -> list[dict[str, Any]]:
             "opener": chan.opener.value, "commitment_format": chan.commitment_format.value,
             "to_self_delay": chan.holder_params.to_self_delay,
         }
+        if h.short_channel_id is not None:
+            entry["short_channel_id"] = format_short_channel_id(h.short_channel_id)
         if chan.log is not None:
             entry.update({
                 "local_msat": chan.balance_msat(Side.HOLDER),
@@ -323,8 +326,12 @@ class NodeControl:
         if txid is None:
             raise RejectedUpdate("the channel has no commitment to broadcast")
         log.warning("channel %s force-closed: requested by the user", handle.key[:16])
-        return {"channel": handle.key, "commitment_txid": txid,
-                "to_self_delay": handle.channel._peer.to_self_delay}
+        answer = {"channel": handle.key, "commitment_txid": txid,
+                  "to_self_delay": handle.channel._peer.to_self_delay}
+        if txid in self._node.outbox.unsent:
+            answer["note"] = ("bitcoind did not take the commitment now (is it running?): it "
+                              "is saved and will be broadcast as soon as bitcoind is back")
+        return answer
 
     async def cmd_update_fee(self, channel: str, feerate_per_kw: int) -> dict[str, Any]:
         """Change a channel's commitment feerate (we must be the opener): update_fee + sign."""
@@ -351,7 +358,8 @@ class NodeControl:
         return self._node.towers.status()
 
     async def cmd_payments(self) -> list[dict[str, Any]]:
-        """Sent and received payments; for ours, the fee and route of the last attempt."""
+        """Sent and received payments; a sent one with the routing fee and route of its last
+        attempt, its attempts, and (failed) the decoded failure and the hop that sent it."""
         out: list[dict[str, Any]] = []
         payments = self._m.payments
         for row in payments.all_payments():
@@ -361,12 +369,14 @@ class NodeControl:
                 "status": row.status, "amount_msat": row.amount_msat}
             if row.direction == "out":
                 state = payments.outgoing.get(bytes.fromhex(row.payment_hash))
-                entry["fee_msat"] = state.fee_msat if state is not None else 0
+                entry["fee_msat"] = 0 if state is None else state.fee_msat
                 if state is not None and state.route is not None:
                     entry["route"] = [hop.node_id.hex() for hop in state.route.hops]
                     entry["route_text"] = route_text(state.route)
+                if state is not None and state.attempts:
+                    entry["attempts"] = state.attempts
             if row.detail:
-                entry["description"] = row.detail
+                entry["description" if row.direction == "in" else "failure"] = row.detail
             out.append(entry)
         return out
 

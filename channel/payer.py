@@ -25,9 +25,10 @@ from channel.gossip import ChannelUpdate, ShortChannelId
 from channel.graph import NetworkGraph, NoRoute, find_route
 from channel.htlc_log import HtlcEntry
 from channel.onion_failures import channel_update_body
-from channel.payment_attempts import FailureReport, OutgoingPayment
+from channel.payment_attempts import ATTEMPT_KV_PREFIX, FailureReport, OutgoingPayment
 from channel.route import Route, RouteHop
 from channel.state import ChannelState
+from channel.types import Side
 
 if TYPE_CHECKING:
     from channel.manager import ChannelManager
@@ -122,9 +123,13 @@ class Payer:
 
     def route_hints(self, limit: int = 5) -> list[RouteHint]:
         """BOLT 11 ``r`` hints for our unannounced channels: the peer, the channel's real scid,
-        and the peer's fee and delta towards us if gossip told us, else 0/0/1."""
+        and the peer's fee and delta towards us if gossip told us, else 0/0/1. The channels
+        whose peer can send us the most come first (a hint is only worth its inbound room)."""
         hints: list[RouteHint] = []
-        for h in self._m.handles.values():
+        handles = sorted(self._m.handles.values(), reverse=True,
+                         key=lambda h: h.channel.balance_msat(Side.COUNTERPARTY)
+                         if h.channel.log is not None else 0)
+        for h in handles:
             if h.short_channel_id is None or h.channel.state is not ChannelState.NORMAL:
                 continue
             known = self._m.graph.channels.get(ShortChannelId.from_bytes(h.short_channel_id))
@@ -158,7 +163,12 @@ class Payer:
         try:
             handle, route = self.choose(invoice, state)
         except NoRoute as exc:
-            return {"status": "failed", "reason": str(exc), "attempts": state.attempts}
+            room = [h.channel.available_to_send_msat() for h in self._usable()
+                    if h.peer_id == invoice.payee_node_id]
+            reason = str(exc) if not room else (
+                f"{state.amount_msat} msat exceeds the {max(0, max(room))} msat our channels to "
+                f"the payee can send, and no other route can carry it")
+            return {"status": "failed", "reason": reason, "attempts": state.attempts}
         return self._m.payments.send_on_route(handle, invoice, state, route, self._m.height,
                                               fx)
 
@@ -179,23 +189,46 @@ class Payer:
                 entry.payment_hash in self._pipelined():
             payments.on_failed(handle, entry, report, self._m.height, fx)
             return
-        self._learn(state, report)
+        self.learn(state, report)
+        # the new route may start on another peer's channel, whose turn this flight does not
+        # hold: the node retries in a flight of its own (retry), the payment still in flight
+        state.attempts_pending = True
+        fx.kv.append((ATTEMPT_KV_PREFIX + entry.payment_hash.hex(), state.to_json()))
+        fx.retries.append(entry.payment_hash)
+
+    def retry(self, payment_hash: bytes, fx: Effects) -> None:
+        """Try the next route of a payment whose last route failed (see :meth:`on_failed`)."""
+        payments = self._m.payments
+        state = payments.outgoing.get(payment_hash)
+        if state is None or not state.attempts_pending:
+            return
+        state.attempts_pending = False
+        last = state.attempts[-1]
         try:
             invoice = Bolt11Invoice.decode(state.invoice)
-        except MalformedMessage:
-            payments.on_failed(handle, entry, report, self._m.height, fx)
-            return
-        payments.in_flight.discard(entry.payment_hash)
-        refused = self._attempt(invoice, state, fx)
+        except MalformedMessage as exc:
+            refused: dict[str, Any] | None = {"reason": f"cannot read the invoice again: {exc}"}
+        else:
+            payments.in_flight.discard(payment_hash)
+            refused = self._attempt(invoice, state, fx)
         if refused is not None:
-            last = FailureReport(report.hop_index, report.node_id, report.failure,
-                                 f"{report.text}; then: {refused['reason']}")
-            payments.on_failed(handle, entry, last, self._m.height, fx)
+            payments.fail_payment(state, f"{last['reason']}; then: {refused['reason']}", fx)
+
+    def end_interrupted_retries(self, fx: Effects) -> None:
+        """At start: a payment whose route failed and whose next route was not yet sent when
+        the node stopped is failed (nothing of it is in flight), so it can be paid again."""
+        payments = self._m.payments
+        for state in list(payments.outgoing.values()):
+            if state.attempts_pending:
+                state.attempts_pending = False
+                last = state.attempts[-1]["reason"] if state.attempts else "a route failed"
+                payments.fail_payment(state, f"{last}; the node restarted before trying "
+                                      "another route: pay again", fx)
 
     def _pipelined(self) -> set[bytes]:
         return {h for p in self._m.payments.pipelines.values() for h in p.outstanding}
 
-    def _learn(self, state: OutgoingPayment, report: FailureReport) -> None:
+    def learn(self, state: OutgoingPayment, report: FailureReport) -> None:
         """Apply the failure's ``channel_update``; avoid the failing channel or node."""
         assert state.route is not None and report.failure is not None
         raw_update = getattr(report.failure, "channel_update", b"")

@@ -66,6 +66,7 @@ class OutgoingPayment:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     excluded_channels: set[bytes] = field(default_factory=set)
     excluded_nodes: set[bytes] = field(default_factory=set)
+    attempts_pending: bool = False   # the last route failed; the next one is yet to be tried
 
     def read_failure(self, reason: bytes | None, malformed: tuple[int, bytes] | None,
                      ) -> FailureReport:
@@ -122,7 +123,8 @@ class OutgoingPayment:
             "shared_secrets": [s.hex() for s in self.shared_secrets],
             "fee_msat": self.fee_msat, "attempts": self.attempts,
             "excluded_channels": sorted(c.hex() for c in self.excluded_channels),
-            "excluded_nodes": sorted(n.hex() for n in self.excluded_nodes)},
+            "excluded_nodes": sorted(n.hex() for n in self.excluded_nodes),
+            "attempts_pending": self.attempts_pending},
             separators=(",", ":"))
 
     @classmethod
@@ -137,4 +139,5 @@ class OutgoingPayment:
                    shared_secrets=tuple(bytes.fromhex(s) for s in rec["shared_secrets"]),
                    fee_msat=rec["fee_msat"], attempts=list(rec["attempts"]),
                    excluded_channels={bytes.fromhex(c) for c in rec["excluded_channels"]},
-                   excluded_nodes={bytes.fromhex(n) for n in rec["excluded_nodes"]})
+                   excluded_nodes={bytes.fromhex(n) for n in rec["excluded_nodes"]},
+                   attempts_pending=bool(rec.get("attempts_pending", False)))

@@ -242,6 +242,19 @@ class Payments:
         self._resolve(entry.payment_hash, result, fx)
         self._advance_pipeline(handle, entry.payment_hash, True, height, fx)
 
+    def fail_payment(self, state: OutgoingPayment, reason: str, fx: Effects) -> None:
+        """A payment out of routes to try: record and answer ``reason`` and its last
+        attempt's failure (code, hop)."""
+        last = state.attempts[-1] if state.attempts else {}
+        result: dict[str, Any] = {k: last[k] for k in ("hop_index", "node_id", "failure_code",
+                                                       "failure") if k in last}
+        result.update({"status": "failed", "reason": reason, "attempts": state.attempts})
+        fx.kv.append((ATTEMPT_KV_PREFIX + state.payment_hash.hex(), state.to_json()))
+        self._record(PaymentRow(payment_hash=state.payment_hash.hex(), direction="out",
+                                amount_msat=state.amount_msat, status="failed",
+                                detail=reason), fx)
+        self._resolve(state.payment_hash, result, fx)
+
     def on_failed(self, handle: ChannelHandle, entry: HtlcEntry, report: FailureReport,
                   height: int, fx: Effects) -> None:
         """Our payment failed for good: record why, answer the payer with the hop's failure."""
@@ -250,6 +263,7 @@ class Payments:
         result.update(report.as_dict())
         if state is not None:
             result["attempts"] = state.attempts
+            fx.kv.append((ATTEMPT_KV_PREFIX + entry.payment_hash.hex(), state.to_json()))
         self._record(PaymentRow(payment_hash=entry.payment_hash.hex(), direction="out",
                                 amount_msat=entry.amount_msat if state is None
                                 else state.amount_msat,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -52,6 +53,12 @@ __all__ = ["PeerHandler", "PeerManager"]
 log = logging.getLogger("chanlab.peers")
 
 INIT_TIMEOUT_S = 10.0
+#: inbound connections still in the BOLT 8 handshake or before their ``init``: what strangers
+#: can make the node hold at once (beyond it, the oldest is dropped)
+MAX_UNAUTHENTICATED = 8
+#: messages of one peer coalesced into one batch at most: a flood is cut into batches, and
+#: the chain watcher gets its turn between two
+MAX_BATCH_MESSAGES = 256
 _LOST = (EOFError, ConnectionError, asyncio.IncompleteReadError, HandshakeFailed,
          MalformedMessage)  # a BOLT 8 MAC failure included: the stream is lost, hang up
 
@@ -70,12 +77,38 @@ class PeerHandler(Protocol):
     async def flush(self, fx: Effects) -> None: ...
 
 
+#: pings answered per second and peer (a token bucket this deep); pings beyond are ignored,
+#: and a peer that keeps flooding (PING_FLOOD_DROP unanswered in a row) is dropped
+MAX_PINGS_PER_S = 10
+PING_FLOOD_DROP = 100
+
+
+@dataclass(slots=True)
+class PingBudget:
+    """A token bucket: MAX_PINGS_PER_S answered per second, bursts of as many."""
+
+    tokens: float = float(MAX_PINGS_PER_S)
+    at: float = field(default_factory=time.monotonic)
+    unanswered: int = 0   # pings ignored in a row
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(float(MAX_PINGS_PER_S), self.tokens + (now - self.at) * MAX_PINGS_PER_S)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            self.unanswered = 0
+            return True
+        self.unanswered += 1
+        return False
+
+
 @dataclass(slots=True)
 class Peer:
     node_id: bytes
     transport: Transport
     features: Features = field(default_factory=Features)   # from the peer's ``init``
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    pings: PingBudget = field(default_factory=PingBudget)
 
 
 class PeerManager:
@@ -94,6 +127,8 @@ class PeerManager:
         self.peers: dict[bytes, Peer] = {}
         self._server: asyncio.Server | None = None
         self._stopping = False
+        # inbound connections before their init, oldest first
+        self._unauthenticated: dict[int, asyncio.StreamWriter] = {}
         # peers we have channels with (``wanted``) are dialled again whenever they are lost
         self.redialer = Redialer(tasks=tasks, dial=self.connect,
                                  connected=lambda peer_id: peer_id in self.peers, wanted=wanted)
@@ -137,12 +172,26 @@ class PeerManager:
 
     async def _on_inbound(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
+        if len(self._unauthenticated) >= MAX_UNAUTHENTICATED:
+            # the oldest stranger goes, not the newcomer: an honest handshake takes
+            # milliseconds, so silent connections cannot lock every peer out
+            oldest = next(iter(self._unauthenticated))
+            self._unauthenticated.pop(oldest).close()
+        key = id(writer)
+        self._unauthenticated[key] = writer
+
+        def authenticated() -> None:
+            self._unauthenticated.pop(key, None)
+
         try:
-            transport = await accept(reader, writer, local_static=self._secret)
-        except HandshakeFailed as exc:
-            log.info("inbound handshake failed: %s", exc)
-            return
-        await self._run(transport)
+            try:
+                transport = await accept(reader, writer, local_static=self._secret)
+            except HandshakeFailed as exc:
+                log.info("inbound handshake failed: %s", exc)
+                return
+            await self._run(transport, on_init=authenticated)
+        finally:
+            authenticated()
 
     async def connect(self, node_id: bytes, host: str, port: int) -> None:
         """Dial a peer, exchange ``init``, and keep reading from it in the background."""
@@ -165,7 +214,8 @@ class PeerManager:
             self.redialer.learn(peer_id, addr)
             self.redialer.lost(peer_id, at_once=True)
 
-    async def _run(self, transport: Transport, ready: asyncio.Future[None] | None = None) -> None:
+    async def _run(self, transport: Transport, ready: asyncio.Future[None] | None = None,
+                   on_init: Callable[[], None] = lambda: None) -> None:
         node_id = transport.remote_pubkey
         if self._tap is not None:
             transport.tap = functools.partial(self._tap, node_id)
@@ -184,6 +234,7 @@ class PeerManager:
             if ready is not None and not ready.done():
                 ready.set_exception(HandshakeFailed(f"init failed: {exc}"))
             return
+        on_init()
         old = self.peers.get(node_id)
         if old is not None:
             await old.transport.close()
@@ -197,9 +248,10 @@ class PeerManager:
         try:
             await self._read_loop(peer)
         finally:
-            if self.peers.get(node_id) is peer:
+            replaced = self.peers.get(node_id) is not peer   # a newer connection took over
+            if not replaced:
                 del self.peers[node_id]
-            await self._handler.peer_disconnected(node_id)
+                await self._handler.peer_disconnected(node_id)
             await transport.close()
             log.info("peer %s disconnected", node_id.hex()[:16])
             if not self._stopping and node_id not in self.peers:
@@ -213,11 +265,14 @@ class PeerManager:
                 return
             async with peer.lock:
                 fx = Effects()
+                handled = 0
                 try:
                     while True:
                         if not await self._handle_one(peer, raw, fx):
                             return
-                        if not self._coalesce or not peer.transport.has_buffered_data():
+                        handled += 1
+                        if not self._coalesce or not peer.transport.has_buffered_data() or \
+                                handled >= MAX_BATCH_MESSAGES:
                             break
                         try:
                             raw = await peer.transport.recv()
@@ -225,12 +280,20 @@ class PeerManager:
                             return
                 finally:
                     await self._handler.end_batch(fx)
+            # a peer whose bytes are already buffered never makes recv() wait: give the chain
+            # watcher and other peers their turn after every batch
+            await asyncio.sleep(0)
 
     async def _handle_one(self, peer: Peer, raw: bytes, fx: Effects) -> bool:
         """One message into ``fx``; False once the peer must be dropped."""
         try:
             message = decode_message(raw)
             if isinstance(message, Ping):
+                if not peer.pings.take(time.monotonic()):
+                    if peer.pings.unanswered >= PING_FLOOD_DROP:
+                        await self._drop(peer, fx, f"ping flood: over {MAX_PINGS_PER_S} a second")
+                        return False
+                    return True   # over the rate: ignored, not answered
                 pong = pong_for(message)
                 if pong is not None:
                     await peer.transport.send(encode_message(pong))

@@ -53,6 +53,7 @@ def _payments(result: list[dict[str, Any]]) -> str:
     for p in result:
         fee = f"  fee {format_msat(p['fee_msat'])}" if "fee_msat" in p else ""
         text = f"  {p['description']!r}" if p.get("description") else ""
+        text += f"  ({p['failure']})" if p.get("failure") else ""
         route = f"  via {p['route_text']}" if p.get("route_text") else ""
         lines.append(f"{p['direction']:<8} {p['status']:<9} {format_msat(p['amount_msat'])}"
                      f"{fee}  hash {p['payment_hash']}{text}{route}")
@@ -72,7 +73,10 @@ def human_answer(cmd: str, result: Any) -> str:
         if result.get("status") == "succeeded":
             amount = f" {format_msat(result['amount_msat'])}" if "amount_msat" in result else ""
             return f"paid{amount}: preimage {result['payment_preimage']}"
-        return f"payment {result.get('status')}: {result.get('reason', '')}"
+        tries = result.get("attempts") or []
+        return "\n".join([f"payment {result.get('status')}: {result.get('reason', '')}"] + (
+            [f"  route {n}: {t['route_text']}: {t.get('reason', 'sent')}"
+             for n, t in enumerate(tries, 1)] if len(tries) > 1 else []))
     if cmd == "claimable":
         return "\n".join(
             f"{c['channel'][:16]}  {c['status']:<10} {c['amount_sat']:,} sat"

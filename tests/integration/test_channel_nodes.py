@@ -31,7 +31,7 @@ from channel.messages import (
     CommitmentSigned,
     RevokeAndAck,
     UpdateAddHtlc,
-    UpdateFailHtlc,
+    UpdateFailMalformedHtlc,
 )
 from channel.node import COMMITMENT_FEERATE_PER_KW
 from channel.wire import ErrorMessage, Ping, Pong, WarningMessage
@@ -742,12 +742,16 @@ def test_hostile_garbage_after_the_handshake(
         await a.peer.send(chan.channel_reestablish())
         for message in chan.on_channel_reestablish(theirs):
             await a.peer.send(message)
-        # an HTLC with a junk onion locks in, and the node fails it back as BOLT 4 wants
-        await a.peer.send(a.add_htlc(), chan.sign_commitment())
+        # an HTLC with a junk onion locks in, and the node fails it back as BOLT 2 wants:
+        # update_fail_malformed_htlc, a BADONION code and the onion's SHA256
+        add = a.add_htlc()
+        await a.peer.send(add, chan.sign_commitment())
         chan.on_revoke_and_ack(await a.peer.expect(RevokeAndAck))
         await a.peer.send(chan.on_commitment_signed(await a.peer.expect(CommitmentSigned)))
-        failed = await a.peer.expect(UpdateFailHtlc)
+        failed = await a.peer.expect(UpdateFailMalformedHtlc)
         assert (failed.channel_id, failed.id) == (a.channel_id, 0)
+        assert failed.failure_code & 0x8000
+        assert failed.sha256_of_onion == hashlib.sha256(add.onion_routing_packet).digest()
         assert a.node_channel()["state"] == "normal"
         assert _mempool_spender(bitcoind, a.outpoint) is None
 

@@ -83,6 +83,10 @@ class Net:
             self.queue.append((node_id, peer_id, encode_message(message)))
         self.broadcasts += fx.broadcasts
         self.resolutions[node_id] += fx.resolutions
+        if fx.retries:   # the node's next flight: the failed payments' next routes
+            retry = Effects()
+            manager.retry_payments(fx.retries, retry)
+            self.complete(node_id, retry)
 
     def run(self) -> None:
         while self.queue:

@@ -10,7 +10,8 @@ from test_manager import HEIGHT, NOW, Net, _balances
 from channel.bolt11 import Bolt11Invoice, Network, sign_invoice
 from channel.effects import Effects, PaymentResolved
 from channel.failure_onion import build_failure_onion, wrap_failure_onion
-from channel.gossip import ShortChannelId
+from channel.forwarding import ChannelPolicy
+from channel.gossip import ShortChannelId, sign_channel_update
 from channel.keys import PrivateKey
 from channel.manager import ChannelManager
 from channel.messages import UpdateFailHtlc, UpdateFulfillHtlc
@@ -18,10 +19,11 @@ from channel.onion_failures import (
     FailureCode,
     TemporaryChannelFailure,
 )
-from channel.payment_attempts import OutgoingPayment
+from channel.payment_attempts import FailureReport, OutgoingPayment
 from channel.payments import FINAL_CLTV_DELTA
 from channel.route import Route, RouteHop, build_route_onion
 from channel.types import Side
+from channel.wire import REGTEST_CHAIN_HASH
 
 AMOUNT_MSAT = 40_000_000
 DETAILS = int(FailureCode.INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS)
@@ -272,3 +274,73 @@ def test_payer_retries_another_route_after_a_hop_fails(net: Net) -> None:
     for manager, peer in ((alice, bob), (alice, dave)):
         assert _balances(manager, peer) == (1_000_000_000, 0)
     assert carol.payments.payment(invoice.payment_hash.hex()).status == "pending"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("decision", ["settle", "cancel"])
+def test_hold_invoice_keeps_the_htlc_until_settle_or_cancel(net: Net, decision: str) -> None:
+    """A hold invoice's HTLC passes the checks and waits; `settle` fulfils it, `cancel` fails
+    it with incorrect_or_unknown_payment_details (the preimage stays with the payee)."""
+    alice, bob = _pair(net)
+    fx = Effects()
+    invoice = bob.payments.create_invoice(AMOUNT_MSAT, "held", True, fx, now=NOW)
+    net.complete(bob.node_id, fx)
+    fx = Effects()
+    assert alice.pay([invoice], fx) == [None]
+    net.complete(alice.node_id, fx)
+    net.run()
+    assert not [r for r in net.resolutions[alice.node_id] if isinstance(r, PaymentResolved)]
+    [held] = bob.holding(invoice.payment_hash.hex())
+    fx = Effects()
+    bob.release_hold(invoice.payment_hash.hex(), decision, fx)
+    bob.settle_held(held, fx)
+    net.complete(bob.node_id, fx)
+    net.run()
+    [done] = [r for r in net.resolutions[alice.node_id] if isinstance(r, PaymentResolved)]
+    if decision == "settle":
+        assert done.result["status"] == "succeeded"
+        assert _balances(bob, alice)[0] == AMOUNT_MSAT
+    else:
+        _assert_refused(done, bob, AMOUNT_MSAT)
+        assert _balances(bob, alice)[0] == 0
+
+
+def test_a_failure_s_channel_update_is_applied_and_its_channel_avoided(net: Net) -> None:
+    """temporary_channel_failure from Bob carrying his signed channel_update for Bob→Carol:
+    Alice's graph takes Bob's new fee and delta, and the next route avoids that channel."""
+    alice, bob, carol = net.add("alice"), net.add("bob"), net.add("carol")
+    scid = ShortChannelId(120, 3, 1)
+    alice.graph.add_private_channel(scid, bob.node_id, carol.node_id, capacity_sat=1_000_000)
+    update = sign_channel_update(
+        node_key=PrivateKey(hashlib.sha256(b"bob").digest()), chain_hash=REGTEST_CHAIN_HASH,
+        short_channel_id=scid, timestamp=NOW, direction=int(bob.node_id > carol.node_id),
+        disabled=False, cltv_expiry_delta=40, htlc_minimum_msat=1, fee_base_msat=1_000,
+        fee_proportional_millionths=7, htlc_maximum_msat=500_000_000)
+    route = Route(hops=(RouteHop(node_id=bob.node_id, short_channel_id=bytes(8)),
+                        RouteHop(node_id=carol.node_id, short_channel_id=bytes(scid))))
+    state = OutgoingPayment(invoice="", payment_hash=bytes(32), amount_msat=AMOUNT_MSAT,
+                            final_cltv_delta=18, route=route)
+    failure = TemporaryChannelFailure(channel_update=(258).to_bytes(2, "big") + update.encode())
+    alice.payer.learn(state, FailureReport(0, bob.node_id, failure, "hop 0 failed"))
+    assert alice.graph.channels[scid].policy_from(bob.node_id) == ChannelPolicy(
+        fee_base_msat=1_000, fee_proportional_millionths=7, cltv_expiry_delta=40,
+        htlc_minimum_msat=1, htlc_maximum_msat=500_000_000)
+    assert state.excluded_channels == {bytes(scid)} and state.excluded_nodes == set()
+
+
+def test_a_retry_interrupted_by_a_restart_ends_as_failed(net: Net) -> None:
+    """A payment whose route failed and whose next route was not sent before a restart is
+    failed at start with its last failure (nothing of it is in flight), not left pending."""
+    alice = net.add("alice")
+    state = OutgoingPayment(invoice="", payment_hash=b"\x07" * 32, amount_msat=AMOUNT_MSAT,
+                            final_cltv_delta=18, attempts=[{"reason": "hop 0 failed: x"}],
+                            attempts_pending=True)
+    alice.payments.outgoing[state.payment_hash] = OutgoingPayment.from_json(state.to_json())
+    fx = Effects()
+    alice.payer.end_interrupted_retries(fx)
+    [row] = fx.payments
+    assert (row.payment_hash, row.status, row.detail) == (
+        state.payment_hash.hex(), "failed",
+        "hop 0 failed: x; the node restarted before trying another route: pay again")
+    [done] = fx.resolutions
+    assert isinstance(done, PaymentResolved) and done.result["status"] == "failed"
+    assert not alice.payments.outgoing[state.payment_hash].attempts_pending
