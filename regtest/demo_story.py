@@ -19,9 +19,10 @@ from typing import TextIO
 
 from channel.errors import ChanlabError
 from channel.trace import Direction, render_trace, trace_bytes
-from regtest.channel_picture import channel_picture
-from regtest.cluster import Cluster, NodeProcess
+from regtest.channel_picture import ChannelPicture, channel_picture
+from regtest.cluster import Cluster
 from regtest.story_page import StoryFiles, StoryStep, write_story_page
+from regtest.txgraph import ScriptKind
 from regtest.txgraph_render import render_svg
 
 __all__ = ["StoryBook"]
@@ -44,7 +45,8 @@ class StoryBook:
         self._wait = wait
         self._steps: list[_Step] = []
         self._cluster: Cluster | None = None
-        self._drawn: dict[str, tuple[tuple[str, int | None], ...]] = {}
+        # per channel: its transactions (txid, height) and how many outputs were unexplained
+        self._drawn: dict[str, tuple[tuple[tuple[str, int | None], ...], int]] = {}
         self._traced = 0          # the last trace record shown
         self._known: dict[str, str] = {}
         self.svgs: list[str] = []  # every picture drawn, in order
@@ -70,38 +72,44 @@ class StoryBook:
         """Draw the channels whose transactions changed during the current step."""
         if self._cluster is None or not self._steps:
             return
-        for node in list(self._cluster.nodes.values()):
-            for caption, svg in self._draw_changed(node):
-                self._steps[-1].pictures.append((caption, svg))
-                self.svgs.append(svg)
+        for caption, svg in self._draw_changed():
+            self._steps[-1].pictures.append((caption, svg))
+            self.svgs.append(svg)
 
     # -- drawing -------------------------------------------------------------------------
 
-    def _draw_changed(self, node: NodeProcess) -> list[tuple[str, str]]:
+    def _draw_changed(self) -> list[tuple[str, str]]:
+        """Each funded channel, drawn from the running side that explains most of its outputs
+        (the victim of a breach knows the revoked state; the cheater does not), the opener's
+        on a tie; only if its transactions, or how well they are explained, changed."""
         assert self._cluster is not None
-        if not node.running:
-            return []
         names = self._names()
+        best: dict[str, tuple[tuple[int, int], ChannelPicture, str]] = {}
+        for node in [n for n in self._cluster.nodes.values() if n.running]:
+            try:
+                for chan in node.call("channels"):
+                    if not chan.get("funding_outpoint"):
+                        continue
+                    facts = node.call("channel-facts", channel=chan["channel"])
+                    peer = names.get(facts["peer_id"], facts["peer_id"][:16])
+                    picture = channel_picture(facts, holder=node.name, peer=peer,
+                                              rpc=self._cluster.bitcoind.rpc)
+                    unknown = sum(label.kind is ScriptKind.UNKNOWN
+                                  for n in picture.graph.nodes for label in n.record.outputs)
+                    rank = (unknown, 0 if chan["opener"] == "holder" else 1)
+                    if chan["channel"] not in best or rank < best[chan["channel"]][0]:
+                        best[chan["channel"]] = (rank, picture, chan["state"])
+            except ChanlabError:
+                continue   # a node going down mid-step: drawn from the other side or later
         out: list[tuple[str, str]] = []
-        try:
-            channels = node.call("channels")
-            for chan in channels:
-                if not chan.get("funding_outpoint") or chan["opener"] != "holder":
-                    continue   # drawn once, from the opener's side, once funded
-                facts = node.call("channel-facts", channel=chan["channel"])
-                peer = names.get(facts["peer_id"], facts["peer_id"][:16])
-                picture = channel_picture(facts, holder=node.name, peer=peer,
-                                          rpc=self._cluster.bitcoind.rpc)
-                state = tuple(sorted((n.txid_hex, n.record.confirmation_height)
-                                     for n in picture.graph.nodes if n.record.broadcast))
-                if self._drawn.get(chan["channel"]) == state and state:
-                    continue
-                self._drawn[chan["channel"]] = state
-                caption = (f"{picture.title}, at height {picture.height} "
-                           f"({chan['state']})")
-                out.append((caption, render_svg(picture.graph, caption)))
-        except ChanlabError:
-            return out   # a node going down mid-step: drawn at the next step
+        for key, ((unknown, _), picture, state) in best.items():
+            drawn = tuple(sorted((n.txid_hex, n.record.confirmation_height)
+                                 for n in picture.graph.nodes if n.record.broadcast))
+            if self._drawn.get(key) == (drawn, unknown):
+                continue
+            self._drawn[key] = (drawn, unknown)
+            caption = f"{picture.title}, at height {picture.height} ({state})"
+            out.append((caption, render_svg(picture.graph, caption)))
         return out
 
     def _names(self) -> dict[str, str]:
