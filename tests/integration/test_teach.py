@@ -19,7 +19,7 @@ from regtest.cli import main
 from regtest.cluster import Cluster, NodeProcess
 from regtest.demo import Narrator, run_demo
 from regtest.demo_story import StoryBook
-from regtest.drills import peer_down
+from regtest.drills import breach_victim_returns, peer_down
 from regtest.txgraph import format_sat
 
 FUNDING_SAT = 1_000_000
@@ -212,3 +212,24 @@ def test_the_same_seed_gives_the_same_txids_and_another_seed_other_ones(tmp_path
     last = " ".join(ET.fromstring(pictures[-1].read_text()).itertext())
     for _, txid in first:
         assert f"{txid[:8]}…{txid[-4:]}" in last
+
+
+def test_a_breach_is_drawn_from_the_victims_side_revoked_and_punished(
+        cluster: Cluster, tmp_path: Path) -> None:
+    """In the breach-victim-returns drill the last picture is Bob's: Alice's commitment is
+    marked REVOKED, Bob's penalty spends it, and every output of every confirmed transaction
+    of the channel is named with its amount."""
+    book = StoryBook()
+    say = Narrator(io.StringIO(), book)
+    say.watch(cluster)
+    names = (_name("alice"), _name("bob"))
+    outcome = breach_victim_returns(cluster, say, names=names)
+    say.snapshot()
+    files = book.write(tmp_path / "story", "breach")
+    last = " ".join(ET.fromstring(files.pictures[-1].read_text()).itertext())
+    assert f"between {names[1]} and {names[0]}" in last
+    assert "REVOKED" in last and f"{names[1]}'s penalty" in last
+    chain = cluster.miner
+    for txid in outcome.settlement.order:
+        for output in CTransaction.deserialize(chain.get_transaction(txid)).vout:
+            assert format_sat(output.nValue) in last, f"{txid[:8]}: {output.nValue} sat missing"
