@@ -4,7 +4,8 @@ Run from the repository root: ``python -m bench`` (``--quick`` shrinks every cou
 run; ``--no-nodes`` skips the sections that need bitcoind and node processes).
 
 1. Payments through one channel between two ``chanlab node start`` processes, and the
-   memory of an idle node (``bench.nodes``).
+   memory of an idle node (``bench.nodes``); one payment's latency chanlab -> chanlab,
+   chanlab -> Electrum and Electrum -> chanlab (``bench.electrum``).
 2. Breach to penalty, by the victim's node and by its watchtower (``bench.nodes``).
 3. The BOLT 8 transport over loopback (``bench.transport``'s measurements).
 4. The channel state machine alone, in memory (``bench.state_machine.measure``).
@@ -108,6 +109,12 @@ def _node_figures(quick: bool, rounds: int) -> list[Figure]:
         figures.append(Figure(section="payments, two node processes, durable",
                               name="idle node RSS", value=idle_kb / 1024, unit="MB", target=40,
                               goal=Goal.AT_MOST, how="VmRSS from /proc, no peer, no channel"))
+
+        from bench.electrum import electrum_figures
+        _section("1b. payment latency: chanlab and Electrum (a foreign implementation)")
+        started = time.perf_counter()
+        figures += electrum_figures(cluster, say, rounds=5 if quick else 20)
+        say(f"({time.perf_counter() - started:.0f} s)")
 
         _section("2. breach to penalty")
         say("the cheater broadcasts its revoked first commitment (regtest `cheat`); the figure "

@@ -55,6 +55,7 @@ from channel.monitor import (
     ChannelResolved,
     ClaimConfirmed,
     ClaimRequested,
+    CloseKind,
     FundingSpent,
     MonitorEvent,
 )
@@ -154,6 +155,7 @@ class ChannelManager:
         self.handles: dict[str, ChannelHandle] = {h.key: h for h in handles}
         self.height = 0
         self.events: list[str] = []   # what the monitors said, for `events` and narration
+        self._closes_lost: list[str] = []   # closes under way when a commitment spent the funding
         self._entropy = entropy
         self.connected: set[bytes] = set()   # peers with a live connection (routes start there)
         self.graph = NetworkGraph(REGTEST_CHAIN_HASH)   # what gossip taught us: routes
@@ -533,6 +535,8 @@ class ChannelManager:
         for event in events:
             self.events.append(f"channel {handle.key[:8]}: {event.description}")
             if isinstance(event, FundingSpent):
+                if event.outcome.kind is not CloseKind.COOPERATIVE and closes_under_way([handle]):
+                    self._closes_lost.append(handle.key)
                 chan.on_funding_spent()
             if isinstance(event, ChannelResolved):
                 chan.on_resolved()
@@ -559,7 +563,13 @@ class ChannelManager:
             self.note(handle, monitor.transaction_seen(tx, None))
 
     def dirty_monitors(self, fx: Effects) -> None:
-        """Persist the channels whose monitors the chain changed."""
+        """Persist the channels whose monitors the chain changed; a close under way that a
+        commitment on chain ended fails its ``close`` command now."""
+        for key in self._closes_lost:
+            fx.resolutions.append(ShutdownResolved(key, "", error=(
+                "a commitment spent the channel during the close negotiation (a force close): "
+                "the funds follow it on chain, see `claimable`")))
+        self._closes_lost.clear()
         for handle in self.handles.values():
             if handle.monitor_dirty:
                 fx.touch(handle)

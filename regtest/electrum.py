@@ -427,6 +427,10 @@ class ElectrumWallet:
         """Ask the peer to force-close (Electrum sends ``error`` after reestablish)."""
         self._wallet_call("request_force_close", channel_point=str(point), password=None)
 
+    def is_mine(self, address: str) -> bool:
+        """Whether ``address`` belongs to this wallet (what it sweeps to, what it is paid to)."""
+        return bool(self._wallet_call("ismine", address=address))
+
     def setconfig(self, key: str, value: object) -> None:
         """Change a setting on the running daemon (value given as its JSON form)."""
         self.call("setconfig", key=key, value=json.dumps(value))

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import regtest.drills  # registers the outage drills
+import regtest.electrum_story  # registers electrum
 import regtest.story  # registers the channel stories
 import regtest.tower_drills  # noqa: F401  (registers breach-tower)
 from regtest.demo import DEFAULT_SCENARIO, SCENARIOS, run_demo

@@ -27,7 +27,7 @@ from channel.payments import Payments
 from channel.scripts import p2wpkh
 from channel.state import ChannelConfig, ChannelState
 from channel.types import Side
-from channel.wire import ErrorMessage
+from channel.wire import ErrorMessage, WarningMessage
 
 HEIGHT = 200
 NOW = 1_800_000_000  # the invoices' timestamp (the managers read no clock)
@@ -269,3 +269,71 @@ def test_a_peer_protocol_fault_fails_the_channel(net: Net) -> None:
     spent = CTransaction.deserialize(commitment).vin[0].prevout
     assert chan.funding_outpoint is not None
     assert (bytes(spent.hash), spent.n) == (chan.funding_outpoint.txid, chan.funding_outpoint.vout)
+
+
+@pytest.mark.parametrize("kind", [ErrorMessage, WarningMessage])
+def test_a_close_the_peer_refuses_fails_at_once_with_its_reason(
+        net: Net, kind: type[ErrorMessage] | type[WarningMessage]) -> None:
+    """The peer answers our shutdown with an error (or a warning): the close resolves at once
+    with the peer's text; an error also force-closes (BOLT 1), a warning leaves the channel."""
+    alice, bob = net.add("alice"), net.add("bob")
+    net.connect(alice, bob)
+    key = net.open(alice, bob)
+    handle = alice.handles[key]
+    fx = Effects()
+    alice.close(handle, net.scripts[alice.node_id], fx)
+    net.complete(alice.node_id, fx)
+    net.queue.clear()                       # bob never answers the shutdown...
+    fx = Effects()                          # ...but refuses it
+    refusal = kind.with_text(handle.channel.channel_id or b"", "There is no overlap between "
+                             "their and our fee range")
+    alice.handle_message(bob.node_id, refusal, fx)
+    assert fx.resolutions == [ShutdownResolved(key, "", error=(
+        "the peer refused the close: 'There is no overlap between their and our fee range'"))]
+    if kind is ErrorMessage:
+        assert handle.channel.state is ChannelState.FORCE_CLOSING and len(fx.broadcasts) == 1
+    else:
+        assert handle.channel.state is ChannelState.SHUTTING_DOWN and fx.broadcasts == []
+
+
+def test_a_close_we_fail_resolves_with_the_reason(net: Net) -> None:
+    """A protocol failure of ours during the close (fail_channel) fails the close command."""
+    alice, bob = net.add("alice"), net.add("bob")
+    net.connect(alice, bob)
+    key = net.open(alice, bob)
+    handle = alice.handles[key]
+    fx = Effects()
+    alice.close(handle, net.scripts[alice.node_id], fx)
+    net.complete(alice.node_id, fx)
+    net.queue.clear()
+    fx = Effects()
+    alice.fail_channel(bob.node_id, handle.channel.channel_id, "closing fee ranges do not "
+                       "overlap", fx)
+    assert fx.resolutions == [ShutdownResolved(
+        key, "", error="the close failed: closing fee ranges do not overlap")]
+
+
+def test_a_force_close_during_the_close_negotiation_fails_the_close(net: Net) -> None:
+    """The peer broadcasts its commitment while our close is negotiated: once our monitor sees
+    it, the close resolves with an error (the funds follow the commitment), not a timeout."""
+    alice, bob = net.add("alice"), net.add("bob")
+    net.connect(alice, bob)
+    key = net.open(alice, bob)
+    fx = Effects()
+    alice.close(alice.handles[key], net.scripts[alice.node_id], fx)
+    net.complete(alice.node_id, fx)
+    net.queue.clear()                        # bob ignores the shutdown and force-closes
+    fx = Effects()
+    (bob_handle,) = bob.handles_of(alice.node_id)
+    bob.force_close(bob_handle, fx)
+    (commitment,) = fx.broadcasts
+    alice.transaction_seen(CTransaction.deserialize(commitment))
+    fx = Effects()
+    alice.dirty_monitors(fx)
+    assert fx.resolutions == [ShutdownResolved(key, "", error=(
+        "a commitment spent the channel during the close negotiation (a force close): the "
+        "funds follow it on chain, see `claimable`"))]
+    assert alice.handles[key].channel.state is ChannelState.FORCE_CLOSING
+    fx = Effects()
+    alice.dirty_monitors(fx)
+    assert fx.resolutions == []              # reported once
