@@ -57,6 +57,7 @@ from channel.outbox import Outbox
 from channel.payment_attempts import ATTEMPT_KV_PREFIX
 from channel.payments import FINAL_CLTV_DELTA, Payments
 from channel.peers import PeerManager
+from channel.seeded import seeded_entropy, seeded_secret
 from channel.state import ChannelConfig, channel_from_record, monitor_update_from_record
 from channel.store import NodeStore, holds_state
 from channel.tasks import BackgroundTasks
@@ -100,6 +101,8 @@ class NodeSettings:
     # the chain view goes stale when the tip is older than this (None: the chain's default,
     # see channel.chain_view); no new HTLCs while it is
     max_tip_age_s: float | None = None
+    # regtest teaching runs: keys and randomness from this seed (channel.seeded), not the OS
+    seed: bytes | None = None
 
 
 class Node:
@@ -109,12 +112,16 @@ class Node:
         self.settings = settings
         self.chain = chain
         self.control = NodeControl(self)
+        # a seeded node's key is written here, new: a fresh database beside it is right
+        seeded_new = settings.seed is not None and \
+            _write_seeded_key(settings.home / "node_key", settings.seed)
         self.shell = DaemonShell(settings.home, info_file="node.json", key_file="node_key",
                                  commands=NODE_COMMANDS, handlers=self.control.handlers())
         self._secret = self.shell.secret
         self.node_id: bytes = coincurve.PrivateKey(self._secret).public_key.format(True)
         db_path = settings.home / "node.db"
-        if self.shell.key_existed and not settings.allow_fresh_db and not holds_state(db_path):
+        if self.shell.key_existed and not (settings.allow_fresh_db or seeded_new) and \
+                not holds_state(db_path):
             self.shell.release_lock()
             raise StartRefused(
                 f"{settings.home} has this node's key but no channel database ({db_path.name} "
@@ -175,12 +182,21 @@ class Node:
         if sweep is None:
             sweep = (await self.chain.new_script_pubkey()).hex()
             self.store.commit_flight(kv=[("sweep_script", sweep)])
+        entropy: dict[str, Any] = {}
+        if self.settings.seed is not None:
+            require_regtest(self.chain.chain, "--seed")
+            boot = int(self.store.get("seed_boot") or 0) + 1  # a restart draws afresh
+            self.store.commit_flight(kv=[("seed_boot", str(boot))])
+            entropy = {name: seeded_entropy(self.settings.seed, f"{name}/{boot}")
+                       for name in ("channels", "payments")}
         payments = Payments(node_id=self.node_id, node_secret=self._secret,
                             rows=self.store.payments(), holds=self.store.kv_with_prefix("hold:"),
-                            outgoing=self.store.kv_with_prefix(ATTEMPT_KV_PREFIX))
+                            outgoing=self.store.kv_with_prefix(ATTEMPT_KV_PREFIX),
+                            **({"entropy": entropy["payments"]} if entropy else {}))
         self.manager = ChannelManager(node_id=self.node_id, config=self.settings.channel_config,
                                       sweep_script=bytes.fromhex(sweep), payments=payments,
-                                      handles=handles)
+                                      handles=handles,
+                                      **({"entropy": entropy["channels"]} if entropy else {}))
         self.manager.height = height
         stopped = Effects()   # payments whose next route was never tried: say so, not hang
         self.manager.payer.end_interrupted_retries(stopped)
@@ -405,3 +421,15 @@ class Node:
     def _monitor_of(self, key: str) -> ChannelMonitor | None:
         handle = self.manager.handles.get(key) if self.manager is not None else None
         return None if handle is None else handle.monitor
+
+
+def _write_seeded_key(path: Path, seed: bytes) -> bool:
+    """The node key of a seeded node, written once (mode 0600) before the shell reads it;
+    True if written now."""
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(seeded_secret(seed, "node key").hex() + "\n")
+    return True
