@@ -34,14 +34,13 @@ from channel.chain_watcher import ChainWatcher
 from channel.control_api import NODE_COMMANDS
 from channel.daemon import DaemonShell
 from channel.effects import (
-    ChannelHandle,
     Effects,
     OpenResolved,
     PaymentResolved,
     PipelineDone,
     ShutdownResolved,
 )
-from channel.errors import ChainError, PeerProtocolError, RejectedUpdate, StartRefused
+from channel.errors import ChainError, PeerProtocolError, RejectedUpdate
 from channel.gossip import ShortChannelId
 from channel.manager import (
     COMMITMENT_FEERATE_PER_KW,
@@ -53,13 +52,12 @@ from channel.manager import (
 from channel.messages import Shutdown, encode_message
 from channel.monitor import ChannelMonitor
 from channel.node_control import NodeControl
+from channel.node_restore import open_store, restore_manager
 from channel.outbox import Outbox
-from channel.payment_attempts import ATTEMPT_KV_PREFIX
-from channel.payments import FINAL_CLTV_DELTA, Payments
+from channel.payments import FINAL_CLTV_DELTA
 from channel.peers import PeerManager
-from channel.seeded import seeded_entropy, seeded_secret
-from channel.state import ChannelConfig, channel_from_record, monitor_update_from_record
-from channel.store import NodeStore, holds_state
+from channel.seeded import seeded_secret
+from channel.state import ChannelConfig
 from channel.tasks import BackgroundTasks
 from channel.tower_client import WatchtowerClient
 from channel.trace_log import TraceLog
@@ -119,20 +117,8 @@ class Node:
                                  commands=NODE_COMMANDS, handlers=self.control.handlers())
         self._secret = self.shell.secret
         self.node_id: bytes = coincurve.PrivateKey(self._secret).public_key.format(True)
-        db_path = settings.home / "node.db"
-        if self.shell.key_existed and not (settings.allow_fresh_db or seeded_new) and \
-                not holds_state(db_path):
-            self.shell.release_lock()
-            raise StartRefused(
-                f"{settings.home} has this node's key but no channel database ({db_path.name} "
-                f"is missing or empty): starting fresh would forget every channel of the key, "
-                f"the same danger as restoring an old backup; put the database back, or pass "
-                f"--allow-fresh-db if this key never had a channel")
-        try:
-            self.store = NodeStore(db_path)
-        except StartRefused:
-            self.shell.release_lock()
-            raise
+        self.store = open_store(self.shell, settings.home / "node.db",
+                                allow_fresh=settings.allow_fresh_db or seeded_new)
         self.outbox = Outbox(chain, self.store)
         self._tasks = BackgroundTasks(log)
         self.trace = TraceLog(settings.home / "trace.log")
@@ -160,47 +146,18 @@ class Node:
     async def start(self) -> None:
         if self.settings.allow_cheating:
             require_regtest(self.chain.chain, "--allow-cheating")
-        handles = []
-        snapshots = self.store.monitors()
-        for row in self.store.channels():
-            chan = channel_from_record(row.record)
-            chan.on_disconnect()  # uncommitted updates die with the connection
-            raw = self.store.get(f"funding_tx:{row.key}")
-            handle = ChannelHandle(key=row.key, peer_id=bytes.fromhex(row.peer_id), channel=chan,
-                                   funding_tx=bytes.fromhex(raw) if raw else None)
-            scid = self.store.get(f"scid:{row.key}")
-            if scid is not None:
-                handle.short_channel_id = bytes(ShortChannelId.parse(scid))
-            if row.key in snapshots:
-                handle.monitor = ChannelMonitor.from_record(snapshots[row.key])
-                updates = self.store.monitor_updates(row.key)
-                handle.monitor.apply_updates(monitor_update_from_record(u) for u in updates)
-                handle.monitor_seq = len(updates)
-            handles.append(handle)
         height = await self.chain.height()
         sweep = self.store.get("sweep_script")
         if sweep is None:
             sweep = (await self.chain.new_script_pubkey()).hex()
             self.store.commit_flight(kv=[("sweep_script", sweep)])
-        entropy: dict[str, Any] = {}
         if self.settings.seed is not None:
             require_regtest(self.chain.chain, "--seed")
-            boot = int(self.store.get("seed_boot") or 0) + 1  # a restart draws afresh
-            self.store.commit_flight(kv=[("seed_boot", str(boot))])
-            entropy = {name: seeded_entropy(self.settings.seed, f"{name}/{boot}")
-                       for name in ("channels", "payments")}
-        payments = Payments(node_id=self.node_id, node_secret=self._secret,
-                            rows=self.store.payments(), holds=self.store.kv_with_prefix("hold:"),
-                            outgoing=self.store.kv_with_prefix(ATTEMPT_KV_PREFIX),
-                            **({"entropy": entropy["payments"]} if entropy else {}))
-        self.manager = ChannelManager(node_id=self.node_id, config=self.settings.channel_config,
-                                      sweep_script=bytes.fromhex(sweep), payments=payments,
-                                      handles=handles,
-                                      **({"entropy": entropy["channels"]} if entropy else {}))
-        self.manager.height = height
-        stopped = Effects()   # payments whose next route was never tried: say so, not hang
-        self.manager.payer.end_interrupted_retries(stopped)
-        self.store.commit_flight(payments=stopped.payments, kv=stopped.kv)
+        self.manager = restore_manager(self.store, node_id=self.node_id, secret=self._secret,
+                                       config=self.settings.channel_config,
+                                       sweep_script=bytes.fromhex(sweep), height=height,
+                                       seed=self.settings.seed)
+        handles = list(self.manager.handles.values())
         if self.settings.allow_cheating:
             from channel.cheat import CheatMode  # loaded only on regtest, when asked for
             self.cheat = CheatMode(self.chain, self.store, self.manager)
