@@ -18,10 +18,11 @@ from pathlib import Path
 import bitcoin
 from bitcoin.core import CBlock, CScript, CTransaction
 
-from channel.chain import BlockEvent, FundingTransaction, TxEvent
+from channel.chain import BackendHealth, BlockEvent, FundingTransaction, TxEvent
 from regtest.errors import RegtestError, RpcUnreachable, SetupError
 from regtest.password_file import read_password_file
 from regtest.rpc import JSON, AsyncRpc, RpcAuth, RpcError
+from regtest.rpc_types import btc_to_sat, sat_to_btc
 
 __all__ = ["BitcoindChain", "BitcoindEndpoint", "address_of", "use_chain_params"]
 
@@ -116,8 +117,9 @@ class BitcoindChain:
     """One node's view of bitcoind: its wallet ``wallet`` plus the chain and mempool."""
 
     def __init__(self, endpoint: BitcoindEndpoint, *, wallet: str, chain: str = "regtest",
-                 poll_interval_s: float | None = None) -> None:
+                 poll_interval_s: float | None = None, seed: bytes | None = None) -> None:
         auth: RpcAuth = endpoint.rpc_auth()
+        self._seed = seed    # a seeded run: wallet keys from the seed, no random choices
         self._endpoint = endpoint
         self._rpc = AsyncRpc(endpoint.rpc_url, auth=auth, timeout_s=5)
         self._wallet = self._rpc.wallet(wallet)
@@ -142,7 +144,11 @@ class BitcoindChain:
         try:
             await self._rpc.loadwallet(self._wallet_name)
         except RpcError:
-            await self._rpc.createwallet(self._wallet_name)
+            if self._seed is not None:
+                from regtest.seeded_wallet import create_seeded_wallet_async
+                await create_seeded_wallet_async(self._rpc, self._wallet_name, self._seed)
+            else:
+                await self._rpc.createwallet(self._wallet_name)
 
     async def height(self) -> int:
         return await self._rpc.getblockcount()
@@ -152,7 +158,8 @@ class BitcoindChain:
         raw = await self._rpc.getblock(block_hash)
         block = CBlock.deserialize(raw)
         return BlockEvent(height=height, block_hash=block_hash,
-                          transactions=tuple(tx.serialize() for tx in block.vtx))
+                          transactions=tuple(tx.serialize() for tx in block.vtx),
+                          header_time=block.nTime)
 
     async def mempool_transactions(self) -> list[bytes]:
         out = []
@@ -162,7 +169,7 @@ class BitcoindChain:
         return out
 
     async def events(self, from_height: int | None = None,
-                     ) -> AsyncIterator[BlockEvent | TxEvent]:
+                     ) -> AsyncIterator[BlockEvent | TxEvent | BackendHealth]:
         seen: dict[int, str] = {}
         tip_height = await self.height()
         if from_height is not None:
@@ -172,6 +179,7 @@ class BitcoindChain:
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         zmq_task = None
         outage = False  # bitcoind was down: reload our wallet once it answers again
+        failing = False  # the last poll failed (told to the caller as BackendHealth)
         last_uptime = 0
         last_cookie = self._cookie_stamp()
         if self._endpoint.zmq_rawtx or self._endpoint.zmq_rawblock:
@@ -226,13 +234,18 @@ class BitcoindChain:
                             seen_mempool.add(txid)
                             with contextlib.suppress(RpcError):
                                 yield TxEvent(raw_tx=await self._rpc.getrawtransaction(txid))
+                    if failing:
+                        failing = False
+                        yield BackendHealth(reachable=True)
                 except RpcError as exc:
                     log.info("chain poll failed (%s); retrying", exc)
-                    outage = True  # e.g. -28, still warming up after a restart
+                    outage = failing = True  # e.g. -28, still warming up after a restart
+                    yield BackendHealth(reachable=False, error=str(exc))
                     await asyncio.sleep(0.5)
                 except (OSError, RpcUnreachable) as exc:
                     log.info("bitcoind unreachable (%s); retrying", exc)
-                    outage = True
+                    outage = failing = True
+                    yield BackendHealth(reachable=False, error=str(exc))
                     await asyncio.sleep(0.5)
         finally:
             if zmq_task is not None:
@@ -286,9 +299,12 @@ class BitcoindChain:
     async def fund_output(self, script_pubkey: bytes, amount_sat: int,
                           feerate_sat_per_vb: int) -> FundingTransaction:
         address = address_of(script_pubkey, self._chain)
-        funded = await self._wallet.walletcreatefundedpsbt(
-            {address: amount_sat}, fee_rate_sat_per_vb=feerate_sat_per_vb)
-        processed = await self._wallet.walletprocesspsbt(funded.psbt)
+        if self._seed is not None:
+            psbt = await self._seeded_psbt(address, amount_sat, feerate_sat_per_vb)
+        else:
+            psbt = (await self._wallet.walletcreatefundedpsbt(
+                {address: amount_sat}, fee_rate_sat_per_vb=feerate_sat_per_vb)).psbt
+        processed = await self._wallet.walletprocesspsbt(psbt)
         if not processed.complete or processed.raw is None:
             raise RpcError.from_code(-4, "wallet could not sign the funding PSBT",
                                      method="walletprocesspsbt")
@@ -296,6 +312,24 @@ class BitcoindChain:
         vout = next(i for i, out in enumerate(tx.vout)
                     if bytes(out.scriptPubKey) == script_pubkey and out.nValue == amount_sat)
         return FundingTransaction(raw_tx=processed.raw, txid=bytes(tx.GetTxid()), vout=vout)
+
+    async def _seeded_psbt(self, address: str, amount_sat: int, feerate_sat_per_vb: int) -> str:
+        """A funding PSBT without bitcoind's random choices (a seeded run repeats exactly):
+        the largest confirmed coin first, change at output 1, nLockTime 0."""
+        listed = await self._wallet.call("listunspent", 1)
+        coins = [c for c in listed if isinstance(c, dict)] if isinstance(listed, list) else []
+        if not coins:
+            raise RpcError.from_code(-6, "no confirmed coins to fund the channel with",
+                                     method="listunspent")
+        best = max(coins, key=lambda c: (btc_to_sat(str(c["amount"])), str(c["txid"]),
+                                         str(c["vout"])))
+        inputs: list[JSON] = [{"txid": best["txid"], "vout": best["vout"]}]
+        outputs: list[JSON] = [{address: sat_to_btc(amount_sat)}]
+        options: dict[str, JSON] = {"add_inputs": True, "changePosition": 1,
+                                    "fee_rate": feerate_sat_per_vb, "lockUnspents": True}
+        funded = await self._wallet.call("walletcreatefundedpsbt", inputs, outputs, 0, options)
+        assert isinstance(funded, dict)
+        return str(funded["psbt"])
 
     async def add_fee_inputs(self, raw_tx: bytes, *, external_input_weight: int,
                              feerate_sat_per_vb: int) -> bytes:
