@@ -13,7 +13,8 @@ from typing import Protocol
 
 from channel.errors import UnsafeOperation
 
-__all__ = ["BlockEvent", "ChainBackend", "FundingTransaction", "TxEvent", "require_regtest"]
+__all__ = ["BackendHealth", "BlockEvent", "ChainBackend", "FundingTransaction", "TxEvent",
+           "require_regtest"]
 
 
 def require_regtest(chain: str, action: str) -> None:
@@ -43,6 +44,7 @@ class BlockEvent:
     height: int
     block_hash: str
     transactions: tuple[bytes, ...]
+    header_time: int | None = None   # the header's nTime (None: the backend does not say)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,6 +52,15 @@ class TxEvent:
     """A transaction that entered the mempool."""
 
     raw_tx: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackendHealth:
+    """A poll of the backend failed (``error``), or succeeded again after failing: the
+    node's chain view (:mod:`channel.chain_view`) goes stale or fresh on it."""
+
+    reachable: bool
+    error: str = ""
 
 
 class ChainBackend(Protocol):
@@ -70,8 +81,10 @@ class ChainBackend(Protocol):
 
     async def mempool_transactions(self) -> list[bytes]: ...
 
-    def events(self, from_height: int | None = None) -> AsyncIterator[BlockEvent | TxEvent]:
-        """New blocks (in order, none skipped) and new mempool transactions, as they come.
+    def events(self, from_height: int | None = None,
+               ) -> AsyncIterator[BlockEvent | TxEvent | BackendHealth]:
+        """New blocks (in order, none skipped) and new mempool transactions, as they come;
+        a :class:`BackendHealth` at each failed poll and at the first good one after.
 
         Blocks start after ``from_height`` (the last one the caller processed), so none mined
         between the caller's catch-up and this call is missed; None: after the current tip."""

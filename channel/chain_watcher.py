@@ -5,16 +5,23 @@ It follows the injected :class:`~channel.chain.ChainBackend`; after a restart it
 the blocks the monitors have not seen (a bounded look-back) and the mempool. Claims go out once,
 are sent again at every block while unconfirmed (bitcoind may have dropped them), and zero-fee
 anchors HTLC transactions get fee inputs from the node's wallet first.
+
+It also feeds the node's :class:`~channel.chain_view.ChainView` (the circuit breaker): the tip
+at start, each new block with its header time, each failed or recovered poll of the backend,
+and the passing of time (:meth:`ChainWatcher.watch_tip_age`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from bitcoin.core import CTransaction
 
-from channel.chain import BlockEvent, ChainBackend, TxEvent
+from channel.chain import BackendHealth, BlockEvent, ChainBackend, TxEvent
+from channel.chain_view import ChainView, ChainViewStatus
 from channel.errors import ChainError
 from channel.manager import SWEEP_FEERATE_PER_KW, ChannelManager
 from channel.monitor import Claim, HtlcFeeBump
@@ -43,8 +50,14 @@ class ChainWatcher:
 
     def __init__(self, chain: ChainBackend, manager: ChannelManager, *,
                  check_funding: Callable[[], Awaitable[None]],
-                 persist_monitors: Callable[[], Awaitable[None]]) -> None:
+                 persist_monitors: Callable[[], Awaitable[None]],
+                 chain_view: ChainView | None = None,
+                 on_chain_view: Callable[[ChainViewStatus], None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self._chain = chain
+        self._view = chain_view
+        self._on_view = on_chain_view      # the node: one log line, payments told
+        self._clock = clock
         self._manager = manager
         self._check_funding = check_funding          # the node: funding depths -> channel_ready
         self._persist_monitors = persist_monitors    # the node: a flight of dirty monitors
@@ -53,10 +66,14 @@ class ChainWatcher:
 
     async def run(self, from_height: int) -> None:
         """Catch up, then follow the chain until cancelled."""
+        await self._view_start_tip(from_height)   # first: an old tip refuses HTLCs at once
         await self._check_funding()
         await self._catch_up(from_height)
         async for event in self._chain.events(from_height=from_height):
-            if isinstance(event, BlockEvent):
+            if isinstance(event, BackendHealth):
+                self._view_health(event)
+            elif isinstance(event, BlockEvent):
+                self._view_block(event)
                 reorg = event.height <= self._manager.height  # replayed: undo the old branch
                 txs = [CTransaction.deserialize(raw) for raw in event.transactions]
                 self._manager.block_connected(event.height, txs, reorg=reorg)
@@ -66,6 +83,43 @@ class ChainWatcher:
             elif isinstance(event, TxEvent):
                 self._manager.transaction_seen(CTransaction.deserialize(event.raw_tx))
                 await self._after_chain_event()
+
+    # -- the chain view (circuit breaker) ----------------------------------------------------
+
+    async def watch_tip_age(self, interval_s: float = 1.0) -> None:
+        """Until cancelled: let the chain view notice a tip growing old with no event."""
+        while True:
+            await asyncio.sleep(interval_s)
+            if self._view is not None:
+                self._told(self._view.tick(self._clock()))
+
+    async def _view_start_tip(self, height: int) -> None:
+        """The tip found at start: its header time alone says how old it is."""
+        if self._view is None:
+            return
+        try:
+            block = await self._chain.block_at(height)
+        except ChainError as exc:
+            self._told(self._view.unreachable(self._clock(), str(exc)))
+            return
+        self._told(self._view.tip(self._clock(), height=height,
+                                  header_time_s=block.header_time, new_block=False))
+
+    def _view_block(self, event: BlockEvent) -> None:
+        if self._view is not None:
+            self._told(self._view.tip(self._clock(), height=event.height,
+                                      header_time_s=event.header_time, new_block=True))
+
+    def _view_health(self, event: BackendHealth) -> None:
+        if self._view is None:
+            return
+        now = self._clock()
+        self._told(self._view.reachable(now) if event.reachable
+                   else self._view.unreachable(now, event.error))
+
+    def _told(self, changed: ChainViewStatus | None) -> None:
+        if changed is not None and self._on_view is not None:
+            self._on_view(changed)
 
     async def _catch_up(self, tip_height: int) -> None:
         """After a restart: replay the blocks the monitors have not seen, and the mempool."""

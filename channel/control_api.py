@@ -111,8 +111,9 @@ _HASH = Arg(name="payment_hash", type=ArgType.STR, help="hex payment hash")
 _TIMEOUT = Arg(name="timeout_s", type=ArgType.FLOAT, default=60.0, cli_hidden=True)
 
 NODE_COMMANDS: dict[str, Command] = _table(
-    Command(name="info", help="node id, address, peers",
-            answer="{name, node_id, address, chain, height, peers: [hex], channels: int}"),
+    Command(name="info", help="node id, address, peers, chain view (fresh or stale)",
+            answer="{name, node_id, address, chain, height, peers: [hex], channels: int, "
+                   "chain_view: {state, reason, detail, since, since_s}}"),
     Command(name="connect", help="connect to a peer (a node name or node_id@host:port)",
             args=(Arg(name="peer", type=ArgType.STR, resolve=Resolve.NODE_ADDRESS),),
             answer="{connected: node_id}"),

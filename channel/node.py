@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import coincurve
 
 from channel.chain import ChainBackend, require_regtest
+from channel.chain_view import ChainView, ChainViewStatus, default_max_tip_age_s
 from channel.chain_watcher import ChainWatcher
 from channel.control_api import NODE_COMMANDS
 from channel.daemon import DaemonShell
@@ -99,6 +101,9 @@ class NodeSettings:
     # start with a new, empty node.db beside a key that already exists (the operator's word
     # that this key has no channel to forget)
     allow_fresh_db: bool = False
+    # the chain view goes stale when the tip is older than this (None: the chain's default,
+    # see channel.chain_view); no new HTLCs while it is
+    max_tip_age_s: float | None = None
 
 
 class Node:
@@ -138,6 +143,7 @@ class Node:
         self.pay_waiters: dict[bytes, asyncio.Future[dict[str, Any]]] = {}
         self._waiters: dict[tuple[type, str], asyncio.Future[str]] = {}
         self._logged = 0
+        self.chain_view: ChainView | None = None   # the circuit breaker, made at start
         self.towers = WatchtowerClient(node_secret=self._secret, store=self.store,
                                        monitor_of=self._monitor_of)
 
@@ -195,9 +201,14 @@ class Node:
         self.shell.publish({"name": self.settings.name, "node_id": self.node_id.hex(),
                             "host": self.settings.host, "port": self.port,
                             "chain": self.chain.chain})
+        self.chain_view = ChainView(
+            max_tip_age_s=self.settings.max_tip_age_s or default_max_tip_age_s(self.chain.chain),
+            now_s=time.time())
         watcher = ChainWatcher(self.chain, self.manager, check_funding=self._check_funding,
-                               persist_monitors=self._persist_monitors)
+                               persist_monitors=self._persist_monitors,
+                               chain_view=self.chain_view, on_chain_view=self._chain_view_changed)
         self._tasks.spawn(watcher.run(height))
+        self._tasks.spawn(watcher.watch_tip_age(min(1.0, self.chain_view.max_tip_age_s / 4)))
         known = [(p, a) for p in self.manager.peers_wanted()
                  if (a := self.store.get(f"peer:{p.hex()}")) is not None]
         self.peers.reconnect(known)
@@ -206,6 +217,11 @@ class Node:
                           self.settings.towers)
         log.info("node %s (%s) listening on %s:%d", self.settings.name, self.node_id.hex(),
                  self.settings.host, self.port)
+
+    def _chain_view_changed(self, status: ChainViewStatus) -> None:
+        """One log line per transition; payments refuse new HTLCs while stale."""
+        (log.warning if status.stale else log.info)("%s", status.describe())
+        self._m.payments.chain_view_refusal = status.refusal()
 
     def request_stop(self) -> None:
         """Ask :meth:`serve_forever` to stop the node (safe from a signal handler)."""

@@ -130,7 +130,9 @@ class NodeControl:
                 "address": f"{node.node_id.hex()}@{node.settings.host}:{node.port}",
                 "chain": self._node.chain.chain, "height": self._m.height,
                 "peers": [p.hex() for p in self._node.peers.peers],
-                "channels": len(self._m.handles)}
+                "channels": len(self._m.handles),
+                "chain_view": None if node.chain_view is None else
+                node.chain_view.status.to_json()}
 
     async def cmd_connect(self, peer: str) -> dict[str, Any]:
         node_hex, _, addr = peer.partition("@")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from channel.bolt11 import Bolt11Invoice, Network, RouteHint, sign_invoice
+from channel.chain_view import refuse_incoming
 from channel.effects import ChannelHandle, Effects, PaymentResolved, PipelineDone
 from channel.errors import RejectedUpdate
 from channel.htlc_log import HtlcEntry
@@ -69,6 +70,8 @@ class Payments:
         self._holds = dict(holds or {})   # payment hash hex -> "hold" | "settle" | "cancel"
         self.in_flight: set[bytes] = set()   # outgoing payment hashes awaiting an outcome
         self.pipelines: dict[str, Pipeline] = {}
+        # set by the node while its chain view is stale: why no new HTLC is taken on
+        self.chain_view_refusal: str | None = None
         # our payments' routes and onion secrets (kv "attempt:<hash>"), to read failures
         self.outgoing: dict[bytes, OutgoingPayment] = {
             bytes.fromhex(h): OutgoingPayment.from_json(text)
@@ -133,6 +136,10 @@ class Payments:
         released: list[bytes] = []
         for entry in chan.htlcs_to_settle():
             payment = self._rows.get(entry.payment_hash.hex())
+            stale = self._refused_while_stale(entry)
+            if stale is not None:
+                fx.send(handle.peer_id, chan.fail_htlc(entry.htlc_id, stale.reason))
+                continue
             decision = decide_incoming(
                 entry, node_secret=self._node_secret, payment=payment,
                 hold=self._holds.get(entry.payment_hash.hex()), height=height,
@@ -155,6 +162,14 @@ class Payments:
             elif isinstance(decision, Fail):
                 fx.send(handle.peer_id, chan.fail_htlc(entry.htlc_id, decision.reason))
         return released
+
+    def _refused_while_stale(self, entry: HtlcEntry) -> Fail | None:
+        """A new HTLC offered while our chain view is stale: failed, not taken on. A hold
+        invoice's HTLCs (held already, or to settle) go on: ending an HTLC is always safe."""
+        if self.chain_view_refusal is None or \
+                self._holds.get(entry.payment_hash.hex()) in ("hold", "settle"):
+            return None
+        return refuse_incoming(entry, node_secret=self._node_secret)
 
     # -- paid by us --------------------------------------------------------------------------
 
@@ -187,7 +202,10 @@ class Payments:
 
         BOLT 4 final payload: ``payment_data`` (the invoice's secret, ``total_msat``) and the
         invoice's ``payment_metadata``. The route's hop secrets are persisted with the HTLC.
-        None: sent; else the failure to report (nothing was added)."""
+        None: sent; else the failure to report (nothing was added, e.g. while our chain
+        view is stale: a new HTLC is safe only for a node that watches the chain)."""
+        if self.chain_view_refusal is not None:
+            return {"status": "failed", "reason": self.chain_view_refusal}
         built = build_route_onion(
             route, payment_hash=invoice.payment_hash, payment_secret=invoice.payment_secret,
             total_msat=state.amount_msat, final_cltv=height + state.final_cltv_delta,

@@ -18,7 +18,7 @@ from pathlib import Path
 import bitcoin
 from bitcoin.core import CBlock, CScript, CTransaction
 
-from channel.chain import BlockEvent, FundingTransaction, TxEvent
+from channel.chain import BackendHealth, BlockEvent, FundingTransaction, TxEvent
 from regtest.errors import RegtestError, RpcUnreachable, SetupError
 from regtest.password_file import read_password_file
 from regtest.rpc import JSON, AsyncRpc, RpcAuth, RpcError
@@ -152,7 +152,8 @@ class BitcoindChain:
         raw = await self._rpc.getblock(block_hash)
         block = CBlock.deserialize(raw)
         return BlockEvent(height=height, block_hash=block_hash,
-                          transactions=tuple(tx.serialize() for tx in block.vtx))
+                          transactions=tuple(tx.serialize() for tx in block.vtx),
+                          header_time=block.nTime)
 
     async def mempool_transactions(self) -> list[bytes]:
         out = []
@@ -162,7 +163,7 @@ class BitcoindChain:
         return out
 
     async def events(self, from_height: int | None = None,
-                     ) -> AsyncIterator[BlockEvent | TxEvent]:
+                     ) -> AsyncIterator[BlockEvent | TxEvent | BackendHealth]:
         seen: dict[int, str] = {}
         tip_height = await self.height()
         if from_height is not None:
@@ -172,6 +173,7 @@ class BitcoindChain:
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         zmq_task = None
         outage = False  # bitcoind was down: reload our wallet once it answers again
+        failing = False  # the last poll failed (told to the caller as BackendHealth)
         last_uptime = 0
         last_cookie = self._cookie_stamp()
         if self._endpoint.zmq_rawtx or self._endpoint.zmq_rawblock:
@@ -226,13 +228,18 @@ class BitcoindChain:
                             seen_mempool.add(txid)
                             with contextlib.suppress(RpcError):
                                 yield TxEvent(raw_tx=await self._rpc.getrawtransaction(txid))
+                    if failing:
+                        failing = False
+                        yield BackendHealth(reachable=True)
                 except RpcError as exc:
                     log.info("chain poll failed (%s); retrying", exc)
-                    outage = True  # e.g. -28, still warming up after a restart
+                    outage = failing = True  # e.g. -28, still warming up after a restart
+                    yield BackendHealth(reachable=False, error=str(exc))
                     await asyncio.sleep(0.5)
                 except (OSError, RpcUnreachable) as exc:
                     log.info("bitcoind unreachable (%s); retrying", exc)
-                    outage = True
+                    outage = failing = True
+                    yield BackendHealth(reachable=False, error=str(exc))
                     await asyncio.sleep(0.5)
         finally:
             if zmq_task is not None:

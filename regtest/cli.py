@@ -56,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from regtest.client import run_client  # the client of a running node
             return run_client(client_name, argv[1:])
         assert args is not None
+        args.command_line = argv   # what `--detach` re-runs in the background
         code: int = args.handler(args)
     except SetupError as exc:
         print(f"chanlab: {exc}", file=sys.stderr)

@@ -23,7 +23,7 @@ from typing import Any
 from regtest import provision
 from regtest.bitcoind_binary import BitcoindBinary, ensure_bitcoind, locate_bitcoind
 from regtest.bitcoind_lan import ALL_INTERFACES, attach, lan_address, network_view, peer_args
-from regtest.bitcoind_service import BitcoindService
+from regtest.bitcoind_service import BitcoindService, ServiceRunning
 from regtest.chain import BitcoindEndpoint
 from regtest.control import chanlab_home, load_endpoint
 from regtest.errors import SetupError
@@ -55,6 +55,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     start.add_argument("--p2p-port", type=int, default=None, metavar="PORT",
                        help="P2P port to use from now on (default: the one this home "
                             "recorded, first picked free)")
+    start.add_argument("--detach", action="store_true",
+                       help="run in the background and return once bitcoind is ready "
+                            "(output in $CHANLAB_HOME/bitcoind.out)")
     start.set_defaults(handler=_start)
     info = actions.add_parser(
         "info", help="RPC URL, P2P port, ZMQ endpoints and peers of this home's bitcoind")
@@ -132,6 +135,8 @@ def _endpoint_rpc() -> Rpc:
 
 
 def _start(args: argparse.Namespace) -> int:
+    if args.detach:
+        return _start_detached(args)
     peers = tuple(args.peer)
     extra_args = peer_args(peers)   # checks each HOST:PORT before anything starts
     p2p_bind = ALL_INTERFACES if args.listen_lan else LOOPBACK
@@ -276,11 +281,55 @@ def _stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _start_detached(args: argparse.Namespace) -> int:
+    from regtest.detach import start_detached
+
+    service = BitcoindService(chanlab_home())
+    running = service.running_pid()
+    if running is not None:
+        raise ServiceRunning(f"a bitcoind already runs for {service.home} (chanlab process "
+                             f"{running}): use it, or stop it with `chanlab bitcoind stop`")
+    argv = [a for a in args.command_line if a != "--detach"]
+    pid = start_detached(argv, output=service.home / "bitcoind.out", what="bitcoind",
+                         ready=lambda: service.endpoint_file.exists())
+    print(f"regtest bitcoind running in the background (chanlab process {pid}); "
+          "`chanlab bitcoind stop` stops it", flush=True)
+    return 0
+
+
 def _mine(args: argparse.Namespace) -> int:
     miner = Wallet(_endpoint_rpc(), "miner")
     hashes = miner.mine(args.blocks)
-    print(f"mined {len(hashes)} block(s); height {miner.height()}")
+    height = miner.height()
+    seen = _wait_nodes_at(height)
+    print(f"mined {len(hashes)} block(s); height {height}"
+          + (f"; seen by {', '.join(seen)}" if seen else ""))
     return 0
+
+
+def _wait_nodes_at(height: int, timeout_s: float = 10.0) -> list[str]:
+    """Wait until this home's running nodes have processed ``height`` (so the next command
+    sees the block's effects: a channel_ready, a sweep); the names of those that did."""
+    from channel.errors import ChanlabError
+    from regtest.control import call_node
+
+    nodes = chanlab_home() / "nodes"
+    names = sorted(p.name for p in nodes.iterdir() if p.is_dir()) if nodes.is_dir() else []
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    for name in names:
+        while True:
+            try:
+                info = call_node(name, "info", timeout_s=2.0)
+            except (ChanlabError, OSError, ValueError):
+                break   # not running: nothing to wait for
+            if int(info.get("height") or 0) >= height:
+                seen.append(name)
+                break
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    return seen
 
 
 def _fund(args: argparse.Namespace) -> int:

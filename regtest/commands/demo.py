@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+import regtest.chain_view_drill  # registers chain-view-stale
 import regtest.drills  # registers the outage drills
 import regtest.electrum_story  # registers electrum
+import regtest.hub_drills  # registers hub-down
 import regtest.story  # registers the channel stories
 import regtest.tower_drills  # noqa: F401  (registers breach-tower)
 from regtest.demo import DEFAULT_SCENARIO, SCENARIOS, run_demo

@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from channel.errors import StartRefused
 from channel.forwarder import (
     DEFAULT_CLTV_EXPIRY_DELTA,
     DEFAULT_FEE_BASE_MSAT,
@@ -66,6 +67,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     start.add_argument("--allow-fresh-db", action="store_true",
                        help="start with an empty node.db although the node's key exists (only "
                             "for a key that never had a channel: its channels are forgotten)")
+    start.add_argument("--max-tip-age-s", type=float, default=None,
+                       help="stop taking on new HTLCs while the chain tip is older than this "
+                            "(by the node's clock and the block's time; default 3600 s on "
+                            "regtest, 7200 s elsewhere)")
+    start.add_argument("--detach", action="store_true",
+                       help="run in the background and return once the node answers")
     start.set_defaults(handler=_start)
 
 
@@ -83,7 +90,32 @@ def _policy(args: argparse.Namespace) -> NodePolicy:
                       cltv_expiry_delta=args.cltv_expiry_delta)
 
 
+def _start_detached(args: argparse.Namespace) -> int:
+    from channel.errors import ChanlabError
+    from regtest.control import call_node
+    from regtest.detach import start_detached
+
+    def answers() -> bool:
+        try:
+            call_node(args.name, "info", timeout_s=1.0)
+        except (ChanlabError, OSError, ValueError):
+            return False
+        return True
+
+    if answers():
+        raise StartRefused(f"node {args.name!r} is already running (stop it: "
+                           f"chanlab {args.name} stop)")
+    argv = [a for a in args.command_line if a != "--detach"]
+    pid = start_detached(argv, output=node_home(args.name) / "node.out", ready=answers,
+                         what=f"node {args.name!r}")
+    print(f"node {args.name} running in the background (pid {pid}); log: "
+          f"{node_home(args.name) / 'node.log'}; `chanlab {args.name} stop` stops it")
+    return 0
+
+
 def _start(args: argparse.Namespace) -> int:
+    if args.detach:
+        return _start_detached(args)
     endpoint = load_endpoint(args.bitcoind)
     home = node_home(args.name)
     home.mkdir(parents=True, exist_ok=True)
@@ -95,7 +127,8 @@ def _start(args: argparse.Namespace) -> int:
                                 minimum_depth=args.minimum_depth),
                             allow_cheating=args.allow_cheating, towers=tuple(args.tower),
                             allow_fresh_db=args.allow_fresh_db,
-                            forwarding_policy=_policy(args))
+                            forwarding_policy=_policy(args),
+                            max_tip_age_s=args.max_tip_age_s)
     profile = os.environ.get("CHANLAB_PROFILE_DIR")
     if profile:  # developer aid: a cProfile dump per node, for `make bench` investigations
         import cProfile
