@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+import regtest.breach_middle_drill  # registers breach-in-the-middle
 import regtest.chain_view_drill  # registers chain-view-stale
 import regtest.drills  # registers the outage drills
 import regtest.electrum_story  # registers electrum
