@@ -4,10 +4,10 @@ peer broadcasts a revoked state while HTLCs from both sides are in flight throug
 Three real node processes in a line, Alice - Bob - Carol; Carol runs with
 ``--allow-cheating``. After two payments through Bob (one each way), Alice pays Carol's hold
 invoice and Carol pays Alice's: each channel carries two HTLCs, one each way. Carol then
-broadcasts her revoked commitment from before both HTLCs. Bob's node, online, answers with its
-penalty and takes every output of the channel; the HTLC Alice offered him, whose downstream
-half can no longer complete, is failed back to Alice once the breach is confirmed (she loses
-nothing); the HTLC Bob offered Alice for Carol's payment is fulfilled when Alice settles: Bob
+broadcasts her commitment holding both HTLCs, revoked by one more payment. Bob's node, online,
+answers with its penalty and takes every output of it, HTLC outputs included; the HTLC Alice
+offered him, whose downstream half can no longer complete, is failed back to Alice once the
+breach is confirmed (she loses nothing); the HTLC Bob offered Alice for Carol's payment is fulfilled when Alice settles: Bob
 learns the preimage from Alice and pays it, and his penalty has already covered him.
 
 Every amount is checked (msat off-chain, sat on chain; ``RegtestError`` otherwise) and
@@ -43,6 +43,7 @@ FEE_PPM = 100
 TO_SELF_DELAY = 6
 PAID_MSAT = (100_000_000, 50_000_000)    # Alice -> Carol, then Carol -> Alice, settled
 HELD_MSAT = (70_000_000, 60_000_000)     # Alice -> Carol, Carol -> Alice, held in flight
+EXTRA_MSAT = 10_000_000                  # Carol -> Alice, settled: revokes the state Carol uses
 
 
 def fee_msat(amount_msat: int) -> int:
@@ -131,21 +132,14 @@ def breach_in_the_middle(cluster: Cluster, say: Narrator, *, tag: str = ""
         return True
 
     say.step("Two payments through Bob, one each way")
-    states: dict[int, tuple[int, int]] = {}
     for payer, payee, amount in ((alice, carol, PAID_MSAT[0]), (carol, alice, PAID_MSAT[1])):
         invoice = payee.call("invoice", amount_msat=amount)["invoice"]
         result = payer.call("pay", invoice=invoice, timeout_s=20.0)
         _check(result.get("status") == "succeeded", f"{payer.name}'s payment failed: {result}")
         _check(result["fee_msat"] == fee_msat(amount), f"fee {result['fee_msat']} msat")
         wait_for(settled, timeout=15, what="the line to settle")
-        chan = view(carol, cb)
-        states[int(chan["holder_commitment_number"])] = (int(chan["local_msat"]),
-                                                         int(chan["remote_msat"]))
         say.detail(f"{payer.name} -> Bob -> {payee.name}: {amount:,} msat, Bob kept "
                    f"{fee_msat(amount):,} msat")
-    revoked = min(states)
-    revoked_msat = states[revoked]
-    before = (int(view(alice, ab)["local_msat"]), int(view(alice, ab)["remote_msat"]))
 
     say.step("HTLCs from both sides in flight: Alice pays Carol's hold invoice, Carol pays "
              "Alice's; both payees hold")
@@ -156,10 +150,28 @@ def breach_in_the_middle(cluster: Cluster, say: Narrator, *, tag: str = ""
     wait_for(lambda: all(int(view(n, t)["htlcs"]) == 2 for n, t in ((alice, ab), (carol, cb),
                                                                    (bob, ab), (bob, cb))),
              timeout=20, what="both HTLCs to be in flight on both channels")
-    say.detail("each of Bob's channels carries two HTLCs, one each way")
+    chan = view(carol, cb)
+    revoked = int(chan["holder_commitment_number"])
+    revoked_msat = (int(chan["local_msat"]), int(chan["remote_msat"]))
+    say.detail(f"each of Bob's channels carries two HTLCs, one each way: Carol's commitment "
+               f"#{revoked} holds both")
+    extra = carol.call("pay", invoice=alice.call("invoice", amount_msat=EXTRA_MSAT)["invoice"],
+                       timeout_s=20.0)
+    _check(extra.get("status") == "succeeded", f"Carol's extra payment failed: {extra}")
+
+    def extra_settled() -> bool:
+        a, b = view(alice, ab), view(bob, ab)
+        return int(view(carol, cb)["holder_commitment_number"]) > revoked + 1 and \
+            a["htlcs"] == b["htlcs"] == 2 and a["local_msat"] == b["remote_msat"]
+
+    wait_for(extra_settled, timeout=15, what="the extra payment to settle")
+    before = (int(view(alice, ab)["local_msat"]), int(view(alice, ab)["remote_msat"]))
+    say.detail(f"one more payment, Carol -> Alice {EXTRA_MSAT:,} msat, revokes commitment "
+               f"#{revoked}")
 
     say.step(f"Carol cheats: she broadcasts her REVOKED commitment #{revoked} (Carol "
-             f"{revoked_msat[0] // 1000:,} sat, Bob {revoked_msat[1] // 1000:,} sat, no HTLC)")
+             f"{revoked_msat[0] // 1000:,} sat, Bob {revoked_msat[1] // 1000:,} sat, both "
+             "HTLCs)")
     bob_before = bob.wallet.balance_sat()
     carol_chan = str(view(carol, cb)["channel"])
     txid = str(carol.call("cheat", channel=carol_chan, state=revoked)["revoked_commitment_txid"])
@@ -182,10 +194,11 @@ def breach_in_the_middle(cluster: Cluster, say: Narrator, *, tag: str = ""
              view(alice, ab)["local_msat"] == view(bob, ab)["remote_msat"], timeout=30,
              what="Alice and Bob's channel to settle")
     after = (int(view(alice, ab)["local_msat"]), int(view(alice, ab)["remote_msat"]))
-    _check(after == (before[0] + HELD_MSAT[1], before[1] - HELD_MSAT[1]),
-           f"Alice-Bob moved {before} -> {after}, not by {HELD_MSAT[1]} msat to Alice")
-    say.detail(f"Alice-Bob: Alice {before[0]:,} -> {after[0]:,} msat: +{HELD_MSAT[1]:,} msat "
-               "from Carol's payment, nothing lost on her own")
+    refund = HELD_MSAT[0] + fee_msat(HELD_MSAT[0])   # Alice's failed HTLC comes back whole
+    _check(after == (before[0] + refund + HELD_MSAT[1], before[1]),
+           f"Alice-Bob moved {before} -> {after}, not {refund} + {HELD_MSAT[1]} msat to Alice")
+    say.detail(f"Alice-Bob: Alice {before[0]:,} -> {after[0]:,} msat (HTLCs excluded): her "
+               f"{refund:,} msat HTLC back whole, +{HELD_MSAT[1]:,} msat from Carol's payment")
 
     say.step("Check the breached channel on chain, to the satoshi")
     chain = cluster.miner
