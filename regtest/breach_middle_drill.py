@@ -7,8 +7,9 @@ invoice and Carol pays Alice's: each channel carries two HTLCs, one each way. Ca
 broadcasts her commitment holding both HTLCs, revoked by one more payment. Bob's node, online,
 answers with its penalty and takes every output of it, HTLC outputs included; the HTLC Alice
 offered him, whose downstream half can no longer complete, is failed back to Alice once the
-breach is confirmed (she loses nothing); the HTLC Bob offered Alice for Carol's payment is fulfilled when Alice settles: Bob
-learns the preimage from Alice and pays it, and his penalty has already covered him.
+breach is confirmed (she loses nothing); the HTLC Bob offered Alice for Carol's payment is
+fulfilled when Alice settles: Bob learns the preimage from Alice and pays it, and his penalty
+has already covered him.
 
 Every amount is checked (msat off-chain, sat on chain; ``RegtestError`` otherwise) and
 returned in a :class:`BreachMiddleOutcome`; ``tests/integration/test_breach_middle.py`` checks
