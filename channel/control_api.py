@@ -176,7 +176,8 @@ NODE_COMMANDS: dict[str, Command] = _table(
                    "closing_txid?}]"),
     Command(name="payments", help="payments sent and received: status, amount, fees",
             answer="[{payment_hash, direction: sent|received, status, amount_msat, "
-                   "fee_msat?, description?, route?: [node_id]}]"),
+                   "fee_msat?, description?, failure?, route?: [node_id], route_text?, "
+                   "attempts?}]"),
     Command(name="trace", help="the BOLT messages sent and received, decoded field by field",
             args=(Arg(name="limit", type=ArgType.INT, default=50,
                       help="how many of the latest messages (0: all kept)"),

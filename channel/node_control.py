@@ -21,6 +21,7 @@ from channel.daemon import ControlHandler
 from channel.effects import Effects, OpenResolved, PipelineDone, ShutdownResolved
 from channel.errors import RejectedUpdate, UnsafeOperation
 from channel.manager import ChannelManager, txid_hex
+from channel.payment_attempts import route_text
 from channel.route import format_short_channel_id
 from channel.state import ChannelState
 from channel.types import Side
@@ -367,17 +368,21 @@ class NodeControl:
         return self._node.towers.status()
 
     async def cmd_payments(self) -> list[dict[str, Any]]:
-        """Sent and received payments; a sent one with the routing fee of its last route, its
-        attempts, and (failed) the decoded failure and the hop that sent it."""
+        """Sent and received payments; a sent one with the routing fee and route of its last
+        attempt, its attempts, and (failed) the decoded failure and the hop that sent it."""
         out: list[dict[str, Any]] = []
-        for row in self._m.payments.all_payments():
+        payments = self._m.payments
+        for row in payments.all_payments():
             entry: dict[str, Any] = {
                 "payment_hash": row.payment_hash,
                 "direction": "received" if row.direction == "in" else "sent",
                 "status": row.status, "amount_msat": row.amount_msat}
             if row.direction == "out":
-                state = self._m.payments.outgoing.get(bytes.fromhex(row.payment_hash))
+                state = payments.outgoing.get(bytes.fromhex(row.payment_hash))
                 entry["fee_msat"] = 0 if state is None else state.fee_msat
+                if state is not None and state.route is not None:
+                    entry["route"] = [hop.node_id.hex() for hop in state.route.hops]
+                    entry["route_text"] = route_text(state.route)
                 if state is not None and state.attempts:
                     entry["attempts"] = state.attempts
             if row.detail:

@@ -21,6 +21,7 @@ from channel.forwarder import (
     NodePolicy,
 )
 from channel.node import Node, NodeSettings
+from channel.seeded import seed_from_text
 from channel.state import ChannelConfig
 from regtest.chain import BitcoindChain, BitcoindEndpoint
 from regtest.control import daemon_logging, load_endpoint, node_home
@@ -49,6 +50,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                        help="CSV delay imposed on the peer's to_local outputs (default: "
                             f"{REGTEST_TO_SELF_DELAY} blocks on regtest, "
                             f"{DEFAULT_TO_SELF_DELAY} elsewhere)")
+    start.add_argument("--seed", default=None, metavar="TEXT",
+                       help="regtest teaching runs: node key, channel keys, preimages and "
+                            "wallet keys derived from TEXT, so a scripted run repeats exactly "
+                            "(never for real money: the seed is the key)")
     start.add_argument("--verbose", action="store_true",
                        help="also print the log on the terminal (it always goes to node.log)")
     start.add_argument("--allow-cheating", action="store_true",
@@ -127,8 +132,9 @@ def _start(args: argparse.Namespace) -> int:
                                 minimum_depth=args.minimum_depth),
                             allow_cheating=args.allow_cheating, towers=tuple(args.tower),
                             allow_fresh_db=args.allow_fresh_db,
-                            forwarding_policy=_policy(args),
-                            max_tip_age_s=args.max_tip_age_s)
+                            max_tip_age_s=args.max_tip_age_s,
+                            seed=seed_from_text(args.seed) if args.seed is not None else None,
+                            forwarding_policy=_policy(args))
     profile = os.environ.get("CHANLAB_PROFILE_DIR")
     if profile:  # developer aid: a cProfile dump per node, for `make bench` investigations
         import cProfile
@@ -141,7 +147,7 @@ def _start(args: argparse.Namespace) -> int:
 
 
 async def _run(settings: NodeSettings, endpoint: BitcoindEndpoint) -> int:
-    chain = BitcoindChain(endpoint, wallet=settings.name)
+    chain = BitcoindChain(endpoint, wallet=settings.name, seed=settings.seed)
     await chain.ensure_wallet()
     if not settings.channel_config.to_self_delay:   # not given: short on regtest, for people
         delay = REGTEST_TO_SELF_DELAY if chain.chain == "regtest" else DEFAULT_TO_SELF_DELAY
