@@ -12,6 +12,7 @@ from __future__ import annotations
 import secrets
 
 from channel.errors import ChanlabError
+from channel.gossip import ShortChannelId
 from regtest.cluster import Cluster, NodeProcess
 from regtest.wait import wait_for
 
@@ -50,10 +51,15 @@ def test_fifty_payments_in_flight_through_a_killed_forwarder_all_resolve_exactly
         return int(cluster.channel(node, txid)["local_msat"])
 
     def hint_ready() -> bool:
-        invoice = carol.call("invoice", amount_msat=AMOUNT_MSAT)
-        return any(h for hint in invoice["route_hints"] for h in hint)
+        """Carol knows Bob's fee under the real scid: her invoices' hints carry it."""
+        scids = {str(ShortChannelId.from_bytes(bytes.fromhex(c["short_channel_id"])))
+                 for c in carol.call("forwarding")["channels"] if c["short_channel_id"]}
+        return any(c["short_channel_id"] in scids and
+                   (c["policy_1"] if c["node_1"] == bob_id else c["policy_2"]) is not None
+                   for c in carol.call("graph-info")["channels"])
 
-    wait_for(hint_ready, timeout=30, what="Carol's invoices to carry a route hint")
+    bob_id = bob.node_id
+    wait_for(hint_ready, timeout=30, what="Carol to know Bob's policy under the real scid")
     probe = alice.call("pay", invoice=carol.call("invoice", amount_msat=AMOUNT_MSAT)["invoice"],
                        timeout_s=30.0)
     assert probe["status"] == "succeeded" and probe["fee_msat"] == FEE_MSAT, probe
