@@ -10,6 +10,8 @@ run; ``--no-nodes`` skips the sections that need bitcoind and node processes).
 3. The BOLT 8 transport over loopback (``bench.transport``'s measurements).
 4. The channel state machine alone, in memory (``bench.state_machine.measure``).
 5. Watchtower storage and lookup (``python -m bench.tower``, its output shown as printed).
+6. Payments per second through 1, 2 and 4 forwarders, and the memory of each of 30 nodes on
+   one bitcoind (``bench.network``); ``--network-only`` runs this section alone.
 """
 
 from __future__ import annotations
@@ -168,6 +170,49 @@ def _node_figures(quick: bool, rounds: int) -> list[Figure]:
     return figures
 
 
+# -- 6: forwarding and a classroom -------------------------------------------------------------
+
+
+def _network_figures(quick: bool) -> list[Figure]:
+    from bench.network import HOP_PAYMENT_MSAT, measure_classroom, measure_hops
+    from bench.nodes import bench_cluster
+
+    section = "forwarding, node processes"
+    count, classroom = (10, 10) if quick else (50, 30)
+    figures: list[Figure] = []
+    with bench_cluster(say) as cluster:
+        say(f"one in flight: {count} `pay` control calls, each waiting for its preimage; many in "
+            f"flight: {count} `pay` calls with wait=False, timed until the payee holds them all "
+            "and no HTLC is left on the path (timed in this process); "
+            f"{HOP_PAYMENT_MSAT:,} msat each, default fee policy on every forwarder")
+        for run in measure_hops(cluster, say, count=count):
+            for name, value in ((f"{run.hops} forwarder(s), one in flight", run.one_per_second),
+                                (f"{run.hops} forwarder(s), {count} in flight",
+                                 run.many_per_second)):
+                figures.append(Figure(section=section, name=name, value=value,
+                                      unit="payments/s",
+                                      how="" if run.refusal else f"{count} payments, exact "
+                                                                 "balances",
+                                      note=run.refusal and f"payer: {run.refusal}"))
+        figures.append(Figure(section=section, name="time until a 10-node graph is complete",
+                              value=None, unit="s", how="",
+                              note="no public gossip relay yet: each node knows only its own "
+                                   "channels and its peers' channel_updates"))
+        room = measure_classroom(cluster, say, count=classroom)
+        say(f"memory per node: mean {room.mean_rss_mb:.1f} MB, max {room.max_rss_mb:.1f} MB "
+            f"(VmRSS from /proc of each of the {room.nodes} node processes, channels normal)")
+        figures += [
+            Figure(section=section, name=f"{room.nodes} nodes on one bitcoind: RSS per node",
+                   value=room.mean_rss_mb, unit="MB", goal=Goal.AT_MOST,
+                   how=f"mean VmRSS; max {room.max_rss_mb:.1f} MB; payment across: "
+                       f"{room.payment_status}"),
+            Figure(section=section, name=f"{room.nodes} nodes, {room.channels} channels: set-up",
+                   value=room.setup_s, unit="s", goal=Goal.AT_MOST,
+                   how="start, fund, open all at once, all channels normal"),
+        ]
+    return figures
+
+
 # -- 3: transport -----------------------------------------------------------------------------
 
 
@@ -293,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-nodes", action="store_true",
                         help="skip the sections that need bitcoind and node processes")
     parser.add_argument("--rounds", type=int, default=3, help="breaches per watcher")
+    parser.add_argument("--network-only", action="store_true",
+                        help="only section 6 (forwarding and a 30-node classroom)")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -301,12 +348,17 @@ def main(argv: list[str] | None = None) -> int:
     say(f"chanlab bench: python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
         f"{_load()} at the start{' (quick run: small counts)' if args.quick else ''}")
     figures: list[Figure] = []
-    if not args.no_nodes:
+    if not args.no_nodes and not args.network_only:
         figures += _node_figures(args.quick, args.rounds)
-    figures += _timed("3. BOLT 8 transport",
-                      lambda: asyncio.run(_transport_figures(args.quick)))
-    figures += _timed("4. state machine alone", lambda: _state_machine_figures(args.quick))
-    figures += _timed("5. watchtower storage and lookup", lambda: _tower_figures(args.quick))
+    if not args.network_only:
+        figures += _timed("3. BOLT 8 transport",
+                          lambda: asyncio.run(_transport_figures(args.quick)))
+        figures += _timed("4. state machine alone", lambda: _state_machine_figures(args.quick))
+        figures += _timed("5. watchtower storage and lookup",
+                          lambda: _tower_figures(args.quick))
+    if not args.no_nodes:
+        figures += _timed("6. forwarding, and a classroom on one bitcoind",
+                          lambda: _network_figures(args.quick))
     say("\n== summary")
     say(render_table(figures))
     say(f"total {time.perf_counter() - started:.0f} s; load average {_load()} at the end (other "

@@ -31,10 +31,12 @@ from channel.forwarding import (
     decide_forward,
 )
 from channel.htlc_log import HtlcEntry, Removal
+from channel.monitor_events import CloseKind, CloseOutcome
 from channel.onion import PeeledForward, peel_payment_onion
 from channel.onion_failures import (
     FailureFlag,
     OnionFailure,
+    PermanentChannelFailure,
     TemporaryChannelFailure,
     malformed_failure,
 )
@@ -330,6 +332,14 @@ class Forwarder:
             out = handles.get(link.outgoing_key)
             if incoming is None or incoming.channel.log is None:
                 continue
+            if incoming.monitor is not None and \
+                    _breach_confirmed(incoming.monitor.close_outcome) and \
+                    (out is None or out.channel.log is None or
+                     (Side.HOLDER, link.outgoing_htlc_id) not in out.channel.log.htlcs):
+                # the upstream peer's revoked commitment is on chain and our penalty takes all
+                # of it; the outgoing side is resolved too: nothing is left to settle
+                self._forget(link, fx)
+                continue
             in_entry = incoming.channel.log.htlcs.get((Side.COUNTERPARTY, link.incoming_htlc_id))
             if in_entry is None:
                 self._forget(link, fx)   # resolved upstream and gone from both commitments
@@ -375,6 +385,12 @@ class Forwarder:
                                     failure=TemporaryChannelFailure())
         if out is None or out.channel.log is None:
             return local
+        if out.monitor is not None and _breach_confirmed(out.monitor.close_outcome):
+            # the peer's revoked commitment is on chain: our penalty takes every output of it,
+            # this HTLC's included, so the payment can never complete downstream (a preimage
+            # it reveals on chain is used first: settle() prefers it)
+            return build_failure_onion(shared_secret=link.shared_secret,
+                                       failure=PermanentChannelFailure())
         out_entry = out.channel.log.htlcs.get((Side.HOLDER, link.outgoing_htlc_id))
         if out_entry is None:
             # pruned after a committed failure, or an add the connection dropped unsigned
@@ -385,3 +401,9 @@ class Forwarder:
             return wrap_failure_onion(shared_secret=link.shared_secret,
                                       packet=out_entry.fail_reason or b"")
         return None
+
+
+def _breach_confirmed(close: CloseOutcome | None) -> bool:
+    """The channel's funding output is spent by the peer's revoked commitment, confirmed."""
+    return close is not None and close.kind is CloseKind.REVOKED_COMMITMENT and \
+        close.height is not None

@@ -233,7 +233,9 @@ class ChannelManager:
         for handle in self.handles_of(peer_id):  # a copy: forgetting changes self.handles
             if not forget_unfunded(self.handles, handle, "the peer disconnected before the "
                                    "channel was funded", fx if fx is not None else Effects()):
-                handle.channel.on_disconnect()
+                dropped = handle.channel.on_disconnect()
+                if fx is not None:
+                    self.payer.on_dropped(dropped, fx)
 
     def handle_message(self, peer_id: bytes, message: Any, fx: Effects, *,
                        fresh_script: bytes | None = None) -> None:

@@ -227,6 +227,20 @@ class Payer:
                 payments.fail_payment(state, f"{last}; the node restarted before trying "
                                       "another route: pay again", fx)
 
+    def on_dropped(self, entries: list[HtlcEntry], fx: Effects) -> None:
+        """Our HTLCs the connection dropped before any commitment covered them (BOLT 2
+        "reverse uncommitted updates"): nobody downstream ever saw them, so their payments
+        fail now and may be paid again (a pipeline's own HTLCs are left to the pipeline)."""
+        payments = self._m.payments
+        pipelined = self._pipelined()
+        for entry in entries:
+            state = payments.outgoing.get(entry.payment_hash)
+            if state is None or entry.payment_hash not in payments.in_flight or \
+                    entry.payment_hash in pipelined:
+                continue
+            payments.fail_payment(state, "the connection to the first hop dropped before the "
+                                         "HTLC was committed: nothing was sent, pay again", fx)
+
     def _pipelined(self) -> set[bytes]:
         return {h for p in self._m.payments.pipelines.values() for h in p.outstanding}
 

@@ -6,9 +6,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import regtest.breach_middle_drill  # registers breach-in-the-middle
 import regtest.chain_view_drill  # registers chain-view-stale
 import regtest.drills  # registers the outage drills
 import regtest.electrum_story  # registers electrum
+import regtest.hub_drills  # registers hub-down
 import regtest.story  # registers the channel stories
 import regtest.tower_drills  # noqa: F401  (registers breach-tower)
 from regtest.demo import DEFAULT_SCENARIO, SCENARIOS, run_demo

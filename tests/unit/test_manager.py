@@ -337,3 +337,31 @@ def test_a_force_close_during_the_close_negotiation_fails_the_close(net: Net) ->
     fx = Effects()
     alice.dirty_monitors(fx)
     assert fx.resolutions == []              # reported once
+
+
+def test_an_htlc_dropped_on_disconnection_fails_its_payment_at_once(net: Net) -> None:
+    """Alice's second HTLC, sent while her first commitment_signed awaits its revoke_and_ack,
+    is in no signed commitment when the connection drops: BOLT 2 drops it, and its payment
+    is failed (resolution and record), while the first, signed, HTLC stays in flight."""
+    alice, bob = net.add("alice"), net.add("bob")
+    net.connect(alice, bob)
+    net.open(alice, bob)
+    invoices = []
+    for amount_msat in (5_000_000, 7_000_000):
+        fx = Effects()
+        invoices.append(bob.payments.create_invoice(amount_msat, "test", False, fx, now=NOW))
+        net.complete(bob.node_id, fx)
+        fx = Effects()
+        assert alice.pay([invoices[-1]], fx) == [None]
+        net.complete(alice.node_id, fx)
+    net.queue.clear()                      # the connection drops: nothing reaches Bob
+    fx = Effects()
+    alice.peer_disconnected(bob.node_id, fx)
+    net.complete(alice.node_id, fx)
+    first, second = (invoice.payment_hash for invoice in invoices)
+    failed = [r for r in net.resolutions[alice.node_id]
+              if isinstance(r, PaymentResolved) and r.result["status"] == "failed"]
+    assert [r.payment_hash for r in failed] == [second]
+    row = alice.payments.payment(second.hex())
+    assert row is not None and row.status == "failed"
+    assert second not in alice.payments.in_flight and first in alice.payments.in_flight
