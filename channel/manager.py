@@ -15,14 +15,14 @@ local command changes nothing and is the command's answer.
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from bitcoin.core import CTransaction
 
-from channel.bolt11 import Bolt11Invoice
 from channel.effects import (
     ChannelHandle,
     Effects,
@@ -31,7 +31,6 @@ from channel.effects import (
     ShutdownResolved,
 )
 from channel.errors import PeerProtocolError, RejectedUpdate
-from channel.graph import NetworkGraph
 from channel.keys import ChannelKeys
 from channel.messages import (
     AcceptChannel,
@@ -59,7 +58,6 @@ from channel.monitor import (
     FundingSpent,
     MonitorEvent,
 )
-from channel.payer import Payer
 from channel.payments import Payments
 from channel.pending import UNPERSISTED_STATES, check_room_for, forget_unfunded
 from channel.state import (
@@ -73,6 +71,11 @@ from channel.state import (
 from channel.store import ChannelRow, PaymentRow
 from channel.types import CommitmentFormat, OutPoint, Side
 from channel.wire import REGTEST_CHAIN_HASH, ErrorMessage, WarningMessage
+
+if TYPE_CHECKING:
+    from channel.bolt11 import Bolt11Invoice
+    from channel.graph import NetworkGraph
+    from channel.payer import Payer
 
 __all__ = [
     "COMMITMENT_FEERATE_PER_KW",
@@ -158,8 +161,22 @@ class ChannelManager:
         self._closes_lost: list[str] = []   # closes under way when a commitment spent the funding
         self._entropy = entropy
         self.connected: set[bytes] = set()   # peers with a live connection (routes start there)
-        self.graph = NetworkGraph(REGTEST_CHAIN_HASH)   # what gossip taught us: routes
-        self.payer = Payer(self)
+
+    # The graph and the payer are built on first use, their modules imported then: they pull
+    # in BOLT 11, BOLT 4 onions and BOLT 7 routing, which a node with no payment under way
+    # never needs (``make bench``: idle node RSS).
+
+    @functools.cached_property
+    def graph(self) -> NetworkGraph:
+        """What gossip taught us: routes."""
+        from channel.graph import NetworkGraph
+        return NetworkGraph(REGTEST_CHAIN_HASH)
+
+    @functools.cached_property
+    def payer(self) -> Payer:
+        """Route choice, sending and retries of our payments."""
+        from channel.payer import Payer
+        return Payer(self)
 
     # -- lookups -----------------------------------------------------------------------------
 

@@ -42,7 +42,6 @@ from channel.effects import (
     ShutdownResolved,
 )
 from channel.errors import ChainError, PeerProtocolError, RejectedUpdate, StartRefused
-from channel.gossip import ShortChannelId
 from channel.manager import (
     COMMITMENT_FEERATE_PER_KW,
     SWEEP_FEERATE_PER_KW,
@@ -163,6 +162,7 @@ class Node:
                                    funding_tx=bytes.fromhex(raw) if raw else None)
             scid = self.store.get(f"scid:{row.key}")
             if scid is not None:
+                from channel.gossip import ShortChannelId  # BOLT 7 only for a known scid
                 handle.short_channel_id = bytes(ShortChannelId.parse(scid))
             if row.key in snapshots:
                 handle.monitor = ChannelMonitor.from_record(snapshots[row.key])
@@ -183,7 +183,8 @@ class Node:
                                       handles=handles)
         self.manager.height = height
         stopped = Effects()   # payments whose next route was never tried: say so, not hang
-        self.manager.payer.end_interrupted_retries(stopped)
+        if payments.outgoing:   # else the payer (and routing) is not even loaded: idle RSS
+            self.manager.payer.end_interrupted_retries(stopped)
         self.store.commit_flight(payments=stopped.payments, kv=stopped.kv)
         if self.settings.allow_cheating:
             from channel.cheat import CheatMode  # loaded only on regtest, when asked for
@@ -329,6 +330,9 @@ class Node:
     async def learn_short_channel_ids(self) -> None:
         """BOLT 7 ``short_channel_id`` = funding block height x tx index x output index, read
         from the chain once the funding tx confirmed (for route hints and routes)."""
+        if not self._m.handles:
+            return   # no channel: the payer (and routing) stays unloaded, as an idle node's
+        from channel.gossip import ShortChannelId
         for key, txid in self._m.payer.scids_wanted():
             try:
                 depth = await self.chain.confirmations(txid)
