@@ -49,15 +49,6 @@ from channel.messages import (
     UpdateFee,
     UpdateFulfillHtlc,
 )
-from channel.monitor import (
-    ChannelMonitor,
-    ChannelResolved,
-    ClaimConfirmed,
-    ClaimRequested,
-    CloseKind,
-    FundingSpent,
-    MonitorEvent,
-)
 from channel.payments import Payments
 from channel.pending import UNPERSISTED_STATES, check_room_for, forget_unfunded
 from channel.state import (
@@ -75,6 +66,7 @@ from channel.wire import REGTEST_CHAIN_HASH, ErrorMessage, WarningMessage
 if TYPE_CHECKING:
     from channel.bolt11 import Bolt11Invoice
     from channel.graph import NetworkGraph
+    from channel.monitor import ChannelMonitor, MonitorEvent
     from channel.payer import Payer
 
 __all__ = [
@@ -162,20 +154,15 @@ class ChannelManager:
         self._entropy = entropy
         self.connected: set[bytes] = set()   # peers with a live connection (routes start there)
 
-    # The graph and the payer are built on first use, their modules imported then: they pull
-    # in BOLT 11, BOLT 4 onions and BOLT 7 routing, which a node with no payment under way
-    # never needs (``make bench``: idle node RSS).
-
     @functools.cached_property
     def graph(self) -> NetworkGraph:
-        """What gossip taught us: routes."""
+        """What gossip taught us: routes. Built (BOLT 7 loaded) on first use: idle RSS."""
         from channel.graph import NetworkGraph
         return NetworkGraph(REGTEST_CHAIN_HASH)
 
     @functools.cached_property
     def payer(self) -> Payer:
-        """Route choice, sending and retries of our payments."""
-        from channel.payer import Payer
+        from channel.payer import Payer  # routes and retries: loaded with the first payment
         return Payer(self)
 
     # -- lookups -----------------------------------------------------------------------------
@@ -548,6 +535,13 @@ class ChannelManager:
 
     def note(self, handle: ChannelHandle, events: list[MonitorEvent]) -> None:
         """Record what a monitor decided, and follow the channel's state from the chain."""
+        from channel.monitor import (  # loaded with the first channel: idle node RSS
+            ChannelResolved,
+            ClaimConfirmed,
+            ClaimRequested,
+            CloseKind,
+            FundingSpent,
+        )
         chan = handle.channel
         for event in events:
             self.events.append(f"channel {handle.key[:8]}: {event.description}")
@@ -608,6 +602,7 @@ class ChannelManager:
             chan = h.channel
             if h.monitor is None and chan.funding_outpoint is not None and \
                     chan.counterparty_params is not None:
+                from channel.monitor import ChannelMonitor  # with the first channel only
                 h.monitor = ChannelMonitor.from_channel(
                     chan, self.sweep_script, SWEEP_FEERATE_PER_KW,
                     peer_name=f"peer {h.peer_id.hex()[:8]}")

@@ -50,7 +50,6 @@ from channel.manager import (
     txid_hex,
 )
 from channel.messages import Shutdown, encode_message
-from channel.monitor import ChannelMonitor
 from channel.node_control import NodeControl
 from channel.outbox import Outbox
 from channel.payment_attempts import ATTEMPT_KV_PREFIX
@@ -65,6 +64,7 @@ from channel.wire import ErrorMessage, WarningMessage
 
 if TYPE_CHECKING:
     from channel.cheat import CheatMode
+    from channel.monitor import ChannelMonitor
 
 __all__ = ["COMMITMENT_FEERATE_PER_KW", "FINAL_CLTV_DELTA", "SWEEP_FEERATE_PER_KW", "Node",
            "NodeSettings"]
@@ -165,6 +165,7 @@ class Node:
                 from channel.gossip import ShortChannelId  # BOLT 7 only for a known scid
                 handle.short_channel_id = bytes(ShortChannelId.parse(scid))
             if row.key in snapshots:
+                from channel.monitor import ChannelMonitor  # loaded with the first channel
                 handle.monitor = ChannelMonitor.from_record(snapshots[row.key])
                 updates = self.store.monitor_updates(row.key)
                 handle.monitor.apply_updates(monitor_update_from_record(u) for u in updates)
