@@ -300,6 +300,10 @@ class ChannelCore:
             balance -= fee * 1000
         return offered, offered_msat, balance - reserve_msat
 
+    def removal_committed(self, h: HtlcEntry) -> bool:
+        """The HTLC's removal is in both sides' current commitments (final for a forwarder)."""
+        return self._removal_committed(h)
+
     def _removal_committed(self, h: HtlcEntry) -> bool:
         removed_l = h.removed_at[Side.HOLDER]
         removed_r = h.removed_at[Side.COUNTERPARTY]

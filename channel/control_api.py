@@ -160,6 +160,15 @@ NODE_COMMANDS: dict[str, Command] = _table(
                   Arg(name="batch_size", type=ArgType.INT, default=1), _TIMEOUT),
             answer="{payments, succeeded, batch_size, paid_s, settled_s, "
                    "holder_commitment_number}", cli=False),
+    Command(name="forwarding", help="our forwarding policy, channel scids, forwards in flight",
+            answer="{fee_base_msat, fee_proportional_millionths, cltv_expiry_delta, "
+                   "channels: [{channel, peer_id, short_channel_id, alias}], "
+                   "in_flight: [{incoming, outgoing, payment_hash, amount_msat, fee_msat, "
+                   "preimage_known}]}"),
+    Command(name="graph-info", help="the network as this node knows it: nodes, and channels "
+                                    "with each direction's fees and cltv delta",
+            answer="{nodes: [{node_id, alias, addresses}], channels: [{short_channel_id, "
+                   "node_1, node_2, capacity_sat, public, policy_1?, policy_2?}]}"),
     Command(name="channels", help="list channels",
             answer="[{channel, peer_id, state, channel_id, funding_sat, funding_outpoint, "
                    "opener, commitment_format, to_self_delay, local_msat?, remote_msat?, "
@@ -167,7 +176,8 @@ NODE_COMMANDS: dict[str, Command] = _table(
                    "closing_txid?}]"),
     Command(name="payments", help="payments sent and received: status, amount, fees",
             answer="[{payment_hash, direction: sent|received, status, amount_msat, "
-                   "fee_msat?, description?, route?: [node_id]}]"),
+                   "fee_msat?, description?, failure?, route?: [node_id], route_text?, "
+                   "attempts?}]"),
     Command(name="trace", help="the BOLT messages sent and received, decoded field by field",
             args=(Arg(name="limit", type=ArgType.INT, default=50,
                       help="how many of the latest messages (0: all kept)"),

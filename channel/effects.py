@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from channel.state import Channel
-from channel.store import PaymentRow
+from channel.store import ForwardRow, PaymentRow
 
 if TYPE_CHECKING:   # the monitor loads with the first channel (idle node RSS)
     from channel.monitor import ChannelMonitor
@@ -109,6 +109,7 @@ class Effects:
     # payments whose route failed at a hop: try another route in a flight of their own, under
     # the locks of the peers a new route may start with (ChannelManager.retry_payments)
     retries: list[bytes] = field(default_factory=list)
+    forwards: list[ForwardRow] = field(default_factory=list)     # forward links changed
 
     def touch(self, handle: ChannelHandle) -> None:
         if handle not in self.touched:
@@ -122,14 +123,14 @@ class Effects:
         afterwards): to complete part of a batch before an error is handled."""
         taken = Effects(self.touched, self.payments, self.kv, self.outgoing, self.broadcasts,
                         self.resolutions, self.funding, self.depth_checks, self.forgotten,
-                        self.retries)
+                        self.retries, self.forwards)
         self.touched, self.payments, self.kv, self.outgoing = [], [], [], []
         self.broadcasts, self.resolutions, self.funding, self.depth_checks = [], [], [], []
-        self.forgotten, self.retries = [], []
+        self.forgotten, self.retries, self.forwards = [], [], []
         return taken
 
     @property
     def empty(self) -> bool:
         return not (self.touched or self.payments or self.kv or self.outgoing or
                     self.broadcasts or self.resolutions or self.funding or self.depth_checks or
-                    self.forgotten or self.retries)
+                    self.forgotten or self.retries or self.forwards)

@@ -33,6 +33,7 @@ from channel.codec import (
     U32,
     U64,
     FixedBytes,
+    RawBytes,
     VarBytes16,
 )
 from channel.errors import InvalidGossip
@@ -42,9 +43,11 @@ from channel.wire import Fields, Message
 
 __all__ = [
     "GOSSIP_MESSAGES",
+    "GOSSIP_QUERY_MESSAGES",
     "AnnouncementSignatures",
     "ChannelAnnouncement",
     "ChannelUpdate",
+    "GossipQuery",
     "GossipTimestampFilter",
     "NodeAnnouncement",
     "ShortChannelId",
@@ -61,6 +64,8 @@ __all__ = [
 
 #: ``channel_update.message_flags`` bit 0: ``must_be_one`` (``htlc_maximum_msat`` present).
 MESSAGE_FLAG_MUST_BE_ONE: Final = 0x01
+#: ``channel_update.message_flags`` bit 1: ``dont_forward`` (a private channel's update).
+MESSAGE_FLAG_DONT_FORWARD: Final = 0x02
 #: ``channel_update.channel_flags`` bit 0: direction (0 = from node_id_1, 1 = from node_id_2).
 CHANNEL_FLAG_DIRECTION: Final = 0x01
 #: ``channel_update.channel_flags`` bit 1: the channel is disabled in this direction.
@@ -277,6 +282,48 @@ GOSSIP_MESSAGES: Final = {
 }
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GossipQuery(Message):
+    """A BOLT 7 query message chanlab does not answer (``gossip_queries`` is not offered),
+    kept whole so that its even types (262, 264) do not close the connection."""
+
+    FIELDS: ClassVar[Fields] = (("payload", RawBytes()),)
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueryShortChannelIds(GossipQuery):
+    TYPE: ClassVar[int] = 261
+    NAME: ClassVar[str] = "query_short_channel_ids"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplyShortChannelIdsEnd(GossipQuery):
+    TYPE: ClassVar[int] = 262
+    NAME: ClassVar[str] = "reply_short_channel_ids_end"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueryChannelRange(GossipQuery):
+    TYPE: ClassVar[int] = 263
+    NAME: ClassVar[str] = "query_channel_range"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplyChannelRange(GossipQuery):
+    TYPE: ClassVar[int] = 264
+    NAME: ClassVar[str] = "reply_channel_range"
+
+
+#: The query messages a peer may send although we never asked (ignored, never fatal).
+GOSSIP_QUERY_MESSAGES: Final[dict[int, type[Message]]] = {
+    cls.TYPE: cls
+    for cls in (QueryShortChannelIds, ReplyShortChannelIdsEnd, QueryChannelRange,
+                ReplyChannelRange)
+}
+
+
 def announcement_digest(message: ChannelAnnouncement | NodeAnnouncement | ChannelUpdate) -> bytes:
     """BOLT 7: the double SHA-256 of the message after its signature fields (its type excluded)."""
     signed = message.encode()[message.SIGNED_FROM:]
@@ -367,11 +414,14 @@ def sign_channel_update(*, node_key: PrivateKey, chain_hash: bytes,
                         short_channel_id: ShortChannelId, timestamp: int, direction: int,
                         disabled: bool, cltv_expiry_delta: int, htlc_minimum_msat: int,
                         fee_base_msat: int, fee_proportional_millionths: int,
-                        htlc_maximum_msat: int) -> ChannelUpdate:
-    """Our policy for one direction of a channel, signed (BOLT 7 "channel_update")."""
+                        htlc_maximum_msat: int, dont_forward: bool = False) -> ChannelUpdate:
+    """Our policy for one direction of a channel, signed (BOLT 7 "channel_update");
+    ``dont_forward`` for a private channel's update sent only to the channel peer."""
     unsigned = ChannelUpdate(
         signature=_ZERO_SIG, chain_hash=chain_hash, short_channel_id=bytes(short_channel_id),
-        timestamp=timestamp, message_flags=MESSAGE_FLAG_MUST_BE_ONE,
+        timestamp=timestamp,
+        message_flags=MESSAGE_FLAG_MUST_BE_ONE | (MESSAGE_FLAG_DONT_FORWARD if dont_forward
+                                                  else 0),
         channel_flags=(direction & CHANNEL_FLAG_DIRECTION)
         | (CHANNEL_FLAG_DISABLE if disabled else 0),
         cltv_expiry_delta=cltv_expiry_delta, htlc_minimum_msat=htlc_minimum_msat,

@@ -15,7 +15,6 @@ local command changes nothing and is the command's answer.
 
 from __future__ import annotations
 
-import functools
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -31,6 +30,11 @@ from channel.effects import (
     ShutdownResolved,
 )
 from channel.errors import PeerProtocolError, RejectedUpdate
+from channel.forwarder import Forwarder
+from channel.forwarding_flow import settle_forwards
+from channel.gossip import ChannelUpdate
+from channel.gossip_local import LocalGossip
+from channel.graph import NetworkGraph
 from channel.keys import ChannelKeys
 from channel.messages import (
     AcceptChannel,
@@ -49,6 +53,7 @@ from channel.messages import (
     UpdateFee,
     UpdateFulfillHtlc,
 )
+from channel.payer import Payer
 from channel.payments import Payments
 from channel.pending import UNPERSISTED_STATES, check_room_for, forget_unfunded
 from channel.state import (
@@ -59,15 +64,13 @@ from channel.state import (
     channel_to_record,
     monitor_update_to_record,
 )
-from channel.store import ChannelRow, PaymentRow
+from channel.store import ChannelRow, ForwardRow, PaymentRow
 from channel.types import CommitmentFormat, OutPoint, Side
 from channel.wire import REGTEST_CHAIN_HASH, ErrorMessage, WarningMessage
 
 if TYPE_CHECKING:
     from channel.bolt11 import Bolt11Invoice
-    from channel.graph import NetworkGraph
     from channel.monitor import ChannelMonitor, MonitorEvent
-    from channel.payer import Payer
 
 __all__ = [
     "COMMITMENT_FEERATE_PER_KW",
@@ -101,6 +104,7 @@ class FlightRecords:
     payments: list[PaymentRow]
     kv: list[tuple[str, str]]
     revealed: list[tuple[str, list[MonitorUpdate]]]   # per channel: updates for the towers
+    forwards: list[ForwardRow]
 
 
 def find_channel(handles: Iterable[ChannelHandle], channel: str) -> ChannelHandle:
@@ -142,28 +146,23 @@ class ChannelManager:
     def __init__(self, *, node_id: bytes, config: ChannelConfig,
                  sweep_script: bytes, payments: Payments,
                  handles: Iterable[ChannelHandle] = (),
-                 entropy: Entropy = secrets.token_bytes) -> None:
+                 entropy: Entropy = secrets.token_bytes,
+                 forwarder: Forwarder | None = None) -> None:
         self.node_id = node_id
         self.config = config
         self.sweep_script = sweep_script
         self.payments = payments
+        self.forwarder = forwarder or Forwarder(node_secret=payments.node_secret)
+        self.gossip = LocalGossip(node_secret=payments.node_secret, chain_hash=REGTEST_CHAIN_HASH)
+        self.forwarder.channel_update = self.gossip.failure_update
         self.handles: dict[str, ChannelHandle] = {h.key: h for h in handles}
         self.height = 0
         self.events: list[str] = []   # what the monitors said, for `events` and narration
         self._closes_lost: list[str] = []   # closes under way when a commitment spent the funding
         self._entropy = entropy
         self.connected: set[bytes] = set()   # peers with a live connection (routes start there)
-
-    @functools.cached_property
-    def graph(self) -> NetworkGraph:
-        """What gossip taught us: routes. Built (BOLT 7 loaded) on first use: idle RSS."""
-        from channel.graph import NetworkGraph
-        return NetworkGraph(REGTEST_CHAIN_HASH)
-
-    @functools.cached_property
-    def payer(self) -> Payer:
-        from channel.payer import Payer  # routes and retries: loaded with the first payment
-        return Payer(self)
+        self.graph = NetworkGraph(REGTEST_CHAIN_HASH)   # what gossip taught us: routes
+        self.payer = Payer(self)
 
     # -- lookups -----------------------------------------------------------------------------
 
@@ -223,6 +222,7 @@ class ChannelManager:
     def peer_disconnected(self, peer_id: bytes, fx: Effects | None = None) -> None:
         """Uncommitted updates die with the connection; so do channels not yet funded (BOLT
         2: forget a channel on disconnect before funding_signed)."""
+        self.gossip.peer_disconnected(self.handles_of(peer_id))
         self.connected.discard(peer_id)
         for handle in self.handles_of(peer_id):  # a copy: forgetting changes self.handles
             if not forget_unfunded(self.handles, handle, "the peer disconnected before the "
@@ -236,6 +236,8 @@ class ChannelManager:
         handler = self._HANDLERS.get(type(message))
         if handler is not None:
             handler(self, peer_id, message, fx, fresh_script)
+        elif isinstance(message, ChannelUpdate):
+            self.gossip.on_peer_update(self.graph, self.handles.values(), peer_id, message, fx)
         elif isinstance(message, ErrorMessage | WarningMessage):
             targets = self.handles_of(peer_id) if message.channel_id == bytes(32) else \
                 [h for h in [self.handle_for(peer_id, message.channel_id)] if h is not None]
@@ -253,6 +255,7 @@ class ChannelManager:
         batch's commitment_signed."""
         for handle in list(fx.touched):
             self._sign_if_needed(handle, fx)
+        self.gossip.send_updates(fx.touched, self.forwarder.policy, fx)
 
     def fail_channel(self, peer_id: bytes, channel_id: bytes | None, text: str,
                      fx: Effects) -> None:
@@ -341,6 +344,7 @@ class ChannelManager:
             return
         fx.touch(self.handles[key])
         fx.send(self.handles[key].peer_id, chan.funding_locked())
+        self.gossip.send_updates([self.handles[key]], self.forwarder.policy, fx)
 
     def _on_channel_ready(self, peer_id: bytes, msg: ChannelReady, fx: Effects,
                           _: bytes | None) -> None:
@@ -361,12 +365,17 @@ class ChannelManager:
         fx.touch(handle)
         if handle.monitor is not None:
             self.note(handle, handle.monitor.provide_payment_preimage(msg.payment_preimage))
+        if self.forwarder.outgoing_fulfilled(handle.key, entry.htlc_id, msg.payment_preimage, fx):
+            settle_forwards(self, fx)   # fulfil backwards in this same flight
+            return
         self.payments.on_fulfilled(handle, entry, msg.payment_preimage, self.height, fx)
 
     def _on_update_fail_htlc(self, peer_id: bytes, msg: UpdateFailHtlc, fx: Effects,
                              _: bytes | None) -> None:
         handle = self._require(peer_id, msg.channel_id)
         entry = handle.channel.on_update_fail_htlc(msg)
+        if self.forwarder.outgoing_failed(handle.key, entry.htlc_id, msg.reason, fx):
+            return   # failed upstream once this failure is committed
         fx.touch(handle)
         self.payer.on_failed(handle, entry, fx, reason=msg.reason)
 
@@ -377,6 +386,9 @@ class ChannelManager:
         handle = self._require(peer_id, msg.channel_id)
         entry = handle.channel.on_update_fail_htlc(UpdateFailHtlc(
             channel_id=msg.channel_id, id=msg.id, reason=b"malformed onion"))
+        if self.forwarder.outgoing_malformed(handle.key, entry.htlc_id, msg.failure_code,
+                                             msg.sha256_of_onion, fx):
+            return
         fx.touch(handle)
         self.payer.on_failed(handle, entry, fx, malformed=(msg.failure_code, msg.sha256_of_onion))
 
@@ -390,7 +402,7 @@ class ChannelManager:
         reply = handle.channel.on_commitment_signed(msg)   # a fault raises: nothing changed
         fx.touch(handle)
         fx.send(peer_id, reply)
-        self._settle_incoming(handle, fx)
+        settle_forwards(self, fx, handle)
         self._sign_if_needed(handle, fx)
 
     def _on_revoke_and_ack(self, peer_id: bytes, msg: RevokeAndAck, fx: Effects,
@@ -398,7 +410,7 @@ class ChannelManager:
         handle = self._require(peer_id, msg.channel_id)
         handle.channel.on_revoke_and_ack(msg)
         fx.touch(handle)
-        self._settle_incoming(handle, fx)
+        settle_forwards(self, fx, handle)
         self._sign_if_needed(handle, fx)
         self._maybe_negotiate_close(handle, fx)
 
@@ -409,18 +421,13 @@ class ChannelManager:
         fx.touch(handle)
         for out in replies:
             fx.send(peer_id, out)
-        self._settle_incoming(handle, fx)
+        settle_forwards(self, fx, handle)
         self._sign_if_needed(handle, fx)
         self._maybe_negotiate_close(handle, fx)
 
     def _sign_if_needed(self, handle: ChannelHandle, fx: Effects) -> None:
         if handle.channel.can_sign():
             fx.send(handle.peer_id, handle.channel.sign_commitment())
-
-    def _settle_incoming(self, handle: ChannelHandle, fx: Effects) -> None:
-        for preimage in self.payments.settle_incoming(handle, self.height, fx):
-            if handle.monitor is not None:
-                self.note(handle, handle.monitor.provide_payment_preimage(preimage))
 
     # -- payments (local commands) -----------------------------------------------------------
 
@@ -464,7 +471,7 @@ class ChannelManager:
 
     def settle_held(self, handle: ChannelHandle, fx: Effects) -> None:
         fx.touch(handle)
-        self._settle_incoming(handle, fx)
+        settle_forwards(self, fx, handle)
         self._sign_if_needed(handle, fx)
 
     def update_fee(self, handle: ChannelHandle, feerate_per_kw: int, fx: Effects) -> None:
@@ -535,23 +542,18 @@ class ChannelManager:
 
     def note(self, handle: ChannelHandle, events: list[MonitorEvent]) -> None:
         """Record what a monitor decided, and follow the channel's state from the chain."""
-        from channel.monitor import (  # loaded with the first channel: idle node RSS
-            ChannelResolved,
-            ClaimConfirmed,
-            ClaimRequested,
-            CloseKind,
-            FundingSpent,
-        )
+        from channel import monitor as mon  # loaded with the first channel: idle node RSS
         chan = handle.channel
         for event in events:
             self.events.append(f"channel {handle.key[:8]}: {event.description}")
-            if isinstance(event, FundingSpent):
-                if event.outcome.kind is not CloseKind.COOPERATIVE and closes_under_way([handle]):
+            if isinstance(event, mon.FundingSpent):
+                closed_by = event.outcome.kind
+                if closed_by is not mon.CloseKind.COOPERATIVE and closes_under_way([handle]):
                     self._closes_lost.append(handle.key)
                 chan.on_funding_spent()
-            if isinstance(event, ChannelResolved):
+            if isinstance(event, mon.ChannelResolved):
                 chan.on_resolved()
-            if isinstance(event, ClaimRequested | ClaimConfirmed):
+            if isinstance(event, mon.ClaimRequested | mon.ClaimConfirmed):
                 handle.monitor_dirty = True
         if events:
             handle.monitor_dirty = True
@@ -584,6 +586,7 @@ class ChannelManager:
         for handle in self.handles.values():
             if handle.monitor_dirty:
                 fx.touch(handle)
+        settle_forwards(self, fx)   # a preimage learnt on chain downstream goes up (BOLT 5)
 
     # -- persistence -------------------------------------------------------------------------
 
@@ -623,7 +626,8 @@ class ChannelManager:
                     update_rows.append((h.key, h.monitor_seq, monitor_update_to_record(update)))
                     h.monitor_seq += 1
         return FlightRecords(channels=rows, monitors=snapshots, monitor_updates=update_rows,
-                             payments=fx.payments, kv=fx.kv, revealed=revealed)
+                             payments=fx.payments, kv=fx.kv, revealed=revealed,
+                             forwards=fx.forwards)
 
     _HANDLERS: ClassVar[dict[type, Callable[[ChannelManager, bytes, Any, Effects, bytes | None],
                                    None]]] = {

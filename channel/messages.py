@@ -41,6 +41,7 @@ from channel.codec import (
     VarBytes16,
 )
 from channel.errors import MalformedMessage
+from channel.gossip import GOSSIP_MESSAGES, GOSSIP_QUERY_MESSAGES
 from channel.wire import (
     BOLT1_MESSAGES,
     Fields,
@@ -499,8 +500,10 @@ BOLT2_MESSAGES: Final[Mapping[int, type[Message]]] = {
     )
 }
 
-#: Every message type chanlab understands, BOLT 1 and BOLT 2.
-MESSAGE_TYPES: Final[Mapping[int, type[Message]]] = {**BOLT1_MESSAGES, **BOLT2_MESSAGES}
+#: Every message type chanlab understands: BOLT 1, BOLT 2 and BOLT 7 (gossip; the queries
+#: only so that their even types never close a connection).
+MESSAGE_TYPES: Final[Mapping[int, type[Message]]] = {
+    **BOLT1_MESSAGES, **BOLT2_MESSAGES, **GOSSIP_MESSAGES, **GOSSIP_QUERY_MESSAGES}
 
 
 def decode_message(data: bytes) -> Message | UnknownMessage:

@@ -34,14 +34,14 @@ from channel.chain_watcher import ChainWatcher
 from channel.control_api import NODE_COMMANDS
 from channel.daemon import DaemonShell
 from channel.effects import (
-    ChannelHandle,
     Effects,
     OpenResolved,
     PaymentResolved,
     PipelineDone,
     ShutdownResolved,
 )
-from channel.errors import ChainError, PeerProtocolError, RejectedUpdate, StartRefused
+from channel.errors import ChainError, PeerProtocolError, RejectedUpdate
+from channel.forwarder import NodePolicy
 from channel.manager import (
     COMMITMENT_FEERATE_PER_KW,
     SWEEP_FEERATE_PER_KW,
@@ -51,12 +51,12 @@ from channel.manager import (
 )
 from channel.messages import Shutdown, encode_message
 from channel.node_control import NodeControl
+from channel.node_restore import open_store, restore_manager
 from channel.outbox import Outbox
-from channel.payment_attempts import ATTEMPT_KV_PREFIX
-from channel.payments import FINAL_CLTV_DELTA, Payments
+from channel.payments import FINAL_CLTV_DELTA
 from channel.peers import PeerManager
-from channel.state import ChannelConfig, channel_from_record, monitor_update_from_record
-from channel.store import NodeStore, holds_state
+from channel.seeded import seeded_secret
+from channel.state import ChannelConfig
 from channel.tasks import BackgroundTasks
 from channel.tower_client import WatchtowerClient
 from channel.trace_log import TraceLog
@@ -93,12 +93,16 @@ class NodeSettings:
     # every message already received from a peer joins one flight (one fsync, one write);
     # off: one flight per message
     coalesce_flights: bool = True
+    # what we charge and the delay we keep to forward an HTLC (our channel_update, BOLT 7)
+    forwarding_policy: NodePolicy = field(default_factory=NodePolicy)
     # start with a new, empty node.db beside a key that already exists (the operator's word
     # that this key has no channel to forget)
     allow_fresh_db: bool = False
     # the chain view goes stale when the tip is older than this (None: the chain's default,
     # see channel.chain_view); no new HTLCs while it is
     max_tip_age_s: float | None = None
+    # regtest teaching runs: keys and randomness from this seed (channel.seeded), not the OS
+    seed: bytes | None = None
 
 
 class Node:
@@ -108,23 +112,15 @@ class Node:
         self.settings = settings
         self.chain = chain
         self.control = NodeControl(self)
+        # a seeded node's key is written here, new: a fresh database beside it is right
+        seeded_new = settings.seed is not None and \
+            _write_seeded_key(settings.home / "node_key", settings.seed)
         self.shell = DaemonShell(settings.home, info_file="node.json", key_file="node_key",
                                  commands=NODE_COMMANDS, handlers=self.control.handlers())
         self._secret = self.shell.secret
         self.node_id: bytes = coincurve.PrivateKey(self._secret).public_key.format(True)
-        db_path = settings.home / "node.db"
-        if self.shell.key_existed and not settings.allow_fresh_db and not holds_state(db_path):
-            self.shell.release_lock()
-            raise StartRefused(
-                f"{settings.home} has this node's key but no channel database ({db_path.name} "
-                f"is missing or empty): starting fresh would forget every channel of the key, "
-                f"the same danger as restoring an old backup; put the database back, or pass "
-                f"--allow-fresh-db if this key never had a channel")
-        try:
-            self.store = NodeStore(db_path)
-        except StartRefused:
-            self.shell.release_lock()
-            raise
+        self.store = open_store(self.shell, settings.home / "node.db",
+                                allow_fresh=settings.allow_fresh_db or seeded_new)
         self.outbox = Outbox(chain, self.store)
         self._tasks = BackgroundTasks(log)
         self.trace = TraceLog(settings.home / "trace.log")
@@ -152,41 +148,19 @@ class Node:
     async def start(self) -> None:
         if self.settings.allow_cheating:
             require_regtest(self.chain.chain, "--allow-cheating")
-        handles = []
-        snapshots = self.store.monitors()
-        for row in self.store.channels():
-            chan = channel_from_record(row.record)
-            chan.on_disconnect()  # uncommitted updates die with the connection
-            raw = self.store.get(f"funding_tx:{row.key}")
-            handle = ChannelHandle(key=row.key, peer_id=bytes.fromhex(row.peer_id), channel=chan,
-                                   funding_tx=bytes.fromhex(raw) if raw else None)
-            scid = self.store.get(f"scid:{row.key}")
-            if scid is not None:
-                from channel.gossip import ShortChannelId  # BOLT 7 only for a known scid
-                handle.short_channel_id = bytes(ShortChannelId.parse(scid))
-            if row.key in snapshots:
-                from channel.monitor import ChannelMonitor  # loaded with the first channel
-                handle.monitor = ChannelMonitor.from_record(snapshots[row.key])
-                updates = self.store.monitor_updates(row.key)
-                handle.monitor.apply_updates(monitor_update_from_record(u) for u in updates)
-                handle.monitor_seq = len(updates)
-            handles.append(handle)
         height = await self.chain.height()
         sweep = self.store.get("sweep_script")
         if sweep is None:
             sweep = (await self.chain.new_script_pubkey()).hex()
             self.store.commit_flight(kv=[("sweep_script", sweep)])
-        payments = Payments(node_id=self.node_id, node_secret=self._secret,
-                            rows=self.store.payments(), holds=self.store.kv_with_prefix("hold:"),
-                            outgoing=self.store.kv_with_prefix(ATTEMPT_KV_PREFIX))
-        self.manager = ChannelManager(node_id=self.node_id, config=self.settings.channel_config,
-                                      sweep_script=bytes.fromhex(sweep), payments=payments,
-                                      handles=handles)
-        self.manager.height = height
-        stopped = Effects()   # payments whose next route was never tried: say so, not hang
-        if payments.outgoing:   # else the payer (and routing) is not even loaded: idle RSS
-            self.manager.payer.end_interrupted_retries(stopped)
-        self.store.commit_flight(payments=stopped.payments, kv=stopped.kv)
+        if self.settings.seed is not None:
+            require_regtest(self.chain.chain, "--seed")
+        self.manager = restore_manager(self.store, node_id=self.node_id, secret=self._secret,
+                                       config=self.settings.channel_config,
+                                       sweep_script=bytes.fromhex(sweep), height=height,
+                                       seed=self.settings.seed,
+                                       policy=self.settings.forwarding_policy)
+        handles = list(self.manager.handles.values())
         if self.settings.allow_cheating:
             from channel.cheat import CheatMode  # loaded only on regtest, when asked for
             self.cheat = CheatMode(self.chain, self.store, self.manager)
@@ -250,7 +224,8 @@ class Node:
         self.store.commit_flight(channels=records.channels, monitors=records.monitors,
                                  monitor_updates=records.monitor_updates,
                                  payments=records.payments, kv=kv,
-                                 forget=[key for key, _ in fx.forgotten])
+                                 forget=[key for key, _ in fx.forgotten],
+                                 forwards=records.forwards)
         crash_at = os.environ.get(CRASH_BEFORE_SEND_ENV)
         if crash_at and any(getattr(m, "NAME", "") == crash_at for _, m in fx.outgoing):
             log.warning("test hook %s: dying after the persist, before the send", crash_at)
@@ -410,3 +385,15 @@ class Node:
     def _monitor_of(self, key: str) -> ChannelMonitor | None:
         handle = self.manager.handles.get(key) if self.manager is not None else None
         return None if handle is None else handle.monitor
+
+
+def _write_seeded_key(path: Path, seed: bytes) -> bool:
+    """The node key of a seeded node, written once (mode 0600) before the shell reads it;
+    True if written now."""
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(seeded_secret(seed, "node key").hex() + "\n")
+    return True

@@ -20,6 +20,7 @@ from channel.daemon import ControlHandler
 from channel.effects import Effects, OpenResolved, PipelineDone, ShutdownResolved
 from channel.errors import RejectedUpdate, UnsafeOperation
 from channel.manager import ChannelManager, txid_hex
+from channel.payment_attempts import route_text
 from channel.state import ChannelState
 from channel.types import Side
 from channel.wire import Feature
@@ -118,6 +119,7 @@ class NodeControl:
             "pay-batch": self.pay_many, "pay-pipeline": self.cmd_pay_pipeline,
             "settle": self.cmd_settle, "cancel": self.cmd_cancel,
             "channels": self.cmd_channels, "balance": self.cmd_balance,
+            "forwarding": self.cmd_forwarding, "graph-info": self.cmd_graph_info,
             "claimable": self.cmd_claimable, "events": self.cmd_events,
             "close": self.cmd_close, "force-close": self.cmd_force_close,
             "update-fee": self.cmd_update_fee, "cheat": self.cmd_cheat,
@@ -298,6 +300,13 @@ class NodeControl:
                 "paid_s": paid, "settled_s": loop.time() - started,
                 "holder_commitment_number": chan.holder_commitment_number}
 
+    async def cmd_forwarding(self) -> dict[str, Any]:
+        return self._m.forwarder.report(self._m.handles.values())
+
+    async def cmd_graph_info(self) -> dict[str, Any]:
+        from channel.gossip_local import graph_report
+        return graph_report(self._m.graph)
+
     async def cmd_channels(self) -> list[dict[str, Any]]:
         return channel_list(self._m)
 
@@ -363,17 +372,21 @@ class NodeControl:
         return self._node.towers.status()
 
     async def cmd_payments(self) -> list[dict[str, Any]]:
-        """Sent and received payments; a sent one with the routing fee of its last route, its
-        attempts, and (failed) the decoded failure and the hop that sent it."""
+        """Sent and received payments; a sent one with the routing fee and route of its last
+        attempt, its attempts, and (failed) the decoded failure and the hop that sent it."""
         out: list[dict[str, Any]] = []
-        for row in self._m.payments.all_payments():
+        payments = self._m.payments
+        for row in payments.all_payments():
             entry: dict[str, Any] = {
                 "payment_hash": row.payment_hash,
                 "direction": "received" if row.direction == "in" else "sent",
                 "status": row.status, "amount_msat": row.amount_msat}
             if row.direction == "out":
-                state = self._m.payments.outgoing.get(bytes.fromhex(row.payment_hash))
+                state = payments.outgoing.get(bytes.fromhex(row.payment_hash))
                 entry["fee_msat"] = 0 if state is None else state.fee_msat
+                if state is not None and state.route is not None:
+                    entry["route"] = [hop.node_id.hex() for hop in state.route.hops]
+                    entry["route_text"] = route_text(state.route)
                 if state is not None and state.attempts:
                     entry["attempts"] = state.attempts
             if row.detail:

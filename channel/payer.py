@@ -120,6 +120,8 @@ class Payer:
         handle = self._m.handles[key]
         handle.short_channel_id = bytes(scid)
         fx.kv.append((f"scid:{key}", str(scid)))
+        # our channel_update again, under the real scid the peer's route hints will name
+        self._m.gossip.send_updates([handle], self._m.forwarder.policy, fx)
 
     def route_hints(self, limit: int = 5) -> list[RouteHint]:
         """BOLT 11 ``r`` hints for our unannounced channels: the peer, the channel's real scid,

@@ -76,6 +76,10 @@ class Payments:
             bytes.fromhex(h): OutgoingPayment.from_json(text)
             for h, text in (outgoing or {}).items() if text}
 
+    @property
+    def node_secret(self) -> bytes:
+        return self._node_secret
+
     def payment(self, payment_hash_hex: str) -> PaymentRow | None:
         return self._rows.get(payment_hash_hex)
 
@@ -137,7 +141,6 @@ class Payments:
             Fulfil,
             Hold,
             decide_incoming,
-            refuse_forward,
         )
         chan = handle.channel
         released: list[bytes] = []
@@ -152,7 +155,7 @@ class Payments:
                 hold=self._holds.get(entry.payment_hash.hex()), height=height,
                 min_final_cltv_expiry_delta=FINAL_CLTV_DELTA)
             if isinstance(decision, Forward):
-                decision = refuse_forward(decision)
+                continue   # a forward: channel.forwarder offers it on the next channel
             if isinstance(decision, Hold):
                 continue  # a hold invoice: the HTLC stays until `settle` or `cancel`
             if isinstance(decision, Fulfil) and payment is not None:

@@ -77,22 +77,24 @@ class PeerHandler(Protocol):
     async def flush(self, fx: Effects) -> None: ...
 
 
-#: pings answered per second and peer (a token bucket this deep); pings beyond are ignored,
-#: and a peer that keeps flooding (PING_FLOOD_DROP unanswered in a row) is dropped
+#: pings answered per second and peer, after a burst of PING_BURST (a token bucket that
+#: deep: an honest peer's keep-alive or a test's volley passes); pings beyond are ignored, and
+#: a peer that keeps flooding (PING_FLOOD_DROP unanswered in a row) is dropped
 MAX_PINGS_PER_S = 10
+PING_BURST = 32
 PING_FLOOD_DROP = 100
 
 
 @dataclass(slots=True)
 class PingBudget:
-    """A token bucket: MAX_PINGS_PER_S answered per second, bursts of as many."""
+    """A token bucket: MAX_PINGS_PER_S answered per second, bursts of PING_BURST."""
 
-    tokens: float = float(MAX_PINGS_PER_S)
+    tokens: float = float(PING_BURST)
     at: float = field(default_factory=time.monotonic)
     unanswered: int = 0   # pings ignored in a row
 
     def take(self, now: float) -> bool:
-        self.tokens = min(float(MAX_PINGS_PER_S), self.tokens + (now - self.at) * MAX_PINGS_PER_S)
+        self.tokens = min(float(PING_BURST), self.tokens + (now - self.at) * MAX_PINGS_PER_S)
         self.at = now
         if self.tokens >= 1:
             self.tokens -= 1

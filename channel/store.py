@@ -20,7 +20,7 @@ import orjson
 
 from channel.errors import StartRefused
 
-__all__ = ["ChannelRow", "NodeStore", "PaymentRow", "holds_state"]
+__all__ = ["ChannelRow", "ForwardRow", "NodeStore", "PaymentRow", "holds_state"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS channels (
@@ -46,6 +46,12 @@ CREATE TABLE IF NOT EXISTS payments (
     preimage TEXT,
     payment_secret TEXT,
     detail TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS forwards (
+    incoming_key TEXT NOT NULL,    -- a forwarded HTLC: incoming channel key and htlc id
+    incoming_htlc_id INTEGER NOT NULL,
+    record TEXT NOT NULL,          -- channel.forwarder.ForwardLink
+    PRIMARY KEY (incoming_key, incoming_htlc_id)
 );
 CREATE TABLE IF NOT EXISTS kv (
     key TEXT PRIMARY KEY,
@@ -83,6 +89,15 @@ class PaymentRow:
     preimage: str | None = None
     payment_secret: str | None = None
     detail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ForwardRow:
+    """A forward link to write (``record``) or, resolved on both sides, to delete (None)."""
+
+    incoming_key: str
+    incoming_htlc_id: int
+    record: dict[str, Any] | None
 
 
 def holds_state(path: Path) -> bool:
@@ -132,7 +147,8 @@ class NodeStore:
                       monitor_updates: Iterable[tuple[str, int, dict[str, Any]]] = (),
                       payments: Iterable[PaymentRow] = (),
                       kv: Iterable[tuple[str, str]] = (),
-                      forget: Iterable[str] = (), kv_delete: Iterable[str] = ()) -> None:
+                      forget: Iterable[str] = (), kv_delete: Iterable[str] = (),
+                      forwards: Iterable[ForwardRow] = ()) -> None:
         """Write a flight's changes atomically and durably (``forget``: channel keys whose
         rows go; ``kv_delete``: kv keys that go)."""
         db = self._db
@@ -158,10 +174,22 @@ class NodeStore:
                            [(p.payment_hash, p.direction, p.amount_msat, p.status, p.preimage,
                              p.payment_secret, p.detail) for p in payments])
             db.executemany("INSERT OR REPLACE INTO kv VALUES (?, ?)", list(kv))
+            for f in forwards:   # in order: a link may be written, then deleted, in one flight
+                if f.record is None:
+                    db.execute("DELETE FROM forwards WHERE incoming_key = ? AND "
+                               "incoming_htlc_id = ?", (f.incoming_key, f.incoming_htlc_id))
+                else:
+                    db.execute("INSERT OR REPLACE INTO forwards VALUES (?, ?, ?)",
+                               (f.incoming_key, f.incoming_htlc_id, _dumps(f.record)))
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+    def forwards(self) -> list[dict[str, Any]]:
+        """The forward links in flight (records of ``channel.forwarder.ForwardLink``)."""
+        rows = self._db.execute("SELECT record FROM forwards").fetchall()
+        return [json.loads(r) for (r,) in rows]
 
     def channels(self) -> list[ChannelRow]:
         rows = self._db.execute("SELECT key, peer_id, record FROM channels").fetchall()

@@ -22,6 +22,7 @@ from channel.chain import BackendHealth, BlockEvent, FundingTransaction, TxEvent
 from regtest.errors import RegtestError, RpcUnreachable, SetupError
 from regtest.password_file import read_password_file
 from regtest.rpc import JSON, AsyncRpc, RpcAuth, RpcError
+from regtest.rpc_types import btc_to_sat, sat_to_btc
 
 __all__ = ["BitcoindChain", "BitcoindEndpoint", "address_of", "use_chain_params"]
 
@@ -116,8 +117,9 @@ class BitcoindChain:
     """One node's view of bitcoind: its wallet ``wallet`` plus the chain and mempool."""
 
     def __init__(self, endpoint: BitcoindEndpoint, *, wallet: str, chain: str = "regtest",
-                 poll_interval_s: float | None = None) -> None:
+                 poll_interval_s: float | None = None, seed: bytes | None = None) -> None:
         auth: RpcAuth = endpoint.rpc_auth()
+        self._seed = seed    # a seeded run: wallet keys from the seed, no random choices
         self._endpoint = endpoint
         self._rpc = AsyncRpc(endpoint.rpc_url, auth=auth, timeout_s=5)
         self._wallet = self._rpc.wallet(wallet)
@@ -142,7 +144,11 @@ class BitcoindChain:
         try:
             await self._rpc.loadwallet(self._wallet_name)
         except RpcError:
-            await self._rpc.createwallet(self._wallet_name)
+            if self._seed is not None:
+                from regtest.seeded_wallet import create_seeded_wallet_async
+                await create_seeded_wallet_async(self._rpc, self._wallet_name, self._seed)
+            else:
+                await self._rpc.createwallet(self._wallet_name)
 
     async def height(self) -> int:
         return await self._rpc.getblockcount()
@@ -293,9 +299,12 @@ class BitcoindChain:
     async def fund_output(self, script_pubkey: bytes, amount_sat: int,
                           feerate_sat_per_vb: int) -> FundingTransaction:
         address = address_of(script_pubkey, self._chain)
-        funded = await self._wallet.walletcreatefundedpsbt(
-            {address: amount_sat}, fee_rate_sat_per_vb=feerate_sat_per_vb)
-        processed = await self._wallet.walletprocesspsbt(funded.psbt)
+        if self._seed is not None:
+            psbt = await self._seeded_psbt(address, amount_sat, feerate_sat_per_vb)
+        else:
+            psbt = (await self._wallet.walletcreatefundedpsbt(
+                {address: amount_sat}, fee_rate_sat_per_vb=feerate_sat_per_vb)).psbt
+        processed = await self._wallet.walletprocesspsbt(psbt)
         if not processed.complete or processed.raw is None:
             raise RpcError.from_code(-4, "wallet could not sign the funding PSBT",
                                      method="walletprocesspsbt")
@@ -303,6 +312,24 @@ class BitcoindChain:
         vout = next(i for i, out in enumerate(tx.vout)
                     if bytes(out.scriptPubKey) == script_pubkey and out.nValue == amount_sat)
         return FundingTransaction(raw_tx=processed.raw, txid=bytes(tx.GetTxid()), vout=vout)
+
+    async def _seeded_psbt(self, address: str, amount_sat: int, feerate_sat_per_vb: int) -> str:
+        """A funding PSBT without bitcoind's random choices (a seeded run repeats exactly):
+        the largest confirmed coin first, change at output 1, nLockTime 0."""
+        listed = await self._wallet.call("listunspent", 1)
+        coins = [c for c in listed if isinstance(c, dict)] if isinstance(listed, list) else []
+        if not coins:
+            raise RpcError.from_code(-6, "no confirmed coins to fund the channel with",
+                                     method="listunspent")
+        best = max(coins, key=lambda c: (btc_to_sat(str(c["amount"])), str(c["txid"]),
+                                         str(c["vout"])))
+        inputs: list[JSON] = [{"txid": best["txid"], "vout": best["vout"]}]
+        outputs: list[JSON] = [{address: sat_to_btc(amount_sat)}]
+        options: dict[str, JSON] = {"add_inputs": True, "changePosition": 1,
+                                    "fee_rate": feerate_sat_per_vb, "lockUnspents": True}
+        funded = await self._wallet.call("walletcreatefundedpsbt", inputs, outputs, 0, options)
+        assert isinstance(funded, dict)
+        return str(funded["psbt"])
 
     async def add_fee_inputs(self, raw_tx: bytes, *, external_input_weight: int,
                              feerate_sat_per_vb: int) -> bytes:

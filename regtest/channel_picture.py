@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bitcoin.core import CBlock, CTransaction
+
 from channel.keys import PerCommitmentPoint
 from channel.records import basepoints_from_record, htlcs_from_record
 from channel.types import CommitmentFormat, OutPoint
@@ -23,7 +25,10 @@ from regtest.txclassify import ChannelFacts, SeenTx, classify
 from regtest.txgraph import TxGraph, build_graph
 from regtest.txlabels import CommitmentView
 
-__all__ = ["ChannelPicture", "channel_picture", "node_names"]
+__all__ = ["MAX_BLOCKS_SCANNED", "ChannelPicture", "channel_picture", "node_names"]
+
+#: How many blocks after the funding are read for spends the node did not record.
+MAX_BLOCKS_SCANNED = 5_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,6 +63,43 @@ def _height_of(rpc: Rpc, txid: str, tip: int) -> int | None:
         else None
 
 
+def _later_spends(rpc: Rpc, seen: list[SeenTx], funding: OutPoint, since: int,
+                  tip: int) -> list[SeenTx]:
+    """Spends of the channel's force-close outputs that the node did not record (a monitor
+    stops watching once its own outputs are settled: the peer's sweep may come later), found
+    by reading the blocks since ``since`` (regtest chains are short) and the mempool. Only
+    commitments' and their HTLC transactions' outputs are followed: a cooperative close and
+    the sweeps pay wallets, whose later spends are not the channel's story."""
+    decoded = [CTransaction.deserialize(s.raw) for s in seen if s.broadcast]
+    commitments = {bytes(tx.GetTxid()) for tx in decoded
+                   if any(OutPoint(txid=bytes(i.prevout.hash), vout=int(i.prevout.n)) == funding
+                          for i in tx.vin) and tx.vin[0].nSequence >> 24 == 0x80}
+    parents = commitments | {bytes(tx.GetTxid()) for tx in decoded
+                             if any(bytes(i.prevout.hash) in commitments for i in tx.vin)}
+    known = {bytes(tx.GetTxid()) for tx in decoded}
+    found: list[SeenTx] = []
+    if not parents or tip - since > MAX_BLOCKS_SCANNED:
+        return found
+
+    def take(raw: bytes, height: int | None) -> None:
+        tx = CTransaction.deserialize(raw)
+        txid = bytes(tx.GetTxid())
+        if txid not in known and any(bytes(i.prevout.hash) in parents for i in tx.vin):
+            known.add(txid)
+            found.append(SeenTx(raw=raw, confirmation_height=height))
+
+    for height in range(since, tip + 1):
+        block = CBlock.deserialize(rpc.getblock(rpc.getblockhash(height)))
+        for tx in block.vtx[1:]:
+            take(tx.serialize(), height)
+    for txid in rpc.getrawmempool():
+        try:
+            take(rpc.getrawtransaction(txid), None)
+        except RpcError:
+            continue   # mined or evicted meanwhile
+    return found
+
+
 def channel_picture(facts: dict[str, Any], *, holder: str, peer: str,
                     rpc: Rpc) -> ChannelPicture:
     """Classify the channel's transactions into a graph (names: ``holder`` is the node asked,
@@ -82,21 +124,27 @@ def channel_picture(facts: dict[str, Any], *, holder: str, peer: str,
     opener = facts["opener"]
     second = "counterparty" if opener == "holder" else "holder"
     owners = {bytes.fromhex(s): holder for s in facts["holder_scripts"]}
+    funding_raw = bytes.fromhex(facts["funding_tx"]) if facts["funding_tx"] else \
+        rpc.getrawtransaction(facts["funding_txid"])
+    funding_height = _height_of(rpc, facts["funding_txid"], tip)
+    # the funding tx's other outputs are the opener's change
+    funding_tx = CTransaction.deserialize(funding_raw)
+    owners.update({bytes(o.scriptPubKey): name[opener] for n, o in enumerate(funding_tx.vout)
+                   if n != facts["funding_vout"]})
     chan_facts = ChannelFacts(
         names=(name[opener], name[second]),
         funding_pubkeys=(basepoints[opener].funding_pubkey, basepoints[second].funding_pubkey),
         funding_outpoint=OutPoint(txid=bytes.fromhex(facts["funding_txid"])[::-1],
                                   vout=facts["funding_vout"]),
         views=tuple(views), owners=owners)
-    funding_raw = facts["funding_tx"]
-    seen = [SeenTx(raw=bytes.fromhex(funding_raw) if funding_raw else
-                   rpc.getrawtransaction(facts["funding_txid"]),
-                   confirmation_height=_height_of(rpc, facts["funding_txid"], tip))]
+    seen = [SeenTx(raw=funding_raw, confirmation_height=funding_height)]
     for tx in facts["transactions"]:
         height = _height_of(rpc, tx["txid"], tip) if tx["broadcast"] else None
         seen.append(SeenTx(raw=bytes.fromhex(tx["raw"]),
                            confirmation_height=height if height is not None else tx["height"],
                            broadcast=tx["broadcast"]))
+    if funding_height is not None:
+        seen += _later_spends(rpc, seen, chan_facts.funding_outpoint, funding_height, tip)
     graph = build_graph(classify(chan_facts, seen))
     title = f"channel {facts['channel'][:16]} between {holder} and {peer}"
     return ChannelPicture(graph=graph, height=tip, title=title)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 from channel.control_api import NODE_COMMANDS, Arg, ArgType, Resolve
-from regtest.control import call_node, node_address, tower_address
+from channel.errors import ChanlabError
+from regtest.control import call_node, node_address, node_home, tower_address
 
 __all__ = ["run_client"]
 
@@ -28,6 +30,9 @@ def _parser(name: str) -> argparse.ArgumentParser:
         if not command.cli:
             continue
         p = sub.add_parser(command.name, help=command.help)
+        # `chanlab alice channels --json` works as well as `chanlab alice --json channels`
+        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                       help="print the node's JSON answer")
         for arg in command.args:
             if arg.cli_hidden:
                 continue
@@ -58,6 +63,27 @@ def _peer_id(text: str) -> str:
     return node_address(text).split("@")[0]
 
 
+def _channel_of(name: str, text: str, *, any_state: bool) -> str:
+    """A channel named by its peer's node name (``chanlab alice close bob``), when ``name``
+    has exactly one channel with that peer still open (or, to draw it, exactly one at all);
+    anything else is passed on as an id prefix for the node to match."""
+    if not (node_home(text) / "node.json").exists():
+        return text
+    peer = _peer_id(text)
+    with_peer = [c for c in call_node(name, "channels") if c.get("peer_id") == peer]
+    mine = [c for c in with_peer
+            if c.get("state") not in ("closed", "force_closing", "closing")]
+    if not mine and any_state:
+        mine = with_peer
+    if len(mine) == 1:
+        return str(mine[0]["channel"])
+    if not mine:
+        raise ChanlabError(f"{name} has no open channel with {text} (see `chanlab {name} "
+                           "channels`)")
+    raise ChanlabError(f"{name} has {len(mine)} channels with {text}: name one by the start "
+                       f"of its id ({', '.join(str(c['channel'])[:12] for c in mine)})")
+
+
 def _resolve(arg: Arg, value: Any) -> Any:
     """What a person typed (a node or tower name, say) -> the value the node expects."""
     if arg.resolve is Resolve.NODE_ADDRESS:
@@ -79,6 +105,9 @@ def run_client(name: str, argv: Sequence[str]) -> int:
                                                    if arg.required and arg.cli_name
                                                    and arg.type is not ArgType.BOOL
                                                    else arg.name))
+    if "channel" in call and isinstance(call["channel"], str):
+        call["channel"] = _channel_of(name, call["channel"],
+                                      any_state=cmd in ("graph", "channel"))
     # the views import the transaction graph code: loaded only for the commands drawing it
     from regtest.client_views import human_answer, show_channel, show_trace
     if cmd == "trace":
@@ -89,6 +118,12 @@ def run_client(name: str, argv: Sequence[str]) -> int:
                             dot=getattr(args, "dot", False), as_json=args.json)
     if args.json:
         print(json.dumps(result, indent=2))
+    elif cmd == "invoice":
+        # the invoice alone on stdout, so `chanlab alice pay $(chanlab bob invoice ...)` works;
+        # what a person reads beside it goes to the terminal through stderr
+        text = human_answer(cmd, result).split("\n")
+        print(text[0])
+        print("\n".join(text[1:]), file=sys.stderr)
     else:
         print(human_answer(cmd, result))
     if cmd == "pay" and result.get("status") != "succeeded" and call.get("wait", True):

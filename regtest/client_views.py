@@ -54,8 +54,9 @@ def _payments(result: list[dict[str, Any]]) -> str:
         fee = f"  fee {format_msat(p['fee_msat'])}" if "fee_msat" in p else ""
         text = f"  {p['description']!r}" if p.get("description") else ""
         text += f"  ({p['failure']})" if p.get("failure") else ""
+        route = f"  via {p['route_text']}" if p.get("route_text") else ""
         lines.append(f"{p['direction']:<8} {p['status']:<9} {format_msat(p['amount_msat'])}"
-                     f"{fee}  hash {p['payment_hash']}{text}")
+                     f"{fee}  hash {p['payment_hash']}{text}{route}")
     return "\n".join(lines)
 
 
@@ -76,6 +77,13 @@ def human_answer(cmd: str, result: Any) -> str:
         return "\n".join([f"payment {result.get('status')}: {result.get('reason', '')}"] + (
             [f"  route {n}: {t['route_text']}: {t.get('reason', 'sent')}"
              for n, t in enumerate(tries, 1)] if len(tries) > 1 else []))
+    if cmd == "claimable":
+        return "\n".join(
+            f"{c['channel'][:16]}  {c['status']:<10} {c['amount_sat']:,} sat"
+            + (f" from height {c['claimable_from_height']}" if c.get("claimable_from_height")
+               else "") + f"  {c.get('description', '')}" for c in result) or "nothing to claim"
+    if cmd == "events":
+        return "\n".join(str(e) for e in result) or "no events"
     if cmd == "balance":
         return (f"on chain:  {result['onchain_sat']:,} sat\n"
                 f"off chain: {format_msat(result['offchain_msat'])}")

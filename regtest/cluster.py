@@ -21,6 +21,7 @@ from typing import Any
 from regtest.chain import BitcoindEndpoint
 from regtest.control import NodeUnreachable, call_node, call_tower, node_home, tower_home
 from regtest.node import BitcoindNode
+from regtest.seeded_wallet import seeded_send
 from regtest.wait import wait_for
 from regtest.wallet import Wallet
 
@@ -128,6 +129,11 @@ class NodeProcess(_ChildProcess):
 
     def _extra_args(self) -> list[str]:
         args = ["--to-self-delay", str(self.to_self_delay)]
+        if self.cluster.seed is not None:
+            args += ["--seed", f"{self.cluster.seed}/{self.name}"]
+            # a seeded run mines its blocks at fixed times in the past (so they repeat): the
+            # chain view's tip-age limit must not call such a chain stale
+            args += ["--max-tip-age-s", str(100 * 365 * 24 * 3600)]
         if self.allow_cheating:
             args.append("--allow-cheating")
         for tower in self.towers:
@@ -186,8 +192,10 @@ class TowerProcess(_ChildProcess):
 class Cluster:
     """Nodes sharing ``bitcoind`` under ``home`` (their ``$CHANLAB_HOME``)."""
 
-    def __init__(self, bitcoind: BitcoindNode, home: Path, miner: Wallet) -> None:
+    def __init__(self, bitcoind: BitcoindNode, home: Path, miner: Wallet,
+                 seed: str | None = None) -> None:
         self.bitcoind = bitcoind
+        self.seed = seed     # a seeded run (``chanlab demo --seed``): nodes and funding repeat
         self.home = home
         self.miner = miner
         self.nodes: dict[str, NodeProcess] = {}
@@ -222,7 +230,10 @@ class Cluster:
         """Send ``amount_sat`` from the miner to the node's wallet and confirm it."""
         wallet = node.wallet
         before = wallet.balances().trusted_sat
-        txid = self.miner.send_to_address(wallet.new_address(), amount_sat)
+        if self.seed is not None:
+            txid = seeded_send(self.miner, wallet.new_address(), amount_sat)
+        else:
+            txid = self.miner.send_to_address(wallet.new_address(), amount_sat)
         self.mine(1)
         # the wallet sees its block a moment after generatetoaddress returns; funding a channel
         # before that finds the coins untrusted ("Insufficient funds")
@@ -283,8 +294,9 @@ class Cluster:
 
     @classmethod
     @contextmanager
-    def running(cls, bitcoind: BitcoindNode, home: Path, miner: Wallet) -> Iterator[Cluster]:
-        cluster = cls(bitcoind, home, miner)
+    def running(cls, bitcoind: BitcoindNode, home: Path, miner: Wallet,
+                seed: str | None = None) -> Iterator[Cluster]:
+        cluster = cls(bitcoind, home, miner, seed)
         try:
             yield cluster
         finally:

@@ -15,31 +15,54 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from channel.keys import FundingPubkey, PrivateKey
 from channel.scripts import funding_script, p2wsh
+from channel.seeded import seed_from_text
 from regtest.bitcoind_binary import BitcoindBinary, ensure_bitcoind
 from regtest.errors import RegtestError
 from regtest.node import BitcoindNode, LocalBitcoind, open_node
 from regtest.wallet import COINBASE_MATURITY, Wallet
 
+if TYPE_CHECKING:
+    from regtest.cluster import Cluster
+    from regtest.demo_story import StoryBook
+
 DEFAULT_SCENARIO = "lifecycle"
+#: Mock time of height 0 in a seeded run (block N at this + N * 600 s): 2024-01-01 00:00 UTC.
+SEEDED_GENESIS_TIME = 1_704_067_200
 
 
 class Narrator:
-    """Numbered steps in plain words, with indented details under each."""
+    """Numbered steps in plain words, with indented details under each; with a story book,
+    the steps also go to the run's story page (and ``--step`` pauses)."""
 
-    def __init__(self, out: TextIO = sys.stdout) -> None:
+    def __init__(self, out: TextIO = sys.stdout, book: StoryBook | None = None) -> None:
         self._out = out
         self._step = 0
+        self.book = book
 
     def step(self, text: str) -> None:
+        if self.book is not None:
+            self.book.step(text)
         self._step += 1
         print(f"\n{self._step}. {text}", file=self._out, flush=True)
 
     def detail(self, text: str) -> None:
+        if self.book is not None:
+            self.book.detail(text)
         print(f"   {text}", file=self._out, flush=True)
+
+    def snapshot(self) -> None:
+        """Draw the watched channels now (before their nodes stop), if there is a story page."""
+        if self.book is not None:
+            self.book.end_step()
+
+    def watch(self, cluster: Cluster) -> None:
+        """Draw ``cluster``'s channels on the story page from now on (if there is one)."""
+        if self.book is not None:
+            self.book.watch(cluster)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,6 +72,7 @@ class DemoContext:
     node: BitcoindNode
     miner: Wallet
     say: Narrator
+    seed: str | None = None    # a seeded run: give it to the clusters the scenario starts
 
     @contextmanager
     def scratch_folder(self, prefix: str) -> Iterator[Path]:
@@ -89,14 +113,43 @@ def sat(amount_sat: int) -> str:
 
 
 def run_demo(
-    name: str = DEFAULT_SCENARIO, *, backend: str = "local", out: TextIO = sys.stdout
+    name: str = DEFAULT_SCENARIO, *, backend: str = "local", out: TextIO = sys.stdout,
+    story_dir: Path | None = None, step: bool = False, seed: str | None = None,
 ) -> None:
-    """Provision bitcoind if needed, start a private regtest node, run a scenario, stop the node."""
+    """Provision bitcoind if needed, start a private regtest node, run a scenario, stop the node.
+
+    ``story_dir``: write the run's story page there (``index.html``, SVG pictures beside);
+    ``step``: pause before each step, showing the BOLT messages of the one before;
+    ``seed``: derive every key from it (bitcoind's wallets too), so each txid repeats."""
     chosen = SCENARIOS.get(name)
     if chosen is None:
         known = ", ".join(sorted(SCENARIOS))
         raise RegtestError(f"no demo scenario {name!r}; known: {known}")
-    say = Narrator(out)
+    book = None
+    if story_dir is not None or step:
+        from regtest.demo_story import StoryBook  # loads the picture code only when asked
+        book = StoryBook(step=step, out=out)
+    try:
+        _run(chosen, backend=backend, say=Narrator(out, book), seed=seed)
+    finally:
+        if book is not None and story_dir is not None:
+            files = book.write(story_dir, f"chanlab demo {name}")
+            print(f"\nThe story of this run, with {len(files.pictures)} picture(s): "
+                  f"{files.page}", file=out, flush=True)
+
+
+def run_transactions(node: BitcoindNode) -> list[tuple[int, str]]:
+    """(height, txid) of every transaction mined so far but the coinbases, in chain order."""
+    out: list[tuple[int, str]] = []
+    for height in range(1, node.rpc.getblockcount() + 1):
+        block = node.rpc.getblock_verbose(node.rpc.getblockhash(height))
+        txids = block["tx"]
+        assert isinstance(txids, list)
+        out.extend((height, str(txid)) for txid in txids[1:])
+    return out
+
+
+def _run(chosen: Scenario, *, backend: str, say: Narrator, seed: str | None) -> None:
     say.step("Find or provision bitcoind")
     node: BitcoindNode
     if backend == "local":
@@ -114,7 +167,13 @@ def run_demo(
     with node:
         say.detail(f"RPC at {node.rpc_url}, P2P port {node.p2p_port}, data in {node.datadir}")
         say.detail(f"ZMQ block feed {node.zmq_rawblock}, transaction feed {node.zmq_rawtx}")
+        if seed is not None:
+            from regtest.seeded_wallet import create_seeded_wallet
+            create_seeded_wallet(node.rpc, "miner", seed_from_text(f"{seed}/miner"))
+            say.detail(f"seed {seed!r}: every key, coin and txid of this run is derived from it")
         miner = Wallet.open(node.rpc, "miner")
+        if seed is not None:
+            miner.block_time_base = SEEDED_GENESIS_TIME
         say.step(f"Mine {COINBASE_MATURITY + 1} blocks to a 'miner' wallet")
         miner.mine(COINBASE_MATURITY + 1)
         say.detail(
@@ -122,7 +181,12 @@ def run_demo(
             "more blocks are on top of it, so exactly one reward is spendable now"
         )
         say.detail(f"miner's spendable balance: {sat(miner.balance_sat())}")
-        chosen.run(DemoContext(node=node, miner=miner, say=say))
+        chosen.run(DemoContext(node=node, miner=miner, say=say, seed=seed))
+        if seed is not None:
+            say.step(f"Every transaction of this run: the same txids on every run with seed "
+                     f"{seed!r}")
+            for height, txid in run_transactions(node):
+                say.detail(f"height {height:>4}  {txid}")
         say.step("Stop bitcoind")
     say.detail("bitcoind stopped cleanly; its temporary data folder is removed")
 

@@ -70,7 +70,8 @@ def _wallet_fee_sat(node: NodeProcess, txid: str) -> int:
 def lifecycle(ctx: DemoContext) -> None:
     say, miner = ctx.say, ctx.miner
     with ctx.scratch_folder("chanlab-demo-") as home, \
-            Cluster.running(ctx.node, home, miner) as cluster:
+            Cluster.running(ctx.node, home, miner, ctx.seed) as cluster:
+        say.watch(cluster)
         say.step("Start two chanlab nodes, Alice and Bob, as separate processes")
         alice = cluster.start_node("alice", funds_sat=3_000_000, to_self_delay=TO_SELF_DELAY)
         bob = cluster.start_node("bob", funds_sat=1_000_000, to_self_delay=TO_SELF_DELAY)
@@ -188,5 +189,6 @@ def lifecycle(ctx: DemoContext) -> None:
                                    f"{expected_wallet[node.name]}")
         say.detail("both match the sum of what the chain paid them, to the satoshi "
                    f"(Alice paid {fees:,} sat in funding fees and the closing and sweep fees)")
+        say.snapshot()
         cluster.stop_all()
     say.detail("both nodes stopped")

@@ -386,10 +386,12 @@ def breach_tower(cluster: Cluster, say: Narrator, *,
 @contextmanager
 def _cluster(ctx: DemoContext) -> Iterator[Cluster]:
     with ctx.scratch_folder("chanlab-tower-") as home, \
-            Cluster.running(ctx.node, home, ctx.miner) as cluster:
+            Cluster.running(ctx.node, home, ctx.miner, ctx.seed) as cluster:
+        ctx.say.watch(cluster)
         try:
             yield cluster
         finally:
+            ctx.say.snapshot()
             cluster.stop_all()
 
 

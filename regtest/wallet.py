@@ -28,11 +28,18 @@ from regtest.wait import wait_for
 COINBASE_MATURITY = 100
 
 
+#: Seconds between the mock times of consecutive blocks in a seeded run (bitcoin's target).
+BLOCK_INTERVAL_S = 600
+
+
 class Chain:
     """Node-level helpers: mine, broadcast, test, fetch, and wait for confirmations."""
 
     def __init__(self, rpc: Rpc) -> None:
         self.rpc = rpc
+        #: A seeded run: block N is mined at mock time ``block_time_base + N * 600`` (bitcoind's
+        #: ``setmocktime``), so block times, and with them block hashes, repeat.
+        self.block_time_base: int | None = None
 
     def height(self) -> int:
         return self.rpc.getblockcount()
@@ -41,7 +48,14 @@ class Chain:
         """Mine ``n`` blocks paying ``address``; return their hashes, oldest first."""
         if n < 0:
             raise ValueError(f"cannot mine {n} blocks")
-        return self.rpc.generatetoaddress(n, address) if n else []
+        if self.block_time_base is None:
+            return self.rpc.generatetoaddress(n, address) if n else []
+        hashes: list[str] = []
+        for _ in range(n):
+            height = self.rpc.getblockcount() + 1
+            self.rpc.call("setmocktime", self.block_time_base + height * BLOCK_INTERVAL_S)
+            hashes += self.rpc.generatetoaddress(1, address)
+        return hashes
 
     def test_mempool_accept(self, raw_tx: bytes) -> MempoolAcceptResult:
         """Would the mempool take this transaction now? ``reject_reason`` says why not."""

@@ -89,6 +89,19 @@ class Classroom:
         return {"height": self._height(), "nodes": nodes, "svg": network_svg(nodes),
                 "drill": {"running": drill_running, "lines": lines[-60:]}}
 
+    def channel_svg(self, node: str, channel: str) -> str:
+        """The transaction graph of ``node``'s channel ``channel`` (any unique id prefix)."""
+        from regtest.channel_picture import channel_picture, node_names
+        from regtest.txgraph_render import render_svg
+
+        if node not in self.node_names():
+            raise RegtestError(f"no node {node!r}")
+        facts = call_node(node, "channel-facts", {"channel": channel}, home=self.home,
+                          timeout_s=5.0)
+        peer = node_names(self.home).get(facts["peer_id"], facts["peer_id"][:16])
+        picture = channel_picture(facts, holder=node, peer=peer, rpc=self._rpc())
+        return render_svg(picture.graph, f"{picture.title}, at height {picture.height}")
+
     def mine(self, blocks: int = 1) -> dict[str, Any]:
         from regtest.wallet import Wallet  # loaded on the first press only
 
@@ -227,7 +240,9 @@ async function refresh() {
     if (!n.running) { rows.push(`<tr><td>${n.name}</td><td colspan=3 class=down>down</td></tr>`);
       continue; }
     const chans = n.channels.map(c => `${c.state} ${fmt(c.funding_sat)} sat` +
-      (c.local_msat !== undefined ? ` (ours ${fmt(c.local_msat)} msat)` : "")).join("<br>");
+      (c.local_msat !== undefined ? ` (ours ${fmt(c.local_msat)} msat)` : "") +
+      (c.funding_outpoint ? ` <a href="/channel/${encodeURIComponent(n.name)}/` +
+       `${c.channel}.svg" target="_blank">transactions</a>` : "")).join("<br>");
     rows.push(`<tr><td>${n.name}</td><td>${fmt(n.onchain_sat)} sat</td>` +
       `<td>${fmt(n.offchain_msat)} msat</td><td>${chans || "none"}</td></tr>`);
   }
@@ -266,6 +281,14 @@ def _handler(classroom: Classroom) -> type[BaseHTTPRequestHandler]:
                 self._send(HTTPStatus.OK, _PAGE.encode(), "text/html; charset=utf-8")
             elif self.path == "/api/state":
                 self._json(HTTPStatus.OK, classroom.state())
+            elif self.path.startswith("/channel/") and self.path.endswith(".svg"):
+                node, _, channel = self.path[len("/channel/"):-len(".svg")].partition("/")
+                try:
+                    svg = classroom.channel_svg(node, channel)
+                except (ChanlabError, RegtestError, OSError, ValueError) as exc:
+                    self._json(HTTPStatus.NOT_FOUND, {"error": str(exc).splitlines()[0]})
+                else:
+                    self._send(HTTPStatus.OK, svg.encode(), "image/svg+xml")
             else:
                 self._json(HTTPStatus.NOT_FOUND, {"error": f"no page {self.path}"})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 import regtest.chain_view_drill  # registers chain-view-stale
@@ -22,6 +23,15 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help=f"which one (default {DEFAULT_SCENARIO})",
     )
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
+                        help="where to write the run's story page and pictures (default: "
+                             "./chanlab-SCENARIO)")
+    parser.add_argument("--seed", default=None, metavar="N",
+                        help="derive every key and coin from N: the same transactions and "
+                             "txids on every run (for worksheets)")
+    parser.add_argument("--step", action="store_true",
+                        help="pause at each step (Enter continues), showing the BOLT messages "
+                             "exchanged since the previous one")
     parser.set_defaults(handler=_demo)
 
 
@@ -31,5 +41,7 @@ def _demo(args: argparse.Namespace) -> int:
         for name, entry in SCENARIOS.items():
             print(f"{name:<{width}}  {entry.summary}")
         return 0
-    run_demo(args.scenario, backend=args.backend)
+    run_demo(args.scenario, backend=args.backend,
+             story_dir=args.out or Path(f"chanlab-{args.scenario}"), step=args.step,
+             seed=args.seed)
     return 0

@@ -14,10 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from channel.errors import StartRefused
+from channel.forwarder import (
+    DEFAULT_CLTV_EXPIRY_DELTA,
+    DEFAULT_FEE_BASE_MSAT,
+    DEFAULT_FEE_PROPORTIONAL_MILLIONTHS,
+    NodePolicy,
+)
 from channel.node import Node, NodeSettings
+from channel.seeded import seed_from_text
 from channel.state import ChannelConfig
 from regtest.chain import BitcoindChain, BitcoindEndpoint
 from regtest.control import daemon_logging, load_endpoint, node_home
+from regtest.errors import NodeStartError
 
 #: ``to_self_delay`` when none is given: 6 blocks on regtest (a force-close resolves after
 #: ``-generate 6``, as the walk-through says), 144 (a day) on other chains.
@@ -42,11 +50,23 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                        help="CSV delay imposed on the peer's to_local outputs (default: "
                             f"{REGTEST_TO_SELF_DELAY} blocks on regtest, "
                             f"{DEFAULT_TO_SELF_DELAY} elsewhere)")
+    start.add_argument("--seed", default=None, metavar="TEXT",
+                       help="regtest teaching runs: node key, channel keys, preimages and "
+                            "wallet keys derived from TEXT, so a scripted run repeats exactly "
+                            "(never for real money: the seed is the key)")
     start.add_argument("--verbose", action="store_true",
                        help="also print the log on the terminal (it always goes to node.log)")
     start.add_argument("--allow-cheating", action="store_true",
                        help="developer mode (regtest only): keep revoked commitments so "
                             "`cheat` can broadcast one")
+    start.add_argument("--fee-base-msat", type=int, default=DEFAULT_FEE_BASE_MSAT,
+                       help="fee charged per forwarded HTLC, in msat (BOLT 7 fee_base_msat)")
+    start.add_argument("--fee-proportional-millionths", type=int,
+                       default=DEFAULT_FEE_PROPORTIONAL_MILLIONTHS,
+                       help="fee per million msat forwarded (BOLT 7)")
+    start.add_argument("--cltv-expiry-delta", type=int, default=DEFAULT_CLTV_EXPIRY_DELTA,
+                       help="blocks kept between a forwarded HTLC's outgoing and incoming "
+                            "expiry (BOLT 7)")
     start.add_argument("--tower", action="append", default=[], metavar="TOWER_ID@HOST:PORT",
                        help="upload justice kits to this watchtower (repeatable; remembered)")
     start.add_argument("--allow-fresh-db", action="store_true",
@@ -59,6 +79,20 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     start.add_argument("--detach", action="store_true",
                        help="run in the background and return once the node answers")
     start.set_defaults(handler=_start)
+
+
+def _policy(args: argparse.Namespace) -> NodePolicy:
+    values = {"--fee-base-msat": args.fee_base_msat,
+              "--fee-proportional-millionths": args.fee_proportional_millionths,
+              "--cltv-expiry-delta": args.cltv_expiry_delta}
+    for flag, value in values.items():
+        if value < 0 or value >= 1 << 32:
+            raise NodeStartError(f"{flag} takes a whole number from 0 to 4294967295, not {value}")
+    if args.cltv_expiry_delta >= 1 << 16:
+        raise NodeStartError("--cltv-expiry-delta takes a number of blocks below 65536")
+    return NodePolicy(fee_base_msat=args.fee_base_msat,
+                      fee_proportional_millionths=args.fee_proportional_millionths,
+                      cltv_expiry_delta=args.cltv_expiry_delta)
 
 
 def _start_detached(args: argparse.Namespace) -> int:
@@ -98,7 +132,9 @@ def _start(args: argparse.Namespace) -> int:
                                 minimum_depth=args.minimum_depth),
                             allow_cheating=args.allow_cheating, towers=tuple(args.tower),
                             allow_fresh_db=args.allow_fresh_db,
-                            max_tip_age_s=args.max_tip_age_s)
+                            max_tip_age_s=args.max_tip_age_s,
+                            seed=seed_from_text(args.seed) if args.seed is not None else None,
+                            forwarding_policy=_policy(args))
     profile = os.environ.get("CHANLAB_PROFILE_DIR")
     if profile:  # developer aid: a cProfile dump per node, for `make bench` investigations
         import cProfile
@@ -111,7 +147,7 @@ def _start(args: argparse.Namespace) -> int:
 
 
 async def _run(settings: NodeSettings, endpoint: BitcoindEndpoint) -> int:
-    chain = BitcoindChain(endpoint, wallet=settings.name)
+    chain = BitcoindChain(endpoint, wallet=settings.name, seed=settings.seed)
     await chain.ensure_wallet()
     if not settings.channel_config.to_self_delay:   # not given: short on regtest, for people
         delay = REGTEST_TO_SELF_DELAY if chain.chain == "regtest" else DEFAULT_TO_SELF_DELAY

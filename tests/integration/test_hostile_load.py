@@ -19,7 +19,7 @@ from hostile_peer import HostilePeer
 
 from bench.hostile_load import STRANGER_OPENS, HostileLoad
 from bench.nodes import MempoolFeed, measure_breach, zmq_rawtx_endpoint
-from channel.peers import MAX_PINGS_PER_S, MAX_UNAUTHENTICATED, PING_FLOOD_DROP
+from channel.peers import MAX_UNAUTHENTICATED, PING_BURST, PING_FLOOD_DROP
 from channel.wire import Ping, Pong, WarningMessage
 from regtest.cluster import Cluster, NodeProcess
 from regtest.node import BitcoindNode
@@ -40,8 +40,8 @@ def target(bitcoind: BitcoindNode, miner: Wallet,
 
 def test_ping_flood_is_answered_at_the_rate_limit_then_dropped(
         target: tuple[Cluster, NodeProcess]) -> None:
-    """A burst of pings gets at most MAX_PINGS_PER_S (+1 for the refill while it is read)
-    pongs, then a warning and a hang-up; the node still answers another peer's ping."""
+    """A burst of pings gets PING_BURST pongs (+1 for the refill while it is read), then a
+    warning and a hang-up; the node still answers another peer's ping."""
     _, node = target
     node_id = bytes.fromhex(node.node_id)
     burst = 2 * PING_FLOOD_DROP
@@ -61,7 +61,7 @@ def test_ping_flood_is_answered_at_the_rate_limit_then_dropped(
 
     seen = asyncio.run(flood())
     pongs = [m for m in seen if isinstance(m, Pong)]
-    assert MAX_PINGS_PER_S <= len(pongs) <= MAX_PINGS_PER_S + 1
+    assert PING_BURST <= len(pongs) <= PING_BURST + 1
     warnings = [m for m in seen if isinstance(m, WarningMessage)]
     assert len(warnings) == 1 and "ping flood" in warnings[0].text
 

@@ -2,9 +2,9 @@
 
 ``make bench`` reports an idle node's resident memory (a classroom runs dozens of nodes on one
 laptop; issue 9 asks for at most 40 MB). Each module loaded at start costs resident memory, and
-a module-level import added anywhere on the start path brings a whole family back: BOLT 11,
-onions, routing and gossip, the channel monitor (and its sweeps), the trace drawer (and the
-tower's codecs). These tests start a real ``chanlab node start`` process with
+a module-level import added anywhere on the start path brings a whole family back: the channel
+monitor (and its sweeps and claims), the payee's checks, the trace drawer (and the tower's
+codecs). These tests start a real ``chanlab node start`` process with
 ``PYTHONPROFILEIMPORTTIME=1`` (Python's ``-X importtime``: one stderr line per module the
 process imports, whenever it imports it), let it start and see a block, and read the list.
 """
@@ -17,21 +17,12 @@ from pathlib import Path
 from regtest.cluster import Cluster, NodeProcess
 from regtest.wait import wait_for
 
-#: Modules an idle node must not have imported: each is loaded by the first payment, invoice,
-#: route, channel or trace that needs it.
+#: Modules an idle node must not have imported: each is loaded by the first channel, HTLC
+#: paid to us or trace read that needs it.
 NOT_WHILE_IDLE = (
-    "channel.bech32",
-    "channel.bolt11",
-    "channel.failure_onion",
-    "channel.forwarding",
-    "channel.gossip",
-    "channel.graph",
     "channel.monitor",
-    "channel.onion",
-    "channel.onion_failures",
+    "channel.monitor_claims",
     "channel.payee",
-    "channel.payer",
-    "channel.route",
     "channel.sweeps",
     "channel.tower",
     "channel.tower_wire",
@@ -65,7 +56,7 @@ def _idle_node(cluster: Cluster) -> NodeProcess:
     return node
 
 
-def test_idle_node_imports_no_payment_routing_monitor_or_trace_module(cluster: Cluster) -> None:
+def test_idle_node_imports_no_monitor_payee_or_trace_module(cluster: Cluster) -> None:
     """A node that started, answered control calls and saw a block imported none of the
     modules of NOT_WHILE_IDLE (and the log read is the node's: it names channel.node)."""
     node = _idle_node(cluster)
@@ -73,13 +64,3 @@ def test_idle_node_imports_no_payment_routing_monitor_or_trace_module(cluster: C
     assert {"channel.node", "channel.manager", "channel.state"} <= imported
     assert sorted(imported.intersection(NOT_WHILE_IDLE)) == []
 
-
-def test_first_invoice_loads_bolt11_on_demand(cluster: Cluster) -> None:
-    """The lazy imports still work: the idle node's first ``invoice`` imports BOLT 11 then
-    and answers an lnbcrt invoice for the amount asked."""
-    node = _idle_node(cluster)
-    assert "channel.bolt11" not in _imported(node.home / "stderr.log")
-    answer = node.call("invoice", amount_msat=1_234_000, description="first", hold=False)
-    assert answer["invoice"].startswith("lnbcrt12340n1")
-    assert answer["amount_msat"] == 1_234_000
-    assert "channel.bolt11" in _imported(node.home / "stderr.log")

@@ -67,7 +67,8 @@ def _within(seconds: float, check: Any) -> float:
 
 def test_page_shows_a_payment_and_a_block_within_two_seconds(
         cluster: Cluster, page: tuple[str, Classroom]) -> None:
-    """A payment and a mined block appear in /api/state within 2 s; the SVG is valid XML."""
+    """A payment and a mined block appear in /api/state within 2 s; the SVG is valid XML; the
+    page links each channel's transaction graph, served as SVG naming the funding output."""
     url, _ = page
     alice = cluster.start_node("web_alice", funds_sat=600_000)
     bob = cluster.start_node("web_bob")
@@ -91,6 +92,13 @@ def test_page_shows_a_payment_and_a_block_within_two_seconds(
     height = state["height"]
     cluster.mine(1)
     _within(2.0, lambda: _get(url + "/api/state")["height"] == height + 1)
+
+    picture = ElementTree.fromstring(_get(f"{url}/channel/web_alice/{opened['channel'][:8]}.svg"))
+    drawn = " ".join(picture.itertext())
+    assert "web_alice's funding" in drawn and "400,000 sat" in drawn
+    assert "/channel/${encodeURIComponent(n.name)}/" in _get(url + "/")
+    with pytest.raises(urllib.error.HTTPError):
+        _get(f"{url}/channel/nobody/{opened['channel'][:8]}.svg")
 
 
 def test_buttons_need_the_action_header_and_mine_exactly_one_block(

@@ -250,3 +250,8 @@ def test_test_module_names_are_unique() -> None:
     """pytest imports test modules by basename: two test_x.py in unit and integration clash."""
     names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
     assert sorted(n for n in set(names) if names.count(n) > 1) == []
+
+
+def test_the_node_shell_stays_thin() -> None:
+    """channel/node.py only glues the pure parts to I/O: at most 400 lines (issue 9)."""
+    assert len((ROOT / "channel" / "node.py").read_text().splitlines()) <= 400

@@ -267,8 +267,11 @@ def test_payer_retries_another_route_after_a_hop_fails(net: Net) -> None:
         assert last == {"node_id": carol.node_id.hex(),
                         "short_channel_id": via[first["node_id"]]}
         assert attempt["hop_index"] == 0 and attempt["node_id"] == first["node_id"]
+        # the hints carry no fee (Carol never heard Bob's or Dave's update under the real
+        # scid), so the forwarders refuse the HTLC for its fee (BOLT 4 fee_insufficient)
         assert attempt["failure_code"] in (int(FailureCode.UNKNOWN_NEXT_PEER),
-                                           int(FailureCode.TEMPORARY_CHANNEL_FAILURE))
+                                           int(FailureCode.TEMPORARY_CHANNEL_FAILURE),
+                                           int(FailureCode.FEE_INSUFFICIENT))
     assert {a["node_id"] for a in attempts} == {bob.node_id.hex(), dave.node_id.hex()}
     assert "no route" in result["reason"]
     for manager, peer in ((alice, bob), (alice, dave)):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from channel.peers import MAX_PINGS_PER_S, PingBudget
+from channel.peers import MAX_PINGS_PER_S, PING_BURST, PingBudget
 from channel.redial import FIRST_DELAY_S, MAX_DELAY_S, backoff_delays
 
 
@@ -25,12 +25,12 @@ def test_backoff_jitter_spreads_two_peers() -> None:
 
 
 def test_ping_budget_answers_the_rate_then_refills() -> None:
-    """A burst gets MAX_PINGS_PER_S answers; one second later as many again."""
+    """A burst gets PING_BURST answers; one second later MAX_PINGS_PER_S more."""
     budget = PingBudget(at=100.0)
-    answered = [budget.take(100.0) for _ in range(3 * MAX_PINGS_PER_S)]
-    assert answered.count(True) == MAX_PINGS_PER_S
-    assert answered[:MAX_PINGS_PER_S] == [True] * MAX_PINGS_PER_S
-    assert budget.unanswered == 2 * MAX_PINGS_PER_S
+    answered = [budget.take(100.0) for _ in range(3 * PING_BURST)]
+    assert answered.count(True) == PING_BURST
+    assert answered[:PING_BURST] == [True] * PING_BURST
+    assert budget.unanswered == 2 * PING_BURST
     assert [budget.take(101.0) for _ in range(MAX_PINGS_PER_S + 1)].count(True) == \
         MAX_PINGS_PER_S
     assert budget.unanswered == 1

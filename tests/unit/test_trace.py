@@ -166,7 +166,7 @@ MESSAGES = _channel_life()
 def test_the_channel_life_sends_every_message_type() -> None:
     """The sample covers every BOLT 1 and BOLT 2 type chanlab knows, so the tests below
     trace each of them."""
-    assert {m.TYPE for m in MESSAGES} == set(MESSAGE_TYPES)
+    assert {m.TYPE for m in MESSAGES} == {t for t in MESSAGE_TYPES if t < 256}  # not gossip
 
 
 @pytest.mark.parametrize("message", MESSAGES, ids=lambda m: f"{m.NAME}")
