@@ -3,8 +3,8 @@
 ``make bench`` reports an idle node's resident memory (a classroom runs dozens of nodes on one
 laptop; issue 9 asks for at most 40 MB). Each module loaded at start costs resident memory, and
 a module-level import added anywhere on the start path brings a whole family back: the channel
-monitor (and its sweeps and claims), the payee's checks, the trace drawer (and the tower's
-codecs). These tests start a real ``chanlab node start`` process with
+monitor (and its sweeps and claims), BOLT 11, the payee's checks, the trace drawer (and the tower's
+codecs). The test starts a real ``chanlab node start`` process with
 ``PYTHONPROFILEIMPORTTIME=1`` (Python's ``-X importtime``: one stderr line per module the
 process imports, whenever it imports it), let it start and see a block, and read the list.
 """
@@ -17,9 +17,11 @@ from pathlib import Path
 from regtest.cluster import Cluster, NodeProcess
 from regtest.wait import wait_for
 
-#: Modules an idle node must not have imported: each is loaded by the first channel, HTLC
-#: paid to us or trace read that needs it.
+#: Modules an idle node must not have imported: each is loaded by the first channel, invoice,
+#: HTLC paid to us or trace read that needs it.
 NOT_WHILE_IDLE = (
+    "channel.bech32",
+    "channel.bolt11",
     "channel.monitor",
     "channel.monitor_claims",
     "channel.payee",
