@@ -52,11 +52,12 @@ def _highest_feerate(chan: ChannelCore) -> int:
     return max([log.base_feerate_per_kw, *(u.feerate_per_kw for u in log.fee_updates)])
 
 
-def _opener_room_msat(chan: ChannelCore) -> tuple[int, int]:
+def _opener_room_msat(chan: ChannelCore, holder_spendable_msat: int | None) -> tuple[int, int]:
     """(the opener's balance minus its reserve, HTLCs in the log) with every pending debit
     and only irrevocable credits: the state machine's own view, as for its checks."""
     opener = chan.opener
-    spendable = chan._add_budget(opener)[2]
+    spendable = holder_spendable_msat if opener is Side.HOLDER and \
+        holder_spendable_msat is not None else chan._add_budget(opener)[2]
     log = chan.log
     assert log is not None
     count = len(log.htlcs)
@@ -65,21 +66,29 @@ def _opener_room_msat(chan: ChannelCore) -> tuple[int, int]:
                                           count + 1), count
 
 
-def fee_spike_room_msat(chan: ChannelCore) -> int:
-    """The most we may add under the rule ``check_fee_spike_buffer`` applies (may be < 0)."""
-    room, count = _opener_room_msat(chan)
+def fee_spike_room_msat(chan: ChannelCore, holder_spendable_msat: int | None = None) -> int:
+    """The most we may add under the rule ``check_fee_spike_buffer`` applies (may be < 0).
+
+    ``holder_spendable_msat``: ``chan._add_budget(Side.HOLDER)[2]`` if the caller has it (a
+    pass over every HTLC in the log: a batch of adds would pay it twice per HTLC)."""
+    room, count = _opener_room_msat(chan, holder_spendable_msat)
     feerate = _highest_feerate(chan)
     if chan.opener is Side.HOLDER:
         # the new HTLC, plus one more from either side, at twice the feerate
         return room - opener_charge_msat(chan.commitment_format, FEE_SPIKE_MULTIPLE * feerate,
                                          count + 2)
     needed = opener_charge_msat(chan.commitment_format, feerate, count + 1)
-    return chan._add_budget(Side.HOLDER)[2] if room >= needed else -1
+    if room < needed:
+        return -1
+    return chan._add_budget(Side.HOLDER)[2] if holder_spendable_msat is None \
+        else holder_spendable_msat
 
 
-def check_fee_spike_buffer(chan: ChannelCore, amount_msat: int) -> None:
-    """Our add of ``amount_msat`` (BOLT 2 "fee spike buffer"); raises ``RejectedUpdate``."""
-    most = fee_spike_room_msat(chan)
+def check_fee_spike_buffer(chan: ChannelCore, amount_msat: int,
+                           holder_spendable_msat: int | None = None) -> None:
+    """Our add of ``amount_msat`` (BOLT 2 "fee spike buffer"); raises ``RejectedUpdate``.
+    ``holder_spendable_msat`` as for :func:`fee_spike_room_msat`."""
+    most = fee_spike_room_msat(chan, holder_spendable_msat)
     if amount_msat <= most:
         return
     if chan.opener is Side.HOLDER:

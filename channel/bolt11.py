@@ -466,8 +466,12 @@ class Bolt11Invoice:
     #: True: no ``n`` field, the node id was recovered from the signature.
     payee_node_id_recovered: bool = field(init=False)
     skipped_fields: tuple[SkippedField, ...] = field(init=False, repr=False)
+    #: The text :meth:`decode` read (lower case), which :meth:`encode` gives back as it is: the
+    #: payer stores each invoice it pays as text, and bech32 encoding is its hot spot.
+    _text: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "_text", "")
         if not 0 <= self.timestamp < 1 << 35:
             raise InvalidInvoice("timestamp does not fit 35 bits")
         if len(self.signature) != 65:
@@ -531,12 +535,16 @@ class Bolt11Invoice:
         if len(words) < _TIMESTAMP_WORDS + _SIGNATURE_WORDS:
             raise InvalidInvoice("invoice too short: no room for a timestamp and a signature")
         body, signature = words[:-_SIGNATURE_WORDS], words[-_SIGNATURE_WORDS:]
-        return cls(hrp=hrp, timestamp=words_to_int(body[:_TIMESTAMP_WORDS]),
-                   tagged_fields=_split_fields(body[_TIMESTAMP_WORDS:]),
-                   signature=words_to_bytes(signature))
+        invoice = cls(hrp=hrp, timestamp=words_to_int(body[:_TIMESTAMP_WORDS]),
+                      tagged_fields=_split_fields(body[_TIMESTAMP_WORDS:]),
+                      signature=words_to_bytes(signature))
+        object.__setattr__(invoice, "_text", text.lower())   # bech32: one case, signed as is
+        return invoice
 
     def encode(self) -> str:
         """The invoice as (lower-case) bech32 text, signature included."""
+        if self._text:
+            return self._text
         words = _timestamp_words(self.timestamp) + [w for f in self.tagged_fields
                                                     for w in f.words()]
         return bech32_encode(self.hrp, words + bytes_to_words(self.signature))

@@ -41,12 +41,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
+from typing import TYPE_CHECKING
 
-from channel.failure_onion import build_failure_onion
 from channel.htlc_log import HtlcEntry
-from channel.onion import peel_payment_onion
-from channel.onion_failures import TemporaryNodeFailure
-from channel.payee import Fail
+
+if TYPE_CHECKING:
+    from channel.payee import Fail
 
 __all__ = ["DEFAULT_MAX_TIP_AGE_S", "REGTEST_MAX_TIP_AGE_S", "ChainView", "ChainViewStatus",
            "Freshness", "StaleReason", "default_max_tip_age_s", "refuse_incoming"]
@@ -189,6 +189,12 @@ def refuse_incoming(entry: HtlcEntry, *, node_secret: bytes) -> Fail | None:
     """The ``update_fail_htlc`` for an HTLC offered while our chain view is stale: BOLT 4
     ``temporary_node_failure``, encrypted with the shared secret of its onion. None for an
     onion we cannot peel at all: the payee's usual malformed answer applies to it."""
+    # imported here: only a stale node offered an HTLC peels an onion; an idle node does not
+    # load the onion modules (``make bench``: idle node RSS)
+    from channel.failure_onion import build_failure_onion
+    from channel.onion import peel_payment_onion
+    from channel.onion_failures import TemporaryNodeFailure
+    from channel.payee import Fail
     peeled = peel_payment_onion(onion=entry.onion_routing_packet, node_key=node_secret,
                                 payment_hash=entry.payment_hash)
     shared_secret = peeled.shared_secret

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from bitcoin.core import CTransaction
 
@@ -24,7 +25,9 @@ from channel.chain import BackendHealth, BlockEvent, ChainBackend, TxEvent
 from channel.chain_view import ChainView, ChainViewStatus
 from channel.errors import ChainError
 from channel.manager import SWEEP_FEERATE_PER_KW, ChannelManager
-from channel.monitor import Claim, HtlcFeeBump
+
+if TYPE_CHECKING:   # the monitor loads with the first channel (idle node RSS)
+    from channel.monitor import Claim, HtlcFeeBump
 
 __all__ = ["ChainWatcher"]
 

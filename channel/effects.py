@@ -10,11 +10,13 @@ outcome (:class:`Resolution`), so nobody learns of a payment before its proof is
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from channel.monitor import ChannelMonitor
 from channel.state import Channel
 from channel.store import ForwardRow, PaymentRow
+
+if TYPE_CHECKING:   # the monitor loads with the first channel (idle node RSS)
+    from channel.monitor import ChannelMonitor
 
 __all__ = [
     "ChannelHandle",

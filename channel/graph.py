@@ -19,9 +19,8 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from channel.bolt11 import RouteHintHop
 from channel.codec import MAX_MSAT
 from channel.errors import InvalidGossip, RejectedUpdate
 from channel.forwarding import ChannelPolicy
@@ -38,6 +37,9 @@ from channel.gossip import (
 from channel.onion import MAX_ROUTE_HOPS
 from channel.route import Route, RouteHop
 from channel.wire import decode_with
+
+if TYPE_CHECKING:   # invoices' hints only: BOLT 11 waits for an invoice (idle node RSS)
+    from channel.bolt11 import RouteHintHop
 
 __all__ = [
     "GraphChannel",

@@ -18,11 +18,10 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from bitcoin.core import CTransaction
 
-from channel.bolt11 import Bolt11Invoice
 from channel.effects import (
     ChannelHandle,
     Effects,
@@ -54,15 +53,6 @@ from channel.messages import (
     UpdateFee,
     UpdateFulfillHtlc,
 )
-from channel.monitor import (
-    ChannelMonitor,
-    ChannelResolved,
-    ClaimConfirmed,
-    ClaimRequested,
-    CloseKind,
-    FundingSpent,
-    MonitorEvent,
-)
 from channel.payer import Payer
 from channel.payments import Payments
 from channel.pending import UNPERSISTED_STATES, check_room_for, forget_unfunded
@@ -77,6 +67,10 @@ from channel.state import (
 from channel.store import ChannelRow, ForwardRow, PaymentRow
 from channel.types import CommitmentFormat, OutPoint, Side
 from channel.wire import REGTEST_CHAIN_HASH, ErrorMessage, WarningMessage
+
+if TYPE_CHECKING:
+    from channel.bolt11 import Bolt11Invoice
+    from channel.monitor import ChannelMonitor, MonitorEvent
 
 __all__ = [
     "COMMITMENT_FEERATE_PER_KW",
@@ -550,16 +544,18 @@ class ChannelManager:
 
     def note(self, handle: ChannelHandle, events: list[MonitorEvent]) -> None:
         """Record what a monitor decided, and follow the channel's state from the chain."""
+        from channel import monitor as mon  # loaded with the first channel: idle node RSS
         chan = handle.channel
         for event in events:
             self.events.append(f"channel {handle.key[:8]}: {event.description}")
-            if isinstance(event, FundingSpent):
-                if event.outcome.kind is not CloseKind.COOPERATIVE and closes_under_way([handle]):
+            if isinstance(event, mon.FundingSpent):
+                closed_by = event.outcome.kind
+                if closed_by is not mon.CloseKind.COOPERATIVE and closes_under_way([handle]):
                     self._closes_lost.append(handle.key)
                 chan.on_funding_spent()
-            if isinstance(event, ChannelResolved):
+            if isinstance(event, mon.ChannelResolved):
                 chan.on_resolved()
-            if isinstance(event, ClaimRequested | ClaimConfirmed):
+            if isinstance(event, mon.ClaimRequested | mon.ClaimConfirmed):
                 handle.monitor_dirty = True
         if events:
             handle.monitor_dirty = True
@@ -611,6 +607,7 @@ class ChannelManager:
             chan = h.channel
             if h.monitor is None and chan.funding_outpoint is not None and \
                     chan.counterparty_params is not None:
+                from channel.monitor import ChannelMonitor  # with the first channel only
                 h.monitor = ChannelMonitor.from_channel(
                     chan, self.sweep_script, SWEEP_FEERATE_PER_KW,
                     peer_name=f"peer {h.peer_id.hex()[:8]}")

@@ -42,7 +42,6 @@ from channel.effects import (
 )
 from channel.errors import ChainError, PeerProtocolError, RejectedUpdate
 from channel.forwarder import NodePolicy
-from channel.gossip import ShortChannelId
 from channel.manager import (
     COMMITMENT_FEERATE_PER_KW,
     SWEEP_FEERATE_PER_KW,
@@ -51,7 +50,6 @@ from channel.manager import (
     txid_hex,
 )
 from channel.messages import Shutdown, encode_message
-from channel.monitor import ChannelMonitor
 from channel.node_control import NodeControl
 from channel.node_restore import open_store, restore_manager
 from channel.outbox import Outbox
@@ -66,6 +64,7 @@ from channel.wire import ErrorMessage, WarningMessage
 
 if TYPE_CHECKING:
     from channel.cheat import CheatMode
+    from channel.monitor import ChannelMonitor
 
 __all__ = ["COMMITMENT_FEERATE_PER_KW", "FINAL_CLTV_DELTA", "SWEEP_FEERATE_PER_KW", "Node",
            "NodeSettings"]
@@ -307,6 +306,9 @@ class Node:
     async def learn_short_channel_ids(self) -> None:
         """BOLT 7 ``short_channel_id`` = funding block height x tx index x output index, read
         from the chain once the funding tx confirmed (for route hints and routes)."""
+        if not self._m.handles:
+            return   # no channel: the payer (and routing) stays unloaded, as an idle node's
+        from channel.gossip import ShortChannelId
         for key, txid in self._m.payer.scids_wanted():
             try:
                 depth = await self.chain.confirmations(txid)

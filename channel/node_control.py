@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from channel.bolt11 import Bolt11Invoice, Network, check_payable
 from channel.chain import require_regtest
 from channel.channel_facts import channel_facts
 from channel.daemon import ControlHandler
@@ -22,12 +21,12 @@ from channel.effects import Effects, OpenResolved, PipelineDone, ShutdownResolve
 from channel.errors import RejectedUpdate, UnsafeOperation
 from channel.manager import ChannelManager, txid_hex
 from channel.payment_attempts import route_text
-from channel.route import format_short_channel_id
 from channel.state import ChannelState
 from channel.types import Side
 from channel.wire import Feature
 
 if TYPE_CHECKING:
+    from channel.bolt11 import Bolt11Invoice, Network
     from channel.node import Node
 
 log = logging.getLogger("chanlab.node")
@@ -35,14 +34,17 @@ log = logging.getLogger("chanlab.node")
 __all__ = ["PAYMENT_TIMEOUT_S", "NodeControl", "network_of"]
 
 PAYMENT_TIMEOUT_S = 60.0
-_NETWORKS = {"main": Network.MAINNET, "test": Network.TESTNET, "testnet4": Network.TESTNET,
-             "signet": Network.SIGNET, "regtest": Network.REGTEST}
+# Names of channel.bolt11.Network members: BOLT 11 and onion routes are imported in the
+# commands that need them, so an idle node does not load them (``make bench``: idle node RSS).
+_NETWORKS = {"main": "MAINNET", "test": "TESTNET", "testnet4": "TESTNET", "signet": "SIGNET",
+             "regtest": "REGTEST"}
 
 
 def network_of(chain: str) -> Network:
     """The BOLT 11 currency of the chain bitcoind names ``chain``."""
+    from channel.bolt11 import Network
     try:
-        return _NETWORKS[chain]
+        return Network[_NETWORKS[chain]]
     except KeyError:
         raise RejectedUpdate(f"no BOLT 11 currency for chain {chain!r}") from None
 
@@ -60,6 +62,7 @@ def channel_list(manager: ChannelManager) -> list[dict[str, Any]]:
             "to_self_delay": chan.holder_params.to_self_delay,
         }
         if h.short_channel_id is not None:
+            from channel.route import format_short_channel_id
             entry["short_channel_id"] = format_short_channel_id(h.short_channel_id)
         if chan.log is not None:
             entry.update({
@@ -195,6 +198,7 @@ class NodeControl:
 
     def _decode(self, text: str) -> Bolt11Invoice:
         """A BOLT 11 invoice we may pay now (right network, not expired), or one line why not."""
+        from channel.bolt11 import Bolt11Invoice, check_payable
         invoice = Bolt11Invoice.decode(text)
         check_payable(invoice, network=network_of(self._node.chain.chain),
                       now=int(time.time()))

@@ -19,7 +19,6 @@ from channel.forwarder import Forwarder, ForwardLink, NodePolicy
 from channel.gossip import ShortChannelId
 from channel.gossip_local import PEER_UPDATE_KV_PREFIX
 from channel.manager import ChannelManager
-from channel.monitor import ChannelMonitor
 from channel.payment_attempts import ATTEMPT_KV_PREFIX
 from channel.payments import Payments
 from channel.seeded import seeded_entropy
@@ -59,6 +58,7 @@ def _handles(store: NodeStore) -> list[ChannelHandle]:
         if scid is not None:
             handle.short_channel_id = bytes(ShortChannelId.parse(scid))
         if row.key in snapshots:
+            from channel.monitor import ChannelMonitor  # with the first channel: idle node RSS
             handle.monitor = ChannelMonitor.from_record(snapshots[row.key])
             updates = store.monitor_updates(row.key)
             handle.monitor.apply_updates(monitor_update_from_record(u) for u in updates)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
-from channel.bolt11 import Bolt11Invoice, RouteHint, RouteHintHop
 from channel.codec import MAX_MSAT
 from channel.effects import ChannelHandle, Effects
 from channel.errors import MalformedMessage
@@ -31,7 +30,11 @@ from channel.state import ChannelState
 from channel.types import Side
 
 if TYPE_CHECKING:
+    from channel.bolt11 import Bolt11Invoice, RouteHint
     from channel.manager import ChannelManager
+
+# channel.bolt11 is imported where an invoice is made or read again: the payer is built at
+# start, and an idle node reads and makes none (``make bench``: idle node RSS).
 
 __all__ = ["MAX_ATTEMPTS", "Payer", "local_short_channel_id"]
 
@@ -127,6 +130,7 @@ class Payer:
         """BOLT 11 ``r`` hints for our unannounced channels: the peer, the channel's real scid,
         and the peer's fee and delta towards us if gossip told us, else 0/0/1. The channels
         whose peer can send us the most come first (a hint is only worth its inbound room)."""
+        from channel.bolt11 import RouteHintHop
         hints: list[RouteHint] = []
         handles = sorted(self._m.handles.values(), reverse=True,
                          key=lambda h: h.channel.balance_msat(Side.COUNTERPARTY)
@@ -206,6 +210,7 @@ class Payer:
             return
         state.attempts_pending = False
         last = state.attempts[-1]
+        from channel.bolt11 import Bolt11Invoice
         try:
             invoice = Bolt11Invoice.decode(state.invoice)
         except MalformedMessage as exc:

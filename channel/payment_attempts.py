@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from channel.errors import MalformedMessage
-from channel.failure_onion import decrypt_failure_onion
-from channel.onion_failures import OnionFailure, malformed_failure
-from channel.route import Route, RouteHop, format_short_channel_id
+
+if TYPE_CHECKING:
+    from channel.onion_failures import OnionFailure
+    from channel.route import Route
+
+# The onion, failure and route modules are imported inside the functions that read or print a
+# route: a node imports this module at start for ATTEMPT_KV_PREFIX, and an idle node has no
+# route to read (``make bench``: idle node RSS).
 
 __all__ = ["ATTEMPT_KV_PREFIX", "FailureReport", "OutgoingPayment", "route_text"]
 
@@ -27,6 +32,7 @@ ATTEMPT_KV_PREFIX = "attempt:"
 
 def route_text(route: Route) -> str:
     """``03ab…cd via 103x1x0 → 02ef…01 via 104x2x1``: each node reached and the channel used."""
+    from channel.route import format_short_channel_id
     return " → ".join(f"{hop.node_id.hex()[:8]}… via "
                       f"{format_short_channel_id(hop.short_channel_id)}" for hop in route.hops)
 
@@ -72,6 +78,8 @@ class OutgoingPayment:
                      ) -> FailureReport:
         """Decrypt an ``update_fail_htlc`` ``reason`` (or take an
         ``update_fail_malformed_htlc``'s code and onion hash, which comes from hop 0)."""
+        from channel.failure_onion import decrypt_failure_onion
+        from channel.onion_failures import malformed_failure
         route = self.route
         if route is None:
             return FailureReport(-1, None, None, "the payment failed (no route on record)")
@@ -91,6 +99,7 @@ class OutgoingPayment:
         return self._report(decrypted.hop_index, decrypted.failure, last)
 
     def _report(self, index: int, failure: OnionFailure, last: int) -> FailureReport:
+        from channel.route import format_short_channel_id
         assert self.route is not None
         hop = self.route.hops[index]
         who = "the payee" if index == last else f"hop {index}"
@@ -100,6 +109,7 @@ class OutgoingPayment:
 
     def attempt_dict(self, report: FailureReport | None) -> dict[str, Any]:
         """One entry of ``attempts``: the route tried, its fee, and its failure if any."""
+        from channel.route import format_short_channel_id
         assert self.route is not None
         out: dict[str, Any] = {
             "route": [{"node_id": h.node_id.hex(),
@@ -129,6 +139,7 @@ class OutgoingPayment:
 
     @classmethod
     def from_json(cls, text: str) -> OutgoingPayment:
+        from channel.route import Route, RouteHop
         rec = json.loads(text)
         hops = tuple(RouteHop(node_id=bytes.fromhex(n), short_channel_id=bytes.fromhex(s),
                               fee_base_msat=b, fee_proportional_millionths=p,

@@ -12,24 +12,23 @@ import hashlib
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from channel.bolt11 import Bolt11Invoice, Network, RouteHint, sign_invoice
 from channel.chain_view import refuse_incoming
 from channel.effects import ChannelHandle, Effects, PaymentResolved, PipelineDone
 from channel.errors import RejectedUpdate
 from channel.htlc_log import HtlcEntry
-from channel.payee import (
-    Fail,
-    FailMalformed,
-    Forward,
-    Fulfil,
-    Hold,
-    decide_incoming,
-)
 from channel.payment_attempts import ATTEMPT_KV_PREFIX, FailureReport, OutgoingPayment
-from channel.route import Route, RouteHop, build_route_onion
 from channel.store import PaymentRow
+
+if TYPE_CHECKING:
+    from channel.bolt11 import Bolt11Invoice, Network, RouteHint
+    from channel.payee import Fail
+    from channel.route import Route
+
+# BOLT 11 (channel.bolt11), the payee's checks (channel.payee) and onion routes (channel.route)
+# are imported in the methods that make an invoice, settle an HTLC or send one: the node builds
+# its Payments at start, and an idle node never needs them (``make bench``: idle node RSS).
 
 __all__ = ["FINAL_CLTV_DELTA", "INVOICE_EXPIRY_SECONDS", "Payments", "Pipeline"]
 
@@ -102,18 +101,21 @@ class Payments:
     # -- invoices ----------------------------------------------------------------------------
 
     def create_invoice(self, amount_msat: int, description: str, hold: bool, fx: Effects, *,
-                       now: int, network: Network = Network.REGTEST,
+                       now: int, network: Network | None = None,
                        route_hints: Sequence[RouteHint] = ()) -> Bolt11Invoice:
         """A BOLT 11 invoice of ours signed with the node key, its preimage kept (``hold``:
-        settled only on demand). ``now`` (seconds since 1970) is its timestamp."""
+        settled only on demand). ``now`` (seconds since 1970) is its timestamp; ``network``
+        None: regtest."""
+        from channel.bolt11 import Network, sign_invoice
         if amount_msat <= 0:
             raise RejectedUpdate("an invoice asks for a positive amount_msat")
         preimage = self._entropy(32)
         payment_hash = hashlib.sha256(preimage).digest()
         secret = self._entropy(32)
         invoice = sign_invoice(
-            node_secret=self._node_secret, network=network, amount_msat=amount_msat,
-            timestamp=now, payment_hash=payment_hash, payment_secret=secret,
+            node_secret=self._node_secret, amount_msat=amount_msat,
+            network=Network.REGTEST if network is None else network, timestamp=now,
+            payment_hash=payment_hash, payment_secret=secret,
             description=description, expiry_seconds=INVOICE_EXPIRY_SECONDS,
             min_final_cltv_expiry_delta=FINAL_CLTV_DELTA, route_hints=route_hints)
         self._record(PaymentRow(
@@ -132,6 +134,14 @@ class Payments:
 
         The checks are :func:`channel.payee.decide_incoming`'s; a second HTLC for an invoice
         already paid (even in the same batch) is failed, its preimage not released again."""
+        from channel.payee import (
+            Fail,
+            FailMalformed,
+            Forward,
+            Fulfil,
+            Hold,
+            decide_incoming,
+        )
         chan = handle.channel
         released: list[bytes] = []
         for entry in chan.htlcs_to_settle():
@@ -204,6 +214,7 @@ class Payments:
         invoice's ``payment_metadata``. The route's hop secrets are persisted with the HTLC.
         None: sent; else the failure to report (nothing was added, e.g. while our chain
         view is stale: a new HTLC is safe only for a node that watches the chain)."""
+        from channel.route import build_route_onion
         if self.chain_view_refusal is not None:
             return {"status": "failed", "reason": self.chain_view_refusal}
         built = build_route_onion(
@@ -235,6 +246,7 @@ class Payments:
 
         An add that raises changes nothing (the state machine's contract), so the HTLCs added
         before it still go out, and none is lost."""
+        from channel.route import Route, RouteHop
         outcomes: list[dict[str, Any] | None] = []
         fx.touch(handle)
         hop = RouteHop(node_id=handle.peer_id,

@@ -147,8 +147,8 @@ class Channel(ChannelClosing):
         if amount_msat > spendable:
             raise error(f"amount_msat {amount_msat} exceeds the {max(spendable, 0)} msat the "
                         f"{'peer' if side is Side.COUNTERPARTY else 'channel'} can spend")
-        if side is Side.HOLDER:
-            check_fee_spike_buffer(self, amount_msat)
+        if side is Side.HOLDER:   # the budget just computed: one pass over the log per add
+            check_fee_spike_buffer(self, amount_msat, holder_spendable_msat=spendable)
 
     def add_htlc(self, *, amount_msat: int, payment_hash: bytes, cltv_expiry: int,
                  onion_routing_packet: bytes) -> UpdateAddHtlc:

@@ -30,16 +30,16 @@ from typing import TYPE_CHECKING, Any
 from channel.errors import ChanlabError, HandshakeFailed, MalformedMessage
 from channel.keys import PrivateKey
 from channel.messages import decode_message, encode_message
-from channel.monitor import ChannelMonitor
 from channel.state import CounterpartySecretRevealed, MonitorUpdate
 from channel.store import NodeStore
 from channel.tasks import cancel_and_wait
 from channel.transport import Transport, connect
 from channel.wire import REGTEST_CHAIN_HASH, Features, Init
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:   # the monitor loads with the first channel (idle node RSS)
     from types import ModuleType
 
+    from channel.monitor import ChannelMonitor
     from channel.tower import TowerClient
     from channel.tower_wire import TowerAck
 

@@ -16,9 +16,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, TYPE_CHECKING, Final
 
-from channel.trace import Direction
+if TYPE_CHECKING:
+    from channel.trace import Direction
 
 __all__ = ["KEEP_MESSAGES", "TraceLog", "TraceRecord"]
 
@@ -42,6 +43,9 @@ class TraceRecord:
 
 
 def _parse(line: str) -> TraceRecord | None:
+    # imported here: channel.trace draws every message (tower ones too) and recording never
+    # needs it, so an idle node does not load it (``make bench``: idle node RSS)
+    from channel.trace import Direction
     parts = line.split()
     if len(parts) != 5 or parts[2] not in ("S", "R"):
         return None  # a line cut short by a crash

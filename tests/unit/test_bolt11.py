@@ -136,6 +136,20 @@ def test_valid_example_encodes_back_to_its_text(example: dict[str, Any]) -> None
     assert _invoice_of(example).encode() == example["invoice"].lower()
 
 
+@pytest.mark.parametrize("example", VALID, ids=_title)
+def test_valid_example_rebuilt_from_its_parts_encodes_to_the_text_decode_keeps(
+        example: dict[str, Any]) -> None:
+    """The text a decoded invoice keeps (and encode() returns without re-encoding) is the
+    bech32 encoding of its parts, also behind a ``LIGHTNING:`` prefix in upper case."""
+    text = example["invoice"].lower()
+    inv = Bolt11Invoice.decode("LIGHTNING:" + text.upper())
+    rebuilt = Bolt11Invoice(hrp=inv.hrp, timestamp=inv.timestamp,
+                            tagged_fields=inv.tagged_fields, signature=inv.signature)
+    assert inv.encode() == text
+    assert rebuilt.encode() == text
+    assert rebuilt == inv
+
+
 @pytest.mark.parametrize("example", [v for v in VALID if v["title"] != HIGH_S_TITLE],
                          ids=_title)
 def test_valid_example_resigned_from_its_fields_is_byte_exact(example: dict[str, Any]) -> None:
