@@ -594,42 +594,7 @@ class ChannelManager:
 
     def flight_records(self, fx: Effects) -> FlightRecords:
         """The rows that make ``fx`` durable; monitors take the channels' updates here."""
-        # a channel before funding_created has nothing to lose: a stranger's open_channel
-        # costs the database nothing
-        rows = [ChannelRow(key=h.key, peer_id=h.peer_id.hex(),
-                           record=channel_to_record(h.channel)) for h in fx.touched
-                if h.channel.state not in UNPERSISTED_STATES]
-        snapshots: list[tuple[str, dict[str, Any]]] = []
-        update_rows: list[tuple[str, int, dict[str, Any]]] = []
-        revealed: list[tuple[str, list[MonitorUpdate]]] = []
-        for h in fx.touched:
-            updates = h.channel.drain_monitor_updates()
-            chan = h.channel
-            if h.monitor is None and chan.funding_outpoint is not None and \
-                    chan.counterparty_params is not None:
-                from channel.monitor import ChannelMonitor  # with the first channel only
-                h.monitor = ChannelMonitor.from_channel(
-                    chan, self.sweep_script, SWEEP_FEERATE_PER_KW,
-                    peer_name=f"peer {h.peer_id.hex()[:8]}")
-                h.monitor_dirty = True
-            if h.monitor is None:
-                continue
-            self.note(h, h.monitor.apply_updates(updates))
-            revealed.append((h.key, updates))
-            # a snapshot costs O(revoked states): take one only after as many updates, so
-            # persistence stays amortised O(1) per update on a long-lived channel
-            threshold = max(MONITOR_SNAPSHOT_EVERY, h.monitor.revoked_state_count)
-            if h.monitor_dirty or h.monitor_seq + len(updates) > threshold:
-                snapshots.append((h.key, h.monitor.to_record()))
-                h.monitor_seq = 0
-                h.monitor_dirty = False
-            else:
-                for update in updates:
-                    update_rows.append((h.key, h.monitor_seq, monitor_update_to_record(update)))
-                    h.monitor_seq += 1
-        return FlightRecords(channels=rows, monitors=snapshots, monitor_updates=update_rows,
-                             payments=fx.payments, kv=fx.kv, revealed=revealed,
-                             forwards=fx.forwards)
+        return _flight_records(self, fx)
 
     _HANDLERS: ClassVar[dict[type, Callable[[ChannelManager, bytes, Any, Effects, bytes | None],
                                    None]]] = {
@@ -642,3 +607,43 @@ class ChannelManager:
         Shutdown: _on_shutdown, ClosingSigned: _on_closing_signed,
         ChannelReestablish: _on_channel_reestablish,
     }
+
+
+def _flight_records(manager: ChannelManager, fx: Effects) -> FlightRecords:
+    """The rows that make ``fx`` durable; monitors take the channels' updates here."""
+    # a channel before funding_created has nothing to lose: a stranger's open_channel
+    # costs the database nothing
+    rows = [ChannelRow(key=h.key, peer_id=h.peer_id.hex(),
+                       record=channel_to_record(h.channel)) for h in fx.touched
+            if h.channel.state not in UNPERSISTED_STATES]
+    snapshots: list[tuple[str, dict[str, Any]]] = []
+    update_rows: list[tuple[str, int, dict[str, Any]]] = []
+    revealed: list[tuple[str, list[MonitorUpdate]]] = []
+    for h in fx.touched:
+        updates = h.channel.drain_monitor_updates()
+        chan = h.channel
+        if h.monitor is None and chan.funding_outpoint is not None and \
+                chan.counterparty_params is not None:
+            from channel.monitor import ChannelMonitor  # with the first channel only
+            h.monitor = ChannelMonitor.from_channel(
+                chan, manager.sweep_script, SWEEP_FEERATE_PER_KW,
+                peer_name=f"peer {h.peer_id.hex()[:8]}")
+            h.monitor_dirty = True
+        if h.monitor is None:
+            continue
+        manager.note(h, h.monitor.apply_updates(updates))
+        revealed.append((h.key, updates))
+        # a snapshot costs O(revoked states): take one only after as many updates, so
+        # persistence stays amortised O(1) per update on a long-lived channel
+        threshold = max(MONITOR_SNAPSHOT_EVERY, h.monitor.revoked_state_count)
+        if h.monitor_dirty or h.monitor_seq + len(updates) > threshold:
+            snapshots.append((h.key, h.monitor.to_record()))
+            h.monitor_seq = 0
+            h.monitor_dirty = False
+        else:
+            for update in updates:
+                update_rows.append((h.key, h.monitor_seq, monitor_update_to_record(update)))
+                h.monitor_seq += 1
+    return FlightRecords(channels=rows, monitors=snapshots, monitor_updates=update_rows,
+                         payments=fx.payments, kv=fx.kv, revealed=revealed,
+                         forwards=fx.forwards)
