@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from channel.effects import ChannelHandle, Effects
 from channel.errors import RejectedUpdate
@@ -31,7 +31,6 @@ from channel.forwarding import (
     decide_forward,
 )
 from channel.htlc_log import HtlcEntry, Removal
-from channel.monitor_events import CloseKind, CloseOutcome
 from channel.onion import PeeledForward, peel_payment_onion
 from channel.onion_failures import (
     FailureFlag,
@@ -44,6 +43,9 @@ from channel.payer import local_short_channel_id
 from channel.state import ChannelState
 from channel.store import ForwardRow
 from channel.types import Side
+
+if TYPE_CHECKING:
+    from channel.monitor_events import CloseOutcome
 
 __all__ = [
     "DEFAULT_CLTV_EXPIRY_DELTA",
@@ -405,5 +407,9 @@ class Forwarder:
 
 def _breach_confirmed(close: CloseOutcome | None) -> bool:
     """The channel's funding output is spent by the peer's revoked commitment, confirmed."""
-    return close is not None and close.kind is CloseKind.REVOKED_COMMITMENT and \
-        close.height is not None
+    if close is None:
+        return False
+    # a close outcome comes from the channel's monitor, so its module is loaded already: an
+    # idle node does not load the monitor's (see tests/integration/test_idle_footprint.py)
+    from channel.monitor_events import CloseKind
+    return close.kind is CloseKind.REVOKED_COMMITMENT and close.height is not None
