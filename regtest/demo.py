@@ -59,6 +59,11 @@ class Narrator:
         if self.book is not None:
             self.book.end_step()
 
+    def picture(self, caption: str, svg: str) -> None:
+        """Put a picture the scenario drew itself under the current step (story page only)."""
+        if self.book is not None:
+            self.book.picture(caption, svg)
+
     def watch(self, cluster: Cluster) -> None:
         """Draw ``cluster``'s channels on the story page from now on (if there is one)."""
         if self.book is not None:
@@ -248,7 +253,28 @@ def funding_story(ctx: DemoContext) -> None:
         "spendable only with both Alice's and Bob's signatures"
     )
     fee_sat = before_sat - channel_sat - alice.balance_sat()
+    say.picture("the funding transaction: Alice's coins into the 2-of-2 output",
+                _funding_picture(miner, outpoint.txid_hex, (alice_key, bob_key), fee_sat,
+                                 height))
     say.detail(
         f"Alice's wallet now holds {sat(alice.balance_sat())} (she paid a {fee_sat:,} sat fee)"
     )
     say.detail(f"Bob's wallet still holds {sat(bob.balance_sat())}")
+
+
+def _funding_picture(miner: Wallet, txid: str, keys: tuple[FundingPubkey, FundingPubkey],
+                     fee_sat: int, height: int) -> str:
+    """The funding transaction as the story page draws it: each output with its owner."""
+    from bitcoin.core import CTransaction
+
+    from regtest.txgraph import build_graph
+    from regtest.txgraph_render import render_svg
+    from regtest.txlabels import funding_record
+
+    tx = CTransaction.deserialize(miner.get_transaction(txid))
+    channel_script = p2wsh(funding_script(*keys))
+    change = {bytes(out.scriptPubKey): "alice" for out in tx.vout    # she funded it all
+              if bytes(out.scriptPubKey) != channel_script}
+    record = funding_record(tx, funding_pubkeys=keys, names=("alice", "bob"), opener="alice",
+                            fee_sat=fee_sat, owners=change, confirmation_height=height)
+    return render_svg(build_graph([record]), title="the channel's funding transaction")

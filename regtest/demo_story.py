@@ -68,6 +68,12 @@ class StoryBook:
         if self._steps:
             self._steps[-1].details.append(text)
 
+    def picture(self, caption: str, svg: str) -> None:
+        """A picture the scenario drew itself, under the current step."""
+        if self._steps:
+            self._steps[-1].pictures.append((caption, svg))
+            self.svgs.append(svg)
+
     def end_step(self) -> None:
         """Draw the channels whose transactions changed during the current step."""
         if self._cluster is None or not self._steps:

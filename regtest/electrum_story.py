@@ -49,6 +49,7 @@ def electrum_story(ctx: DemoContext) -> None:
     say.detail(f"Electrum {install.electrum_version}, ElectrumX {install.electrumx_version}")
     with ctx.scratch_folder("chanlab-demo-electrum-") as home, \
             Cluster.running(ctx.node, home / "chanlab", miner) as cluster:
+        say.watch(cluster)   # the story page draws Alice's channels with Erin
         say.step("Start ElectrumX (Electrum's server, reading our bitcoind) and Erin's "
                  "Electrum wallet, and a chanlab node, Alice")
         server = ElectrumX(install, rpc_url=ctx.node.rpc_url, cookie_path=ctx.node.cookie_path,
@@ -135,3 +136,4 @@ def _open_pay_close(ctx: DemoContext, cluster: Cluster, alice: NodeProcess,
                "channel balances, Alice (the opener) paying the fee")
     _erin_channel(erin, funding, "CLOSED", "REDEEMED")
     say.detail("Erin's wallet sees the channel CLOSED: two implementations, one channel")
+    say.snapshot()   # draw the closed channel while Alice's node still runs

@@ -77,3 +77,17 @@ def test_a_demo_run_leaves_no_temp_folder_behind(tmp_path: Path,
     assert any(name.startswith("chanlab-bitcoind-") for name in made)
     assert any(name.startswith("chanlab-demo-") for name in made)   # the cluster's home
     assert sorted(p.name for p in scratch.iterdir()) == []
+
+
+def test_funding_demo_draws_its_funding_transaction(tmp_path: Path) -> None:
+    """The funding demo's story page carries an SVG (valid XML) naming the 250,000 sat 2-of-2
+    output and Alice's change as hers."""
+    from xml.etree import ElementTree
+
+    run_demo("funding", out=io.StringIO(), story_dir=tmp_path / "story")
+    svgs = sorted((tmp_path / "story").glob("*.svg"))
+    assert (tmp_path / "story" / "index.html").exists() and len(svgs) == 1
+    texts = " ".join(t.text or "" for t in ElementTree.parse(svgs[0]).iter()
+                     if t.tag.endswith("text"))
+    assert "250,000 sat · alice+bob · funding 2-of-2" in texts
+    assert "sat · alice · wallet" in texts
