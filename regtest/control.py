@@ -30,6 +30,7 @@ __all__ = [
     "load_endpoint",
     "node_address",
     "node_home",
+    "node_names",
     "tower_address",
     "tower_home",
 ]
@@ -48,6 +49,12 @@ def chanlab_home() -> Path:
 
 def node_home(name: str, home: Path | None = None) -> Path:
     return (home or chanlab_home()) / "nodes" / name
+
+
+def node_names(home: Path | None = None) -> list[str]:
+    """The nodes that have a folder in ``home`` (running or not), by name."""
+    nodes = (home or chanlab_home()) / "nodes"
+    return sorted(p.name for p in nodes.iterdir() if p.is_dir()) if nodes.is_dir() else []
 
 
 def node_address(name: str, home: Path | None = None) -> str:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from channel.errors import ChanlabError
-from regtest.control import call_node, chanlab_home, load_endpoint
+from regtest.control import call_node, chanlab_home, load_endpoint, node_names
 from regtest.errors import RegtestError
 
 if TYPE_CHECKING:
@@ -54,8 +54,7 @@ class Classroom:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def node_names(self) -> list[str]:
-        nodes = self.home / "nodes"
-        return sorted(p.name for p in nodes.iterdir() if p.is_dir()) if nodes.is_dir() else []
+        return node_names(self.home)
 
     def _node(self, name: str) -> dict[str, Any]:
         try:

@@ -311,13 +311,11 @@ def _wait_nodes_at(height: int, timeout_s: float = 10.0) -> list[str]:
     """Wait until this home's running nodes have processed ``height`` (so the next command
     sees the block's effects: a channel_ready, a sweep); the names of those that did."""
     from channel.errors import ChanlabError
-    from regtest.control import call_node
+    from regtest.control import call_node, node_names
 
-    nodes = chanlab_home() / "nodes"
-    names = sorted(p.name for p in nodes.iterdir() if p.is_dir()) if nodes.is_dir() else []
     seen: list[str] = []
     deadline = time.monotonic() + timeout_s
-    for name in names:
+    for name in node_names():
         while True:
             try:
                 info = call_node(name, "info", timeout_s=2.0)
