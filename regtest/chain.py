@@ -21,7 +21,7 @@ from bitcoin.core import CBlock, CScript, CTransaction
 from channel.chain import BackendHealth, BlockEvent, FundingTransaction, TxEvent
 from regtest.errors import RegtestError, RpcUnreachable, SetupError
 from regtest.password_file import read_password_file
-from regtest.rpc import JSON, AsyncRpc, RpcAuth, RpcError
+from regtest.rpc import JSON, AsyncRpc, Rpc, RpcAuth, RpcError
 from regtest.rpc_types import btc_to_sat, sat_to_btc
 
 __all__ = ["BitcoindChain", "BitcoindEndpoint", "address_of", "use_chain_params"]
@@ -53,6 +53,10 @@ class BitcoindEndpoint:
             raise SetupError(f"bitcoind endpoint {self.rpc_url} has no credentials: run "
                              "`chanlab bitcoind attach` again with --cookie or --rpc-user")
         return self.cookie_path
+
+    def rpc(self, *, timeout_s: float = 60.0) -> Rpc:
+        """A blocking RPC client of this bitcoind (the caller closes it, or uses ``with``)."""
+        return Rpc(self.rpc_url, auth=self.rpc_auth(), timeout_s=timeout_s)
 
     def to_json(self) -> dict[str, str | None]:
         def text(path: Path | None) -> str | None:

@@ -17,7 +17,6 @@ from channel.trace import Direction, render_trace, trace_bytes
 from regtest.channel_picture import channel_picture, node_names
 from regtest.control import call_node, chanlab_home, load_endpoint
 from regtest.onchain_view import render_onchain_view
-from regtest.rpc import Rpc
 from regtest.txgraph_render import render_dot, render_svg
 
 __all__ = ["format_msat", "human_answer", "show_channel", "show_trace"]
@@ -129,7 +128,7 @@ def show_channel(name: str, cmd: str, facts: dict[str, Any], *, output: str, dot
         return 0
     peer = node_names(chanlab_home()).get(facts["peer_id"], facts["peer_id"][:16] + "…")
     endpoint = load_endpoint()
-    with Rpc(endpoint.rpc_url, auth=endpoint.rpc_auth(), timeout_s=10.0) as rpc:
+    with endpoint.rpc(timeout_s=10.0) as rpc:
         picture = channel_picture(facts, holder=name, peer=peer, rpc=rpc)
     which = f"channel {facts['channel']} (channel_id {facts['channel_id'] or 'none yet'})"
     if cmd == "channel":

@@ -375,7 +375,7 @@ def _build(home: Path, record: NetworkRecord, progress: Progress) -> NetworkReco
     record, infos = _launch(home, record, progress)
 
     endpoint = load_endpoint(home / "bitcoind.json")
-    rpc = Rpc(endpoint.rpc_url, auth=endpoint.rpc_auth())
+    rpc = endpoint.rpc()
     try:
         miner = Wallet(rpc, "miner")
         _fund_openers(rpc, miner, topology, progress)

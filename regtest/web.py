@@ -69,10 +69,7 @@ class Classroom:
                 "offchain_msat": balance.get("offchain_msat")}
 
     def _rpc(self) -> Rpc:
-        from regtest.rpc import Rpc  # the RPC client is only needed once a page asks
-
-        endpoint = load_endpoint(self.home / "bitcoind.json")
-        return Rpc(endpoint.rpc_url, auth=endpoint.rpc_auth(), timeout_s=5.0)
+        return load_endpoint(self.home / "bitcoind.json").rpc(timeout_s=5.0)
 
     def _height(self) -> int | None:
         try:

@@ -130,8 +130,7 @@ def _install(args: argparse.Namespace) -> int:
 
 
 def _endpoint_rpc() -> Rpc:
-    endpoint = load_endpoint()
-    return Rpc(endpoint.rpc_url, auth=endpoint.rpc_auth())
+    return load_endpoint().rpc()
 
 
 def _start(args: argparse.Namespace) -> int:
