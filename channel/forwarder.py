@@ -348,6 +348,9 @@ class Forwarder:
                 continue
             if in_entry.removal is not None:
                 continue                 # our fulfil / fail is on its way
+            if incoming.channel.state in _ON_CHAIN:
+                released += self._settle_on_chain(link, incoming, out, fx)
+                continue
             if incoming.channel.state not in (ChannelState.NORMAL, ChannelState.SHUTTING_DOWN):
                 continue
             if in_entry not in incoming.channel.htlcs_to_settle():
@@ -369,6 +372,23 @@ class Forwarder:
                                                                      reason))
         return released
 
+    def _settle_on_chain(self, link: ForwardLink, incoming: ChannelHandle,
+                         out: ChannelHandle | None,
+                         fx: Effects) -> list[tuple[ChannelHandle, bytes]]:
+        """The incoming channel went to chain with our HTLC on it (BOLT 5): a preimage from
+        downstream goes to its monitor, which claims the HTLC with it (HTLC-success on our
+        commitment, a preimage claim on the peer's); a downstream failure leaves it to the peer,
+        who takes it back after its timeout. Either way the forward is over for us."""
+        preimage = link.preimage
+        if preimage is None and out is not None:
+            preimage = self._preimage_downstream(link, out)
+        if preimage is not None:
+            self._forget(link, fx)
+            return [(incoming, preimage)]
+        if self._failure_to_send(link, out) is not None:
+            self._forget(link, fx)
+        return []
+
     @staticmethod
     def _preimage_downstream(link: ForwardLink, out: ChannelHandle) -> bytes | None:
         """The preimage the next hop gave us off chain, or that its channel's monitor learnt
@@ -383,10 +403,14 @@ class Forwarder:
 
     def _failure_to_send(self, link: ForwardLink, out: ChannelHandle | None) -> bytes | None:
         """The failure to send upstream now, if the outgoing HTLC has failed for good."""
-        local = build_failure_onion(shared_secret=link.shared_secret,
-                                    failure=TemporaryChannelFailure())
         if out is None or out.channel.log is None:
-            return local
+            return build_failure_onion(shared_secret=link.shared_secret,
+                                       failure=TemporaryChannelFailure())
+        if out.monitor is not None and out.monitor.offered_htlc_failed(link.outgoing_htlc_id):
+            # BOLT 5: the commitment on chain is final and our HTLC-timeout (or timeout claim)
+            # of this HTLC is too, or it has no output there: the peer can never claim it
+            return build_failure_onion(shared_secret=link.shared_secret,
+                                       failure=PermanentChannelFailure())
         if out.monitor is not None and _breach_confirmed(out.monitor.close_outcome):
             # the peer's revoked commitment is on chain: our penalty takes every output of it,
             # this HTLC's included, so the payment can never complete downstream (a preimage
@@ -396,13 +420,18 @@ class Forwarder:
         out_entry = out.channel.log.htlcs.get((Side.HOLDER, link.outgoing_htlc_id))
         if out_entry is None:
             # pruned after a committed failure, or an add the connection dropped unsigned
-            return link.downstream_failure or local
+            return link.downstream_failure or build_failure_onion(
+                shared_secret=link.shared_secret, failure=TemporaryChannelFailure())
         if out_entry.removal is Removal.FAILED and out.channel.removal_committed(out_entry):
             if link.downstream_failure is not None:
                 return link.downstream_failure
             return wrap_failure_onion(shared_secret=link.shared_secret,
                                       packet=out_entry.fail_reason or b"")
         return None
+
+
+#: the channel's funding output is spent (or our commitment sent): HTLCs resolve on chain
+_ON_CHAIN = (ChannelState.FORCE_CLOSING, ChannelState.CLOSED)
 
 
 def _breach_confirmed(close: CloseOutcome | None) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from channel.effects import ChannelHandle, Effects
+from channel.state import ChannelState
 
 if TYPE_CHECKING:
     from channel.manager import ChannelManager
@@ -33,3 +34,8 @@ def settle_forwards(manager: ChannelManager, fx: Effects,
     for incoming, preimage in released:
         if incoming.monitor is not None:
             manager.note(incoming, incoming.monitor.provide_payment_preimage(preimage))
+            if incoming.channel.state in (ChannelState.FORCE_CLOSING, ChannelState.CLOSED):
+                # the forward is forgotten in this flight: the monitor's snapshot keeps the
+                # preimage its claim on chain needs
+                incoming.monitor_dirty = True
+                fx.touch(incoming)

@@ -53,6 +53,7 @@ from channel.messages import (
     UpdateFee,
     UpdateFulfillHtlc,
 )
+from channel.onchain_htlcs import claim_paid_on_chain, fail_channels_at_deadline
 from channel.payer import Payer
 from channel.payments import Payments
 from channel.pending import UNPERSISTED_STATES, check_room_for, forget_unfunded
@@ -464,6 +465,7 @@ class ChannelManager:
         if self.payments.hold_state(payment_hash) != "hold":
             raise RejectedUpdate(f"no held invoice with payment hash {payment_hash[:16]}…")
         self.payments.set_hold(payment_hash, decision, fx)
+        claim_paid_on_chain(self, fx)   # its HTLCs on a channel gone to chain (BOLT 5)
 
     def holding(self, payment_hash: str) -> list[ChannelHandle]:
         """Open channels with HTLCs paying ``payment_hash`` ready to be settled now."""
@@ -588,7 +590,11 @@ class ChannelManager:
         for handle in self.handles.values():
             if handle.monitor_dirty:
                 fx.touch(handle)
+        fail_channels_at_deadline(self, fx)   # BOLT 2: HTLCs past their deadline go on chain
+        claim_paid_on_chain(self, fx)
         settle_forwards(self, fx)   # a preimage learnt on chain downstream goes up (BOLT 5)
+        for handle in list(fx.touched):   # a fulfil or fail sent upstream is signed at once
+            self._sign_if_needed(handle, fx)
 
     # -- persistence -------------------------------------------------------------------------
 

@@ -36,8 +36,10 @@ Storage is compact: a revoked peer state keeps only its number, balances, feerat
 the per-commitment secret comes from the shachain store (49 slots at most).
 
 The work is split by job: :mod:`channel.monitor_core` keeps the inputs (states, secrets, the
-transactions seen), :mod:`channel.monitor_claims` decides the claims, :mod:`channel.monitor_events`
-holds the values handed out; this module is the monitor itself and its persistence.
+transactions seen), :mod:`channel.monitor_claims` decides the claims,
+:mod:`channel.monitor_deadlines` reads the HTLC deadlines (when to go on chain, what failed
+there), :mod:`channel.monitor_events` holds the values handed out; this module is the monitor
+itself and its persistence.
 """
 
 from __future__ import annotations
@@ -49,8 +51,8 @@ from bitcoin.core import CTransaction
 
 from channel.errors import ChanlabError
 from channel.keys import PerCommitmentPoint
-from channel.monitor_claims import ClaimPlanner
 from channel.monitor_core import _CounterpartyState, _HolderState, _outpoint_key, _Seen
+from channel.monitor_deadlines import HtlcDeadlines
 from channel.monitor_events import (
     ANTI_REORG_DELAY,
     BalanceStatus,
@@ -112,7 +114,7 @@ class MonitoredChannel(Protocol):
     def monitor_setup(self) -> MonitorSetup: ...
 
 
-class ChannelMonitor(ClaimPlanner):
+class ChannelMonitor(HtlcDeadlines):
     """The chain watcher of one channel (mutable; persist it with :meth:`to_record`).
 
     Feed it, in any order the node sees them: :meth:`apply_update` (from

@@ -18,7 +18,6 @@ answer and changes nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -254,9 +253,7 @@ class Node:
     async def _retry_payments(self, payment_hashes: list[bytes]) -> None:
         """Send failed payments on their next route, holding every connected peer's turn
         (in one order, as ``pay`` does), since the route may start with any of them."""
-        async with contextlib.AsyncExitStack() as stack:
-            for peer_id in sorted(self.peers.peers):
-                await stack.enter_async_context(self.peers.lock_of(peer_id))
+        async with self.peers.every_turn():
             fx = Effects()
             self._m.retry_payments(payment_hashes, fx)
             await self.complete(fx)
@@ -288,9 +285,10 @@ class Node:
         self._logged = len(self._m.events)
 
     async def _persist_monitors(self) -> None:
-        fx = Effects()
-        self._m.dirty_monitors(fx)
-        await self.complete(fx)
+        async with self.peers.every_turn():   # it may fulfil, fail or sign toward any peer
+            fx = Effects()
+            self._m.dirty_monitors(fx)
+            await self.complete(fx)
 
     async def _check_funding(self) -> None:
         """channel_ready for the channels whose funding tx is deep enough now; the

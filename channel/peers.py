@@ -16,10 +16,11 @@ channels take turns. Everything else a peer sends is decoded and handed to a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -162,6 +163,15 @@ class PeerManager:
         """The peer's turn lock (a fresh one, uncontended, for a peer not connected)."""
         peer = self.peers.get(peer_id)
         return peer.lock if peer is not None else asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def every_turn(self) -> AsyncIterator[None]:
+        """Every connected peer's turn lock, taken in one order (sorted node ids), for a flight
+        that may send to any peer: its messages then never overtake a batch being answered."""
+        async with contextlib.AsyncExitStack() as stack:
+            for peer_id in sorted(self.peers):
+                await stack.enter_async_context(self.lock_of(peer_id))
+            yield
 
     async def send_many(self, peer_id: bytes, messages: list[bytes]) -> None:
         peer = self.peers.get(peer_id)
