@@ -1,0 +1,217 @@
+"""A forward whose outgoing channel goes to chain, on real nodes and bitcoind (BOLT 2 + 5).
+
+Alice -> Bob -> Carol as three ``chanlab node start`` processes (the line of
+test_forwarding_nodes.py: Bob forwards at 2000 msat + 100 ppm with a cltv_expiry_delta of 40).
+Carol holds Alice's payment with a hold invoice, then:
+
+* Bob force-closes Bob-Carol and Carol settles: she claims Bob's offered HTLC output on his
+  commitment with the preimage, Bob reads it from her witness and fulfils Alice off chain;
+* Carol goes silent: one block after the HTLC's cltv_expiry Bob goes on chain, his HTLC-timeout
+  confirms with his commitment, and once it is 6 blocks deep he fails Alice's HTLC off chain,
+  long before it expires; the Alice-Bob channel stays open.
+
+Every amount is exact: msat off chain, sat on chain with each transaction's fee read from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+from onchain import tx_of, witness
+from test_forwarding_nodes import CLTV_DELTA, Line, _fee_msat, _line
+
+from channel.monitor import ANTI_REORG_DELAY
+from channel.types import OutPoint
+from regtest.cluster import Cluster, NodeProcess
+from regtest.drills import Settlement, mine_synced, owned_by, settlement
+
+WaitFor = Callable[..., object]
+
+AMOUNT_MSAT = 50_000_000                  # whole sats: the HTLC output is exactly 50,000 sat
+HTLC_TIMEOUT_FEE_SAT = 1000 * 663 // 1000  # BOLT 3 at the commitment's 1000 sat/kw
+
+
+def _payment_status(node: NodeProcess, payment_hash: str) -> str:
+    for row in node.call("payments"):
+        if row["payment_hash"] == payment_hash and row["direction"] == "sent":
+            return str(row["status"])
+    return "unknown"
+
+
+def _mempool_spender(cluster: Cluster, txid: str, vout: int) -> str | None:
+    [answer] = cluster.bitcoind.rpc.call("gettxspendingprevout", [{"txid": txid, "vout": vout}])
+    spender = answer.get("spendingtxid")
+    return None if spender is None else str(spender)
+
+
+def _funding(cluster: Cluster, node: NodeProcess, funding_txid: str) -> OutPoint:
+    txid, vout = str(cluster.channel(node, funding_txid)["funding_outpoint"]).split(":")
+    return OutPoint.from_txid_hex(txid, int(vout))
+
+
+def _held(line: Line, wait_for: WaitFor) -> dict[str, Any]:
+    """Alice pays Carol's hold invoice; returns it once the HTLC is on both channels."""
+    hold: dict[str, Any] = line.carol.call("invoice", amount_msat=AMOUNT_MSAT, hold=True)
+    line.alice.call("pay", invoice=hold["invoice"], wait=False)
+    cluster = line.cluster
+
+    def in_flight() -> bool:
+        return all(int(cluster.channel(n, t)["htlcs"]) == 1 for n, t in (
+            (line.alice, line.ab), (line.bob, line.ab), (line.bob, line.bc),
+            (line.carol, line.bc)))
+
+    wait_for(in_flight, timeout=20, what="the HTLC to be on both channels")
+    return hold
+
+
+def _expiry(node: NodeProcess, channel: str, payment_hash: str) -> int:
+    """The cltv_expiry of the HTLC paying ``payment_hash`` on ``node``'s ``channel``."""
+    for commitment in node.call("channel", channel=channel)["commitments"]:
+        for _, _, htlc_hash, cltv_expiry, _ in commitment["htlcs"]:
+            if htlc_hash == payment_hash:
+                return int(cltv_expiry)
+    raise AssertionError(f"no HTLC paying {payment_hash} on {channel}")
+
+
+def _settled_on_chain(cluster: Cluster, funding: OutPoint, since: int,
+                      owners: list[NodeProcess], wait_for: WaitFor) -> Settlement:
+    """Mine block by block until every unspent end of the channel pays one of ``owners``'
+    wallets (the sweeps waited for their to_self_delay); the settlement then."""
+    found: list[Settlement] = []
+
+    def swept() -> bool:
+        mine_synced(cluster, 1)
+        s = settlement(cluster.miner, funding, since)
+        found[:] = [s]
+        return all(any(owned_by(n.wallet, leaf.script_pubkey) for n in owners)
+                   for leaf in s.leaves)
+
+    wait_for(swept, timeout=60, what="every output of the channel swept to a wallet")
+    return found[0]
+
+
+def test_a_preimage_carol_reveals_on_chain_fulfils_alice_off_chain(
+        cluster: Cluster, wait_for: WaitFor) -> None:
+    """Bob force-closes Bob-Carol while Carol holds; Carol settles and claims Bob's offered
+    50,000 sat HTLC output with the preimage (<sig> <preimage> <script>); Bob learns it from
+    that witness and fulfils Alice off chain: Alice's payment succeeds, and Bob gains exactly
+    his 7000 msat fee minus the on-chain fees of his commitment and to_local sweep."""
+    line = _line(cluster)
+    chain = cluster.miner
+    fee_msat = _fee_msat(AMOUNT_MSAT)
+    bob_bc_msat = line.local_msat(line.bob, line.bc)
+    bob_ab_msat = line.local_msat(line.bob, line.ab)
+    hold = _held(line, wait_for)
+    funding = _funding(cluster, line.bob, line.bc)
+    since = chain.height()
+    bc_key = str(cluster.channel(line.bob, line.bc)["channel"])
+    commitment_txid = str(line.bob.call("force-close", channel=bc_key)["commitment_txid"])
+    mine_synced(cluster, 1)
+    wait_for(lambda: cluster.channel_state(line.carol, line.bc) == "force_closing",
+             timeout=20, what="Carol to see Bob's commitment")
+    commitment = tx_of(chain, commitment_txid)
+    [htlc_vout] = [v for v, o in enumerate(commitment.vout) if o.nValue == AMOUNT_MSAT // 1000]
+    assert _payment_status(line.alice, hold["payment_hash"]) == "pending"
+
+    line.carol.call("settle", payment_hash=hold["payment_hash"])
+    claims: list[str] = []
+
+    def claimed() -> bool:
+        mine_synced(cluster, 1)   # Carol's claim goes out at her next chain event
+        claims[:] = [t for t in [_mempool_spender(cluster, commitment_txid, htlc_vout)] if t]
+        return chain.get_tx_out(OutPoint.from_txid_hex(commitment_txid, htlc_vout)) is None
+
+    wait_for(claimed, timeout=30, what="Carol's preimage claim of the HTLC output")
+    [claim_txid] = claims
+    mine_synced(cluster, 1)
+    claim = tx_of(chain, claim_txid)
+    assert [(bytes(i.prevout.hash)[::-1].hex(), i.prevout.n) for i in claim.vin] == \
+        [(commitment_txid, htlc_vout)]
+    preimage = witness(claim, 0)[1]
+    assert hashlib.sha256(preimage).hexdigest() == hold["payment_hash"]
+    wait_for(lambda: _payment_status(line.alice, hold["payment_hash"]) == "succeeded",
+             timeout=30, what="Alice's payment to succeed")
+    ab = (line.alice, line.ab), (line.bob, line.ab)
+
+    def ab_settled() -> bool:
+        a, b = (cluster.channel(n, t) for n, t in ab)
+        return a["htlcs"] == b["htlcs"] == 0 and a["local_msat"] == b["remote_msat"]
+
+    wait_for(ab_settled, timeout=20, what="Alice-Bob to settle")
+    assert line.local_msat(line.bob, line.ab) - bob_ab_msat == AMOUNT_MSAT + fee_msat
+    assert cluster.channel_state(line.bob, line.ab) == "normal"
+    assert line.bob.call("forwarding")["in_flight"] == []
+
+    s = _settled_on_chain(cluster, funding, since, [line.bob, line.carol], wait_for)
+    assert s.closing_txid == commitment_txid and s.foreign_inputs_sat == 0
+    [sweep_txid] = [t for t in s.order if t not in (commitment_txid, claim_txid)]
+    commitment_fee, sweep_fee = s.fee_sat[commitment_txid], s.fee_sat[sweep_txid]
+    assert s.amount_to(line.carol.wallet) == AMOUNT_MSAT // 1000 - s.fee_sat[claim_txid]
+    bob_on_chain_sat = s.amount_to(line.bob.wallet)
+    assert bob_on_chain_sat == (bob_bc_msat - AMOUNT_MSAT) // 1000 - commitment_fee - sweep_fee
+    bob_gain_msat = line.local_msat(line.bob, line.ab) - bob_ab_msat + \
+        bob_on_chain_sat * 1000 - bob_bc_msat
+    assert bob_gain_msat == fee_msat - (commitment_fee + sweep_fee) * 1000
+
+
+def test_carol_silent_bob_times_the_htlc_out_on_chain_and_fails_alice_off_chain(
+        cluster: Cluster, wait_for: WaitFor) -> None:
+    """Carol holds and goes silent (stopped). Bob waits until cltv_expiry + 1, then broadcasts
+    his commitment and his HTLC-timeout (nLockTime = cltv_expiry) of the named HTLC output;
+    once it is 6 blocks deep, and not before, he fails Alice's HTLC off chain, 33 blocks before
+    it expires: Alice's payment fails, Alice-Bob is normal with its balances of before, and Bob's
+    wallet gets his whole side of Bob-Carol back less exactly the on-chain fees."""
+    line = _line(cluster)
+    chain = cluster.miner
+    alice_msat = line.local_msat(line.alice, line.ab)
+    bob_ab_msat = line.local_msat(line.bob, line.ab)
+    bob_bc_msat = line.local_msat(line.bob, line.bc)
+    hold = _held(line, wait_for)
+    funding = _funding(cluster, line.bob, line.bc)
+    bc_key = str(cluster.channel(line.bob, line.bc)["channel"])
+    ab_key = str(cluster.channel(line.bob, line.ab)["channel"])
+    expiry = _expiry(line.bob, bc_key, hold["payment_hash"])
+    incoming_expiry = _expiry(line.bob, ab_key, hold["payment_hash"])
+    assert incoming_expiry == expiry + CLTV_DELTA
+    line.carol.stop()
+    since = chain.height()
+
+    mine_synced(cluster, expiry - chain.height())   # at cltv_expiry Carol may still fulfil
+    assert chain.get_tx_out(funding) is not None
+    mine_synced(cluster, 1)                         # expiry + 1: Bob's BOLT 2 deadline
+    wait_for(lambda: _mempool_spender(cluster, funding.txid_hex, funding.vout) is not None,
+             timeout=20, what="Bob's commitment in the mempool")
+    commitment_txid = _mempool_spender(cluster, funding.txid_hex, funding.vout)
+    assert commitment_txid is not None
+    commitment = tx_of(chain, commitment_txid)
+    [htlc_vout] = [v for v, o in enumerate(commitment.vout) if o.nValue == AMOUNT_MSAT // 1000]
+    wait_for(lambda: _mempool_spender(cluster, commitment_txid, htlc_vout) is not None,
+             timeout=20, what="Bob's HTLC-timeout in the mempool")
+    timeout_txid = _mempool_spender(cluster, commitment_txid, htlc_vout)
+    assert timeout_txid is not None
+    assert tx_of(chain, timeout_txid).nLockTime == expiry
+    mine_synced(cluster, 1)                         # both confirm at expiry + 2
+    assert chain.confirmations(commitment_txid) == chain.confirmations(timeout_txid) == 1
+
+    mine_synced(cluster, ANTI_REORG_DELAY - 2)      # 5 deep: Bob waits
+    assert _payment_status(line.alice, hold["payment_hash"]) == "pending"
+    mine_synced(cluster, 1)                         # 6 deep: final, fail Alice's HTLC
+    wait_for(lambda: _payment_status(line.alice, hold["payment_hash"]) == "failed",
+             timeout=30, what="Alice's payment to fail back")
+    assert chain.height() == expiry + 1 + ANTI_REORG_DELAY == incoming_expiry - 33
+
+    def ab_back() -> bool:
+        a, b = cluster.channel(line.alice, line.ab), cluster.channel(line.bob, line.ab)
+        return a["htlcs"] == b["htlcs"] == 0 and a["local_msat"] == alice_msat and \
+            b["local_msat"] == bob_ab_msat and a["state"] == b["state"] == "normal"
+
+    wait_for(ab_back, timeout=20, what="Alice-Bob back to its balances, without the HTLC")
+    assert line.bob.call("forwarding")["in_flight"] == []
+
+    s = _settled_on_chain(cluster, funding, since, [line.bob], wait_for)
+    assert s.closing_txid == commitment_txid and s.foreign_inputs_sat == 0
+    assert s.fee_sat[timeout_txid] == HTLC_TIMEOUT_FEE_SAT
+    assert len(s.order) == 4   # commitment, HTLC-timeout, to_local sweep, its output's sweep
+    assert s.amount_to(line.bob.wallet) == bob_bc_msat // 1000 - s.total_fees_sat
