@@ -54,7 +54,11 @@ from channel.messages import (
     UpdateFee,
     UpdateFulfillHtlc,
 )
-from channel.onchain_htlcs import claim_paid_on_chain, fail_channels_at_deadline
+from channel.onchain_htlcs import (
+    claim_paid_on_chain,
+    fail_channels_at_deadline,
+    resolve_sent_on_chain,
+)
 from channel.payer import Payer
 from channel.payments import Payments
 from channel.pending import UNPERSISTED_STATES, check_room_for, forget_unfunded
@@ -608,6 +612,7 @@ class ChannelManager:
         self.public.tick(self, fx)   # a block: announcement depth, spent funding outputs
         fail_channels_at_deadline(self, fx)   # BOLT 2: HTLCs past their deadline go on chain
         claim_paid_on_chain(self, fx)
+        resolve_sent_on_chain(self, fx)
         settle_forwards(self, fx)   # a preimage learnt on chain downstream goes up (BOLT 5)
         for handle in list(fx.touched):   # a fulfil or fail sent upstream is signed at once
             self._sign_if_needed(handle, fx)

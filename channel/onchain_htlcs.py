@@ -10,6 +10,9 @@ mempool transaction (and when a hold invoice is settled):
   forwarder (:mod:`channel.forwarder`) fails or fulfils the incoming HTLC it paid for.
 * :func:`claim_paid_on_chain` — BOLT 5: an HTLC paid to us (our invoice, not held) on a channel
   gone to chain: its preimage goes to the channel's monitor, which claims the output with it.
+* :func:`resolve_sent_on_chain` — BOLT 5 for a payer: our own payment's HTLC on a channel gone
+  to chain succeeded once its preimage is read from the peer's claim, failed once timed out
+  for good (the forwarder does the same for forwards, :mod:`channel.forwarder`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from channel.types import Side
 if TYPE_CHECKING:
     from channel.manager import ChannelManager
 
-__all__ = ["claim_paid_on_chain", "fail_channels_at_deadline"]
+__all__ = ["claim_paid_on_chain", "fail_channels_at_deadline", "resolve_sent_on_chain"]
 
 #: a channel in these states can still be failed (our commitment not yet out)
 _FAILABLE = (ChannelState.NORMAL, ChannelState.SHUTTING_DOWN, ChannelState.NEGOTIATING_CLOSE)
@@ -75,3 +78,28 @@ def claim_paid_on_chain(manager: ChannelManager, fx: Effects) -> None:
                 known[entry.payment_hash] = decision.preimage
                 handle.monitor_dirty = True   # the snapshot keeps the preimage
                 fx.touch(handle)
+
+
+def resolve_sent_on_chain(manager: ChannelManager, fx: Effects) -> None:
+    """Answer our payments whose HTLC is on a channel gone to chain, once the chain decided."""
+    payments = manager.payments
+    for handle in manager.handles.values():
+        monitor, log = handle.monitor, handle.channel.log
+        if monitor is None or log is None or monitor.close_outcome is None:
+            continue
+        known: dict[bytes, bytes] | None = None
+        for entry in list(log.entries()):
+            if entry.offerer is not Side.HOLDER or entry.removal is not None or \
+                    manager.forwarder.link_of_outgoing(handle.key, entry.htlc_id) is not None:
+                continue   # the peer's, settled off chain, or a forward
+            row = payments.payment(entry.payment_hash.hex())
+            if row is None or row.direction != "out" or row.status != "pending":
+                continue
+            known = monitor.known_preimages() if known is None else known
+            preimage = known.get(entry.payment_hash)
+            state = payments.outgoing.get(entry.payment_hash)
+            if preimage is not None:
+                payments.on_fulfilled(handle, entry, preimage, manager.height, fx)
+            elif state is not None and monitor.offered_htlc_failed(entry.htlc_id):
+                payments.fail_payment(state, "the channel went to chain and the HTLC was timed "
+                                             "out there: nothing was paid", fx)

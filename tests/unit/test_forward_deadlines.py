@@ -251,3 +251,70 @@ def test_an_htlc_without_output_on_the_final_commitment_is_failed_upstream() -> 
     [result] = _resolved(line, invoice)
     assert result["status"] == "failed"
     assert _local(line.alice, line.ab) == FUNDING_MSAT
+
+
+def _direct_hold(net: Net) -> tuple[ChannelManager, ChannelManager, str, Bolt11Invoice]:
+    """Alice pays Bob's hold invoice over their channel; Bob holds the HTLC."""
+    alice, bob = net.add("alice"), net.add("bob")
+    net.connect(alice, bob)
+    key = net.open(alice, bob)
+    fx = Effects()
+    invoice = bob.payments.create_invoice(AMOUNT_MSAT, "held", True, fx, now=NOW)
+    net.complete(bob.node_id, fx)
+    fx = Effects()
+    assert alice.pay([invoice], fx) == [None]
+    net.complete(alice.node_id, fx)
+    net.run()
+    assert len(bob.handles[key].channel.htlcs_to_settle()) == 1
+    return alice, bob, key, invoice
+
+
+def _sent(net: Net, payer: ChannelManager, invoice: Bolt11Invoice) -> list[dict[str, object]]:
+    return [r.result for r in net.resolutions[payer.node_id]
+            if isinstance(r, PaymentResolved) and r.payment_hash == invoice.payment_hash]
+
+
+def test_a_payer_reads_its_payment_s_success_from_the_payee_s_claim_on_chain() -> None:
+    """Alice force-closes while Bob holds her HTLC; Bob settles: his monitor claims the
+    HTLC output of Alice's commitment with the preimage, and Alice's payment succeeds with
+    that preimage once her monitor sees the claim."""
+    net = Net()
+    alice, bob, key, invoice = _direct_hold(net)
+    fx = Effects()
+    alice.force_close(alice.handles[key], fx)
+    [raw] = fx.broadcasts
+    net.complete(alice.node_id, fx)
+    commitment = CTransaction.deserialize(raw)
+    _block(net, bob, HEIGHT + 1, [commitment])
+    _block(net, alice, HEIGHT + 1, [commitment])
+    _settle_hold(bob, net, invoice)
+    claim = _claim(_monitor(bob, key), HEIGHT + 1, ClaimKind.HTLC_PREIMAGE_CLAIM)
+    assert _sent(net, alice, invoice) == []
+    _block(net, alice, HEIGHT + 2, [claim])
+    [result] = _sent(net, alice, invoice)
+    preimage = _monitor(bob, key).known_preimages()[invoice.payment_hash]
+    assert (result["status"], result["payment_preimage"], result["amount_msat"],
+            result["fee_msat"]) == ("succeeded", preimage.hex(), AMOUNT_MSAT, 0)
+    row = alice.payments.payment(invoice.payment_hash.hex())
+    assert row is not None and row.status == "succeeded"
+    _block(net, alice, HEIGHT + 3)
+    assert len(_sent(net, alice, invoice)) == 1   # answered once
+
+
+def test_a_payer_s_htlc_timed_out_on_chain_fails_its_payment_once_final() -> None:
+    """Bob holds Alice's HTLC and goes silent: Alice goes on chain at cltv_expiry + 1, and
+    her payment is reported failed when her HTLC-timeout is ANTI_REORG_DELAY deep."""
+    net = Net()
+    alice, _bob, key, invoice = _direct_hold(net)
+    expiry = _expiry(alice, key, Side.HOLDER)
+    net.queue.clear()
+    [raw] = _block(net, alice, expiry + 1).broadcasts
+    commitment = CTransaction.deserialize(raw)
+    _block(net, alice, expiry + 2, [commitment])
+    timeout_tx = _claim(_monitor(alice, key), expiry + 2, ClaimKind.HTLC_TIMEOUT)
+    for n in range(ANTI_REORG_DELAY):
+        _block(net, alice, expiry + 3 + n, [timeout_tx] if n == 0 else [])
+        assert (_sent(net, alice, invoice) == []) == (n < ANTI_REORG_DELAY - 1)
+    [result] = _sent(net, alice, invoice)
+    assert result["status"] == "failed"
+    assert "timed out" in str(result["reason"])
