@@ -215,3 +215,62 @@ def test_carol_silent_bob_times_the_htlc_out_on_chain_and_fails_alice_off_chain(
     assert s.fee_sat[timeout_txid] == HTLC_TIMEOUT_FEE_SAT
     assert len(s.order) == 4   # commitment, HTLC-timeout, to_local sweep, its output's sweep
     assert s.amount_to(line.bob.wallet) == bob_bc_msat // 1000 - s.total_fees_sat
+
+
+def test_a_preimage_bob_learns_after_alice_went_on_chain_is_claimed_on_chain(
+        cluster: Cluster, wait_for: WaitFor) -> None:
+    """Alice force-closes Alice-Bob while Carol holds; Carol then settles off chain: Bob pays
+    her 50,000,000 msat off chain and claims Alice's offered 50,007 sat HTLC output on her
+    commitment with the preimage; Alice reads it there and her payment succeeds. Bob gains
+    exactly his 7000 msat fee minus his claim's fee; Alice's wallet gets her side less fees."""
+    line = _line(cluster)
+    chain = cluster.miner
+    fee_msat = _fee_msat(AMOUNT_MSAT)
+    alice_msat = line.local_msat(line.alice, line.ab)
+    bob_ab_msat = line.local_msat(line.bob, line.ab)
+    bob_bc_msat = line.local_msat(line.bob, line.bc)
+    hold = _held(line, wait_for)
+    funding = _funding(cluster, line.alice, line.ab)
+    since = chain.height()
+    ab_key = str(cluster.channel(line.alice, line.ab)["channel"])
+    commitment_txid = str(line.alice.call("force-close", channel=ab_key)["commitment_txid"])
+    mine_synced(cluster, 1)
+    wait_for(lambda: cluster.channel_state(line.bob, line.ab) == "force_closing",
+             timeout=20, what="Bob to see Alice's commitment")
+    commitment = tx_of(chain, commitment_txid)
+    htlc_sat = (AMOUNT_MSAT + fee_msat) // 1000
+    [htlc_vout] = [v for v, o in enumerate(commitment.vout) if o.nValue == htlc_sat]
+
+    line.carol.call("settle", payment_hash=hold["payment_hash"])
+
+    def bc_settled() -> bool:
+        b, c = cluster.channel(line.bob, line.bc), cluster.channel(line.carol, line.bc)
+        return b["htlcs"] == c["htlcs"] == 0 and c["local_msat"] == AMOUNT_MSAT and \
+            b["local_msat"] == bob_bc_msat - AMOUNT_MSAT
+
+    wait_for(bc_settled, timeout=20, what="Carol to be paid off chain")
+    claims: list[str] = []
+
+    def claimed() -> bool:
+        mine_synced(cluster, 1)   # Bob's claim goes out at his next chain event
+        claims[:] = [t for t in [_mempool_spender(cluster, commitment_txid, htlc_vout)] if t]
+        return chain.get_tx_out(OutPoint.from_txid_hex(commitment_txid, htlc_vout)) is None
+
+    wait_for(claimed, timeout=30, what="Bob's preimage claim of Alice's HTLC output")
+    [claim_txid] = claims
+    mine_synced(cluster, 1)
+    preimage = witness(tx_of(chain, claim_txid), 0)[1]
+    assert hashlib.sha256(preimage).hexdigest() == hold["payment_hash"]
+    wait_for(lambda: _payment_status(line.alice, hold["payment_hash"]) == "succeeded",
+             timeout=30, what="Alice to read her payment's preimage on chain")
+    assert line.bob.call("forwarding")["in_flight"] == []
+
+    s = _settled_on_chain(cluster, funding, since, [line.alice, line.bob], wait_for)
+    assert s.closing_txid == commitment_txid and s.foreign_inputs_sat == 0
+    [sweep_txid] = [t for t in s.order if t not in (commitment_txid, claim_txid)]
+    bob_on_chain_sat = s.amount_to(line.bob.wallet)
+    assert bob_ab_msat == 0 and bob_on_chain_sat == htlc_sat - s.fee_sat[claim_txid]
+    assert s.amount_to(line.alice.wallet) == (alice_msat - AMOUNT_MSAT - fee_msat) // 1000 - \
+        s.fee_sat[commitment_txid] - s.fee_sat[sweep_txid]
+    bob_gain_msat = bob_on_chain_sat * 1000 + line.local_msat(line.bob, line.bc) - bob_bc_msat
+    assert bob_gain_msat == fee_msat - s.fee_sat[claim_txid] * 1000
