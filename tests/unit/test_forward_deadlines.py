@@ -318,3 +318,31 @@ def test_a_payer_s_htlc_timed_out_on_chain_fails_its_payment_once_final() -> Non
     [result] = _sent(net, alice, invoice)
     assert result["status"] == "failed"
     assert "timed out" in str(result["reason"])
+
+
+def test_carol_s_commitment_with_the_htlc_is_timed_out_by_bob_then_failed_upstream() -> None:
+    """Carol force-closes with the HTLC on her commitment and never claims it: Bob's monitor
+    takes it back there after cltv_expiry (a timeout claim, no second stage) and, once that is
+    ANTI_REORG_DELAY deep, Bob fails Alice's HTLC off chain; Alice-Bob stays normal."""
+    line = _line(Net())
+    invoice = _held_payment(line)
+    expiry = _expiry(line.bob, line.bc, Side.HOLDER)
+    fx = Effects()
+    line.carol.force_close(line.carol.handles[line.bc], fx)
+    [raw] = fx.broadcasts
+    carol_commitment = CTransaction.deserialize(raw)
+    monitor = _monitor(line.bob, line.bc)
+    _block(line.net, line.bob, HEIGHT + 1, [carol_commitment])
+    assert line.bob.handles[line.bc].channel.state is ChannelState.FORCE_CLOSING
+    assert [c.kind for c in monitor.claims_to_broadcast(expiry - 1)] == [ClaimKind.TO_REMOTE_SWEEP]
+    claim = _claim(monitor, expiry, ClaimKind.HTLC_TIMEOUT_CLAIM)
+    [vout] = [v for v, o in enumerate(carol_commitment.vout)
+              if int(o.nValue) == AMOUNT_MSAT // 1000]
+    assert _spent(claim) == {OutPoint(txid=bytes(carol_commitment.GetTxid()), vout=vout)}
+    for n in range(ANTI_REORG_DELAY):
+        _block(line.net, line.bob, expiry + 1 + n, [claim] if n == 0 else [])
+        assert (_resolved(line, invoice) == []) == (n < ANTI_REORG_DELAY - 1)
+    [result] = _resolved(line, invoice)
+    assert result["status"] == "failed"
+    assert line.alice.handles[line.ab].channel.state is ChannelState.NORMAL
+    assert _local(line.alice, line.ab) == FUNDING_MSAT and line.bob.forwarder.links == {}
