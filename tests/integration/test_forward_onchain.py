@@ -4,11 +4,14 @@ Alice -> Bob -> Carol as three ``chanlab node start`` processes (the line of
 test_forwarding_nodes.py: Bob forwards at 2000 msat + 100 ppm with a cltv_expiry_delta of 40).
 Carol holds Alice's payment with a hold invoice, then:
 
-* Bob force-closes Bob-Carol and Carol settles: she claims Bob's offered HTLC output on his
-  commitment with the preimage, Bob reads it from her witness and fulfils Alice off chain;
+* Bob (or Carol) force-closes Bob-Carol and Carol settles: she claims the HTLC output with the
+  preimage (directly on Bob's commitment, by HTLC-success on hers), Bob reads it from her
+  witness and fulfils Alice off chain;
 * Carol goes silent: one block after the HTLC's cltv_expiry Bob goes on chain, his HTLC-timeout
   confirms with his commitment, and once it is 6 blocks deep he fails Alice's HTLC off chain,
-  long before it expires; the Alice-Bob channel stays open.
+  long before it expires; the Alice-Bob channel stays open;
+* Alice force-closes Alice-Bob first, then Carol settles off chain: Bob claims Alice's HTLC
+  output on her commitment with the preimage, and Alice reads her payment's success there.
 
 Every amount is exact: msat off chain, sat on chain with each transaction's fee read from it.
 """
@@ -19,6 +22,7 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from onchain import tx_of, witness
 from test_forwarding_nodes import CLTV_DELTA, Line, _fee_msat, _line
 
@@ -92,12 +96,14 @@ def _settled_on_chain(cluster: Cluster, funding: OutPoint, since: int,
     return found[0]
 
 
+@pytest.mark.parametrize("closer", ["bob", "carol"])
 def test_a_preimage_carol_reveals_on_chain_fulfils_alice_off_chain(
-        cluster: Cluster, wait_for: WaitFor) -> None:
-    """Bob force-closes Bob-Carol while Carol holds; Carol settles and claims Bob's offered
-    50,000 sat HTLC output with the preimage (<sig> <preimage> <script>); Bob learns it from
+        cluster: Cluster, wait_for: WaitFor, closer: str) -> None:
+    """Bob-Carol goes to chain while Carol holds (``closer`` force-closes); Carol settles and
+    claims the 50,000 sat HTLC output with the preimage: directly on Bob's commitment
+    (<sig> <preimage> <script>), or by her HTLC-success on her own; Bob reads the preimage in
     that witness and fulfils Alice off chain: Alice's payment succeeds, and Bob gains exactly
-    his 7000 msat fee minus the on-chain fees of his commitment and to_local sweep."""
+    his 7000 msat fee minus the fees of the commitment (he opened) and of his sweep."""
     line = _line(cluster)
     chain = cluster.miner
     fee_msat = _fee_msat(AMOUNT_MSAT)
@@ -106,11 +112,13 @@ def test_a_preimage_carol_reveals_on_chain_fulfils_alice_off_chain(
     hold = _held(line, wait_for)
     funding = _funding(cluster, line.bob, line.bc)
     since = chain.height()
-    bc_key = str(cluster.channel(line.bob, line.bc)["channel"])
-    commitment_txid = str(line.bob.call("force-close", channel=bc_key)["commitment_txid"])
+    closing = line.bob if closer == "bob" else line.carol
+    other = line.carol if closer == "bob" else line.bob
+    key = str(cluster.channel(closing, line.bc)["channel"])
+    commitment_txid = str(closing.call("force-close", channel=key)["commitment_txid"])
     mine_synced(cluster, 1)
-    wait_for(lambda: cluster.channel_state(line.carol, line.bc) == "force_closing",
-             timeout=20, what="Carol to see Bob's commitment")
+    wait_for(lambda: cluster.channel_state(other, line.bc) == "force_closing",
+             timeout=20, what=f"{other.name} to see the commitment")
     commitment = tx_of(chain, commitment_txid)
     [htlc_vout] = [v for v, o in enumerate(commitment.vout) if o.nValue == AMOUNT_MSAT // 1000]
     assert _payment_status(line.alice, hold["payment_hash"]) == "pending"
@@ -123,13 +131,15 @@ def test_a_preimage_carol_reveals_on_chain_fulfils_alice_off_chain(
         claims[:] = [t for t in [_mempool_spender(cluster, commitment_txid, htlc_vout)] if t]
         return chain.get_tx_out(OutPoint.from_txid_hex(commitment_txid, htlc_vout)) is None
 
-    wait_for(claimed, timeout=30, what="Carol's preimage claim of the HTLC output")
+    wait_for(claimed, timeout=30, what="Carol's claim of the HTLC output with the preimage")
     [claim_txid] = claims
     mine_synced(cluster, 1)
     claim = tx_of(chain, claim_txid)
     assert [(bytes(i.prevout.hash)[::-1].hex(), i.prevout.n) for i in claim.vin] == \
         [(commitment_txid, htlc_vout)]
-    preimage = witness(claim, 0)[1]
+    # BOLT 3: <sig> <preimage> <script> on Bob's commitment; HTLC-success on Carol's:
+    # <> <bob_sig> <carol_sig> <preimage> <script>
+    preimage = witness(claim, 0)[1 if closer == "bob" else 3]
     assert hashlib.sha256(preimage).hexdigest() == hold["payment_hash"]
     wait_for(lambda: _payment_status(line.alice, hold["payment_hash"]) == "succeeded",
              timeout=30, what="Alice's payment to succeed")
@@ -146,9 +156,12 @@ def test_a_preimage_carol_reveals_on_chain_fulfils_alice_off_chain(
 
     s = _settled_on_chain(cluster, funding, since, [line.bob, line.carol], wait_for)
     assert s.closing_txid == commitment_txid and s.foreign_inputs_sat == 0
-    [sweep_txid] = [t for t in s.order if t not in (commitment_txid, claim_txid)]
-    commitment_fee, sweep_fee = s.fee_sat[commitment_txid], s.fee_sat[sweep_txid]
-    assert s.amount_to(line.carol.wallet) == AMOUNT_MSAT // 1000 - s.fee_sat[claim_txid]
+    [bob_sweep] = [leaf.txid for leaf in s.leaves_of(line.bob.wallet)]
+    carols = [t for t in s.order if t not in (commitment_txid, bob_sweep)]
+    assert claim_txid in carols and len(carols) == (1 if closer == "bob" else 2)
+    assert s.amount_to(line.carol.wallet) == \
+        AMOUNT_MSAT // 1000 - sum(s.fee_sat[t] for t in carols)
+    commitment_fee, sweep_fee = s.fee_sat[commitment_txid], s.fee_sat[bob_sweep]
     bob_on_chain_sat = s.amount_to(line.bob.wallet)
     assert bob_on_chain_sat == (bob_bc_msat - AMOUNT_MSAT) // 1000 - commitment_fee - sweep_fee
     bob_gain_msat = line.local_msat(line.bob, line.ab) - bob_ab_msat + \
