@@ -222,11 +222,15 @@ class ElectrumWallet:
     """One Electrum daemon with one Lightning wallet, all under ``home``; driven over JSON-RPC."""
 
     def __init__(self, install: ElectrumInstall, *, home: Path, server: str,
-                 to_self_delay: int = 144, listen_port: int | None = None) -> None:
+                 to_self_delay: int = 144, listen_port: int | None = None,
+                 seed_words: str | None = None) -> None:
         self._install = install
         self.home = home
         self.server = server
         self.to_self_delay = to_self_delay
+        #: An Electrum segwit seed phrase to restore the wallet from on first use (a seeded
+        #: demo: same words, same addresses and Lightning keys); None lets Electrum draw one.
+        self.seed_words = seed_words
         self.listen_port = listen_port or free_port()
         self._rpc_port = free_port()
         self._rpc_auth = ("chanlab", secrets.token_hex(16))
@@ -253,7 +257,7 @@ class ElectrumWallet:
         return [str(self._install.electrum), "--regtest", "-D", str(self.home)]
 
     def start(self, timeout: float = 60.0) -> None:
-        """Start the daemon, create the wallet on first use, load it and wait until it synced."""
+        """Start the daemon, create (or restore) the wallet on first use, load it, wait for sync."""
         start_wallets([self], timeout=timeout)
 
     def _launch(self, timeout: float) -> None:
@@ -267,7 +271,10 @@ class ElectrumWallet:
                  max_interval=0.1)
         if not self.wallet_path.exists():
             self.wallet_path.parent.mkdir(parents=True, exist_ok=True)
-            self.call("create", wallet_path=str(self.wallet_path))
+            if self.seed_words is None:
+                self.call("create", wallet_path=str(self.wallet_path))
+            else:
+                self.call("restore", text=self.seed_words, wallet_path=str(self.wallet_path))
         self.call("load_wallet", wallet_path=str(self.wallet_path))
         self.wait_for_sync(timeout)
 

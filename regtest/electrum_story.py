@@ -13,10 +13,12 @@ import sys
 
 from bitcoin.core import CTransaction
 
+from channel.seeded import seed_from_text
 from regtest.cluster import Cluster, NodeProcess
 from regtest.demo import DemoContext, sat, scenario
 from regtest.electrum import ElectrumChannel, ElectrumWallet, ElectrumX
-from regtest.electrum_provision import ensure_electrum
+from regtest.electrum_provision import ElectrumInstall, english_wordlist, ensure_electrum
+from regtest.electrum_seed import electrum_seed_words
 from regtest.errors import RegtestError
 from regtest.wait import wait_for
 
@@ -48,15 +50,16 @@ def electrum_story(ctx: DemoContext) -> None:
         progress=lambda line: print(f"   {line}", file=sys.stderr, flush=True))
     say.detail(f"Electrum {install.electrum_version}, ElectrumX {install.electrumx_version}")
     with ctx.scratch_folder("chanlab-demo-electrum-") as home, \
-            Cluster.running(ctx.node, home / "chanlab", miner) as cluster:
+            Cluster.running(ctx.node, home / "chanlab", miner, ctx.seed) as cluster:
         say.watch(cluster)   # the story page draws Alice's channels with Erin
+        _mine_at_the_wall_clock(ctx)
         say.step("Start ElectrumX (Electrum's server, reading our bitcoind) and Erin's "
                  "Electrum wallet, and a chanlab node, Alice")
         server = ElectrumX(install, rpc_url=ctx.node.rpc_url, cookie_path=ctx.node.cookie_path,
                            home=home / "electrumx")
         server.start()
         erin = ElectrumWallet(install, home=home / "erin", server=server.server,
-                              to_self_delay=TO_SELF_DELAY)
+                              to_self_delay=TO_SELF_DELAY, seed_words=_erin_words(ctx, install))
         try:
             erin.start()
             alice = cluster.start_node("alice", funds_sat=2_000_000,
@@ -69,6 +72,31 @@ def electrum_story(ctx: DemoContext) -> None:
         finally:
             erin.stop()
             server.stop()
+
+
+def _mine_at_the_wall_clock(ctx: DemoContext) -> None:
+    """A seeded run mines at fixed past times (2024); Electrum would then refuse every payment
+    to it: it fails HTLCs while its chain tip is over 8 hours old by its own clock (its
+    ``Blockchain.is_tip_stale``), to avoid releasing a preimage its payer could already time
+    out. So this story's blocks are dated now. Block times and hashes then differ between
+    runs, but no transaction of the story commits to either (chanlab's seeded funding and the
+    closing transaction have nLockTime 0; coinbases commit to heights), so every txid repeats."""
+    if ctx.seed is None:
+        return
+    ctx.miner.block_time_base = None
+    ctx.miner.rpc.call("setmocktime", 0)    # 0: bitcoind's clock is the wall clock again
+    ctx.say.detail("Electrum takes payments only on a fresh chain tip: from here on the blocks "
+                   "are dated now, not at the seed's fixed times (every txid still repeats)")
+
+
+def _erin_words(ctx: DemoContext, install: ElectrumInstall) -> str | None:
+    """A seeded run restores Erin's wallet from words derived from the seed (the same wallet,
+    addresses and Lightning keys every run); otherwise Electrum draws a new wallet."""
+    if ctx.seed is None:
+        return None
+    words = electrum_seed_words(seed_from_text(f"{ctx.seed}/erin"), english_wordlist(install))
+    ctx.say.detail(f"Erin's wallet is restored from the seed words \"{words}\"")
+    return words
 
 
 def _open_pay_close(ctx: DemoContext, cluster: Cluster, alice: NodeProcess,
