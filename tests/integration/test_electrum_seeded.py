@@ -16,6 +16,8 @@ from pathlib import Path
 from regtest.demo import run_demo
 from regtest.electrum_provision import ElectrumInstall
 
+WORKSHOP = Path(__file__).resolve().parents[2] / "docs" / "workshop.md"
+
 
 @dataclass(frozen=True)
 class SeededRun:
@@ -51,12 +53,13 @@ def _run(seed: str, folder: Path) -> SeededRun:
 
 def test_the_same_seed_gives_the_same_electrum_wallet_and_txids_another_seed_others(
         electrum_install: ElectrumInstall, tmp_path: Path) -> None:
-    """Two runs with seed 7 restore Erin from the same 12 words, give her the same node id and
+    """Two runs with seed 1 restore Erin from the same 12 words, give her the same node id and
     list the same three txids in the same order (Alice's wallet funded, the channel's funding,
-    the cooperative close, each the one the story names); seed 8 shares none of them."""
-    first = _run("7", tmp_path / "one")
-    second = _run("7", tmp_path / "two")
-    other = _run("8", tmp_path / "three")
+    the cooperative close, each the one the story names), the ones docs/workshop.md prints for
+    learners to find; seed 7 shares none of them."""
+    first = _run("1", tmp_path / "one")
+    second = _run("1", tmp_path / "two")
+    other = _run("7", tmp_path / "three")
     assert len(first.txids) == 3, first.text
     assert first.txids[1:] == [first.funding_txid, first.closing_txid]
     assert second.txids == first.txids
@@ -65,3 +68,7 @@ def test_the_same_seed_gives_the_same_electrum_wallet_and_txids_another_seed_oth
     assert not set(other.txids) & set(first.txids)
     assert other.words != first.words and other.erin_node_id != first.erin_node_id
     assert "Erin's request is PAID" in first.text and "Electrum reports success" in first.text
+    worksheet = WORKSHOP.read_text()
+    assert f"`{first.words}`" in " ".join(worksheet.split()), "the worksheet's seed words"
+    for txid in first.txids:
+        assert f"`{txid}`" in worksheet, f"docs/workshop.md lacks {txid} of seed 1"
