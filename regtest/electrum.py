@@ -21,6 +21,7 @@ import atexit
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import threading
@@ -32,8 +33,11 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from channel.seeded import seeded_entropy
 from channel.types import OutPoint
-from regtest.electrum_provision import ElectrumInstall
+from regtest import electrum_seeded_hook
+from regtest.electrum_provision import ElectrumInstall, english_wordlist
+from regtest.electrum_seed import electrum_seed_words
 from regtest.errors import NodeStartError, RegtestError
 from regtest.node import LOOPBACK, _pdeathsig_preexec, free_port
 from regtest.wait import wait_for
@@ -223,14 +227,19 @@ class ElectrumWallet:
 
     def __init__(self, install: ElectrumInstall, *, home: Path, server: str,
                  to_self_delay: int = 144, listen_port: int | None = None,
-                 seed_words: str | None = None) -> None:
+                 seed: bytes | None = None) -> None:
         self._install = install
         self.home = home
         self.server = server
         self.to_self_delay = to_self_delay
-        #: An Electrum segwit seed phrase to restore the wallet from on first use (a seeded
-        #: demo: same words, same addresses and Lightning keys); None lets Electrum draw one.
-        self.seed_words = seed_words
+        #: A seeded wallet (``chanlab demo electrum --seed``, regtest only) is restored from
+        #: these words, an Electrum segwit seed derived from ``seed``: the same addresses,
+        #: node key and funding keys every run. None: Electrum draws a new wallet.
+        self.seed_words: str | None = None
+        self._channel_seed_key: bytes | None = None
+        if seed is not None:
+            self.seed_words = electrum_seed_words(seed, english_wordlist(install))
+            self._channel_seed_key = seeded_entropy(seed, "electrum channel seeds")(32)
         self.listen_port = listen_port or free_port()
         self._rpc_port = free_port()
         self._rpc_auth = ("chanlab", secrets.token_hex(16))
@@ -262,9 +271,23 @@ class ElectrumWallet:
 
     def _launch(self, timeout: float) -> None:
         self._write_config()
-        self._process.launch([*self.cli_argv(), "-v", "daemon"], dict(os.environ))
+        self._process.launch([*self.cli_argv(), "-v", "daemon"], self._environment())
         self._http = httpx.Client(base_url=f"http://{LOOPBACK}:{self._rpc_port}",
                                   auth=self._rpc_auth, timeout=timeout)
+
+    def _environment(self) -> dict[str, str]:
+        """The daemon's environment; a seeded wallet's also runs ``electrum_seeded_hook``
+        (Electrum has no option for its channel key seeds: see that module)."""
+        env = dict(os.environ)
+        if self._channel_seed_key is None:
+            return env
+        folder = self.home / "seeded-python"
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(electrum_seeded_hook.__file__), folder / "sitecustomize.py")
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(folder), *filter(None, [env.get("PYTHONPATH")])])
+        env[electrum_seeded_hook.KEY_ENV] = self._channel_seed_key.hex()
+        return env
 
     def _open_wallet(self, timeout: float) -> None:
         wait_for(self._answers, timeout=timeout, what="the Electrum daemon to answer",

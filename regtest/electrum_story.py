@@ -17,8 +17,7 @@ from channel.seeded import seed_from_text
 from regtest.cluster import Cluster, NodeProcess
 from regtest.demo import DemoContext, sat, scenario
 from regtest.electrum import ElectrumChannel, ElectrumWallet, ElectrumX
-from regtest.electrum_provision import ElectrumInstall, english_wordlist, ensure_electrum
-from regtest.electrum_seed import electrum_seed_words
+from regtest.electrum_provision import ensure_electrum
 from regtest.errors import RegtestError
 from regtest.wait import wait_for
 
@@ -59,9 +58,13 @@ def electrum_story(ctx: DemoContext) -> None:
                            home=home / "electrumx")
         server.start()
         erin = ElectrumWallet(install, home=home / "erin", server=server.server,
-                              to_self_delay=TO_SELF_DELAY, seed_words=_erin_words(ctx, install))
+                              to_self_delay=TO_SELF_DELAY,
+                              seed=None if ctx.seed is None else seed_from_text(f"{ctx.seed}/erin"))
         try:
             erin.start()
+            if erin.seed_words is not None:
+                say.detail(f"Erin's wallet is restored from the seed words \"{erin.seed_words}\" "
+                           "(derived from the seed), and her channel keys from the seed too")
             alice = cluster.start_node("alice", funds_sat=2_000_000,
                                        to_self_delay=TO_SELF_DELAY)
             say.detail(f"ElectrumX on {server.server}; Erin's node id {erin.node_id()[:20]}… "
@@ -87,16 +90,6 @@ def _mine_at_the_wall_clock(ctx: DemoContext) -> None:
     ctx.miner.rpc.call("setmocktime", 0)    # 0: bitcoind's clock is the wall clock again
     ctx.say.detail("Electrum takes payments only on a fresh chain tip: from here on the blocks "
                    "are dated now, not at the seed's fixed times (every txid still repeats)")
-
-
-def _erin_words(ctx: DemoContext, install: ElectrumInstall) -> str | None:
-    """A seeded run restores Erin's wallet from words derived from the seed (the same wallet,
-    addresses and Lightning keys every run); otherwise Electrum draws a new wallet."""
-    if ctx.seed is None:
-        return None
-    words = electrum_seed_words(seed_from_text(f"{ctx.seed}/erin"), english_wordlist(install))
-    ctx.say.detail(f"Erin's wallet is restored from the seed words \"{words}\"")
-    return words
 
 
 def _open_pay_close(ctx: DemoContext, cluster: Cluster, alice: NodeProcess,
