@@ -5,6 +5,10 @@ into chanlab's cache), starts an ElectrumX server and one Electrum wallet, Erin,
 chanlab node, Alice, on the demo's regtest bitcoind; Alice opens an anchors channel to Erin,
 each pays a BOLT 11 invoice the other made, and Alice closes cooperatively inside both fee
 ranges. Every amount is read back from the chain.
+
+With ``--seed N`` the run repeats: Alice's keys and coins come from the seed as in every demo,
+Erin's wallet is restored from seed words derived from it and her channel key seeds too
+(``ElectrumWallet(seed=...)``), so every txid and every picture is the same each run.
 """
 
 from __future__ import annotations
@@ -51,9 +55,9 @@ def electrum_story(ctx: DemoContext) -> None:
     with ctx.scratch_folder("chanlab-demo-electrum-") as home, \
             Cluster.running(ctx.node, home / "chanlab", miner, ctx.seed) as cluster:
         say.watch(cluster)   # the story page draws Alice's channels with Erin
-        _mine_at_the_wall_clock(ctx)
         say.step("Start ElectrumX (Electrum's server, reading our bitcoind) and Erin's "
                  "Electrum wallet, and a chanlab node, Alice")
+        _mine_at_the_wall_clock(ctx)
         server = ElectrumX(install, rpc_url=ctx.node.rpc_url, cookie_path=ctx.node.cookie_path,
                            home=home / "electrumx")
         server.start()
