@@ -106,6 +106,24 @@ def test_an_offered_htlc_past_its_deadline_fails_the_outgoing_channel_only() -> 
     assert _block(line.net, line.bob, expiry + 2).broadcasts == []   # once only
 
 
+def test_only_the_offerer_and_a_fulfiller_have_a_deadline_on_an_htlc() -> None:
+    """BOLT 2: Alice's HTLC to Bob is due at its cltv_expiry + 1 on Alice's side; Bob, who has
+    no preimage for it, has no deadline on it at any height (Alice times it out, or Bob claims
+    it on chain if he learns the preimage); once Bob has the preimage, his is cltv_expiry - 7."""
+    line = _line(Net())
+    invoice = _held_payment(line)
+    incoming_expiry = _expiry(line.bob, line.ab, Side.COUNTERPARTY)
+    alice_side, bob_side = _monitor(line.alice, line.ab), _monitor(line.bob, line.ab)
+    assert alice_side.htlc_deadline(incoming_expiry) is None
+    assert "HTLC #0 we offered" in str(alice_side.htlc_deadline(incoming_expiry + 1))
+    assert bob_side.htlc_deadline(incoming_expiry + 1000) is None
+    row = line.carol.payments.payment(invoice.payment_hash.hex())
+    assert row is not None and row.preimage is not None
+    bob_side.provide_payment_preimage(bytes.fromhex(row.preimage))
+    assert bob_side.htlc_deadline(incoming_expiry - FULFILL_SAFETY_BLOCKS - 1) is None
+    assert "fulfilled" in str(bob_side.htlc_deadline(incoming_expiry - FULFILL_SAFETY_BLOCKS))
+
+
 def test_the_htlc_timed_out_on_chain_is_failed_upstream_off_chain_once_final() -> None:
     """After Bob's commitment and HTLC-timeout confirm, Alice's HTLC is failed back off chain
     exactly when the HTLC-timeout is ANTI_REORG_DELAY deep, well before Alice's own deadline:
