@@ -1,6 +1,6 @@
 """A channel's HTLC deadlines, read off its monitor: when to go on chain, what failed there.
 
-Pure. Two questions a forwarder asks of the channel monitor (BOLT 2 "Requirements" on HTLC
+Pure. Two questions a node asks of a channel monitor (BOLT 2 "Requirements" on HTLC
 deadlines, BOLT 5 "HTLC Output Handling"):
 
 * :meth:`HtlcDeadlines.htlc_deadline` — must the channel be failed (our commitment broadcast)
