@@ -26,10 +26,11 @@ import pytest
 from onchain import tx_of, witness
 from test_forwarding_nodes import CLTV_DELTA, Line, _fee_msat, _line
 
+from channel.errors import ChanlabError
 from channel.monitor import ANTI_REORG_DELAY
 from channel.types import OutPoint
 from regtest.cluster import Cluster, NodeProcess
-from regtest.drills import Settlement, mine_synced, owned_by, settlement
+from regtest.drills import Settlement, mine_synced, owned_by, settlement, sync_nodes
 
 WaitFor = Callable[..., object]
 
@@ -169,13 +170,26 @@ def test_a_preimage_carol_reveals_on_chain_fulfils_alice_off_chain(
     assert bob_gain_msat == fee_msat - (commitment_fee + sweep_fee) * 1000
 
 
+def _relink(line: Line) -> bool:
+    """Bob, restarted, is connected to Alice again (Alice dials him if he has not yet)."""
+    if line.alice.node_id not in line.bob.call("info")["peers"]:
+        try:
+            line.alice.call("connect", peer=line.bob.address)
+        except ChanlabError:
+            pass
+        return False
+    return True
+
+
+@pytest.mark.parametrize("bob_killed", [False, True], ids=["bob-up", "bob-killed"])
 def test_carol_silent_bob_times_the_htlc_out_on_chain_and_fails_alice_off_chain(
-        cluster: Cluster, wait_for: WaitFor) -> None:
+        cluster: Cluster, wait_for: WaitFor, bob_killed: bool) -> None:
     """Carol holds and goes silent (stopped). Bob waits until cltv_expiry + 1, then broadcasts
     his commitment and his HTLC-timeout (nLockTime = cltv_expiry) of the named HTLC output;
     once it is 6 blocks deep, and not before, he fails Alice's HTLC off chain, 33 blocks before
     it expires: Alice's payment fails, Alice-Bob is normal with its balances of before, and Bob's
-    wallet gets his whole side of Bob-Carol back less exactly the on-chain fees."""
+    wallet gets his whole side of Bob-Carol back less exactly the on-chain fees. The same when
+    Bob is killed (SIGKILL) once both confirmed and restarted 4 blocks later."""
     line = _line(cluster)
     chain = cluster.miner
     alice_msat = line.local_msat(line.alice, line.ab)
@@ -208,7 +222,13 @@ def test_carol_silent_bob_times_the_htlc_out_on_chain_and_fails_alice_off_chain(
     mine_synced(cluster, 1)                         # both confirm at expiry + 2
     assert chain.confirmations(commitment_txid) == chain.confirmations(timeout_txid) == 1
 
+    if bob_killed:
+        line.bob.kill()
     mine_synced(cluster, ANTI_REORG_DELAY - 2)      # 5 deep: Bob waits
+    if bob_killed:
+        line.bob.start()
+        wait_for(lambda: _relink(line), timeout=30, what="Bob back with Alice")
+        sync_nodes(cluster)   # Bob replayed the blocks he missed
     assert _payment_status(line.alice, hold["payment_hash"]) == "pending"
     mine_synced(cluster, 1)                         # 6 deep: final, fail Alice's HTLC
     wait_for(lambda: _payment_status(line.alice, hold["payment_hash"]) == "failed",
