@@ -354,6 +354,8 @@ class Forwarder:
             if incoming.channel.state not in (ChannelState.NORMAL, ChannelState.SHUTTING_DOWN):
                 continue
             if in_entry not in incoming.channel.htlcs_to_settle():
+                if incoming.channel.reestablish_pending:
+                    released += self._preimage_while_away(link, incoming, out, fx)
                 continue
             reason = self._failure_to_send(link, out)
             preimage = link.preimage
@@ -388,6 +390,19 @@ class Forwarder:
         if self._failure_to_send(link, out) is not None:
             self._forget(link, fx)
         return []
+
+    def _preimage_while_away(self, link: ForwardLink, incoming: ChannelHandle,
+                             out: ChannelHandle | None,
+                             fx: Effects) -> list[tuple[ChannelHandle, bytes]]:
+        """The upstream peer is away and cannot take our fulfil yet: the incoming channel's
+        monitor learns the preimage anyway, so that if the peer stays away the BOLT 2
+        fulfilled-HTLC deadline takes the HTLC on chain with it before it expires."""
+        preimage = link.preimage
+        if preimage is None and out is not None:
+            preimage = self._preimage_downstream(link, out)
+            if preimage is not None:
+                self._save(replace(link, preimage=preimage), fx)   # looked up once
+        return [] if preimage is None else [(incoming, preimage)]
 
     @staticmethod
     def _preimage_downstream(link: ForwardLink, out: ChannelHandle) -> bytes | None:

@@ -364,3 +364,28 @@ def test_carol_s_commitment_with_the_htlc_is_timed_out_by_bob_then_failed_upstre
     assert result["status"] == "failed"
     assert line.alice.handles[line.ab].channel.state is ChannelState.NORMAL
     assert _local(line.alice, line.ab) == FUNDING_MSAT and line.bob.forwarder.links == {}
+
+
+def test_alice_away_bob_learns_the_preimage_and_claims_on_chain_before_her_htlc_expires() -> None:
+    """Alice disconnects while Carol holds; Carol settles with Bob: Bob cannot fulfil Alice
+    off chain, but his Alice-Bob monitor learns the preimage, so 7 blocks before her HTLC
+    expires Bob broadcasts his commitment and claims the HTLC with his HTLC-success."""
+    line = _line(Net())
+    invoice = _held_payment(line)
+    line.alice.peer_disconnected(line.bob.node_id)
+    line.bob.peer_disconnected(line.alice.node_id)
+    _settle_hold(line.carol, line.net, invoice)
+    assert _local(line.bob, line.bc) == FUNDING_MSAT - AMOUNT_MSAT   # Carol paid off chain
+    monitor = _monitor(line.bob, line.ab)
+    assert invoice.payment_hash in monitor.known_preimages()
+    assert [link.preimage is not None for link in line.bob.forwarder.links.values()] == [True]
+    expiry = _expiry(line.bob, line.ab, Side.COUNTERPARTY)
+    assert _block(line.net, line.bob, expiry - 8).broadcasts == []
+    [raw] = _block(line.net, line.bob, expiry - 7).broadcasts
+    commitment = CTransaction.deserialize(raw)
+    _block(line.net, line.bob, expiry - 6, [commitment])
+    success = _claim(monitor, expiry - 6, ClaimKind.HTLC_SUCCESS)
+    [vout] = [v for v, o in enumerate(commitment.vout)
+              if int(o.nValue) == (AMOUNT_MSAT + BOB_FEE_MSAT) // 1000]
+    assert _spent(success) == {OutPoint(txid=bytes(commitment.GetTxid()), vout=vout)}
+    assert line.bob.forwarder.links == {}   # the monitor has it now
