@@ -11,7 +11,9 @@ Carol holds Alice's payment with a hold invoice, then:
   confirms with his commitment, and once it is 6 blocks deep he fails Alice's HTLC off chain,
   long before it expires; the Alice-Bob channel stays open;
 * Alice force-closes Alice-Bob first, then Carol settles off chain: Bob claims Alice's HTLC
-  output on her commitment with the preimage, and Alice reads her payment's success there.
+  output on her commitment with the preimage, and Alice reads her payment's success there;
+* Alice goes away, then Carol settles off chain: 7 blocks before Alice's HTLC expires Bob goes
+  on chain and claims it with his HTLC-success; Alice, back, reads her payment's success there.
 
 Every amount is exact: msat off chain, sat on chain with each transaction's fee read from it.
 """
@@ -307,3 +309,62 @@ def test_a_preimage_bob_learns_after_alice_went_on_chain_is_claimed_on_chain(
         s.fee_sat[commitment_txid] - s.fee_sat[sweep_txid]
     bob_gain_msat = bob_on_chain_sat * 1000 + line.local_msat(line.bob, line.bc) - bob_bc_msat
     assert bob_gain_msat == fee_msat - s.fee_sat[claim_txid] * 1000
+
+
+def test_alice_away_bob_claims_her_htlc_on_chain_before_it_expires(
+        cluster: Cluster, wait_for: WaitFor) -> None:
+    """Alice goes away (stopped) while Carol holds; Carol settles and Bob pays her off chain.
+    Bob cannot fulfil Alice's HTLC off chain, so 7 blocks before it expires he broadcasts his
+    Alice-Bob commitment and his HTLC-success of the named output; Alice, back, reads her
+    payment's preimage on chain. Bob gains exactly his fee less his two transactions' fees."""
+    line = _line(cluster)
+    chain = cluster.miner
+    fee_msat = _fee_msat(AMOUNT_MSAT)
+    alice_msat = line.local_msat(line.alice, line.ab)
+    bob_bc_msat = line.local_msat(line.bob, line.bc)
+    hold = _held(line, wait_for)
+    funding = _funding(cluster, line.bob, line.ab)
+    ab_key = str(cluster.channel(line.bob, line.ab)["channel"])
+    incoming_expiry = _expiry(line.bob, ab_key, hold["payment_hash"])
+    line.alice.stop()
+    since = chain.height()
+    line.carol.call("settle", payment_hash=hold["payment_hash"])
+    wait_for(lambda: line.local_msat(line.bob, line.bc) == bob_bc_msat - AMOUNT_MSAT and
+             line.local_msat(line.carol, line.bc) == AMOUNT_MSAT, timeout=20,
+             what="Carol to be paid off chain")
+
+    mine_synced(cluster, incoming_expiry - 8 - chain.height())
+    assert chain.get_tx_out(funding) is not None
+    mine_synced(cluster, 1)      # cltv_expiry - 7: Bob's BOLT 2 fulfilled-HTLC deadline
+    wait_for(lambda: _mempool_spender(cluster, funding.txid_hex, funding.vout) is not None,
+             timeout=20, what="Bob's commitment in the mempool")
+    commitment_txid = _mempool_spender(cluster, funding.txid_hex, funding.vout)
+    assert commitment_txid is not None
+    htlc_sat = (AMOUNT_MSAT + fee_msat) // 1000
+    [htlc_vout] = [v for v, o in enumerate(tx_of(chain, commitment_txid).vout)
+                   if o.nValue == htlc_sat]
+    wait_for(lambda: _mempool_spender(cluster, commitment_txid, htlc_vout) is not None,
+             timeout=20, what="Bob's HTLC-success in the mempool")
+    success_txid = _mempool_spender(cluster, commitment_txid, htlc_vout)
+    assert success_txid is not None
+    mine_synced(cluster, 1)
+    assert chain.confirmations(success_txid) == 1 and chain.height() == incoming_expiry - 6
+    preimage = witness(tx_of(chain, success_txid), 0)[3]   # <> <sig> <sig> <preimage> <script>
+    assert hashlib.sha256(preimage).hexdigest() == hold["payment_hash"]
+    assert line.bob.call("forwarding")["in_flight"] == []
+
+    line.alice.start()
+    wait_for(lambda: _payment_status(line.alice, hold["payment_hash"]) == "succeeded",
+             timeout=30, what="Alice to read her payment's preimage on chain")
+    s = _settled_on_chain(cluster, funding, since, [line.alice, line.bob], wait_for)
+    assert s.closing_txid == commitment_txid and s.foreign_inputs_sat == 0
+    [bob_sweep] = [leaf.txid for leaf in s.leaves_of(line.bob.wallet)]
+    [alice_sweep] = [leaf.txid for leaf in s.leaves_of(line.alice.wallet)]
+    assert set(s.order) == {commitment_txid, success_txid, bob_sweep, alice_sweep}
+    bob_fees_sat = s.fee_sat[success_txid] + s.fee_sat[bob_sweep]
+    assert s.amount_to(line.bob.wallet) == htlc_sat - bob_fees_sat
+    assert s.amount_to(line.alice.wallet) == (alice_msat - AMOUNT_MSAT - fee_msat) // 1000 - \
+        s.fee_sat[commitment_txid] - s.fee_sat[alice_sweep]
+    bob_gain_msat = s.amount_to(line.bob.wallet) * 1000 + \
+        line.local_msat(line.bob, line.bc) - bob_bc_msat
+    assert bob_gain_msat == fee_msat - bob_fees_sat * 1000
