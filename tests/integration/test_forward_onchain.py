@@ -21,6 +21,7 @@ Every amount is exact: msat off chain, sat on chain with each transaction's fee 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -83,20 +84,17 @@ def _expiry(node: NodeProcess, channel: str, payment_hash: str) -> int:
 
 
 def _settled_on_chain(cluster: Cluster, funding: OutPoint, since: int,
-                      owners: list[NodeProcess], wait_for: WaitFor) -> Settlement:
+                      owners: list[NodeProcess]) -> Settlement:
     """Mine block by block until every unspent end of the channel pays one of ``owners``'
     wallets (the sweeps waited for their to_self_delay); the settlement then."""
-    found: list[Settlement] = []
-
-    def swept() -> bool:
+    for _ in range(30):   # to_self_delay 10, twice at most (an HTLC tx's output), and slack
         mine_synced(cluster, 1)
         s = settlement(cluster.miner, funding, since)
-        found[:] = [s]
-        return all(any(owned_by(n.wallet, leaf.script_pubkey) for n in owners)
-                   for leaf in s.leaves)
-
-    wait_for(swept, timeout=60, what="every output of the channel swept to a wallet")
-    return found[0]
+        if all(any(owned_by(n.wallet, leaf.script_pubkey) for n in owners)
+               for leaf in s.leaves):
+            return s
+        time.sleep(0.1)   # the sweeps a block allows reach the mempool
+    raise AssertionError(f"outputs of {funding} still unswept after 30 blocks: {s.leaves}")
 
 
 @pytest.mark.parametrize("closer", ["bob", "carol"])
@@ -157,7 +155,7 @@ def test_a_preimage_carol_reveals_on_chain_fulfils_alice_off_chain(
     assert cluster.channel_state(line.bob, line.ab) == "normal"
     assert line.bob.call("forwarding")["in_flight"] == []
 
-    s = _settled_on_chain(cluster, funding, since, [line.bob, line.carol], wait_for)
+    s = _settled_on_chain(cluster, funding, since, [line.bob, line.carol])
     assert s.closing_txid == commitment_txid and s.foreign_inputs_sat == 0
     [bob_sweep] = [leaf.txid for leaf in s.leaves_of(line.bob.wallet)]
     carols = [t for t in s.order if t not in (commitment_txid, bob_sweep)]
@@ -207,7 +205,8 @@ def test_carol_silent_bob_times_the_htlc_out_on_chain_and_fails_alice_off_chain(
     line.carol.stop()
     since = chain.height()
 
-    mine_synced(cluster, expiry - chain.height())   # at cltv_expiry Carol may still fulfil
+    cluster.mine(expiry - chain.height())           # in bulk: at cltv_expiry Carol may still
+    sync_nodes(cluster)                             # fulfil, nothing happens before
     assert chain.get_tx_out(funding) is not None
     mine_synced(cluster, 1)                         # expiry + 1: Bob's BOLT 2 deadline
     wait_for(lambda: _mempool_spender(cluster, funding.txid_hex, funding.vout) is not None,
@@ -245,7 +244,7 @@ def test_carol_silent_bob_times_the_htlc_out_on_chain_and_fails_alice_off_chain(
     wait_for(ab_back, timeout=20, what="Alice-Bob back to its balances, without the HTLC")
     assert line.bob.call("forwarding")["in_flight"] == []
 
-    s = _settled_on_chain(cluster, funding, since, [line.bob], wait_for)
+    s = _settled_on_chain(cluster, funding, since, [line.bob])
     assert s.closing_txid == commitment_txid and s.foreign_inputs_sat == 0
     assert s.fee_sat[timeout_txid] == HTLC_TIMEOUT_FEE_SAT
     assert len(s.order) == 4   # commitment, HTLC-timeout, to_local sweep, its output's sweep
@@ -300,7 +299,7 @@ def test_a_preimage_bob_learns_after_alice_went_on_chain_is_claimed_on_chain(
              timeout=30, what="Alice to read her payment's preimage on chain")
     assert line.bob.call("forwarding")["in_flight"] == []
 
-    s = _settled_on_chain(cluster, funding, since, [line.alice, line.bob], wait_for)
+    s = _settled_on_chain(cluster, funding, since, [line.alice, line.bob])
     assert s.closing_txid == commitment_txid and s.foreign_inputs_sat == 0
     [sweep_txid] = [t for t in s.order if t not in (commitment_txid, claim_txid)]
     bob_on_chain_sat = s.amount_to(line.bob.wallet)
@@ -333,7 +332,8 @@ def test_alice_away_bob_claims_her_htlc_on_chain_before_it_expires(
              line.local_msat(line.carol, line.bc) == AMOUNT_MSAT, timeout=20,
              what="Carol to be paid off chain")
 
-    mine_synced(cluster, incoming_expiry - 8 - chain.height())
+    cluster.mine(incoming_expiry - 8 - chain.height())   # in bulk: nothing happens before
+    sync_nodes(cluster)
     assert chain.get_tx_out(funding) is not None
     mine_synced(cluster, 1)      # cltv_expiry - 7: Bob's BOLT 2 fulfilled-HTLC deadline
     wait_for(lambda: _mempool_spender(cluster, funding.txid_hex, funding.vout) is not None,
@@ -356,7 +356,7 @@ def test_alice_away_bob_claims_her_htlc_on_chain_before_it_expires(
     line.alice.start()
     wait_for(lambda: _payment_status(line.alice, hold["payment_hash"]) == "succeeded",
              timeout=30, what="Alice to read her payment's preimage on chain")
-    s = _settled_on_chain(cluster, funding, since, [line.alice, line.bob], wait_for)
+    s = _settled_on_chain(cluster, funding, since, [line.alice, line.bob])
     assert s.closing_txid == commitment_txid and s.foreign_inputs_sat == 0
     [bob_sweep] = [leaf.txid for leaf in s.leaves_of(line.bob.wallet)]
     [alice_sweep] = [leaf.txid for leaf in s.leaves_of(line.alice.wallet)]
