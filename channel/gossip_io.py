@@ -102,6 +102,7 @@ class GossipShell:
         async with self._limit:
             chain = self._node.chain
             output: FundingOutput | None = None
+            failed = False
             try:
                 if isinstance(chain, ScidLookup):
                     found = await chain.scid_output(scid.block_height, scid.tx_index,
@@ -109,9 +110,10 @@ class GossipShell:
                     if found is not None:
                         output = FundingOutput(*found)
             except ChainError as exc:
+                failed = True
                 log.info("gossip: funding output of %s not looked up: %s", scid, exc)
             fx = Effects()
             manager = self._node.manager
             assert manager is not None
-            manager.public.lookup_done(manager, scid, output, fx)
+            manager.public.lookup_done(manager, scid, output, fx, failed=failed)
             await self._node.complete(fx)

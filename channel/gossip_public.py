@@ -350,7 +350,9 @@ class PublicGossip:
         if isinstance(message, GossipTimestampFilter):
             if message.chain_hash == self.chain_hash:
                 self.filters[peer_id] = message
-                self._replay(m.graph, peer_id, message, fx)
+                # a replay costs the whole graph: a peer re-sending filters spends its budget
+                if self._budgets.setdefault(peer_id, _Bucket()).take(self._clock()):
+                    self._replay(m.graph, peer_id, message, fx)
         elif isinstance(message, ChannelAnnouncement):
             self._on_channel_announcement(m, peer_id, message, fx)
         elif isinstance(message, ChannelUpdate):
@@ -397,11 +399,15 @@ class PublicGossip:
         return lookups
 
     def lookup_done(self, m: ChannelManager, scid: ShortChannelId,
-                    output: FundingOutput | None, fx: Effects) -> None:
-        """The chain's answer for ``scid`` (None: no such unspent output)."""
-        self._cache[scid] = output
-        while len(self._cache) > MAX_LOOKUP_CACHE:
-            del self._cache[next(iter(self._cache))]
+                    output: FundingOutput | None, fx: Effects, *, failed: bool = False,
+                    ) -> None:
+        """The chain's answer for ``scid`` (None: no such unspent output; ``failed``: the
+        chain could not be asked, so the answer is not remembered)."""
+        if not failed and (output is not None or scid.block_height <= m.height):
+            # "no such output" in a block we have not seen yet may change: not remembered
+            self._cache[scid] = output
+            while len(self._cache) > MAX_LOOKUP_CACHE:
+                del self._cache[next(iter(self._cache))]
         pending = self._pending.get(scid)
         if pending is not None:
             self._accept(m, pending.peer_id, pending.announcement, output, fx)

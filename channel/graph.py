@@ -135,13 +135,13 @@ class NetworkGraph:
         channel = self.channels.get(update.scid)
         if channel is None:
             return False
+        if channel.policies[update.direction] is not None \
+                and channel.timestamps[update.direction] >= update.timestamp:
+            return False   # stale: known before paying for a signature check (gossip floods)
         signer = channel.node_1 if update.direction == 0 else channel.node_2
         try:
             check_channel_update(update, chain_hash=self.chain_hash, node_id=signer)
         except InvalidGossip:
-            return False
-        if channel.policies[update.direction] is not None \
-                and channel.timestamps[update.direction] >= update.timestamp:
             return False
         policies = list(channel.policies)
         policies[update.direction] = policy_of_update(update)

@@ -51,9 +51,9 @@ class GossipNet(Net):
         return manager
 
     def complete(self, node_id: bytes, fx: Effects) -> None:
+        super().complete(node_id, fx)   # end_of_batch adds to fx.outgoing: record after
         for peer_id, message in fx.outgoing:
             self.sent.append((node_id, peer_id, message))
-        super().complete(node_id, fx)
         self.kv[node_id].update(fx.kv)
         manager = self.managers[node_id]
         for scid in manager.public.take_lookups():   # what gossip_io does, at once
@@ -325,3 +325,25 @@ def test_the_timestamp_filter_goes_only_to_peers_with_gossip_queries(gnet: Gossi
     fx = Effects()
     alice.peer_connected(bob.node_id, fx, gossip_queries=False)
     assert fx.outgoing == []
+
+
+def test_announcement_signatures_are_sent_again_after_a_reconnection(gnet: GossipNet) -> None:
+    """Signatures sent while the peer is gone are lost with the connection; after the
+    reconnection both sides send theirs again and the channel is announced."""
+    carol, dave = gnet.add("carol"), gnet.add("dave")
+    gnet.connect(carol, dave)
+    gnet.announce(carol, dave, tx_index=2, depth=5)
+    for manager in (carol, dave):
+        manager.block_connected(HEIGHT + 1, [], reorg=False)
+        fx = Effects()
+        manager.dirty_monitors(fx)
+        gnet.complete(manager.node_id, fx)
+    assert sum(isinstance(m, AnnouncementSignatures) for _, _, m in gnet.sent) == 2
+    gnet.queue.clear()   # the connection dropped with both signatures in flight
+    for x, y in ((carol, dave), (dave, carol)):
+        x.peer_disconnected(y.node_id)
+    assert carol.graph.public_channels() == []
+    gnet.connect(carol, dave)
+    assert sum(isinstance(m, AnnouncementSignatures) for _, _, m in gnet.sent) == 4
+    for manager in (carol, dave):
+        assert _complete(manager.graph, 1, 2)
