@@ -89,6 +89,10 @@ class GossipShell:
         if public_count:
             log.info("gossip: %d public channels, %d nodes restored from disk", public_count,
                      len(manager.graph.node_aliases))
+            # the chain watcher replays missed blocks to the monitors only: a channel closed
+            # while we were down is found by asking the chain for each funding output
+            for scid in sorted(set(public.funding_outpoints.values()), key=bytes):
+                spawn(self._recheck(scid))
 
     def after_flight(self) -> None:
         """Log gossip's notes; start the lookups it queued (never awaited here)."""
@@ -120,6 +124,24 @@ class GossipShell:
                 await asyncio.sleep(0)
         finally:
             self._flushing.discard(peer_id)
+
+    async def _recheck(self, scid: ShortChannelId) -> None:
+        """Forget restored channel ``scid`` if its funding output is spent by now."""
+        async with self._limit:
+            chain = self._node.chain
+            if not isinstance(chain, ScidLookup):
+                return
+            try:
+                found = await chain.scid_output(scid.block_height, scid.tx_index,
+                                                scid.output_index)
+            except ChainError as exc:
+                log.info("gossip: funding output of %s not checked: %s", scid, exc)
+                return
+            manager = self._node.manager
+            if found is None and manager is not None:
+                fx = Effects()
+                manager.public.channel_gone(manager, scid, fx)
+                await self._node.complete(fx)
 
     async def _lookup(self, scid: ShortChannelId) -> None:
         async with self._limit:

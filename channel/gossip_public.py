@@ -568,6 +568,14 @@ class PublicGossip:
                 if scid is not None:
                     self._spent.append(scid)
 
+    def channel_gone(self, m: ChannelManager, scid: ShortChannelId, fx: Effects) -> None:
+        """The chain says ``scid``'s funding output is spent (a block we did not watch,
+        e.g. while the node was down): forget the channel."""
+        for outpoint in [o for o, s in self.funding_outpoints.items() if s == scid]:
+            del self.funding_outpoints[outpoint]
+        if scid in m.graph.channels:
+            self._forget(m.graph, scid, fx)
+
     def _forget(self, graph: NetworkGraph, scid: ShortChannelId, fx: Effects) -> None:
         graph.remove_channel(scid)
         key = bytes(scid).hex()

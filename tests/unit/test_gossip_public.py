@@ -378,3 +378,17 @@ def test_announcement_signatures_are_sent_again_after_a_reconnection(gnet: Gossi
     assert sum(isinstance(m, AnnouncementSignatures) for _, _, m in gnet.sent) == 4
     for manager in (carol, dave):
         assert _complete(manager.graph, 1, 2)
+
+
+def test_a_channel_found_spent_after_a_restart_is_forgotten(gnet: GossipNet) -> None:
+    """A restored channel whose funding output the chain reports spent (closed while the node
+    was down) leaves the graph and its rows, and no later block spend is watched for it."""
+    bob, carol, announcement = _relayed_announcement(gnet)
+    gnet.connect(bob, carol)
+    assert len(carol.graph.public_channels()) == 1
+    fx = Effects()
+    carol.public.channel_gone(carol, announcement.scid, fx)
+    key = bytes(announcement.scid).hex()
+    assert carol.graph.public_channels() == []
+    assert (f"{GOSSIP_KV_PREFIX}c:{key}", "") in fx.kv
+    assert carol.public.funding_outpoints == {}
