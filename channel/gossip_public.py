@@ -96,6 +96,7 @@ MAX_HELD_NODES: Final = 256          # node_announcements waiting for a channel 
 #: per peer: announcements needing a chain lookup, per second after a burst
 LOOKUPS_PER_S: Final = 5.0
 LOOKUP_BURST: Final = 50
+MAX_BUDGETS: Final = 1024            # peers whose lookup budget is remembered
 #: what the manager hands to :meth:`PublicGossip.on_gossip`: BOLT 7's messages and queries
 PUBLIC_GOSSIP_TYPES: Final = (AnnouncementSignatures, ChannelAnnouncement, ChannelUpdate,
                               NodeAnnouncement, GossipTimestampFilter, GossipQuery)
@@ -359,7 +360,7 @@ class PublicGossip:
             if message.chain_hash == self.chain_hash:
                 self.filters[peer_id] = message
                 # a replay costs the whole graph: a peer re-sending filters spends its budget
-                if self._budgets.setdefault(peer_id, _Bucket()).take(self._clock()):
+                if self._budget(peer_id).take(self._clock()):
                     self._replay(m.graph, peer_id, message, fx)
         elif isinstance(message, ChannelAnnouncement):
             self._on_channel_announcement(m, peer_id, message, fx)
@@ -394,12 +395,22 @@ class PublicGossip:
             self._accept(m, peer_id, msg, self._cache[scid], fx)
             return
         if len(self._pending) >= MAX_PENDING_LOOKUPS or \
-                not self._budgets.setdefault(peer_id, _Bucket()).take(self._clock()):
+                not self._budget(peer_id).take(self._clock()):
             self.notes.append(f"peer {peer_id.hex()[:16]}: channel_announcement {scid} "
                               "dropped: too many chain lookups at once")
             return
         self._pending[scid] = _Pending(peer_id, msg)
         self._lookups.append(scid)
+
+    def _budget(self, peer_id: bytes) -> _Bucket:
+        """The peer's lookup budget; kept across its reconnections (a reconnection does not
+        refill it), for MAX_BUDGETS peers at most (the oldest forgotten)."""
+        bucket = self._budgets.get(peer_id)
+        if bucket is None:
+            bucket = self._budgets[peer_id] = _Bucket()
+            while len(self._budgets) > MAX_BUDGETS:
+                del self._budgets[next(iter(self._budgets))]
+        return bucket
 
     def take_lookups(self) -> list[ShortChannelId]:
         """The scids whose funding output the node must look up on chain now."""

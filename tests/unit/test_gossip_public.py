@@ -235,7 +235,7 @@ def test_caps_bound_what_a_peer_can_make_us_hold(gnet: GossipNet,
         "gossip: the graph holds 0 channels, its cap: new ones are ignored"]
 
     monkeypatch.setattr(gossip_public, "MAX_GRAPH_CHANNELS", 10)
-    bucket = carol.public._budgets.setdefault(bob.node_id, gossip_public._Bucket())
+    bucket = carol.public._budget(bob.node_id)
     bucket.tokens = 0.0
     bucket.at = 1000.0
     carol.public.on_gossip(carol, bob.node_id, announcement, fx)
