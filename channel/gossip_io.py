@@ -102,7 +102,10 @@ class GossipShell:
         public = manager.public
         for note in public.notes:
             log.warning("%s", note)
+        if public.notes_suppressed:
+            log.warning("gossip: %d more lines like these not logged", public.notes_suppressed)
         public.notes.clear()
+        public.notes_suppressed = 0
         for scid in public.take_lookups():
             self._spawn(self._lookup(scid))
         for peer_id in public.peers_with_relays():
