@@ -36,7 +36,7 @@ from channel.gossip_public import (
 if TYPE_CHECKING:
     from channel.node import Node
 
-__all__ = ["LOOKUP_CONCURRENCY", "RELAY_BATCH", "GossipShell", "ScidLookup"]
+__all__ = ["LOOKUP_CONCURRENCY", "RELAY_BATCH", "GossipShell", "ScidLookup", "node_identity"]
 
 log = logging.getLogger("chanlab.gossip")
 

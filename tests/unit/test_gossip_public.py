@@ -19,6 +19,7 @@ from channel.gossip import (
     check_channel_announcement,
     sign_node_announcement,
 )
+from channel.gossip_io import node_identity
 from channel.gossip_local import graph_report
 from channel.gossip_public import (
     GOSSIP_KV_PREFIX,
@@ -392,3 +393,18 @@ def test_a_channel_found_spent_after_a_restart_is_forgotten(gnet: GossipNet) -> 
     assert carol.graph.public_channels() == []
     assert (f"{GOSSIP_KV_PREFIX}c:{key}", "") in fx.kv
     assert carol.public.funding_outpoints == {}
+
+
+@pytest.mark.parametrize(("host", "port", "addresses"), [
+    ("127.0.0.1", 9735, bytes.fromhex("017f0000012607")),
+    ("0.0.0.0", 9735, b""),
+    ("localhost", 9735, b""),
+    ("::1", 9735, b""),
+])
+def test_our_node_announcement_names_a_routable_ipv4_listen_address_only(
+        host: str, port: int, addresses: bytes) -> None:
+    """BOLT 7 address descriptor type 1 for an IPv4 listen address; nothing for 0.0.0.0, a
+    host name or IPv6 (not announced by chanlab); the alias is the node's name."""
+    identity = node_identity("carol", host, port, b"\x02" * 33)
+    assert (identity.alias, identity.addresses) == ("carol", addresses)
+    assert identity.rgb_color == hashlib.sha256(b"\x02" * 33).digest()[:3]
