@@ -408,3 +408,21 @@ def test_our_node_announcement_names_a_routable_ipv4_listen_address_only(
     identity = node_identity("carol", host, port, b"\x02" * 33)
     assert (identity.alias, identity.addresses) == ("carol", addresses)
     assert identity.rgb_color == hashlib.sha256(b"\x02" * 33).digest()[:3]
+
+
+def test_the_cli_open_announce_reaches_the_node_as_the_table_names_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``chanlab alice open PEER 500000 --announce`` sends ``announce: True``; a plain
+    ``open`` keeps today's default, a private channel."""
+    from regtest import client
+    sent: list[dict[str, object]] = []
+
+    def fake_call(name: str, cmd: str, args: dict[str, object]) -> object:
+        sent.append(args)
+        return {"ok": 1}
+
+    monkeypatch.setattr(client, "call_node", fake_call)
+    peer = "02" + "ab" * 32
+    assert client.run_client("alice", ["open", peer, "500000", "--announce"]) == 0
+    assert client.run_client("alice", ["open", peer, "500000"]) == 0
+    assert [args["announce"] for args in sent] == [True, False]
