@@ -426,3 +426,21 @@ def test_the_cli_open_announce_reaches_the_node_as_the_table_names_it(
     assert client.run_client("alice", ["open", peer, "500000", "--announce"]) == 0
     assert client.run_client("alice", ["open", peer, "500000"]) == 0
     assert [args["announce"] for args in sent] == [True, False]
+
+
+def test_graph_info_for_people_names_nodes_fees_and_completeness(gnet: GossipNet) -> None:
+    """``chanlab NAME graph-info`` without --json: a line per node, the channel with each
+    side's fee and delta, and whether the public graph is complete."""
+    from regtest.client_views import human_answer
+    alice, bob = gnet.add("alice"), gnet.add("bob")
+    gnet.connect(alice, bob)
+    gnet.announce(alice, bob, tx_index=1)
+    text = human_answer("graph-info", graph_report(alice.graph)).split("\n")
+    first, second = sorted([("alice", alice.node_id), ("bob", bob.node_id)],
+                           key=lambda named: named[1])
+    assert text[0] == f"node {first[0]:<16} {first[1].hex()[:16]}…  no address"
+    assert text[2] == f"channel {HEIGHT - 5}x1x0 {first[0]} - {second[0]}, 1,000,000 sat"
+    assert text[3:5] == [f"  {first[0]} charges 1000 msat + 1 ppm, cltv delta 40",
+                         f"  {second[0]} charges 1000 msat + 1 ppm, cltv delta 40"]
+    assert text[-1] == ("public graph complete: 1 of 1 public channels with both updates, "
+                        "2 node announcements")
