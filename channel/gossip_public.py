@@ -59,7 +59,7 @@ from channel.graph import NetworkGraph
 from channel.keys import PrivateKey, verify
 from channel.messages import encode_message
 from channel.state import ChannelState
-from channel.wire import Message, WarningMessage, decode_with
+from channel.wire import Message, WarningMessage, decode_with, our_features
 
 if TYPE_CHECKING:
     from channel.manager import ChannelManager
@@ -352,6 +352,7 @@ class PublicGossip:
         ours = sign_node_announcement(node_key=self._node_key, timestamp=timestamp,
                                       alias=self.identity.alias,
                                       rgb_color=self.identity.rgb_color,
+                                      features=our_features().to_bytes(),   # BOLT 9 node
                                       addresses=self.identity.addresses)
         self._take_node(m.graph, ours, None, fx, m.connected)
 

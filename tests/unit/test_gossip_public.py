@@ -15,6 +15,7 @@ from channel.gossip import (
     ChannelAnnouncement,
     ChannelUpdate,
     GossipTimestampFilter,
+    NodeAnnouncement,
     ShortChannelId,
     check_channel_announcement,
     sign_node_announcement,
@@ -33,7 +34,7 @@ from channel.keys import PrivateKey
 from channel.manager import ChannelManager
 from channel.messages import decode_message, encode_message
 from channel.state import ChannelState
-from channel.wire import REGTEST_CHAIN_HASH, WarningMessage
+from channel.wire import REGTEST_CHAIN_HASH, WarningMessage, our_features
 from tests.unit.test_manager import FUNDING_SAT, HEIGHT, Net
 
 
@@ -135,6 +136,8 @@ def test_announcement_signatures_go_out_at_six_confirmations_and_assemble(
         check_channel_announcement(announcement, chain_hash=REGTEST_CHAIN_HASH)
         assert announcement.scid == ShortChannelId(HEIGHT - 4, 1, 0)
         assert manager.graph.node_aliases == {alice.node_id: "alice", bob.node_id: "bob"}
+        nodes = [m for m in graph_messages(manager.graph) if isinstance(m, NodeAnnouncement)]
+        assert [n.features for n in nodes] == [our_features().to_bytes()] * 2
     updates = [m for m in graph_messages(alice.graph) if isinstance(m, ChannelUpdate)]
     assert [u.message_flags for u in updates] == [1, 1]   # public: no dont_forward
     assert alice.handles[key].channel.state is ChannelState.NORMAL
