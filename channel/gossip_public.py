@@ -98,6 +98,9 @@ LOOKUPS_PER_S: Final = 5.0
 LOOKUP_BURST: Final = 50
 MAX_BUDGETS: Final = 1024            # peers whose lookup budget is remembered
 MAX_NOTES: Final = 20                # log lines per flight about bad gossip
+#: per peer: answers that may hold the whole graph (replays on a filter, query answers)
+REPLAY_BURST: Final = 3
+REPLAY_EVERY_S: Final = 10.0
 #: what the manager hands to :meth:`PublicGossip.on_gossip`: BOLT 7's messages and queries
 PUBLIC_GOSSIP_TYPES: Final = (AnnouncementSignatures, ChannelAnnouncement, ChannelUpdate,
                               NodeAnnouncement, GossipTimestampFilter, GossipQuery)
@@ -125,14 +128,17 @@ class NodeIdentity:
 
 @dataclass(slots=True)
 class _Bucket:
-    """A token bucket: LOOKUPS_PER_S, bursts of LOOKUP_BURST."""
+    """A token bucket: ``rate`` tokens a second, bursts of ``burst`` (by default the chain
+    lookups' LOOKUPS_PER_S and LOOKUP_BURST)."""
 
     tokens: float = float(LOOKUP_BURST)
     at: float = 0.0
+    rate: float = LOOKUPS_PER_S
+    burst: int = LOOKUP_BURST
 
     def take(self, now: float) -> bool:
         if self.at:
-            self.tokens = min(float(LOOKUP_BURST), self.tokens + (now - self.at) * LOOKUPS_PER_S)
+            self.tokens = min(float(self.burst), self.tokens + (now - self.at) * self.rate)
         self.at = now
         if self.tokens >= 1:
             self.tokens -= 1
@@ -189,6 +195,7 @@ class PublicGossip:
         self._cache: dict[ShortChannelId, FundingOutput | None] = {}
         self._held_nodes: dict[bytes, tuple[bytes, NodeAnnouncement]] = {}
         self._budgets: dict[bytes, _Bucket] = {}
+        self._replay_budgets: dict[bytes, _Bucket] = {}
         self.funding_outpoints: dict[tuple[str, int], ShortChannelId] = {}
         self._spent: list[ShortChannelId] = []
         self._last_node_timestamp = 0
@@ -372,7 +379,7 @@ class PublicGossip:
             if message.chain_hash == self.chain_hash:
                 self.filters[peer_id] = message
                 # a replay costs the whole graph: a peer re-sending filters spends its budget
-                if self._budget(peer_id).take(self._clock()):
+                if self._replays(peer_id).take(self._clock()):
                     self._replay(m.graph, peer_id, message, fx)
         elif isinstance(message, ChannelAnnouncement):
             self._on_channel_announcement(m, peer_id, message, fx)
@@ -384,9 +391,9 @@ class PublicGossip:
             self.on_announcement_signatures(m, peer_id, message, fx)
         elif isinstance(message, QueryChannelRange | QueryShortChannelIds):
             from channel.gossip_queries import answer_query
-            for reply in answer_query(m.graph, self.chain_hash, message,
-                                      graph_messages(m.graph)):
-                self._enqueue(peer_id, reply)
+            if self._replays(peer_id).take(self._clock()):   # an answer may be the graph
+                for reply in answer_query(m.graph, self.chain_hash, message):
+                    self._enqueue_raw(peer_id, reply)
         # replies to queries (262, 264): we send no queries, so they are ignored
         return None
 
@@ -416,6 +423,17 @@ class PublicGossip:
         self._pending[scid] = _Pending(peer_id, msg)
         self._lookups.append(scid)
         self.counters["lookups"] += 1
+
+    def _replays(self, peer_id: bytes) -> _Bucket:
+        """The peer's budget of whole-graph answers (filters, queries): a few at once, then
+        one every REPLAY_EVERY_S; an honest peer sends one filter per connection."""
+        bucket = self._replay_budgets.get(peer_id)
+        if bucket is None:
+            bucket = self._replay_budgets[peer_id] = _Bucket(
+                tokens=float(REPLAY_BURST), rate=1 / REPLAY_EVERY_S, burst=REPLAY_BURST)
+            while len(self._replay_budgets) > MAX_BUDGETS:
+                del self._replay_budgets[next(iter(self._replay_budgets))]
+        return bucket
 
     def _budget(self, peer_id: bytes) -> _Bucket:
         """The peer's lookup budget; kept across its reconnections (a reconnection does not
@@ -555,6 +573,9 @@ class PublicGossip:
                 self._enqueue(peer_id, msg)
 
     def _enqueue(self, peer_id: bytes, msg: Message) -> None:
+        self._enqueue_raw(peer_id, encode_message(msg))
+
+    def _enqueue_raw(self, peer_id: bytes, encoded: bytes) -> None:
         """Gossip for ``peer_id`` waits here, encoded, until the node's relay task for that
         peer takes it (:meth:`take_relays`): a peer that reads slowly delays only its own
         gossip, never a flight of the chain watcher or of another peer. Bounded: beyond
@@ -566,7 +587,7 @@ class PublicGossip:
                 self._note(f"peer {peer_id.hex()[:16]} reads its gossip too slowly: "
                            f"{MAX_RELAY_QUEUE} messages wait, newer ones are dropped")
             return
-        queue.append(encode_message(msg))
+        queue.append(encoded)
 
     def peers_with_relays(self) -> list[bytes]:
         return [p for p, q in self._relays.items() if q]
@@ -583,10 +604,11 @@ class PublicGossip:
 
     def _replay(self, graph: NetworkGraph, peer_id: bytes, wanted: GossipTimestampFilter,
                 fx: Effects) -> None:
-        """BOLT 7: on a new filter, send the gossip we hold within its range."""
-        for msg in graph_messages(graph):
-            if _admits(wanted, msg):
-                self._enqueue(peer_id, msg)
+        """BOLT 7: on a new filter, send the gossip we hold within its range (as stored:
+        a timestamp is read at its offset, nothing is decoded again)."""
+        for typed in graph.typed_records():
+            if _admits_raw(wanted, typed):
+                self._enqueue_raw(peer_id, typed)
 
     # -- the chain ---------------------------------------------------------------------------
 
@@ -631,6 +653,24 @@ class PublicGossip:
         public_scids.update(bytes(c.short_channel_id) for c in graph.channels.values()
                             if c.public)
         self.announced.update(announced)
+
+
+def _admits_raw(wanted: GossipTimestampFilter, typed: bytes) -> bool:
+    """:func:`_admits` for a stored message (``type ‖ payload``), and never a private update
+    (``dont_forward``). Offsets: BOLT 7 ``channel_update`` timestamp after signature,
+    chain_hash and scid; ``node_announcement``'s after signature and features."""
+    kind = int.from_bytes(typed[:2], "big")
+    if kind == ChannelAnnouncement.TYPE:
+        return wanted.timestamp_range > 0
+    if kind == ChannelUpdate.TYPE:
+        at = 2 + 64 + 32 + 8
+        if typed[at + 4] & MESSAGE_FLAG_DONT_FORWARD:
+            return False
+    elif kind == NodeAnnouncement.TYPE:
+        at = 2 + 64 + 2 + int.from_bytes(typed[66:68], "big")
+    else:
+        return False
+    return wanted.admits(int.from_bytes(typed[at:at + 4], "big"))
 
 
 def _admits(wanted: GossipTimestampFilter,

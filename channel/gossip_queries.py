@@ -13,9 +13,6 @@ from __future__ import annotations
 from typing import Final
 
 from channel.gossip import (
-    ChannelAnnouncement,
-    ChannelUpdate,
-    NodeAnnouncement,
     QueryChannelRange,
     QueryShortChannelIds,
     ReplyChannelRange,
@@ -23,7 +20,7 @@ from channel.gossip import (
     ShortChannelId,
 )
 from channel.graph import NetworkGraph
-from channel.wire import Message
+from channel.messages import encode_message
 
 __all__ = ["MAX_SCIDS_PER_MESSAGE", "answer_query"]
 
@@ -31,23 +28,20 @@ __all__ = ["MAX_SCIDS_PER_MESSAGE", "answer_query"]
 MAX_SCIDS_PER_MESSAGE: Final = 8000
 _ENCODING_UNCOMPRESSED: Final = 0
 
-Gossip = ChannelAnnouncement | ChannelUpdate | NodeAnnouncement
-
 
 def answer_query(graph: NetworkGraph, chain_hash: bytes,
-                 query: QueryChannelRange | QueryShortChannelIds,
-                 messages: list[Gossip]) -> list[Message]:
-    """What to send back for ``query``: ``messages`` is the public graph as gossip
-    (:func:`channel.gossip_public.graph_messages`)."""
+                 query: QueryChannelRange | QueryShortChannelIds) -> list[bytes]:
+    """What to send back for ``query``, encoded (``type ‖ payload``); the graph's messages
+    are sent as stored, never decoded again."""
     payload = query.payload
     if len(payload) < 32 or payload[:32] != chain_hash:
         return []
     if isinstance(query, QueryChannelRange):
         return _channel_range(graph, chain_hash, payload)
-    return _short_channel_ids(chain_hash, payload, messages)
+    return _short_channel_ids(graph, chain_hash, payload)
 
 
-def _channel_range(graph: NetworkGraph, chain_hash: bytes, payload: bytes) -> list[Message]:
+def _channel_range(graph: NetworkGraph, chain_hash: bytes, payload: bytes) -> list[bytes]:
     """BOLT 7 ``reply_channel_range``: our public scids within the blocks asked for."""
     if len(payload) < 40:
         return []
@@ -59,11 +53,11 @@ def _channel_range(graph: NetworkGraph, chain_hash: bytes, payload: bytes) -> li
     encoded = bytes([_ENCODING_UNCOMPRESSED]) + b"".join(scids)
     body = (chain_hash + first.to_bytes(4, "big") + count.to_bytes(4, "big") + b"\x01"
             + len(encoded).to_bytes(2, "big") + encoded)   # sync_complete = 1
-    return [ReplyChannelRange(payload=body)]
+    return [encode_message(ReplyChannelRange(payload=body))]
 
 
-def _short_channel_ids(chain_hash: bytes, payload: bytes,
-                       messages: list[Gossip]) -> list[Message]:
+def _short_channel_ids(graph: NetworkGraph, chain_hash: bytes,
+                       payload: bytes) -> list[bytes]:
     """BOLT 7: for each scid asked, its announcement, updates and its nodes' announcements,
     then ``reply_short_channel_ids_end``."""
     if len(payload) < 35:
@@ -73,17 +67,18 @@ def _short_channel_ids(chain_hash: bytes, payload: bytes,
     if len(encoded) != length or encoded[:1] != bytes([_ENCODING_UNCOMPRESSED]) or \
             (length - 1) % 8:
         return []
-    wanted = {ShortChannelId.from_bytes(encoded[i:i + 8])
-              for i in range(1, min(length, 1 + 8 * MAX_SCIDS_PER_MESSAGE), 8)}
-    out: list[Message] = []
-    nodes: set[bytes] = set()
-    for msg in messages:
-        if isinstance(msg, ChannelAnnouncement) and msg.scid in wanted:
-            out.append(msg)
-            nodes.update((msg.node_id_1, msg.node_id_2))
-        elif isinstance(msg, ChannelUpdate) and msg.scid in wanted:
-            out.append(msg)
-        elif isinstance(msg, NodeAnnouncement) and msg.node_id in nodes:
-            out.append(msg)   # graph_messages lists nodes last: their channels came first
-    out.append(ReplyShortChannelIdsEnd(payload=chain_hash + b"\x01"))   # full_information
-    return out
+    out: list[bytes] = []
+    nodes: list[bytes] = []
+    for i in range(1, min(length, 1 + 8 * MAX_SCIDS_PER_MESSAGE), 8):
+        scid = ShortChannelId.from_bytes(encoded[i:i + 8])
+        channel = graph.channels.get(scid)
+        if channel is None or not channel.public:
+            continue
+        out += graph.gossip_of(scid)
+        nodes += [n for n in (channel.node_1, channel.node_2) if n not in nodes]
+    for node_id in nodes:   # after their channels: a node announcement needs one
+        raw = graph.node_gossip(node_id)
+        if raw is not None:
+            out.append(raw)
+    out.append(encode_message(ReplyShortChannelIdsEnd(payload=chain_hash + b"\x01")))
+    return out   # full_information = 1

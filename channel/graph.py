@@ -225,6 +225,24 @@ class NetworkGraph:
                                                  key=lambda item: (order[item[0][0]],
                                                                    item[0][1]))]
 
+    def typed_records(self) -> list[bytes]:
+        """``records()`` as the typed messages a peer receives (no capacity prefix)."""
+        return [raw[8:] if _is_channel_record(raw) else raw for raw in self.records()]
+
+    def gossip_of(self, scid: ShortChannelId) -> list[bytes]:
+        """The typed gossip of public channel ``scid``: its announcement, then each
+        direction's update held (empty when unknown)."""
+        key = bytes(scid)
+        found = [self._raw.get(("c", key)), self._raw.get(("u", key + b"\x00")),
+                 self._raw.get(("u", key + b"\x01"))]
+        if found[0] is None:
+            return []
+        return [found[0][8:]] + [raw for raw in found[1:] if raw is not None]
+
+    def node_gossip(self, node_id: bytes) -> bytes | None:
+        """The typed ``node_announcement`` of ``node_id`` held, if any."""
+        return self._raw.get(("n", node_id))
+
     @classmethod
     def from_records(cls, chain_hash: bytes, records: Iterable[bytes]) -> NetworkGraph:
         """Rebuild from ``records()`` (each update and node re-checked)."""

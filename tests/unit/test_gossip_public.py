@@ -461,3 +461,36 @@ def test_damaged_rows_cost_their_gossip_not_the_restore(gnet: GossipNet) -> None
     restored = NetworkGraph(REGTEST_CHAIN_HASH)
     restored.replay(restore_records(rows))
     assert graph_messages(restored) == graph_messages(alice.graph)
+
+
+@pytest.mark.parametrize(("first", "span", "expected"), [
+    (0, 0xFFFFFFFF, ["ChannelAnnouncement", "ChannelUpdate", "ChannelUpdate",
+                     "NodeAnnouncement", "NodeAnnouncement"]),
+    (0xFFFFFFF0, 15, ["ChannelAnnouncement"]),    # after every timestamp we hold
+    (0xFFFFFFFF, 0, []),                          # BOLT 7's "no gossip, thanks"
+])
+def test_a_filter_replays_what_its_range_admits(gnet: GossipNet, first: int, span: int,
+                                                 expected: list[str]) -> None:
+    """A gossip_timestamp_filter gets the stored gossip whose timestamps fall in its range
+    (announcements go with any range that is not the opt-out), read without decoding."""
+    bob, carol, _ = _relayed_announcement(gnet)
+    fx = Effects()
+    bob.public.on_gossip(bob, carol.node_id, GossipTimestampFilter(
+        chain_hash=REGTEST_CHAIN_HASH, first_timestamp=first, timestamp_range=span), fx)
+    assert [type(decode_message(raw)).__name__
+            for raw in bob.public.take_relays(carol.node_id, 100)] == expected
+
+
+def test_whole_graph_answers_are_rationed_per_peer(gnet: GossipNet) -> None:
+    """A peer re-sending filters gets REPLAY_BURST replays, then none until time passes."""
+    bob, carol, _ = _relayed_announcement(gnet)
+    everything = GossipTimestampFilter(chain_hash=REGTEST_CHAIN_HASH, first_timestamp=0,
+                                       timestamp_range=0xFFFFFFFF)
+    replays = []
+    for _ in range(gossip_public.REPLAY_BURST + 2):
+        bob.public.on_gossip(bob, carol.node_id, everything, Effects())
+        replays.append(len(bob.public.take_relays(carol.node_id, 100)))
+    assert replays == [5] * gossip_public.REPLAY_BURST + [0, 0]
+    bob.public._clock = lambda: 1000.0 + gossip_public.REPLAY_EVERY_S
+    bob.public.on_gossip(bob, carol.node_id, everything, Effects())
+    assert len(bob.public.take_relays(carol.node_id, 100)) == 5
