@@ -50,7 +50,7 @@ def _announcement(scid: ShortChannelId) -> object:
 def test_an_announcement_flood_costs_bounded_lookups_and_no_delay(cluster: Cluster) -> None:
     """1000 well-signed announcements of non-channel outputs: the node starts at most
     LOOKUP_BURST + LOOKUPS_PER_S per second of flood chain lookups, keeps none of them,
-    answers another peer's ping within a second and follows a block mined meanwhile."""
+    answers another peer's ping within 2 s and follows a block mined meanwhile."""
     node = cluster.start_node(f"target-{secrets.token_hex(3)}")
     node_id = bytes.fromhex(node.node_id)
     tip = int(cluster.bitcoind.rpc.call("getblockcount"))   # type: ignore[arg-type]
@@ -77,7 +77,7 @@ def test_an_announcement_flood_costs_bounded_lookups_and_no_delay(cluster: Clust
 
     pong_s, block_s = asyncio.run(attack())
     print(f"pong after {pong_s:.2f} s, block followed after {block_s:.2f} s")
-    assert pong_s < 1.0
+    assert pong_s < 2.0   # 0.2-0.5 s measured; slack for a loaded machine
     assert block_s < 5.0
 
     def settled() -> bool:
