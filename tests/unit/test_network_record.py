@@ -37,7 +37,7 @@ def test_record_round_trips_through_json() -> None:
     assert data["node_pids"] == {"alice": 101, "bob": 102, "carol": 103}
     assert data["channels"][1] == {"opener": "bob", "accepter": "carol", "capacity_sat": 200_000,
                                    "push_msat": 100_000_000, "channel_id": None,
-                                   "funding_txid": None}
+                                   "funding_txid": None, "short_channel_id": None}
     assert NetworkRecord.from_json(data) == record
 
 
