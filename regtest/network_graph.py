@@ -29,6 +29,7 @@ __all__ = [
     "ExpectedGraph",
     "GraphIncomplete",
     "direction_policy",
+    "expected_from_forwarding",
     "forward_fee_msat",
     "graph_gaps",
     "node_announced",
@@ -74,6 +75,22 @@ def scid_text(wire_hex: str) -> str:
         raise ValueError(f"a short channel id is 8 bytes, got {wire_hex!r}")
     return f"{int.from_bytes(raw[:3], 'big')}x{int.from_bytes(raw[3:6], 'big')}x" \
            f"{int.from_bytes(raw[6:], 'big')}"
+
+
+def expected_from_forwarding(node_ids: dict[str, str],
+                             forwarding: dict[str, dict[str, Any]]) -> ExpectedGraph:
+    """The graph ``node_ids``' nodes should all see: themselves, and every channel between two
+    of them that has a short channel id, from each node's ``forwarding`` answer."""
+    names = {node_id: name for name, node_id in node_ids.items()}
+    channels: dict[str, ExpectedChannel] = {}
+    for name, answer in forwarding.items():
+        for chan in answer["channels"]:
+            peer = names.get(str(chan["peer_id"]))
+            if peer is None or not chan.get("short_channel_id"):
+                continue   # a channel out of the network, or not yet confirmed
+            scid = scid_text(str(chan["short_channel_id"]))
+            channels.setdefault(scid, ExpectedChannel(short_channel_id=scid, ends=(name, peer)))
+    return ExpectedGraph(node_ids=tuple(node_ids.items()), channels=tuple(channels.values()))
 
 
 def node_announced(entry: dict[str, Any]) -> bool:
