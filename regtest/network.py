@@ -46,18 +46,13 @@ from channel.errors import ChanlabError
 from regtest.bitcoind_service import BitcoindService
 from regtest.control import NodeUnreachable, call_node, load_endpoint, node_home
 from regtest.errors import WaitTimeout
-from regtest.network_graph import (
-    ExpectedChannel,
-    ExpectedGraph,
-    GraphIncomplete,
-    scid_text,
-    wait_graphs_complete,
-)
+from regtest.network_graph import GraphIncomplete, scid_text, wait_graphs_complete
 from regtest.network_record import (
     ChannelRecord,
     NetworkError,
     NetworkRecord,
     NoNetwork,
+    expected_graph,
     fill_opened,
     load_network,
     network_file,
@@ -389,15 +384,6 @@ def _learn_scids(home: Path, record: NetworkRecord) -> NetworkRecord:
                            f"{node_home(opener, home) / 'node.log'}")
 
     return replace(record, channels=tuple(parallel(scid, record.channels)))
-
-
-def expected_graph(record: NetworkRecord, node_ids: dict[str, str]) -> ExpectedGraph:
-    """What every node's graph should hold: the network's nodes and its open channels."""
-    return ExpectedGraph(
-        node_ids=tuple((name, node_ids[name]) for name in record.topology.names),
-        channels=tuple(ExpectedChannel(short_channel_id=c.short_channel_id,
-                                       ends=(c.plan.opener, c.plan.accepter))
-                       for c in record.channels if c.short_channel_id))
 
 
 def _wait_graphs(home: Path, record: NetworkRecord, infos: dict[str, dict[str, Any]]) -> float:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from regtest.errors import RegtestError
+from regtest.network_graph import ExpectedChannel, ExpectedGraph
 from regtest.topology import ChannelPlan, Topology
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "NetworkError",
     "NetworkRecord",
     "NoNetwork",
+    "expected_graph",
     "fill_opened",
     "load_network",
     "network_file",
@@ -121,3 +123,12 @@ def fill_opened(records: tuple[ChannelRecord, ...], results: dict[str, list[dict
         answer = next(taken[rec.plan.opener])
         yield replace(rec, channel_id=str(answer["channel_id"]),
                       funding_txid=str(answer["funding_txid"]))
+
+
+def expected_graph(record: NetworkRecord, node_ids: dict[str, str]) -> ExpectedGraph:
+    """What every node's graph should hold: the network's nodes and its open channels."""
+    return ExpectedGraph(
+        node_ids=tuple((name, node_ids[name]) for name in record.topology.names),
+        channels=tuple(ExpectedChannel(short_channel_id=c.short_channel_id,
+                                       ends=(c.plan.opener, c.plan.accepter))
+                       for c in record.channels if c.short_channel_id))

@@ -1,7 +1,9 @@
-"""I/O: a lab network at a glance: every node's id, balances and channels, asked in parallel.
+"""I/O: a lab network at a glance: every node's id, balances, graph and channels, asked in
+parallel.
 
 ``network_status`` asks each node of the home's network (``network.json``) for ``info``,
-``balance`` and ``channels`` over its control socket and matches every recorded channel to its
+``balance``, ``graph-info`` (compared with the network: complete, or how much is missing)
+and ``channels`` over its control socket and matches every recorded channel to its
 two ends' answers (``channel_statuses``, pure); ``render_status`` prints it as two tables, every
 amount with its unit. A node that does not answer is shown as not running, its numbers as "-".
 """
@@ -16,7 +18,8 @@ from typing import Any, TypeVar
 
 from channel.errors import ChanlabError
 from regtest.control import call_node
-from regtest.network_record import ChannelRecord, NetworkRecord, load_network
+from regtest.network_graph import graph_gaps
+from regtest.network_record import ChannelRecord, NetworkRecord, expected_graph, load_network
 
 __all__ = [
     "ChannelEnd",
@@ -59,13 +62,17 @@ class NodeStatus:
     fee_base_msat: int
     fee_proportional_millionths: int
     cltv_expiry_delta: int
+    # what its graph lacks of the network (empty: complete); None while it does not answer
+    graph_gaps: tuple[str, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "label": self.label, "running": self.running,
                 "node_id": self.node_id, "onchain_sat": self.onchain_sat,
                 "offchain_msat": self.offchain_msat, "fee_base_msat": self.fee_base_msat,
                 "fee_proportional_millionths": self.fee_proportional_millionths,
-                "cltv_expiry_delta": self.cltv_expiry_delta}
+                "cltv_expiry_delta": self.cltv_expiry_delta,
+                "graph_complete": None if self.graph_gaps is None else not self.graph_gaps,
+                "graph_gaps": None if self.graph_gaps is None else list(self.graph_gaps)}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -164,24 +171,33 @@ def channel_statuses(record: NetworkRecord,
 
 
 def network_status(home: Path) -> NetworkStatus:
-    """Ask every node of the network for its id, balances and channels (in parallel)."""
+    """Ask every node of the network for its id, balances, graph and channels (in
+    parallel)."""
     record = load_network(home)
     names = record.topology.names
+    Answers = tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any] | None]
 
-    def node(name: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    def node(name: str) -> Answers:
         try:
             info = dict(call_node(name, "info", home=home, timeout_s=10))
         except (ChanlabError, OSError):
-            return None, None
-        try:
-            return info, dict(call_node(name, "balance", home=home, timeout_s=10))
-        except (ChanlabError, OSError):
-            return info, None  # it runs, but cannot count its wallet (bitcoind down?)
+            return None, None, None
+        found: list[dict[str, Any] | None] = []
+        for cmd in ("balance", "graph-info"):
+            try:
+                found.append(dict(call_node(name, cmd, home=home, timeout_s=10)))
+            except (ChanlabError, OSError):
+                found.append(None)  # it runs, but cannot answer this (bitcoind down?)
+        return info, found[0], found[1]
 
     answers = dict(zip(names, parallel(node, names), strict=True))
+    ids = {name: str(info["node_id"]) for name, (info, _, _) in answers.items()
+           if info is not None}
+    # the whole network's ids are needed to say which nodes a graph lacks
+    expected = expected_graph(record, ids) if len(ids) == len(names) else None
     nodes = []
     for plan in record.topology.nodes:
-        info, balance = answers[plan.name]
+        info, balance, graph = answers[plan.name]
         policy = plan.policy
         nodes.append(NodeStatus(
             name=plan.name, label=plan.label, running=info is not None,
@@ -190,7 +206,9 @@ def network_status(home: Path) -> NetworkStatus:
             offchain_msat=None if balance is None else int(balance["offchain_msat"]),
             fee_base_msat=policy.fee_base_msat,
             fee_proportional_millionths=policy.fee_proportional_millionths,
-            cltv_expiry_delta=policy.cltv_expiry_delta))
+            cltv_expiry_delta=policy.cltv_expiry_delta,
+            graph_gaps=None if graph is None or expected is None else
+            tuple(graph_gaps(expected, graph))))
     channels = channel_statuses(record, gather_channels(home, names))
     return NetworkStatus(spec=record.topology.spec, started_bitcoind=record.started_bitcoind,
                          nodes=tuple(nodes), channels=tuple(channels))
@@ -215,11 +233,14 @@ def render_status(status: NetworkStatus) -> str:
     if not running:
         head += "; `chanlab network start` starts it again"
     lines = [head, ""]
-    rows = [["node", "label", "running", "node id", "on-chain", "off-chain", "fee policy"]]
+    rows = [["node", "label", "running", "node id", "on-chain", "off-chain", "graph",
+             "fee policy"]]
     for n in status.nodes:
+        graph = "-" if n.graph_gaps is None else \
+            "complete" if not n.graph_gaps else f"{len(n.graph_gaps)} missing"
         rows.append([n.name, n.label, "yes" if n.running else "NO",
                      (n.node_id or "-")[:16], _amount(n.onchain_sat, "sat"),
-                     _amount(n.offchain_msat, "msat"),
+                     _amount(n.offchain_msat, "msat"), graph,
                      f"{n.fee_base_msat} msat + {n.fee_proportional_millionths} ppm, "
                      f"cltv_expiry_delta {n.cltv_expiry_delta}"])
     lines += _table(rows)
