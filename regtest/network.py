@@ -371,19 +371,36 @@ def _build(home: Path, record: NetworkRecord, progress: Progress) -> NetworkReco
 
 
 def _learn_scids(home: Path, record: NetworkRecord) -> NetworkRecord:
-    """Each channel's short channel id, as its opener's ``forwarding`` answer names it."""
-    def scid(rec: ChannelRecord) -> ChannelRecord:
-        opener = rec.plan.opener
-        keys = {str(c["channel"]) for c in call_node(opener, "channels", home=home)
+    """Each channel's short channel id, as its opener's ``forwarding`` answer names it (a
+    node places its funding transaction in its block a moment after the channel is normal)."""
+    def scid(rec: ChannelRecord) -> str | None:
+        keys = {str(c["channel"]) for c in call_node(rec.plan.opener, "channels", home=home)
                 if c.get("channel_id") == rec.channel_id}
-        for chan in call_node(opener, "forwarding", home=home)["channels"]:
+        for chan in call_node(rec.plan.opener, "forwarding", home=home)["channels"]:
             if chan["channel"] in keys and chan.get("short_channel_id"):
-                return replace(rec, short_channel_id=scid_text(str(chan["short_channel_id"])))
-        raise NetworkError(f"{opener} names no short channel id for its channel to "
-                           f"{rec.plan.accepter} although it is normal; see "
-                           f"{node_home(opener, home) / 'node.log'}")
+                return scid_text(str(chan["short_channel_id"]))
+        return None
 
-    return replace(record, channels=tuple(parallel(scid, record.channels)))
+    found: dict[int, str] = {}
+
+    def all_known() -> bool:
+        missing = [i for i in range(len(record.channels)) if i not in found]
+        for i, text in zip(missing, parallel(lambda i: scid(record.channels[i]), missing),
+                           strict=True):
+            if text is not None:
+                found[i] = text
+        return len(found) == len(record.channels)
+
+    try:
+        wait_for(all_known, timeout=30, what="every opener to know its channels' short "
+                                             "channel ids", max_interval=0.25)
+    except WaitTimeout:
+        lacking = [c for i, c in enumerate(record.channels) if i not in found]
+        raise NetworkError(f"{lacking[0].plan.opener} names no short channel id for its "
+                           f"channel to {lacking[0].plan.accepter} although it is normal; see "
+                           f"{node_home(lacking[0].plan.opener, home) / 'node.log'}") from None
+    return replace(record, channels=tuple(replace(c, short_channel_id=found[i])
+                                          for i, c in enumerate(record.channels)))
 
 
 def _wait_graphs(home: Path, record: NetworkRecord, infos: dict[str, dict[str, Any]]) -> float:
