@@ -43,6 +43,8 @@ from channel.gossip import (
     GossipQuery,
     GossipTimestampFilter,
     NodeAnnouncement,
+    QueryChannelRange,
+    QueryShortChannelIds,
     ShortChannelId,
     announcement_digest,
     check_channel_announcement,
@@ -188,10 +190,14 @@ class PublicGossip:
         self.announced.add(key)
         fx.kv.append((ANNOUNCE_KV_PREFIX + key, "1"))
 
-    def peer_connected(self, m: ChannelManager, peer_id: bytes, fx: Effects) -> None:
-        """BOLT 7: ask for the peer's gossip (everything); send our signatures again."""
-        fx.send(peer_id, GossipTimestampFilter(chain_hash=self.chain_hash, first_timestamp=0,
-                                               timestamp_range=ALL_GOSSIP_RANGE))
+    def peer_connected(self, m: ChannelManager, peer_id: bytes, fx: Effects, *,
+                       gossip_queries: bool) -> None:
+        """BOLT 7: ask a peer that negotiated ``gossip_queries`` for its gossip (everything:
+        a fresh node learns the whole graph); send our signatures again."""
+        if gossip_queries:   # others would not know the message (pyln's plain peers)
+            fx.send(peer_id, GossipTimestampFilter(
+                chain_hash=self.chain_hash, first_timestamp=0,
+                timestamp_range=ALL_GOSSIP_RANGE))
         for handle in m.handles_of(peer_id):
             self._sigs_sent.discard(handle.key)
 
@@ -353,7 +359,12 @@ class PublicGossip:
             self._on_node_announcement(m, peer_id, message, fx)
         elif isinstance(message, AnnouncementSignatures):
             self.on_announcement_signatures(m, peer_id, message, fx)
-        # BOLT 7 queries (261-264): gossip_queries is not offered, so they are ignored
+        elif isinstance(message, QueryChannelRange | QueryShortChannelIds):
+            from channel.gossip_queries import answer_query
+            for reply in answer_query(m.graph, self.chain_hash, message,
+                                      graph_messages(m.graph)):
+                fx.send(peer_id, reply)
+        # replies to queries (262, 264): we send no queries, so they are ignored
         return None
 
     def _on_channel_announcement(self, m: ChannelManager, peer_id: bytes,

@@ -55,7 +55,7 @@ from channel.state import ChannelConfig
 from channel.tasks import BackgroundTasks
 from channel.tower_client import WatchtowerClient
 from channel.trace_log import TraceLog
-from channel.wire import ErrorMessage, WarningMessage
+from channel.wire import ErrorMessage, Feature, WarningMessage
 
 if TYPE_CHECKING:
     from channel.cheat import CheatMode
@@ -210,6 +210,7 @@ class Node:
     async def complete(self, fx: Effects) -> None:
         """Persist a flight, then send its messages (one write per peer), then broadcast, then
         answer whoever waits for its outcomes."""
+        self.gossip_io.after_flight()   # chain lookups gossip asked for: tasks of their own
         if fx.empty:
             return
         records = self._m.flight_records(fx)
@@ -246,7 +247,6 @@ class Node:
         if fx.retries:  # after this turn too: a new route may start with any peer
             self._tasks.spawn(self._retry_payments(list(fx.retries)))
         self._log_events()
-        self.gossip_io.after_flight()   # chain lookups for strangers' announcements
 
     async def _retry_payments(self, payment_hashes: list[bytes]) -> None:
         """Send failed payments on their next route, holding every connected peer's turn
@@ -332,7 +332,8 @@ class Node:
 
     async def peer_connected(self, peer_id: bytes) -> None:
         fx = Effects()
-        self._m.peer_connected(peer_id, fx)
+        self._m.peer_connected(peer_id, fx, gossip_queries=self.peers.features_of(
+            peer_id).offers(Feature.GOSSIP_QUERIES))
         await self.complete(fx)
 
     async def peer_disconnected(self, peer_id: bytes) -> None:

@@ -274,17 +274,54 @@ def test_the_persisted_rows_rebuild_the_same_graph(gnet: GossipNet) -> None:
     assert _complete(restored, 2, 3)
 
 
-def test_gossip_queries_and_foreign_gossip_never_fail_a_channel(gnet: GossipNet) -> None:
-    """Query messages are ignored; a node_announcement of a node with no channel is not
-    kept; nothing is sent back and the channel stays open."""
-    bob, carol, _ = _relayed_announcement(gnet)
+def test_gossip_queries_are_answered_and_foreign_gossip_fails_nothing(
+        gnet: GossipNet) -> None:
+    """query_channel_range gets the public scids in range (encoding 0), and
+    query_short_channel_ids the channel's announcement, both updates, both nodes and the end
+    marker; a zlib-encoded query and a node_announcement of a node with no channel get
+    nothing, and the channel stays open."""
+    bob, carol, announcement = _relayed_announcement(gnet)
     gnet.connect(bob, carol)
+    scid = bytes(announcement.scid)
+    chain = REGTEST_CHAIN_HASH
+    fx = Effects()
+    carol.handle_message(bob.node_id, decode_message(
+        bytes.fromhex("0107") + chain + (0).to_bytes(4, "big") + (1000).to_bytes(4, "big")),
+        fx)
+    assert [encode_message(m) for _, m in fx.outgoing] == [
+        bytes.fromhex("0108") + chain + (0).to_bytes(4, "big") + (1000).to_bytes(4, "big")
+        + b"\x01" + (9).to_bytes(2, "big") + b"\x00" + scid]
+
+    fx = Effects()
+    carol.handle_message(bob.node_id, decode_message(
+        bytes.fromhex("0105") + chain + (9).to_bytes(2, "big") + b"\x00" + scid), fx)
+    answered = [m for _, m in fx.outgoing]
+    assert [type(m).__name__ for m in answered] == [
+        "ChannelAnnouncement", "ChannelUpdate", "ChannelUpdate", "NodeAnnouncement",
+        "NodeAnnouncement", "ReplyShortChannelIdsEnd"]
+    assert answered[0] == announcement
+    assert encode_message(answered[-1]) == bytes.fromhex("0106") + chain + b"\x01"
+
+    fx = Effects()
     stranger_key = PrivateKey(hashlib.sha256(b"stranger").digest())
     stranger = sign_node_announcement(node_key=stranger_key, timestamp=5, alias="stranger")
-    fx = Effects()
-    query = decode_message(bytes.fromhex("0107") + REGTEST_CHAIN_HASH + bytes(8))
-    for message in (query, stranger):
+    zlib_query = decode_message(bytes.fromhex("0105") + chain + (9).to_bytes(2, "big")
+                                + b"\x01" + scid)
+    for message in (zlib_query, stranger):
         carol.handle_message(bob.node_id, message, fx)
     assert fx.outgoing == []
     assert stranger_key.pubkey not in carol.graph.node_aliases
-    assert encode_message(query)[:2] == bytes.fromhex("0107")
+    assert all(h.channel.state is ChannelState.NORMAL for h in bob.handles.values())
+
+
+def test_the_timestamp_filter_goes_only_to_peers_with_gossip_queries(gnet: GossipNet) -> None:
+    """A peer that negotiated gossip_queries is asked for all gossip (first_timestamp 0, the
+    whole range); one that did not gets no gossip_timestamp_filter it may not know."""
+    alice, bob = gnet.add("alice"), gnet.add("bob")
+    fx = Effects()
+    alice.peer_connected(bob.node_id, fx, gossip_queries=True)
+    assert [encode_message(m) for _, m in fx.outgoing] == [
+        bytes.fromhex("0109") + REGTEST_CHAIN_HASH + bytes(4) + b"\xff" * 4]
+    fx = Effects()
+    alice.peer_connected(bob.node_id, fx, gossip_queries=False)
+    assert fx.outgoing == []
