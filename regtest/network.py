@@ -354,6 +354,7 @@ def _build(home: Path, record: NetworkRecord, progress: Progress) -> NetworkReco
         wait_for(lambda: funding <= set(rpc.getrawmempool()), timeout=30,
                  what="every funding transaction in the mempool")
         miner.mine(ANNOUNCE_DEPTH)
+        mined_at = time.monotonic()
         progress(f"mined {ANNOUNCE_DEPTH} blocks on the funding transactions; "
                  "waiting for every channel to be normal on both ends")
     finally:
@@ -363,7 +364,8 @@ def _build(home: Path, record: NetworkRecord, progress: Progress) -> NetworkReco
     save_network(home, record)
     progress("every channel is normal; waiting until every node's graph is complete (every "
              "channel announced with both channel_updates, every node announced)")
-    took = _wait_graphs(home, record, infos)
+    _wait_graphs(home, record, infos)
+    took = time.monotonic() - mined_at
     progress(f"network {topology.spec} is up: {len(topology.nodes)} nodes, "
              f"{len(topology.channels)} channels, every graph complete {took:.1f} s after the "
              f"{ANNOUNCE_DEPTH}th confirmation")
