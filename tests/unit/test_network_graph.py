@@ -12,11 +12,14 @@ from regtest.network_graph import (
     ExpectedGraph,
     GraphIncomplete,
     direction_policy,
+    expected_from_forwarding,
     forward_fee_msat,
     graph_gaps,
     scid_text,
     wait_graphs_complete,
 )
+from regtest.network_record import ChannelRecord, NetworkRecord, expected_graph
+from regtest.topology import parse_topology
 
 ALICE, BOB, CAROL = "02" + "aa" * 32, "03" + "bb" * 32, "02" + "cc" * 32
 EXPECTED = ExpectedGraph(
@@ -140,3 +143,33 @@ def test_a_time_out_names_each_node_and_what_it_lacks() -> None:
         "no channel_announcement; channel 103x2x1 (bob-carol): no channel_announcement; "
         "node alice: no node_announcement; and 2 more. carol lacks its graph-info (it does "
         "not answer); see the logs")
+
+
+def test_expected_graph_from_forwarding_keeps_confirmed_channels_between_the_nodes() -> None:
+    """Each channel between two of the nodes is expected once (both ends list it), under its
+    scid in BLOCKxTXxOUT; a channel to an outsider or without a scid yet is left out."""
+    outsider = "02" + "ee" * 32
+    forwarding = {
+        "alice": {"channels": [{"peer_id": BOB, "short_channel_id": "0000670000010000"},
+                               {"peer_id": outsider, "short_channel_id": "0000680000010000"}]},
+        "bob": {"channels": [{"peer_id": ALICE, "short_channel_id": "0000670000010000"},
+                             {"peer_id": CAROL, "short_channel_id": None}]},
+        "carol": {"channels": [{"peer_id": BOB, "short_channel_id": None}]}}
+    expected = expected_from_forwarding({"alice": ALICE, "bob": BOB, "carol": CAROL},
+                                        forwarding)
+    assert expected == ExpectedGraph(
+        node_ids=(("alice", ALICE), ("bob", BOB), ("carol", CAROL)),
+        channels=(ExpectedChannel(short_channel_id="103x1x0", ends=("alice", "bob")),))
+
+
+def test_a_network_record_expects_its_channels_once_their_scids_are_known() -> None:
+    """expected_graph takes the record's channels that have a short channel id, with their
+    planned ends, and every node of the topology by its id."""
+    topology = parse_topology("line:3")
+    record = NetworkRecord(topology=topology, started_bitcoind=False, channels=(
+        ChannelRecord(plan=topology.channels[0], short_channel_id="103x1x0"),
+        ChannelRecord(plan=topology.channels[1])))
+    assert expected_graph(record, {"alice": ALICE, "bob": BOB, "carol": CAROL}) == \
+        ExpectedGraph(node_ids=(("alice", ALICE), ("bob", BOB), ("carol", CAROL)),
+                      channels=(ExpectedChannel(short_channel_id="103x1x0",
+                                                ends=("alice", "bob")),))
