@@ -26,6 +26,7 @@ durability as the channel state it was learnt with, and a deletion is an empty v
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
@@ -56,8 +57,9 @@ from channel.gossip import (
 )
 from channel.graph import NetworkGraph
 from channel.keys import PrivateKey, verify
+from channel.messages import encode_message
 from channel.state import ChannelState
-from channel.wire import WarningMessage, decode_with
+from channel.wire import Message, WarningMessage, decode_with
 
 if TYPE_CHECKING:
     from channel.manager import ChannelManager
@@ -83,8 +85,10 @@ ANNOUNCE_DEPTH: Final = 6
 ANNOUNCE_KV_PREFIX: Final = "announce:"
 GOSSIP_KV_PREFIX: Final = "gossip:"
 #: what a stranger's gossip can make us hold at most
-MAX_GRAPH_CHANNELS: Final = 20_000
-MAX_GRAPH_NODES: Final = 20_000
+MAX_GRAPH_CHANNELS: Final = 5_000
+MAX_GRAPH_NODES: Final = 5_000
+#: gossip waiting for one peer's relay task: a whole graph at its caps fits
+MAX_RELAY_QUEUE: Final = 3 * MAX_GRAPH_CHANNELS + MAX_GRAPH_NODES
 MAX_PENDING_LOOKUPS: Final = 64      # scids waiting for the chain (all peers together)
 MAX_LOOKUP_CACHE: Final = 4096       # answers kept by scid (oldest forgotten first)
 MAX_HELD_PER_SCID: Final = 4         # channel_updates waiting for their channel's lookup
@@ -92,6 +96,7 @@ MAX_HELD_NODES: Final = 256          # node_announcements waiting for a channel 
 #: per peer: announcements needing a chain lookup, per second after a burst
 LOOKUPS_PER_S: Final = 5.0
 LOOKUP_BURST: Final = 50
+MAX_BUDGETS: Final = 1024            # peers whose lookup budget is remembered
 #: what the manager hands to :meth:`PublicGossip.on_gossip`: BOLT 7's messages and queries
 PUBLIC_GOSSIP_TYPES: Final = (AnnouncementSignatures, ChannelAnnouncement, ChannelUpdate,
                               NodeAnnouncement, GossipTimestampFilter, GossipQuery)
@@ -182,6 +187,8 @@ class PublicGossip:
         self._last_node_timestamp = 0
         self._capped = False
         self.notes: list[str] = []   # warnings for the node's log
+        self._relays: dict[bytes, deque[bytes]] = {}   # peer -> encoded gossip to send
+        self._overflowed: set[bytes] = set()
 
     # -- our channels ------------------------------------------------------------------------
 
@@ -203,6 +210,8 @@ class PublicGossip:
 
     def peer_disconnected(self, peer_id: bytes) -> None:
         self.filters.pop(peer_id, None)
+        self._relays.pop(peer_id, None)   # a reconnection's filter asks for it all again
+        self._overflowed.discard(peer_id)
 
     def tick(self, m: ChannelManager, fx: Effects) -> None:
         """Send ``announcement_signatures`` for our announced channels now deep enough (and
@@ -350,7 +359,9 @@ class PublicGossip:
         if isinstance(message, GossipTimestampFilter):
             if message.chain_hash == self.chain_hash:
                 self.filters[peer_id] = message
-                self._replay(m.graph, peer_id, message, fx)
+                # a replay costs the whole graph: a peer re-sending filters spends its budget
+                if self._budget(peer_id).take(self._clock()):
+                    self._replay(m.graph, peer_id, message, fx)
         elif isinstance(message, ChannelAnnouncement):
             self._on_channel_announcement(m, peer_id, message, fx)
         elif isinstance(message, ChannelUpdate):
@@ -363,7 +374,7 @@ class PublicGossip:
             from channel.gossip_queries import answer_query
             for reply in answer_query(m.graph, self.chain_hash, message,
                                       graph_messages(m.graph)):
-                fx.send(peer_id, reply)
+                self._enqueue(peer_id, reply)
         # replies to queries (262, 264): we send no queries, so they are ignored
         return None
 
@@ -384,12 +395,22 @@ class PublicGossip:
             self._accept(m, peer_id, msg, self._cache[scid], fx)
             return
         if len(self._pending) >= MAX_PENDING_LOOKUPS or \
-                not self._budgets.setdefault(peer_id, _Bucket()).take(self._clock()):
+                not self._budget(peer_id).take(self._clock()):
             self.notes.append(f"peer {peer_id.hex()[:16]}: channel_announcement {scid} "
                               "dropped: too many chain lookups at once")
             return
         self._pending[scid] = _Pending(peer_id, msg)
         self._lookups.append(scid)
+
+    def _budget(self, peer_id: bytes) -> _Bucket:
+        """The peer's lookup budget; kept across its reconnections (a reconnection does not
+        refill it), for MAX_BUDGETS peers at most (the oldest forgotten)."""
+        bucket = self._budgets.get(peer_id)
+        if bucket is None:
+            bucket = self._budgets[peer_id] = _Bucket()
+            while len(self._budgets) > MAX_BUDGETS:
+                del self._budgets[next(iter(self._budgets))]
+        return bucket
 
     def take_lookups(self) -> list[ShortChannelId]:
         """The scids whose funding output the node must look up on chain now."""
@@ -397,11 +418,15 @@ class PublicGossip:
         return lookups
 
     def lookup_done(self, m: ChannelManager, scid: ShortChannelId,
-                    output: FundingOutput | None, fx: Effects) -> None:
-        """The chain's answer for ``scid`` (None: no such unspent output)."""
-        self._cache[scid] = output
-        while len(self._cache) > MAX_LOOKUP_CACHE:
-            del self._cache[next(iter(self._cache))]
+                    output: FundingOutput | None, fx: Effects, *, failed: bool = False,
+                    ) -> None:
+        """The chain's answer for ``scid`` (None: no such unspent output; ``failed``: the
+        chain could not be asked, so the answer is not remembered)."""
+        if not failed and (output is not None or scid.block_height <= m.height):
+            # "no such output" in a block we have not seen yet may change: not remembered
+            self._cache[scid] = output
+            while len(self._cache) > MAX_LOOKUP_CACHE:
+                del self._cache[next(iter(self._cache))]
         pending = self._pending.get(scid)
         if pending is not None:
             self._accept(m, pending.peer_id, pending.announcement, output, fx)
@@ -474,8 +499,7 @@ class PublicGossip:
 
     def _take_node(self, graph: NetworkGraph, msg: NodeAnnouncement, source: bytes | None,
                    fx: Effects, connected: Iterable[bytes]) -> None:
-        if not any(c.public and msg.node_id in (c.node_1, c.node_2)
-                   for c in graph.channels.values()):
+        if not graph.has_public_channel(msg.node_id):
             return   # BOLT 7: only nodes with an announced channel
         if not graph.add_node(msg):
             return
@@ -483,7 +507,7 @@ class PublicGossip:
         self._relay(msg, source, fx, connected)
 
     def _full(self, graph: NetworkGraph) -> bool:
-        if sum(1 for c in graph.channels.values() if c.public) < MAX_GRAPH_CHANNELS:
+        if len(graph.channels) < MAX_GRAPH_CHANNELS:   # private ones count too: O(1)
             return False
         self._cap_note(f"{MAX_GRAPH_CHANNELS} channels")
         return True
@@ -504,14 +528,41 @@ class PublicGossip:
                 continue
             wanted = self.filters.get(peer_id)
             if source is None or (wanted is not None and _admits(wanted, msg)):
-                fx.send(peer_id, msg)
+                self._enqueue(peer_id, msg)
+
+    def _enqueue(self, peer_id: bytes, msg: Message) -> None:
+        """Gossip for ``peer_id`` waits here, encoded, until the node's relay task for that
+        peer takes it (:meth:`take_relays`): a peer that reads slowly delays only its own
+        gossip, never a flight of the chain watcher or of another peer. Bounded: beyond
+        MAX_RELAY_QUEUE the peer misses gossip (one note), as BOLT 7 gossip is best effort."""
+        queue = self._relays.setdefault(peer_id, deque())
+        if len(queue) >= MAX_RELAY_QUEUE:
+            if peer_id not in self._overflowed:
+                self._overflowed.add(peer_id)
+                self.notes.append(f"peer {peer_id.hex()[:16]} reads its gossip too slowly: "
+                                  f"{MAX_RELAY_QUEUE} messages wait, newer ones are dropped")
+            return
+        queue.append(encode_message(msg))
+
+    def peers_with_relays(self) -> list[bytes]:
+        return [p for p, q in self._relays.items() if q]
+
+    def take_relays(self, peer_id: bytes, limit: int) -> list[bytes]:
+        """Up to ``limit`` encoded gossip messages for ``peer_id``, oldest first."""
+        queue = self._relays.get(peer_id)
+        if not queue:
+            return []
+        batch = [queue.popleft() for _ in range(min(limit, len(queue)))]
+        if not queue:
+            self._overflowed.discard(peer_id)
+        return batch
 
     def _replay(self, graph: NetworkGraph, peer_id: bytes, wanted: GossipTimestampFilter,
                 fx: Effects) -> None:
         """BOLT 7: on a new filter, send the gossip we hold within its range."""
         for msg in graph_messages(graph):
             if _admits(wanted, msg):
-                fx.send(peer_id, msg)
+                self._enqueue(peer_id, msg)
 
     # -- the chain ---------------------------------------------------------------------------
 
@@ -527,6 +578,14 @@ class PublicGossip:
                 scid = self.funding_outpoints.pop(spent, None)
                 if scid is not None:
                     self._spent.append(scid)
+
+    def channel_gone(self, m: ChannelManager, scid: ShortChannelId, fx: Effects) -> None:
+        """The chain says ``scid``'s funding output is spent (a block we did not watch,
+        e.g. while the node was down): forget the channel."""
+        for outpoint in [o for o, s in self.funding_outpoints.items() if s == scid]:
+            del self.funding_outpoints[outpoint]
+        if scid in m.graph.channels:
+            self._forget(m.graph, scid, fx)
 
     def _forget(self, graph: NetworkGraph, scid: ShortChannelId, fx: Effects) -> None:
         graph.remove_channel(scid)

@@ -23,6 +23,7 @@ from channel.gossip import (
     ShortChannelId,
 )
 from channel.graph import NetworkGraph
+from channel.wire import Message
 
 __all__ = ["MAX_SCIDS_PER_MESSAGE", "answer_query"]
 
@@ -35,7 +36,7 @@ Gossip = ChannelAnnouncement | ChannelUpdate | NodeAnnouncement
 
 def answer_query(graph: NetworkGraph, chain_hash: bytes,
                  query: QueryChannelRange | QueryShortChannelIds,
-                 messages: list[Gossip]) -> list[object]:
+                 messages: list[Gossip]) -> list[Message]:
     """What to send back for ``query``: ``messages`` is the public graph as gossip
     (:func:`channel.gossip_public.graph_messages`)."""
     payload = query.payload
@@ -46,7 +47,7 @@ def answer_query(graph: NetworkGraph, chain_hash: bytes,
     return _short_channel_ids(chain_hash, payload, messages)
 
 
-def _channel_range(graph: NetworkGraph, chain_hash: bytes, payload: bytes) -> list[object]:
+def _channel_range(graph: NetworkGraph, chain_hash: bytes, payload: bytes) -> list[Message]:
     """BOLT 7 ``reply_channel_range``: our public scids within the blocks asked for."""
     if len(payload) < 40:
         return []
@@ -62,7 +63,7 @@ def _channel_range(graph: NetworkGraph, chain_hash: bytes, payload: bytes) -> li
 
 
 def _short_channel_ids(chain_hash: bytes, payload: bytes,
-                       messages: list[Gossip]) -> list[object]:
+                       messages: list[Gossip]) -> list[Message]:
     """BOLT 7: for each scid asked, its announcement, updates and its nodes' announcements,
     then ``reply_short_channel_ids_end``."""
     if len(payload) < 35:
@@ -74,7 +75,7 @@ def _short_channel_ids(chain_hash: bytes, payload: bytes,
         return []
     wanted = {ShortChannelId.from_bytes(encoded[i:i + 8])
               for i in range(1, min(length, 1 + 8 * MAX_SCIDS_PER_MESSAGE), 8)}
-    out: list[object] = []
+    out: list[Message] = []
     nodes: set[bytes] = set()
     for msg in messages:
         if isinstance(msg, ChannelAnnouncement) and msg.scid in wanted:

@@ -14,6 +14,7 @@ from channel.gossip import (
     AnnouncementSignatures,
     ChannelAnnouncement,
     ChannelUpdate,
+    GossipTimestampFilter,
     ShortChannelId,
     check_channel_announcement,
     sign_node_announcement,
@@ -51,11 +52,15 @@ class GossipNet(Net):
         return manager
 
     def complete(self, node_id: bytes, fx: Effects) -> None:
+        super().complete(node_id, fx)   # end_of_batch adds to fx.outgoing: record after
         for peer_id, message in fx.outgoing:
             self.sent.append((node_id, peer_id, message))
-        super().complete(node_id, fx)
-        self.kv[node_id].update(fx.kv)
         manager = self.managers[node_id]
+        for peer_id in manager.public.peers_with_relays():   # what gossip_io's tasks send
+            for raw in manager.public.take_relays(peer_id, 1000):
+                self.sent.append((node_id, peer_id, decode_message(raw)))
+                self.queue.append((node_id, peer_id, raw))
+        self.kv[node_id].update(fx.kv)
         for scid in manager.public.take_lookups():   # what gossip_io does, at once
             answer = Effects()
             manager.public.lookup_done(manager, scid, self.chain.get(scid), answer)
@@ -230,12 +235,31 @@ def test_caps_bound_what_a_peer_can_make_us_hold(gnet: GossipNet,
         "gossip: the graph holds 0 channels, its cap: new ones are ignored"]
 
     monkeypatch.setattr(gossip_public, "MAX_GRAPH_CHANNELS", 10)
-    bucket = carol.public._budgets.setdefault(bob.node_id, gossip_public._Bucket())
+    bucket = carol.public._budget(bob.node_id)
     bucket.tokens = 0.0
     bucket.at = 1000.0
     carol.public.on_gossip(carol, bob.node_id, announcement, fx)
     assert carol.public.take_lookups() == []
     assert "too many chain lookups" in carol.public.notes[-1]
+
+
+def test_a_slow_reader_gets_at_most_the_relay_queue_cap(gnet: GossipNet,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A peer's gossip waits in a bounded queue: a replay larger than the cap keeps the first
+    messages, drops the rest with one note, and the queue accepts again once drained."""
+    bob, carol, _ = _relayed_announcement(gnet)   # Bob's graph: 1 channel, 2 updates, 2 nodes
+    monkeypatch.setattr(gossip_public, "MAX_RELAY_QUEUE", 3)
+    fx = Effects()
+    everything = GossipTimestampFilter(chain_hash=REGTEST_CHAIN_HASH, first_timestamp=0,
+                                       timestamp_range=0xFFFFFFFF)
+    bob.public.on_gossip(bob, carol.node_id, everything, fx)
+    queued = [type(decode_message(raw)).__name__
+              for raw in bob.public.take_relays(carol.node_id, 100)]
+    assert queued == ["ChannelAnnouncement", "ChannelUpdate", "ChannelUpdate"]
+    assert bob.public.notes == [f"peer {carol.node_id.hex()[:16]} reads its gossip too "
+                                "slowly: 3 messages wait, newer ones are dropped"]
+    bob.public.on_gossip(bob, carol.node_id, everything, fx)
+    assert len(bob.public.take_relays(carol.node_id, 100)) == 3
 
 
 def test_a_spent_funding_output_forgets_the_channel_and_its_rows(gnet: GossipNet) -> None:
@@ -256,6 +280,13 @@ def test_a_spent_funding_output_forgets_the_channel_and_its_rows(gnet: GossipNet
         rows = gnet.kv[manager.node_id]
         assert rows[f"{GOSSIP_KV_PREFIX}c:{scid}"] == ""
         assert rows[f"{GOSSIP_KV_PREFIX}u:{scid}00"] == ""
+        assert not manager.graph.has_public_channel(alice.node_id)
+    later = sign_node_announcement(node_key=PrivateKey(hashlib.sha256(b"alice").digest()),
+                                   timestamp=4_000_000_000, alias="alice again")
+    fx = Effects()
+    bob.handle_message(alice.node_id, later, fx)   # no announced channel left: not kept
+    assert bob.graph.node_aliases.get(alice.node_id) != "alice again"
+    assert fx.outgoing == [] == bob.public.take_relays(alice.node_id, 100)
 
 
 def test_the_persisted_rows_rebuild_the_same_graph(gnet: GossipNet) -> None:
@@ -288,14 +319,14 @@ def test_gossip_queries_are_answered_and_foreign_gossip_fails_nothing(
     carol.handle_message(bob.node_id, decode_message(
         bytes.fromhex("0107") + chain + (0).to_bytes(4, "big") + (1000).to_bytes(4, "big")),
         fx)
-    assert [encode_message(m) for _, m in fx.outgoing] == [
+    assert carol.public.take_relays(bob.node_id, 100) == [
         bytes.fromhex("0108") + chain + (0).to_bytes(4, "big") + (1000).to_bytes(4, "big")
         + b"\x01" + (9).to_bytes(2, "big") + b"\x00" + scid]
 
     fx = Effects()
     carol.handle_message(bob.node_id, decode_message(
         bytes.fromhex("0105") + chain + (9).to_bytes(2, "big") + b"\x00" + scid), fx)
-    answered = [m for _, m in fx.outgoing]
+    answered = [decode_message(raw) for raw in carol.public.take_relays(bob.node_id, 100)]
     assert [type(m).__name__ for m in answered] == [
         "ChannelAnnouncement", "ChannelUpdate", "ChannelUpdate", "NodeAnnouncement",
         "NodeAnnouncement", "ReplyShortChannelIdsEnd"]
@@ -309,7 +340,7 @@ def test_gossip_queries_are_answered_and_foreign_gossip_fails_nothing(
                                 + b"\x01" + scid)
     for message in (zlib_query, stranger):
         carol.handle_message(bob.node_id, message, fx)
-    assert fx.outgoing == []
+    assert fx.outgoing == [] == carol.public.take_relays(bob.node_id, 100)
     assert stranger_key.pubkey not in carol.graph.node_aliases
     assert all(h.channel.state is ChannelState.NORMAL for h in bob.handles.values())
 
@@ -325,3 +356,39 @@ def test_the_timestamp_filter_goes_only_to_peers_with_gossip_queries(gnet: Gossi
     fx = Effects()
     alice.peer_connected(bob.node_id, fx, gossip_queries=False)
     assert fx.outgoing == []
+
+
+def test_announcement_signatures_are_sent_again_after_a_reconnection(gnet: GossipNet) -> None:
+    """Signatures sent while the peer is gone are lost with the connection; after the
+    reconnection both sides send theirs again and the channel is announced."""
+    carol, dave = gnet.add("carol"), gnet.add("dave")
+    gnet.connect(carol, dave)
+    gnet.announce(carol, dave, tx_index=2, depth=5)
+    for manager in (carol, dave):
+        manager.block_connected(HEIGHT + 1, [], reorg=False)
+        fx = Effects()
+        manager.dirty_monitors(fx)
+        gnet.complete(manager.node_id, fx)
+    assert sum(isinstance(m, AnnouncementSignatures) for _, _, m in gnet.sent) == 2
+    gnet.queue.clear()   # the connection dropped with both signatures in flight
+    for x, y in ((carol, dave), (dave, carol)):
+        x.peer_disconnected(y.node_id)
+    assert carol.graph.public_channels() == []
+    gnet.connect(carol, dave)
+    assert sum(isinstance(m, AnnouncementSignatures) for _, _, m in gnet.sent) == 4
+    for manager in (carol, dave):
+        assert _complete(manager.graph, 1, 2)
+
+
+def test_a_channel_found_spent_after_a_restart_is_forgotten(gnet: GossipNet) -> None:
+    """A restored channel whose funding output the chain reports spent (closed while the node
+    was down) leaves the graph and its rows, and no later block spend is watched for it."""
+    bob, carol, announcement = _relayed_announcement(gnet)
+    gnet.connect(bob, carol)
+    assert len(carol.graph.public_channels()) == 1
+    fx = Effects()
+    carol.public.channel_gone(carol, announcement.scid, fx)
+    key = bytes(announcement.scid).hex()
+    assert carol.graph.public_channels() == []
+    assert (f"{GOSSIP_KV_PREFIX}c:{key}", "") in fx.kv
+    assert carol.public.funding_outpoints == {}
