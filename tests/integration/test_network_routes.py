@@ -1,19 +1,21 @@
 """Payments across every ordered pair of a `chanlab network start` network, fees to the msat.
 
-One network per topology (``line:5``, ``bolt7-example``), started as a person starts it
-(``chanlab network start --topology ...``: announced channels, 6 blocks, complete graphs). For
-every ordered pair (payer, payee) the payee makes an invoice and the payer pays it; then every
-node's off-chain balance is read (``balance``, the same JSON as ``chanlab NAME --json
-balance``) once no HTLC is left anywhere. The payee gains exactly the amount, the payer loses
-exactly amount + fee, each forwarder on the route gains exactly the fee its ``channel_update``
-announces for the amount it sent on (BOLT 7 "HTLC Fees", read from the payer's graph and equal
-to the topology's policy), and every other node gains nothing. The first pair goes through the
-command line itself (``chanlab dave invoice``, ``chanlab alice --json pay``, ``--json
-balance``); the others through the same control socket in-process, to keep the run short.
+One network per topology (``line:5``, ``bolt7-example``, ``star:4``, ``ring:4``), started as a
+person starts it (``chanlab network start --topology ...``: announced channels, 6 blocks,
+complete graphs). For every ordered pair (payer, payee) the payee makes an invoice and the
+payer pays it; then every node's off-chain balance is read (``balance``, the same JSON as
+``chanlab NAME --json balance``) once no HTLC is left anywhere. The payee gains exactly the
+amount, the payer loses exactly amount + fee, each forwarder on the route gains exactly the fee
+its ``channel_update`` announces for the amount it sent on (BOLT 7 "HTLC Fees", read from the
+payer's graph and equal to the topology's policy), and every other node gains nothing. The
+first pair goes through the command line itself (``chanlab dave invoice``, ``chanlab alice
+--json pay``, ``--json balance``); the others through the same control socket in-process, to
+keep the run short.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -84,7 +86,9 @@ class Network:
         return {name: int(self.call(name, "balance")["offchain_msat"]) for name in self.names}
 
 
-def _start(tmp_path_factory: pytest.TempPathFactory, spec: str) -> Iterator[Network]:
+@contextlib.contextmanager
+def _network(tmp_path_factory: pytest.TempPathFactory, spec: str) -> Iterator[Network]:
+    """``spec`` started in a home of its own; stopped (and SIGKILLed if need be) after."""
     home = tmp_path_factory.mktemp(spec.replace(":", "-")) / "home"
     said: list[str] = []
     try:
@@ -104,13 +108,15 @@ def _start(tmp_path_factory: pytest.TempPathFactory, spec: str) -> Iterator[Netw
 @pytest.fixture(scope="module")
 def line5(tmp_path_factory: pytest.TempPathFactory,
           bitcoind_binary: BitcoindBinary) -> Iterator[Network]:
-    yield from _start(tmp_path_factory, "line:5")
+    with _network(tmp_path_factory, "line:5") as net:
+        yield net
 
 
 @pytest.fixture(scope="module")
 def bolt7(tmp_path_factory: pytest.TempPathFactory,
           bitcoind_binary: BitcoindBinary) -> Iterator[Network]:
-    yield from _start(tmp_path_factory, "bolt7-example")
+    with _network(tmp_path_factory, "bolt7-example") as net:
+        yield net
 
 
 def _route_of(answer: dict[str, Any], payee_id: str) -> list[str]:
@@ -214,3 +220,21 @@ def test_bolt7_example_pays_across_every_ordered_pair_with_the_specs_fees(
         assert fees[pair] in (through["B"], through["D"]), pair
     for pair in ("bob->dave", "dave->bob"):
         assert fees[pair] in (through["A"], through["C"]), pair
+
+
+@pytest.mark.parametrize("spec", ["star:4", "ring:4"])
+def test_star_and_ring_pay_across_every_ordered_pair(
+        spec: str, tmp_path_factory: pytest.TempPathFactory,
+        bitcoind_binary: BitcoindBinary) -> None:
+    """star:4 (leaves pay each other through the hub) and ring:4 (the far node is two hops
+    either way) pay across all 12 ordered pairs, each forwarder keeping exactly its fee."""
+    with _network(tmp_path_factory, spec) as net:
+        fees = _pay_every_pair(net, print)
+        assert len(fees) == 12
+        one_forward = 1000 + AMOUNT_MSAT // 1_000_000    # the default policy on 10,000 sat
+        if spec == "star:4":   # alice is the hub: every leaf-to-leaf payment crosses her
+            assert {pair: fee for pair, fee in fees.items() if "alice" not in pair} == \
+                dict.fromkeys(("bob->carol", "bob->dave", "carol->bob", "carol->dave",
+                               "dave->bob", "dave->carol"), one_forward)
+        else:                  # alice-bob-carol-dave-alice: opposite corners are 2 hops
+            assert fees["alice->carol"] == fees["bob->dave"] == one_forward
