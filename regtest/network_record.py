@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -125,10 +125,17 @@ def fill_opened(records: tuple[ChannelRecord, ...], results: dict[str, list[dict
                       funding_txid=str(answer["funding_txid"]))
 
 
-def expected_graph(record: NetworkRecord, node_ids: dict[str, str]) -> ExpectedGraph:
-    """What every node's graph should hold: the network's nodes and its open channels."""
+def expected_graph(record: NetworkRecord, node_ids: dict[str, str], *,
+                   closed: Collection[str] = ()) -> ExpectedGraph:
+    """What every node's graph should hold: the network's channels with a short channel id,
+    but those whose channel id is in ``closed`` (gossip forgets a channel spent on chain), and
+    the nodes at either end of one of them (only a node with a public channel is announced)."""
+    channels = tuple(ExpectedChannel(short_channel_id=c.short_channel_id,
+                                     ends=(c.plan.opener, c.plan.accepter))
+                     for c in record.channels
+                     if c.short_channel_id and c.channel_id not in closed)
+    ends = {name for chan in channels for name in chan.ends}
     return ExpectedGraph(
-        node_ids=tuple((name, node_ids[name]) for name in record.topology.names),
-        channels=tuple(ExpectedChannel(short_channel_id=c.short_channel_id,
-                                       ends=(c.plan.opener, c.plan.accepter))
-                       for c in record.channels if c.short_channel_id))
+        node_ids=tuple((name, node_ids[name]) for name in record.topology.names
+                       if name in ends),
+        channels=channels)

@@ -22,6 +22,7 @@ from regtest.network_graph import graph_gaps
 from regtest.network_record import ChannelRecord, NetworkRecord, expected_graph, load_network
 
 __all__ = [
+    "CLOSED_STATES",
     "ChannelEnd",
     "ChannelStatus",
     "NetworkStatus",
@@ -34,6 +35,7 @@ __all__ = [
     "render_status",
 ]
 
+CLOSED_STATES = frozenset({"closing", "force_closing", "closed"})   # a channel's, as listed
 _PARALLEL = 8                 # control calls in flight at once (2 cores; nodes are processes)
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -193,8 +195,12 @@ def network_status(home: Path) -> NetworkStatus:
     answers = dict(zip(names, parallel(node, names), strict=True))
     ids = {name: str(info["node_id"]) for name, (info, _, _) in answers.items()
            if info is not None}
+    channels = channel_statuses(record, gather_channels(home, names))
+    # a channel closed on chain leaves every graph: it is not missing
+    closed = {c.record.channel_id or "" for c in channels
+              if any(end.state in CLOSED_STATES for end in c.ends)}
     # the whole network's ids are needed to say which nodes a graph lacks
-    expected = expected_graph(record, ids) if len(ids) == len(names) else None
+    expected = expected_graph(record, ids, closed=closed) if len(ids) == len(names) else None
     nodes = []
     for plan in record.topology.nodes:
         info, balance, graph = answers[plan.name]
@@ -209,7 +215,6 @@ def network_status(home: Path) -> NetworkStatus:
             cltv_expiry_delta=policy.cltv_expiry_delta,
             graph_gaps=None if graph is None or expected is None else
             tuple(graph_gaps(expected, graph))))
-    channels = channel_statuses(record, gather_channels(home, names))
     return NetworkStatus(spec=record.topology.spec, started_bitcoind=record.started_bitcoind,
                          nodes=tuple(nodes), channels=tuple(channels))
 

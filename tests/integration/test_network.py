@@ -240,3 +240,46 @@ def test_bolt7_example_has_four_channels_and_the_specs_fees_and_starts_again(
         _stop_and_check_gone(home, pids)
     finally:
         _kill_leftovers(pids)
+
+
+def test_a_channel_closed_by_hand_is_not_waited_for_when_the_network_starts_again(
+        tmp_path: Path, bitcoind_binary: BitcoindBinary) -> None:
+    """line:3 with alice-bob closed cooperatively and mined: status counts every graph
+    complete without it (gossip forgot it), and `network start` brings the rest back with
+    bob-carol still public in every graph."""
+    home = tmp_path / "home"
+    started = _run(home, "network", "start", "--topology", "line:3", timeout=180)
+    pids = _pids(home) if (home / "network.json").exists() else {}
+    try:
+        assert started.returncode == 0, started.stderr + started.stdout
+        record = json.loads((home / "network.json").read_text())
+        ab, bc = record["channels"]
+        closing = call_node("alice", "close", {"channel": ab["channel_id"]}, home=home)
+
+        def gossip_forgot() -> bool:
+            # a block at a time until the closing transaction is in one (it reaches the
+            # mempool a moment after `close` answers) and every graph dropped the channel
+            assert _run(home, "bitcoind", "mine", "1").returncode == 0
+            return all(ab["short_channel_id"] not in
+                       {c["short_channel_id"] for c in call_node(n, "graph-info", home=home)
+                        ["channels"] if c["public"]} for n in ("alice", "bob", "carol"))
+
+        wait_for(gossip_forgot, timeout=60, max_interval=1.0,
+                 what=f"every graph to forget alice-bob, closed by {closing['closing_txid']}")
+        assert {c["state"] for n in ("alice", "bob") for c in call_node(n, "channels", home=home)
+                if c["channel_id"] == ab["channel_id"]} <= {"closing", "closed"}
+        status = network_status(home)
+        assert [(n.name, n.graph_gaps) for n in status.nodes] == \
+            [("alice", ()), ("bob", ()), ("carol", ())]
+        _stop_and_check_gone(home, pids)
+        again = _run(home, "network", "start", timeout=180)
+        pids = _pids(home)
+        assert again.returncode == 0, again.stderr + again.stdout
+        assert "network line:3 is up again" in again.stdout
+        for name in ("alice", "bob", "carol"):
+            public = {c["short_channel_id"] for c in
+                      call_node(name, "graph-info", home=home)["channels"] if c["public"]}
+            assert public == {bc["short_channel_id"]}, name
+        _stop_and_check_gone(home, pids)
+    finally:
+        _kill_leftovers(pids)

@@ -164,12 +164,25 @@ def test_expected_graph_from_forwarding_keeps_confirmed_channels_between_the_nod
 
 def test_a_network_record_expects_its_channels_once_their_scids_are_known() -> None:
     """expected_graph takes the record's channels that have a short channel id, with their
-    planned ends, and every node of the topology by its id."""
+    planned ends, and the nodes at their ends by id (carol's channel has no scid yet)."""
     topology = parse_topology("line:3")
     record = NetworkRecord(topology=topology, started_bitcoind=False, channels=(
         ChannelRecord(plan=topology.channels[0], short_channel_id="103x1x0"),
         ChannelRecord(plan=topology.channels[1])))
     assert expected_graph(record, {"alice": ALICE, "bob": BOB, "carol": CAROL}) == \
-        ExpectedGraph(node_ids=(("alice", ALICE), ("bob", BOB), ("carol", CAROL)),
+        ExpectedGraph(node_ids=(("alice", ALICE), ("bob", BOB)),
                       channels=(ExpectedChannel(short_channel_id="103x1x0",
                                                 ends=("alice", "bob")),))
+
+
+def test_a_closed_channel_and_the_nodes_left_without_one_are_not_expected() -> None:
+    """Closing alice-bob leaves bob-carol expected, with bob and carol only: alice has no
+    public channel left, so no node_announcement of hers is waited for."""
+    topology = parse_topology("line:3")
+    record = NetworkRecord(topology=topology, started_bitcoind=False, channels=(
+        ChannelRecord(plan=topology.channels[0], channel_id="ab", short_channel_id="103x1x0"),
+        ChannelRecord(plan=topology.channels[1], channel_id="bc", short_channel_id="103x2x0")))
+    ids = {"alice": ALICE, "bob": BOB, "carol": CAROL}
+    assert expected_graph(record, ids, closed={"ab"}) == ExpectedGraph(
+        node_ids=(("bob", BOB), ("carol", CAROL)),
+        channels=(ExpectedChannel(short_channel_id="103x2x0", ends=("bob", "carol")),))
