@@ -36,7 +36,7 @@ from channel.gossip_public import (
 if TYPE_CHECKING:
     from channel.node import Node
 
-__all__ = ["LOOKUP_CONCURRENCY", "RELAY_BATCH", "GossipShell", "ScidLookup"]
+__all__ = ["LOOKUP_CONCURRENCY", "RELAY_BATCH", "GossipShell", "ScidLookup", "node_identity"]
 
 log = logging.getLogger("chanlab.gossip")
 
@@ -102,7 +102,10 @@ class GossipShell:
         public = manager.public
         for note in public.notes:
             log.warning("%s", note)
+        if public.notes_suppressed:
+            log.warning("gossip: %d more lines like these not logged", public.notes_suppressed)
         public.notes.clear()
+        public.notes_suppressed = 0
         for scid in public.take_lookups():
             self._spawn(self._lookup(scid))
         for peer_id in public.peers_with_relays():

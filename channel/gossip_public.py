@@ -59,7 +59,7 @@ from channel.graph import NetworkGraph
 from channel.keys import PrivateKey, verify
 from channel.messages import encode_message
 from channel.state import ChannelState
-from channel.wire import Message, WarningMessage, decode_with
+from channel.wire import Message, WarningMessage, decode_with, our_features
 
 if TYPE_CHECKING:
     from channel.manager import ChannelManager
@@ -97,6 +97,7 @@ MAX_HELD_NODES: Final = 256          # node_announcements waiting for a channel 
 LOOKUPS_PER_S: Final = 5.0
 LOOKUP_BURST: Final = 50
 MAX_BUDGETS: Final = 1024            # peers whose lookup budget is remembered
+MAX_NOTES: Final = 20                # log lines per flight about bad gossip
 #: what the manager hands to :meth:`PublicGossip.on_gossip`: BOLT 7's messages and queries
 PUBLIC_GOSSIP_TYPES: Final = (AnnouncementSignatures, ChannelAnnouncement, ChannelUpdate,
                               NodeAnnouncement, GossipTimestampFilter, GossipQuery)
@@ -186,7 +187,11 @@ class PublicGossip:
         self._spent: list[ShortChannelId] = []
         self._last_node_timestamp = 0
         self._capped = False
-        self.notes: list[str] = []   # warnings for the node's log
+        self.notes: list[str] = []   # warnings for the node's log (MAX_NOTES until drained)
+        self.notes_suppressed = 0
+        # what strangers' gossip cost: chain lookups started, refused over a peer's budget,
+        # announcements rejected (bad signatures, funding output not the 2-of-2)
+        self.counters = {"lookups": 0, "over_budget": 0, "rejected": 0}
         self._relays: dict[bytes, deque[bytes]] = {}   # peer -> encoded gossip to send
         self._overflowed: set[bytes] = set()
 
@@ -299,7 +304,7 @@ class PublicGossip:
         return known is not None and known.public
 
     def _warn(self, peer_id: bytes, text: str, fx: Effects) -> None:
-        self.notes.append(f"peer {peer_id.hex()[:16]}: {text} (ignored; warning sent)")
+        self._note(f"peer {peer_id.hex()[:16]}: {text} (ignored; warning sent)")
         fx.send(peer_id, WarningMessage.with_text(bytes(32), text[:500]))
 
     def _assemble(self, m: ChannelManager, handle: ChannelHandle,
@@ -347,6 +352,7 @@ class PublicGossip:
         ours = sign_node_announcement(node_key=self._node_key, timestamp=timestamp,
                                       alias=self.identity.alias,
                                       rgb_color=self.identity.rgb_color,
+                                      features=our_features().to_bytes(),   # BOLT 9 node
                                       addresses=self.identity.addresses)
         self._take_node(m.graph, ours, None, fx, m.connected)
 
@@ -387,7 +393,8 @@ class PublicGossip:
         try:
             check_channel_announcement(msg, chain_hash=self.chain_hash)
         except InvalidGossip as exc:
-            self.notes.append(f"peer {peer_id.hex()[:16]}: {exc} (ignored)")
+            self.counters["rejected"] += 1
+            self._note(f"peer {peer_id.hex()[:16]}: {exc} (ignored)")
             return
         if self._full(m.graph):
             return
@@ -396,11 +403,13 @@ class PublicGossip:
             return
         if len(self._pending) >= MAX_PENDING_LOOKUPS or \
                 not self._budget(peer_id).take(self._clock()):
-            self.notes.append(f"peer {peer_id.hex()[:16]}: channel_announcement {scid} "
-                              "dropped: too many chain lookups at once")
+            self.counters["over_budget"] += 1
+            self._note(f"peer {peer_id.hex()[:16]}: channel_announcement {scid} dropped: "
+                       "too many chain lookups at once")
             return
         self._pending[scid] = _Pending(peer_id, msg)
         self._lookups.append(scid)
+        self.counters["lookups"] += 1
 
     def _budget(self, peer_id: bytes) -> _Bucket:
         """The peer's lookup budget; kept across its reconnections (a reconnection does not
@@ -438,7 +447,8 @@ class PublicGossip:
             check_funding_output(msg, None if output is None else output.script_pubkey,
                                  spent=False)
         except InvalidGossip as exc:
-            self.notes.append(f"peer {peer_id.hex()[:16]}: {exc} (ignored)")
+            self.counters["rejected"] += 1
+            self._note(f"peer {peer_id.hex()[:16]}: {exc} (ignored)")
             self._pending.pop(msg.scid, None)
             return
         assert output is not None
@@ -506,6 +516,14 @@ class PublicGossip:
         fx.kv.append((f"{GOSSIP_KV_PREFIX}n:{msg.node_id.hex()}", _typed(msg).hex()))
         self._relay(msg, source, fx, connected)
 
+    def _note(self, text: str) -> None:
+        """A line for the node's log; a flood of bad gossip writes MAX_NOTES lines per
+        flight, then a count (``notes_suppressed``), not one line per message."""
+        if len(self.notes) < MAX_NOTES:
+            self.notes.append(text)
+        else:
+            self.notes_suppressed += 1
+
     def _full(self, graph: NetworkGraph) -> bool:
         if len(graph.channels) < MAX_GRAPH_CHANNELS:   # private ones count too: O(1)
             return False
@@ -515,7 +533,7 @@ class PublicGossip:
     def _cap_note(self, what: str) -> None:
         if not self._capped:   # one line, not one per message
             self._capped = True
-            self.notes.append(f"gossip: the graph holds {what}, its cap: new ones are ignored")
+            self._note(f"gossip: the graph holds {what}, its cap: new ones are ignored")
 
     # -- relaying ----------------------------------------------------------------------------
 
@@ -539,8 +557,8 @@ class PublicGossip:
         if len(queue) >= MAX_RELAY_QUEUE:
             if peer_id not in self._overflowed:
                 self._overflowed.add(peer_id)
-                self.notes.append(f"peer {peer_id.hex()[:16]} reads its gossip too slowly: "
-                                  f"{MAX_RELAY_QUEUE} messages wait, newer ones are dropped")
+                self._note(f"peer {peer_id.hex()[:16]} reads its gossip too slowly: "
+                           f"{MAX_RELAY_QUEUE} messages wait, newer ones are dropped")
             return
         queue.append(encode_message(msg))
 
@@ -592,7 +610,7 @@ class PublicGossip:
         key = bytes(scid).hex()
         for row in (f"c:{key}", f"o:{key}", f"u:{key}00", f"u:{key}01"):
             fx.kv.append((GOSSIP_KV_PREFIX + row, ""))   # an empty value: deleted
-        self.notes.append(f"gossip: channel {scid} closed on chain: forgotten")
+        self._note(f"gossip: channel {scid} closed on chain: forgotten")
 
     def restore(self, graph: NetworkGraph, kv: dict[str, str], announced: Iterable[str],
                 public_scids: set[bytes]) -> None:

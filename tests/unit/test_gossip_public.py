@@ -15,10 +15,12 @@ from channel.gossip import (
     ChannelAnnouncement,
     ChannelUpdate,
     GossipTimestampFilter,
+    NodeAnnouncement,
     ShortChannelId,
     check_channel_announcement,
     sign_node_announcement,
 )
+from channel.gossip_io import node_identity
 from channel.gossip_local import graph_report
 from channel.gossip_public import (
     GOSSIP_KV_PREFIX,
@@ -32,7 +34,7 @@ from channel.keys import PrivateKey
 from channel.manager import ChannelManager
 from channel.messages import decode_message, encode_message
 from channel.state import ChannelState
-from channel.wire import REGTEST_CHAIN_HASH, WarningMessage
+from channel.wire import REGTEST_CHAIN_HASH, WarningMessage, our_features
 from tests.unit.test_manager import FUNDING_SAT, HEIGHT, Net
 
 
@@ -134,6 +136,8 @@ def test_announcement_signatures_go_out_at_six_confirmations_and_assemble(
         check_channel_announcement(announcement, chain_hash=REGTEST_CHAIN_HASH)
         assert announcement.scid == ShortChannelId(HEIGHT - 4, 1, 0)
         assert manager.graph.node_aliases == {alice.node_id: "alice", bob.node_id: "bob"}
+        nodes = [m for m in graph_messages(manager.graph) if isinstance(m, NodeAnnouncement)]
+        assert [n.features for n in nodes] == [our_features().to_bytes()] * 2
     updates = [m for m in graph_messages(alice.graph) if isinstance(m, ChannelUpdate)]
     assert [u.message_flags for u in updates] == [1, 1]   # public: no dont_forward
     assert alice.handles[key].channel.state is ChannelState.NORMAL
@@ -392,3 +396,54 @@ def test_a_channel_found_spent_after_a_restart_is_forgotten(gnet: GossipNet) -> 
     assert carol.graph.public_channels() == []
     assert (f"{GOSSIP_KV_PREFIX}c:{key}", "") in fx.kv
     assert carol.public.funding_outpoints == {}
+
+
+@pytest.mark.parametrize(("host", "port", "addresses"), [
+    ("127.0.0.1", 9735, bytes.fromhex("017f0000012607")),
+    ("0.0.0.0", 9735, b""),
+    ("localhost", 9735, b""),
+    ("::1", 9735, b""),
+])
+def test_our_node_announcement_names_a_routable_ipv4_listen_address_only(
+        host: str, port: int, addresses: bytes) -> None:
+    """BOLT 7 address descriptor type 1 for an IPv4 listen address; nothing for 0.0.0.0, a
+    host name or IPv6 (not announced by chanlab); the alias is the node's name."""
+    identity = node_identity("carol", host, port, b"\x02" * 33)
+    assert (identity.alias, identity.addresses) == ("carol", addresses)
+    assert identity.rgb_color == hashlib.sha256(b"\x02" * 33).digest()[:3]
+
+
+def test_the_cli_open_announce_reaches_the_node_as_the_table_names_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``chanlab alice open PEER 500000 --announce`` sends ``announce: True``; a plain
+    ``open`` keeps today's default, a private channel."""
+    from regtest import client
+    sent: list[dict[str, object]] = []
+
+    def fake_call(name: str, cmd: str, args: dict[str, object]) -> object:
+        sent.append(args)
+        return {"ok": 1}
+
+    monkeypatch.setattr(client, "call_node", fake_call)
+    peer = "02" + "ab" * 32
+    assert client.run_client("alice", ["open", peer, "500000", "--announce"]) == 0
+    assert client.run_client("alice", ["open", peer, "500000"]) == 0
+    assert [args["announce"] for args in sent] == [True, False]
+
+
+def test_graph_info_for_people_names_nodes_fees_and_completeness(gnet: GossipNet) -> None:
+    """``chanlab NAME graph-info`` without --json: a line per node, the channel with each
+    side's fee and delta, and whether the public graph is complete."""
+    from regtest.client_views import human_answer
+    alice, bob = gnet.add("alice"), gnet.add("bob")
+    gnet.connect(alice, bob)
+    gnet.announce(alice, bob, tx_index=1)
+    text = human_answer("graph-info", graph_report(alice.graph)).split("\n")
+    first, second = sorted([("alice", alice.node_id), ("bob", bob.node_id)],
+                           key=lambda named: named[1])
+    assert text[0] == f"node {first[0]:<16} {first[1].hex()[:16]}…  no address"
+    assert text[2] == f"channel {HEIGHT - 5}x1x0 {first[0]} - {second[0]}, 1,000,000 sat"
+    assert text[3:5] == [f"  {first[0]} charges 1000 msat + 1 ppm, cltv delta 40",
+                         f"  {second[0]} charges 1000 msat + 1 ppm, cltv delta 40"]
+    assert text[-1] == ("public graph complete: 1 of 1 public channels with both updates, "
+                        "2 node announcements")
