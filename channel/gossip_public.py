@@ -158,7 +158,13 @@ def restore_records(kv: dict[str, str]) -> list[bytes]:
     prefix), in replay order: channels, then updates, then nodes; deleted rows skipped."""
     order = {"c": 0, "u": 1, "n": 2}
     rows = sorted((order[k[0]], k, v) for k, v in kv.items() if v and k[:1] in order)
-    return [bytes.fromhex(v) for _, _, v in rows]
+    out = []
+    for _, _, value in rows:
+        try:
+            out.append(bytes.fromhex(value))
+        except ValueError:
+            continue   # a damaged row costs its gossip, not the node's start
+    return out
 
 
 class PublicGossip:

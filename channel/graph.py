@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from channel.codec import MAX_MSAT
-from channel.errors import InvalidGossip, RejectedUpdate
+from channel.errors import ChanlabError, InvalidGossip, RejectedUpdate
 from channel.forwarding import ChannelPolicy
 from channel.gossip import (
     GOSSIP_MESSAGES,
@@ -236,7 +236,11 @@ class NetworkGraph:
         """Apply ``records()`` of another graph to this one (each update and node
         re-checked): a restarted node's persisted gossip over its private channels."""
         for raw in records:
-            message = decode_with(GOSSIP_MESSAGES, raw[8:] if _is_channel_record(raw) else raw)
+            try:
+                message = decode_with(GOSSIP_MESSAGES,
+                                      raw[8:] if _is_channel_record(raw) else raw)
+            except ChanlabError:
+                continue   # a damaged row costs its gossip, not the node's start
             if isinstance(message, ChannelAnnouncement):
                 self.add_announced_channel(message, int.from_bytes(raw[:8], "big"))
             elif isinstance(message, ChannelUpdate):

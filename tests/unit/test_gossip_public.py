@@ -447,3 +447,17 @@ def test_graph_info_for_people_names_nodes_fees_and_completeness(gnet: GossipNet
                          f"  {second[0]} charges 1000 msat + 1 ppm, cltv delta 40"]
     assert text[-1] == ("public graph complete: 1 of 1 public channels with both updates, "
                         "2 node announcements")
+
+
+def test_damaged_rows_cost_their_gossip_not_the_restore(gnet: GossipNet) -> None:
+    """A row that is not hex, or not a gossip message, is skipped; the others rebuild."""
+    alice, bob = gnet.add("alice"), gnet.add("bob")
+    gnet.connect(alice, bob)
+    gnet.announce(alice, bob, tx_index=1)
+    rows = {k[len(GOSSIP_KV_PREFIX):]: v for k, v in gnet.kv[alice.node_id].items()
+            if k.startswith(GOSSIP_KV_PREFIX)}
+    rows["n:zz"] = "not hex"
+    rows["u:" + "ab" * 9] = "0102ffff"
+    restored = NetworkGraph(REGTEST_CHAIN_HASH)
+    restored.replay(restore_records(rows))
+    assert graph_messages(restored) == graph_messages(alice.graph)
