@@ -27,7 +27,16 @@ from typing import Any
 
 import pytest
 from onchain import tx_of, witness
-from test_forwarding_nodes import CLTV_DELTA, Line, _fee_msat, _line
+from test_forwarding_nodes import (
+    CLTV_DELTA,
+    FEE_BASE_MSAT,
+    FEE_PPM,
+    FUNDING_SAT,
+    Line,
+    _fee_msat,
+    _line,
+    _start,
+)
 
 from channel.errors import ChanlabError
 from channel.monitor import ANTI_REORG_DELAY
@@ -39,6 +48,7 @@ WaitFor = Callable[..., object]
 
 AMOUNT_MSAT = 50_000_000                  # whole sats: the HTLC output is exactly 50,000 sat
 HTLC_TIMEOUT_FEE_SAT = 1000 * 663 // 1000  # BOLT 3 at the commitment's 1000 sat/kw
+ANCHOR_SAT = 330                           # BOLT 3 anchor outputs
 
 
 def _payment_status(node: NodeProcess, payment_hash: str) -> str:
@@ -84,14 +94,16 @@ def _expiry(node: NodeProcess, channel: str, payment_hash: str) -> int:
 
 
 def _settled_on_chain(cluster: Cluster, funding: OutPoint, since: int,
-                      owners: list[NodeProcess]) -> Settlement:
+                      owners: list[NodeProcess], anchors: int = 0) -> Settlement:
     """Mine block by block until every unspent end of the channel pays one of ``owners``'
-    wallets (the sweeps waited for their to_self_delay); the settlement then."""
+    wallets (the sweeps waited for their to_self_delay), but ``anchors`` anchor outputs
+    (330 sat, anyone's after 16 blocks); the settlement then."""
     for _ in range(30):   # to_self_delay 10, twice at most (an HTLC tx's output), and slack
         mine_synced(cluster, 1)
         s = settlement(cluster.miner, funding, since)
-        if all(any(owned_by(n.wallet, leaf.script_pubkey) for n in owners)
-               for leaf in s.leaves):
+        others = [leaf for leaf in s.leaves
+                  if not any(owned_by(n.wallet, leaf.script_pubkey) for n in owners)]
+        if len(others) == anchors and all(leaf.amount_sat == ANCHOR_SAT for leaf in others):
             return s
         time.sleep(0.1)   # the sweeps a block allows reach the mempool
     raise AssertionError(f"outputs of {funding} still unswept after 30 blocks: {s.leaves}")
@@ -368,3 +380,66 @@ def test_alice_away_bob_claims_her_htlc_on_chain_before_it_expires(
     bob_gain_msat = s.amount_to(line.bob.wallet) * 1000 + \
         line.local_msat(line.bob, line.bc) - bob_bc_msat
     assert bob_gain_msat == fee_msat - bob_fees_sat * 1000
+
+
+def test_anchors_carol_silent_bob_times_out_with_a_fee_bumped_htlc_timeout(
+        cluster: Cluster, wait_for: WaitFor) -> None:
+    """The timeout case on an anchors channel (Bob-Carol): at cltv_expiry + 1 Bob broadcasts
+    his commitment, then his zero-fee HTLC-timeout with fee inputs from his wallet once the
+    commitment confirms; 6 blocks after the HTLC-timeout confirms Bob fails Alice's HTLC off
+    chain. Bob's wallet ends with his whole side less exactly the fees and the two 330 sat
+    anchors (left to anyone after 16 blocks)."""
+    alice = _start(cluster, "alice", funds_sat=2_000_000)
+    bob = _start(cluster, "bob", "--fee-base-msat", str(FEE_BASE_MSAT),
+                 "--fee-proportional-millionths", str(FEE_PPM),
+                 "--cltv-expiry-delta", str(CLTV_DELTA), funds_sat=2_000_000)
+    carol = _start(cluster, "carol")
+    ab = str(cluster.open_channel(alice, bob, FUNDING_SAT)["funding_txid"])
+    bc = str(cluster.open_channel(bob, carol, FUNDING_SAT, anchors=True)["funding_txid"])
+    line = Line(cluster, alice, bob, carol, ab, bc)
+    wait_for(line.hint_ready, timeout=30, what="Carol to know Bob's policy")
+    chain = cluster.miner
+    alice_msat = line.local_msat(alice, ab)
+    bob_bc_msat = line.local_msat(bob, bc)
+    hold = _held(line, wait_for)
+    funding = _funding(cluster, bob, bc)
+    expiry = _expiry(bob, str(cluster.channel(bob, bc)["channel"]), hold["payment_hash"])
+    carol.stop()
+    since = chain.height()
+    wallet_sat = bob.wallet.balance_sat()
+    cluster.mine(expiry - chain.height())
+    sync_nodes(cluster)
+    assert chain.get_tx_out(funding) is not None
+    mine_synced(cluster, 1)                         # expiry + 1: Bob's BOLT 2 deadline
+    wait_for(lambda: _mempool_spender(cluster, funding.txid_hex, funding.vout) is not None,
+             timeout=20, what="Bob's commitment in the mempool")
+    commitment_txid = _mempool_spender(cluster, funding.txid_hex, funding.vout)
+    assert commitment_txid is not None
+    commitment = tx_of(chain, commitment_txid)
+    [htlc_vout] = [v for v, o in enumerate(commitment.vout) if o.nValue == AMOUNT_MSAT // 1000]
+    mine_synced(cluster, 1)                         # the commitment confirms at expiry + 2
+    wait_for(lambda: _mempool_spender(cluster, commitment_txid, htlc_vout) is not None,
+             timeout=20, what="Bob's fee-bumped HTLC-timeout in the mempool")
+    timeout_txid = _mempool_spender(cluster, commitment_txid, htlc_vout)
+    assert timeout_txid is not None
+    timeout_tx = tx_of(chain, timeout_txid)
+    assert timeout_tx.nLockTime == expiry and len(timeout_tx.vin) >= 2   # fee inputs added
+    mine_synced(cluster, ANTI_REORG_DELAY - 1)      # confirmed at expiry + 3, 5 deep
+    assert _payment_status(alice, hold["payment_hash"]) == "pending"
+    mine_synced(cluster, 1)
+    wait_for(lambda: _payment_status(alice, hold["payment_hash"]) == "failed",
+             timeout=30, what="Alice's payment to fail back")
+    assert chain.height() == expiry + 2 + ANTI_REORG_DELAY
+
+    def ab_back() -> bool:
+        a, b = cluster.channel(alice, ab), cluster.channel(bob, ab)
+        return a["htlcs"] == b["htlcs"] == 0 and a["local_msat"] == alice_msat and \
+            a["state"] == b["state"] == "normal"
+
+    wait_for(ab_back, timeout=20, what="Alice-Bob back to its balances, without the HTLC")
+    s = _settled_on_chain(cluster, funding, since, [bob], anchors=2)
+    assert s.closing_txid == commitment_txid and s.foreign_inputs_sat > 0
+    assert s.amount_to(bob.wallet) - s.foreign_inputs_sat == \
+        bob_bc_msat // 1000 - s.total_fees_sat - 2 * ANCHOR_SAT
+    assert bob.wallet.balance_sat() - wallet_sat == \
+        bob_bc_msat // 1000 - s.total_fees_sat - 2 * ANCHOR_SAT
