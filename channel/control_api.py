@@ -124,8 +124,11 @@ NODE_COMMANDS: dict[str, Command] = _table(
                   Arg(name="push_msat", type=ArgType.INT, default=0),
                   Arg(name="anchors", type=ArgType.BOOL, default=False,
                       help="option_anchors channel type (also chosen when the peer "
-                           "requires it)")),
-            answer="{channel, channel_id, funding_txid, funding_sat}"),
+                           "requires it)"),
+                  Arg(name="announce", type=ArgType.BOOL, default=False,
+                      help="a public channel (BOLT 7): announced to the network once its "
+                           "funding tx has 6 confirmations")),
+            answer="{channel, channel_id, funding_txid, funding_sat, announce}"),
     Command(name="invoice", help="ask to be paid: a BOLT 11 invoice (lnbcrt… on regtest)",
             args=(Arg(name="amount_msat", type=ArgType.INT),
                   Arg(name="description", type=ArgType.STR, default=""),
@@ -167,8 +170,10 @@ NODE_COMMANDS: dict[str, Command] = _table(
                    "preimage_known}]}"),
     Command(name="graph-info", help="the network as this node knows it: nodes, and channels "
                                     "with each direction's fees and cltv delta",
-            answer="{nodes: [{node_id, alias, addresses}], channels: [{short_channel_id, "
-                   "node_1, node_2, capacity_sat, public, policy_1?, policy_2?}]}"),
+            answer="{nodes: [{node_id, alias, addresses, announced}], channels: "
+                   "[{short_channel_id, node_1, node_2, capacity_sat, public, policy_1?, "
+                   "policy_2?}], public_channels: int, public_channels_with_both_updates: "
+                   "int, node_announcements: int, complete: bool}"),
     Command(name="channels", help="list channels",
             answer="[{channel, peer_id, state, channel_id, funding_sat, funding_outpoint, "
                    "opener, commitment_format, to_self_delay, local_msat?, remote_msat?, "

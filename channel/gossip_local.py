@@ -56,10 +56,13 @@ class LocalGossip:
         # channel key -> the scid our update named, sent on this connection
         self._sent: dict[str, bytes] = {}
         self._last_timestamp = 0
+        # real scids of our channels now announced (channel.gossip_public): their updates are
+        # public gossip, without dont_forward
+        self.public_scids: set[bytes] = set()
 
     def channel_update(self, handle: ChannelHandle, policy: NodePolicy) -> ChannelUpdate | None:
-        """Our ``channel_update`` for ``handle`` (private: ``dont_forward``), or None before
-        the channel is usable."""
+        """Our ``channel_update`` for ``handle`` (private: ``dont_forward``; announced:
+        public), or None before the channel is usable."""
         scid = _scid_of(handle)
         chan = handle.channel
         if scid is None or chan.state is not ChannelState.NORMAL:
@@ -76,7 +79,8 @@ class LocalGossip:
             htlc_minimum_msat=channel_policy.htlc_minimum_msat,
             fee_base_msat=channel_policy.fee_base_msat,
             fee_proportional_millionths=channel_policy.fee_proportional_millionths,
-            htlc_maximum_msat=channel_policy.htlc_maximum_msat, dont_forward=True)
+            htlc_maximum_msat=channel_policy.htlc_maximum_msat,
+            dont_forward=scid not in self.public_scids)
 
     def failure_update(self, handle: ChannelHandle, policy: NodePolicy) -> bytes:
         """Our update for ``handle`` as an UPDATE failure carries it (BOLT 4: with its
@@ -150,10 +154,20 @@ def graph_report(graph: NetworkGraph) -> dict[str, Any]:
             "fee_proportional_millionths": p.fee_proportional_millionths,
             "cltv_expiry_delta": p.cltv_expiry_delta, "htlc_minimum_msat": p.htlc_minimum_msat,
             "htlc_maximum_msat": p.htlc_maximum_msat}
+    public = graph.public_channels()
+    both = sum(1 for c in public if None not in c.policies)
+    announced = {c for c in graph.node_aliases if any(c in (p.node_1, p.node_2) for p in public)}
     return {
         "nodes": [{"node_id": n.hex(), "alias": graph.node_aliases.get(n, ""),
-                   "addresses": [f"{h}:{p}" for h, p in graph.node_addresses.get(n, [])]}
+                   "addresses": [f"{h}:{p}" for h, p in graph.node_addresses.get(n, [])],
+                   "announced": n in graph.node_aliases}
                   for n in sorted(graph.nodes())],
+        # a caller can tell the public graph is complete: every announced channel has both
+        # directions' updates and every node on them its node_announcement
+        "public_channels": len(public), "public_channels_with_both_updates": both,
+        "node_announcements": len(announced),
+        "complete": both == len(public) and
+        len(announced) == len({n for c in public for n in (c.node_1, c.node_2)}),
         "channels": [{"short_channel_id": str(c.short_channel_id),
                       "node_1": c.node_1.hex(), "node_2": c.node_2.hex(),
                       "capacity_sat": c.capacity_sat, "public": c.public,

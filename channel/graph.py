@@ -202,15 +202,20 @@ class NetworkGraph:
     def from_records(cls, chain_hash: bytes, records: Iterable[bytes]) -> NetworkGraph:
         """Rebuild from ``records()`` (each update and node re-checked)."""
         graph = cls(chain_hash)
+        graph.replay(records)
+        return graph
+
+    def replay(self, records: Iterable[bytes]) -> None:
+        """Apply ``records()`` of another graph to this one (each update and node
+        re-checked): a restarted node's persisted gossip over its private channels."""
         for raw in records:
             message = decode_with(GOSSIP_MESSAGES, raw[8:] if _is_channel_record(raw) else raw)
             if isinstance(message, ChannelAnnouncement):
-                graph.add_announced_channel(message, int.from_bytes(raw[:8], "big"))
+                self.add_announced_channel(message, int.from_bytes(raw[:8], "big"))
             elif isinstance(message, ChannelUpdate):
-                graph.apply_update(message)
+                self.apply_update(message)
             elif isinstance(message, NodeAnnouncement):
-                graph.add_node(message)
-        return graph
+                self.add_node(message)
 
 
 def _typed(message: ChannelAnnouncement | ChannelUpdate | NodeAnnouncement) -> bytes:

@@ -15,6 +15,7 @@ local command changes nothing and is the command's answer.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -32,8 +33,8 @@ from channel.effects import (
 from channel.errors import PeerProtocolError, RejectedUpdate
 from channel.forwarder import Forwarder
 from channel.forwarding_flow import settle_forwards
-from channel.gossip import ChannelUpdate
 from channel.gossip_local import LocalGossip
+from channel.gossip_public import ANNOUNCE_CHANNEL, PUBLIC_GOSSIP_TYPES, PublicGossip
 from channel.graph import NetworkGraph
 from channel.keys import ChannelKeys
 from channel.messages import (
@@ -155,6 +156,8 @@ class ChannelManager:
         self.forwarder = forwarder or Forwarder(node_secret=payments.node_secret)
         self.gossip = LocalGossip(node_secret=payments.node_secret, chain_hash=REGTEST_CHAIN_HASH)
         self.forwarder.channel_update = self.gossip.failure_update
+        self.public = PublicGossip(node_secret=payments.node_secret,
+                                   chain_hash=REGTEST_CHAIN_HASH)
         self.handles: dict[str, ChannelHandle] = {h.key: h for h in handles}
         self.height = 0
         self.events: list[str] = []   # what the monitors said, for `events` and narration
@@ -218,11 +221,13 @@ class ChannelManager:
                 if chan.channel_id is not None and chan.log is not None:
                     fx.send(peer_id, chan.channel_reestablish())
                     fx.touch(handle)
+        self.public.peer_connected(self, peer_id, fx)   # after reestablish: gossip filter
 
     def peer_disconnected(self, peer_id: bytes, fx: Effects | None = None) -> None:
         """Uncommitted updates die with the connection; so do channels not yet funded (BOLT
         2: forget a channel on disconnect before funding_signed)."""
         self.gossip.peer_disconnected(self.handles_of(peer_id))
+        self.public.peer_disconnected(peer_id)
         self.connected.discard(peer_id)
         for handle in self.handles_of(peer_id):  # a copy: forgetting changes self.handles
             if not forget_unfunded(self.handles, handle, "the peer disconnected before the "
@@ -238,8 +243,11 @@ class ChannelManager:
         handler = self._HANDLERS.get(type(message))
         if handler is not None:
             handler(self, peer_id, message, fx, fresh_script)
-        elif isinstance(message, ChannelUpdate):
-            self.gossip.on_peer_update(self.graph, self.handles.values(), peer_id, message, fx)
+        elif isinstance(message, PUBLIC_GOSSIP_TYPES):   # a private update comes back
+            private = self.public.on_gossip(self, peer_id, message, fx)
+            if private is not None:
+                self.gossip.on_peer_update(self.graph, self.handles.values(), peer_id, private,
+                                           fx)
         elif isinstance(message, ErrorMessage | WarningMessage):
             targets = self.handles_of(peer_id) if message.channel_id == bytes(32) else \
                 [h for h in [self.handle_for(peer_id, message.channel_id)] if h is not None]
@@ -258,6 +266,7 @@ class ChannelManager:
         for handle in list(fx.touched):
             self._sign_if_needed(handle, fx)
         self.gossip.send_updates(fx.touched, self.forwarder.policy, fx)
+        self.public.tick(self, fx)
 
     def fail_channel(self, peer_id: bytes, channel_id: bytes | None, text: str,
                      fx: Effects) -> None:
@@ -273,7 +282,7 @@ class ChannelManager:
     # -- opening -----------------------------------------------------------------------------
 
     def open_channel(self, peer_id: bytes, *, funding_sat: int, push_msat: int, anchors: bool,
-                     fx: Effects) -> ChannelHandle:
+                     fx: Effects, announce: bool = False) -> ChannelHandle:
         fmt = CommitmentFormat.ANCHORS if anchors else CommitmentFormat.STATIC_REMOTEKEY
         chan, msg = Channel.open_outbound(
             keys=ChannelKeys.from_seed(self._entropy(32)), config=self.config,
@@ -282,6 +291,9 @@ class ChannelManager:
             temporary_channel_id=self._entropy(32), commitment_format=fmt)
         handle = ChannelHandle(key=chan.temporary_channel_id.hex(), peer_id=peer_id, channel=chan)
         self.handles[handle.key] = handle
+        if announce:   # BOLT 2 open_channel channel_flags bit 0: announce_channel
+            msg = dataclasses.replace(msg, channel_flags=ANNOUNCE_CHANNEL)
+            self.public.mark_announced(handle.key, fx)
         fx.touch(handle)
         fx.send(peer_id, msg)
         return handle
@@ -293,6 +305,8 @@ class ChannelManager:
                                              config=self.config, msg=msg)
         handle = ChannelHandle(key=chan.temporary_channel_id.hex(), peer_id=peer_id, channel=chan)
         self.handles[handle.key] = handle
+        if msg.channel_flags & ANNOUNCE_CHANNEL:
+            self.public.mark_announced(handle.key, fx)
         fx.touch(handle)
         fx.send(peer_id, reply)
 
@@ -567,6 +581,7 @@ class ChannelManager:
     def block_connected(self, height: int, txs: list[CTransaction], *, reorg: bool) -> None:
         """A block at ``height`` (``reorg``: it replaces the block we had there)."""
         self.height = height
+        self.public.block_connected(txs)
         for handle, monitor in self.live_monitors():
             if reorg:
                 self.note(handle, monitor.block_disconnected(height))
@@ -588,6 +603,7 @@ class ChannelManager:
         for handle in self.handles.values():
             if handle.monitor_dirty:
                 fx.touch(handle)
+        self.public.tick(self, fx)   # a block: announcement depth, spent funding outputs
         settle_forwards(self, fx)   # a preimage learnt on chain downstream goes up (BOLT 5)
 
     # -- persistence -------------------------------------------------------------------------

@@ -33,15 +33,10 @@ from channel.chain_view import ChainView, ChainViewStatus, default_max_tip_age_s
 from channel.chain_watcher import ChainWatcher
 from channel.control_api import NODE_COMMANDS
 from channel.daemon import DaemonShell
-from channel.effects import (
-    Effects,
-    OpenResolved,
-    PaymentResolved,
-    PipelineDone,
-    ShutdownResolved,
-)
+from channel.effects import Effects, OpenResolved, PaymentResolved, PipelineDone, ShutdownResolved
 from channel.errors import ChainError, PeerProtocolError, RejectedUpdate
 from channel.forwarder import NodePolicy
+from channel.gossip_io import GossipShell
 from channel.manager import (
     COMMITMENT_FEERATE_PER_KW,
     SWEEP_FEERATE_PER_KW,
@@ -165,6 +160,7 @@ class Node:
             from channel.cheat import CheatMode  # loaded only on regtest, when asked for
             self.cheat = CheatMode(self.chain, self.store, self.manager)
         self.port = await self.peers.listen(self.settings.host, self.settings.port)
+        self.gossip_io = GossipShell(self, self._tasks.spawn)   # the graph, from disk
         await self.shell.open_control()
         self.shell.publish({"name": self.settings.name, "node_id": self.node_id.hex(),
                             "host": self.settings.host, "port": self.port,
@@ -214,6 +210,7 @@ class Node:
     async def complete(self, fx: Effects) -> None:
         """Persist a flight, then send its messages (one write per peer), then broadcast, then
         answer whoever waits for its outcomes."""
+        self.gossip_io.after_flight()   # chain lookups gossip asked for: tasks of their own
         if fx.empty:
             return
         records = self._m.flight_records(fx)

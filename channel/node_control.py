@@ -150,7 +150,7 @@ class NodeControl:
         return self._node.peers.lock_of(peer_id)
 
     async def cmd_open(self, peer_id: str, amount_sat: int, push_msat: int,
-                       anchors: bool) -> dict[str, Any]:
+                       anchors: bool, announce: bool = False) -> dict[str, Any]:
         node_id = bytes.fromhex(peer_id)
         async with self._connected(node_id, f"not connected to {peer_id[:16]}…: connect first"):
             fx = Effects()
@@ -159,13 +159,14 @@ class NodeControl:
             anchors = anchors or self._node.peers.features_of(node_id).requires(
                 Feature.OPTION_ANCHORS)
             handle = self._m.open_channel(node_id, funding_sat=amount_sat, push_msat=push_msat,
-                                          anchors=anchors, fx=fx)
+                                          anchors=anchors, fx=fx, announce=announce)
             opened = self._node.waiter(OpenResolved, handle.key)
             await self._node.complete(fx)
         funding_txid = await asyncio.wait_for(opened, 30)
         chan = handle.channel
         return {"channel": handle.key, "channel_id": (chan.channel_id or b"").hex(),
-                "funding_txid": funding_txid, "funding_sat": chan.funding_sat}
+                "funding_txid": funding_txid, "funding_sat": chan.funding_sat,
+                "announce": announce}
 
     def _new_invoice(self, amount_msat: int, description: str, hold: bool,
                      fx: Effects) -> Bolt11Invoice:

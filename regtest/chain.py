@@ -292,6 +292,20 @@ class BitcoindChain:
     async def broadcast(self, raw_tx: bytes) -> str:
         return await self._rpc.sendrawtransaction(raw_tx)
 
+    async def scid_output(self, height: int, tx_index: int,
+                          output_index: int) -> tuple[str, bytes, int] | None:
+        """BOLT 7 gossip: the output a short_channel_id names, ``(txid, script_pubkey,
+        amount_sat)``, if it exists and is unspent (``channel.gossip_io.ScidLookup``)."""
+        if height > await self._rpc.getblockcount():
+            return None
+        block = await self._rpc.getblock_verbose(await self._rpc.getblockhash(height))
+        txids = block.get("tx")
+        if not isinstance(txids, list) or tx_index >= len(txids):
+            return None
+        txid = str(txids[tx_index])
+        out = await self._rpc.gettxout(txid, output_index, include_mempool=False)
+        return None if out is None else (txid, out.script_pubkey, out.value_sat)
+
     async def confirmations(self, txid_hex: str) -> int:
         try:
             info = await self._rpc.getrawtransaction_verbose(txid_hex)

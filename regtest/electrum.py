@@ -21,6 +21,7 @@ import atexit
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import threading
@@ -32,8 +33,11 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from channel.seeded import seeded_entropy
 from channel.types import OutPoint
-from regtest.electrum_provision import ElectrumInstall
+from regtest import electrum_seeded_hook
+from regtest.electrum_provision import ElectrumInstall, english_wordlist
+from regtest.electrum_seed import electrum_seed_words
 from regtest.errors import NodeStartError, RegtestError
 from regtest.node import LOOPBACK, _pdeathsig_preexec, free_port
 from regtest.wait import wait_for
@@ -222,11 +226,20 @@ class ElectrumWallet:
     """One Electrum daemon with one Lightning wallet, all under ``home``; driven over JSON-RPC."""
 
     def __init__(self, install: ElectrumInstall, *, home: Path, server: str,
-                 to_self_delay: int = 144, listen_port: int | None = None) -> None:
+                 to_self_delay: int = 144, listen_port: int | None = None,
+                 seed: bytes | None = None) -> None:
         self._install = install
         self.home = home
         self.server = server
         self.to_self_delay = to_self_delay
+        #: A seeded wallet (``chanlab demo electrum --seed``, regtest only) is restored from
+        #: these words, an Electrum segwit seed derived from ``seed``: the same addresses,
+        #: node key and funding keys every run. None: Electrum draws a new wallet.
+        self.seed_words: str | None = None
+        self._channel_seed_key: bytes | None = None
+        if seed is not None:
+            self.seed_words = electrum_seed_words(seed, english_wordlist(install))
+            self._channel_seed_key = seeded_entropy(seed, "electrum channel seeds")(32)
         self.listen_port = listen_port or free_port()
         self._rpc_port = free_port()
         self._rpc_auth = ("chanlab", secrets.token_hex(16))
@@ -253,21 +266,38 @@ class ElectrumWallet:
         return [str(self._install.electrum), "--regtest", "-D", str(self.home)]
 
     def start(self, timeout: float = 60.0) -> None:
-        """Start the daemon, create the wallet on first use, load it and wait until it synced."""
+        """Start the daemon, create (or restore) the wallet on first use, load it, wait for sync."""
         start_wallets([self], timeout=timeout)
 
     def _launch(self, timeout: float) -> None:
         self._write_config()
-        self._process.launch([*self.cli_argv(), "-v", "daemon"], dict(os.environ))
+        self._process.launch([*self.cli_argv(), "-v", "daemon"], self._environment())
         self._http = httpx.Client(base_url=f"http://{LOOPBACK}:{self._rpc_port}",
                                   auth=self._rpc_auth, timeout=timeout)
+
+    def _environment(self) -> dict[str, str]:
+        """The daemon's environment; a seeded wallet's also runs ``electrum_seeded_hook``
+        (Electrum has no option for its channel key seeds: see that module)."""
+        env = dict(os.environ)
+        if self._channel_seed_key is None:
+            return env
+        folder = self.home / "seeded-python"
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(electrum_seeded_hook.__file__), folder / "sitecustomize.py")
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(folder), *filter(None, [env.get("PYTHONPATH")])])
+        env[electrum_seeded_hook.KEY_ENV] = self._channel_seed_key.hex()
+        return env
 
     def _open_wallet(self, timeout: float) -> None:
         wait_for(self._answers, timeout=timeout, what="the Electrum daemon to answer",
                  max_interval=0.1)
         if not self.wallet_path.exists():
             self.wallet_path.parent.mkdir(parents=True, exist_ok=True)
-            self.call("create", wallet_path=str(self.wallet_path))
+            if self.seed_words is None:
+                self.call("create", wallet_path=str(self.wallet_path))
+            else:
+                self.call("restore", text=self.seed_words, wallet_path=str(self.wallet_path))
         self.call("load_wallet", wallet_path=str(self.wallet_path))
         self.wait_for_sync(timeout)
 

@@ -224,6 +224,17 @@ def _install_in(root: Path) -> ElectrumInstall:
     )
 
 
+def english_wordlist(install: ElectrumInstall) -> list[str]:
+    """Electrum's English seed word list (the 2,048 words its seed phrases are made of)."""
+    path = _electrum_package(install.home) / "wordlist" / "english.txt"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ProvisionError(f"cannot read Electrum's word list {path}: {exc.strerror}; "
+                             f"{_INSTALL_HINT}") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
 def _electrum_package(root: Path) -> Path:
     return root / "root" / "usr" / "lib" / "python3" / "dist-packages" / "electrum"
 

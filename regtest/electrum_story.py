@@ -5,6 +5,10 @@ into chanlab's cache), starts an ElectrumX server and one Electrum wallet, Erin,
 chanlab node, Alice, on the demo's regtest bitcoind; Alice opens an anchors channel to Erin,
 each pays a BOLT 11 invoice the other made, and Alice closes cooperatively inside both fee
 ranges. Every amount is read back from the chain.
+
+With ``--seed N`` the run repeats: Alice's keys and coins come from the seed as in every demo,
+Erin's wallet is restored from seed words derived from it and her channel key seeds too
+(``ElectrumWallet(seed=...)``), so every txid and every picture is the same each run.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import sys
 
 from bitcoin.core import CTransaction
 
+from channel.seeded import seed_from_text
 from regtest.cluster import Cluster, NodeProcess
 from regtest.demo import DemoContext, sat, scenario
 from regtest.electrum import ElectrumChannel, ElectrumWallet, ElectrumX
@@ -48,17 +53,22 @@ def electrum_story(ctx: DemoContext) -> None:
         progress=lambda line: print(f"   {line}", file=sys.stderr, flush=True))
     say.detail(f"Electrum {install.electrum_version}, ElectrumX {install.electrumx_version}")
     with ctx.scratch_folder("chanlab-demo-electrum-") as home, \
-            Cluster.running(ctx.node, home / "chanlab", miner) as cluster:
+            Cluster.running(ctx.node, home / "chanlab", miner, ctx.seed) as cluster:
         say.watch(cluster)   # the story page draws Alice's channels with Erin
         say.step("Start ElectrumX (Electrum's server, reading our bitcoind) and Erin's "
                  "Electrum wallet, and a chanlab node, Alice")
+        _mine_at_the_wall_clock(ctx)
         server = ElectrumX(install, rpc_url=ctx.node.rpc_url, cookie_path=ctx.node.cookie_path,
                            home=home / "electrumx")
         server.start()
         erin = ElectrumWallet(install, home=home / "erin", server=server.server,
-                              to_self_delay=TO_SELF_DELAY)
+                              to_self_delay=TO_SELF_DELAY,
+                              seed=None if ctx.seed is None else seed_from_text(f"{ctx.seed}/erin"))
         try:
             erin.start()
+            if erin.seed_words is not None:
+                say.detail(f"Erin's wallet is restored from the seed words \"{erin.seed_words}\" "
+                           "(derived from the seed), and her channel keys from the seed too")
             alice = cluster.start_node("alice", funds_sat=2_000_000,
                                        to_self_delay=TO_SELF_DELAY)
             say.detail(f"ElectrumX on {server.server}; Erin's node id {erin.node_id()[:20]}… "
@@ -69,6 +79,21 @@ def electrum_story(ctx: DemoContext) -> None:
         finally:
             erin.stop()
             server.stop()
+
+
+def _mine_at_the_wall_clock(ctx: DemoContext) -> None:
+    """A seeded run mines at fixed past times (2024); Electrum would then refuse every payment
+    to it: it fails HTLCs while its chain tip is over 8 hours old by its own clock (its
+    ``Blockchain.is_tip_stale``), to avoid releasing a preimage its payer could already time
+    out. So this story's blocks are dated now. Block times and hashes then differ between
+    runs, but no transaction of the story commits to either (chanlab's seeded funding and the
+    closing transaction have nLockTime 0; coinbases commit to heights), so every txid repeats."""
+    if ctx.seed is None:
+        return
+    ctx.miner.block_time_base = None
+    ctx.miner.rpc.call("setmocktime", 0)    # 0: bitcoind's clock is the wall clock again
+    ctx.say.detail("Electrum takes payments only on a fresh chain tip: from here on the blocks "
+                   "are dated now, not at the seed's fixed times (every txid still repeats)")
 
 
 def _open_pay_close(ctx: DemoContext, cluster: Cluster, alice: NodeProcess,

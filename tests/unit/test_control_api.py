@@ -126,7 +126,7 @@ def test_cli_sends_the_table_arguments_by_their_wire_names(
     assert client.run_client("alice", ["cheat", "abcd1234", "--state", "2"]) == 0
     assert sent == [
         ("alice", "open", {"peer_id": peer, "amount_sat": 5000, "push_msat": 0,
-                           "anchors": True}),
+                           "anchors": True, "announce": False}),
         ("alice", "pay", {"invoice": "lnbcrt1x", "wait": False}),
         ("alice", "cheat", {"channel": "abcd1234", "state": 2, "htlc_txs": False,
                             "sweep": False}),

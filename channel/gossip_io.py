@@ -1,0 +1,117 @@
+"""I/O: the node's public gossip chores: the graph restored from disk, scid lookups on chain.
+
+The decisions are in :class:`~channel.gossip_public.PublicGossip` (pure). This shell:
+
+* at start, replays the persisted graph (kv ``gossip:`` rows) and the set of our channels to
+  announce (kv ``announce:``), and tells the manager our ``node_announcement`` identity
+  (alias = node name, an IPv4 listen address when there is one);
+* after every flight, logs what gossip noted and starts the funding-output lookups it asked
+  for: each is its own task, at most :data:`LOOKUP_CONCURRENCY` at once, so a peer's flood of
+  announcements waits here and never in the chain watcher or the peers' loops. The answer
+  (height → block → tx → ``gettxout``, :meth:`ScidLookup.scid_output`) goes back to the
+  manager in a flight of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from channel.effects import Effects
+from channel.errors import ChainError
+from channel.gossip import ShortChannelId, encode_ipv4_address
+from channel.gossip_public import (
+    ANNOUNCE_KV_PREFIX,
+    GOSSIP_KV_PREFIX,
+    FundingOutput,
+    NodeIdentity,
+)
+
+if TYPE_CHECKING:
+    from channel.node import Node
+
+__all__ = ["LOOKUP_CONCURRENCY", "GossipShell", "ScidLookup"]
+
+log = logging.getLogger("chanlab.gossip")
+
+LOOKUP_CONCURRENCY = 4   # chain lookups for strangers' announcements in flight at once
+
+
+@runtime_checkable
+class ScidLookup(Protocol):
+    """A chain backend that can say what output a short_channel_id names."""
+
+    async def scid_output(self, height: int, tx_index: int,
+                          output_index: int) -> tuple[str, bytes, int] | None:
+        """``(txid, script_pubkey, amount_sat)`` of that output if it exists unspent."""
+        ...
+
+
+def node_identity(name: str, host: str, port: int, node_id: bytes) -> NodeIdentity:
+    """Our node_announcement's content: the node's name as alias, a colour from its id, its
+    listen address when it is a routable IPv4 one (not 0.0.0.0)."""
+    addresses = b""
+    try:
+        address = ipaddress.ip_address(host)
+        if isinstance(address, ipaddress.IPv4Address) and not address.is_unspecified and port:
+            addresses = encode_ipv4_address(host, port)
+    except ValueError:
+        pass   # a host name: BOLT 7 DNS descriptors are not announced
+    alias = name.encode()[:32].decode("utf-8", "ignore")
+    return NodeIdentity(alias=alias, rgb_color=hashlib.sha256(node_id).digest()[:3],
+                        addresses=addresses)
+
+
+class GossipShell:
+    """Restores the graph at start; runs the gossip lookups the manager asks for."""
+
+    def __init__(self, node: Node, spawn: Callable[[Awaitable[Any]], object]) -> None:
+        self._node = node
+        self._spawn = spawn   # the node's background tasks (cancelled at stop)
+        self._limit = asyncio.Semaphore(LOOKUP_CONCURRENCY)
+        manager = node.manager
+        assert manager is not None
+        public = manager.public
+        public.identity = node_identity(node.settings.name, node.settings.host, node.port,
+                                        node.node_id)
+        announced = node.store.kv_with_prefix(ANNOUNCE_KV_PREFIX)
+        public.restore(manager.graph, node.store.kv_with_prefix(GOSSIP_KV_PREFIX),
+                       (k for k, v in announced.items() if v), manager.gossip.public_scids)
+        public_count = len(manager.graph.public_channels())
+        if public_count:
+            log.info("gossip: %d public channels, %d nodes restored from disk", public_count,
+                     len(manager.graph.node_aliases))
+
+    def after_flight(self) -> None:
+        """Log gossip's notes; start the lookups it queued (never awaited here)."""
+        manager = self._node.manager
+        if manager is None:
+            return
+        public = manager.public
+        for note in public.notes:
+            log.warning("%s", note)
+        public.notes.clear()
+        for scid in public.take_lookups():
+            self._spawn(self._lookup(scid))
+
+    async def _lookup(self, scid: ShortChannelId) -> None:
+        async with self._limit:
+            chain = self._node.chain
+            output: FundingOutput | None = None
+            try:
+                if isinstance(chain, ScidLookup):
+                    found = await chain.scid_output(scid.block_height, scid.tx_index,
+                                                    scid.output_index)
+                    if found is not None:
+                        output = FundingOutput(*found)
+            except ChainError as exc:
+                log.info("gossip: funding output of %s not looked up: %s", scid, exc)
+            fx = Effects()
+            manager = self._node.manager
+            assert manager is not None
+            manager.public.lookup_done(manager, scid, output, fx)
+            await self._node.complete(fx)
