@@ -1,14 +1,17 @@
 """I/O: the network figures of ``make bench``: payments per second through forwarding nodes,
-and the memory of each node when a classroom's 30 nodes share one bitcoind.
+how long gossip takes to complete every graph, and a classroom's 30 nodes on one bitcoind.
 
-``measure_hops`` builds a line of six ``chanlab node start`` processes (each opens a channel to
-the next) and pays from the first node to the one 1, 2 and 4 intermediate hops away: one
-payment in flight (a ``pay`` control call each, the next begun when the previous returned) and
-many in flight (every ``pay`` sent with ``wait=False``, timed until the payee holds them all and
-every HTLC is gone from the path). A route the payer cannot find is reported with the payer's
-own answer instead of a figure. ``measure_classroom`` starts 30 nodes in a line on the same
-bitcoind, opens the 29 channels at once, makes one payment through one forwarder and reads each
-node's ``VmRSS`` from ``/proc``.
+Every channel here is announced (BOLT 7, ``open --announce``) and every payer routes over the
+public graph its node learnt by gossip. ``measure_hops`` builds a line of six ``chanlab node
+start`` processes and pays from the first node to the one 1, 2 and 4 intermediate hops away:
+one payment in flight (a ``pay`` control call each, the next begun when the previous returned)
+and many in flight (every ``pay`` sent with ``wait=False``, timed until the payee holds them all
+and every HTLC is gone from the path). ``measure_graph_time`` opens a 10-node line, mines 5
+blocks, then times from the 6th confirmation (the block that makes the channels announceable)
+until every node's ``graph-info`` holds every channel with both updates and every node.
+``measure_classroom`` starts 30 nodes in a ring on the same bitcoind, announces the 30 channels,
+times the graphs complete, pays across the ring (to the node halfway round, 14 forwarders) and
+reads each node's ``VmRSS`` from ``/proc``.
 """
 
 from __future__ import annotations
@@ -21,16 +24,20 @@ from itertools import pairwise
 
 from bench.nodes import process_rss_kb
 from regtest.cluster import Cluster, NodeProcess
+from regtest.network_graph import expected_from_forwarding, wait_graphs_complete
 from regtest.wait import wait_for
 
-__all__ = ["ClassroomRun", "HopRun", "measure_classroom", "measure_hops"]
+__all__ = ["ClassroomRun", "GraphRun", "HopRun", "measure_classroom", "measure_graph_time",
+           "measure_hops"]
 
 Say = Callable[[str], None]
 
+ANNOUNCE_DEPTH = 6                 # BOLT 7: announcement_signatures once the funding is 6 deep
 LINE_CHANNEL_SAT = 2_000_000
 LINE_FUNDS_SAT = 2_100_000
 HOP_PAYMENT_MSAT = 2_000_000       # above dust: every HTLC is an output on every commitment
 CLASSROOM_CHANNEL_SAT = 200_000
+GRAPH_TIMEOUT_S = 300.0            # 30 nodes on 2 shared cores: generous, the figure is the point
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,24 +75,39 @@ def _fund_all(cluster: Cluster, nodes: list[NodeProcess], amount_sat: int) -> No
              what="every node's funds to confirm")
 
 
-def _open_line(cluster: Cluster, nodes: list[NodeProcess], capacity_sat: int) -> list[str]:
-    """Each node opens a channel to the next, all at once; one block; all normal."""
-    for a, b in pairwise(nodes):
+def _open_announced(cluster: Cluster, pairs: list[tuple[NodeProcess, NodeProcess]],
+                    capacity_sat: int) -> list[str]:
+    """Each pair's first node opens an announced channel to the second, all at once; mined 5
+    deep (one block short of announcement); all normal. Funding txids in pair order."""
+    for a, b in pairs:
         cluster.connect(a, b)
 
     def open_one(pair: tuple[NodeProcess, NodeProcess]) -> str:
         a, b = pair
-        return str(a.call("open", peer_id=b.node_id, amount_sat=capacity_sat)["funding_txid"])
+        return str(a.call("open", peer_id=b.node_id, amount_sat=capacity_sat,
+                          announce=True)["funding_txid"])
 
     with ThreadPoolExecutor(max_workers=4) as pool:
-        txids = list(pool.map(open_one, pairwise(nodes)))
+        txids = list(pool.map(open_one, pairs))
     for txid in txids:   # the open answers once its funding transaction is broadcast
         cluster.miner.rpc.call("getmempoolentry", txid)
-    cluster.mine(1)
-    for (a, b), txid in zip(pairwise(nodes), txids, strict=True):
+    cluster.mine(ANNOUNCE_DEPTH - 1)
+    for (a, b), txid in zip(pairs, txids, strict=True):
         for node in (a, b):
             cluster.wait_channel_state(node, txid, "normal", timeout=120)
     return txids
+
+
+def _announce_and_time(cluster: Cluster, nodes: list[NodeProcess]) -> float:
+    """Mine the 6th confirmation; seconds from then until every node's graph is complete."""
+    expected = expected_from_forwarding({n.name: n.node_id for n in nodes},
+                                        {n.name: n.call("forwarding") for n in nodes})
+    by_name = {node.name: node for node in nodes}
+    started = time.perf_counter()
+    cluster.mine(1)
+    wait_graphs_complete(list(by_name), lambda name: by_name[name].call("graph-info"),
+                         expected, timeout_s=GRAPH_TIMEOUT_S)
+    return time.perf_counter() - started
 
 
 def _local_msat(cluster: Cluster, node: NodeProcess, txid: str) -> int:
@@ -109,14 +131,16 @@ def _wait_quiet(cluster: Cluster, path: list[tuple[NodeProcess, str]],
 
 def measure_hops(cluster: Cluster, say: Say, *, count: int,
                  hops: tuple[int, ...] = (1, 2, 4)) -> list[HopRun]:
-    """Payments/s through 1, 2 and 4 forwarders on a line of ``max(hops) + 2`` nodes."""
+    """Payments/s through 1, 2 and 4 forwarders on an announced line of ``max(hops) + 2``
+    nodes."""
     names = [f"hop{i}" for i in range(max(hops) + 2)]
     nodes = _start_nodes(cluster, names)
     _fund_all(cluster, nodes[:-1], LINE_FUNDS_SAT)
-    txids = _open_line(cluster, nodes, LINE_CHANNEL_SAT)
-    time.sleep(1.0)   # each channel's update, sent again under the real scid, reaches the peer
-    say(f"a line of {len(nodes)} node processes, each opening {LINE_CHANNEL_SAT:,} sat to the "
-        f"next; payments of {HOP_PAYMENT_MSAT:,} msat from {names[0]}")
+    txids = _open_announced(cluster, list(pairwise(nodes)), LINE_CHANNEL_SAT)
+    took = _announce_and_time(cluster, nodes)
+    say(f"an announced line of {len(nodes)} node processes, each opening "
+        f"{LINE_CHANNEL_SAT:,} sat to the next (every graph complete {took:.1f} s after the "
+        f"6th confirmation); payments of {HOP_PAYMENT_MSAT:,} msat from {names[0]}")
     runs: list[HopRun] = []
     payer = nodes[0]
     for forwarders in hops:
@@ -160,13 +184,40 @@ def measure_hops(cluster: Cluster, say: Say, *, count: int,
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GraphRun:
+    """An announced line: how long from the 6th confirmation until every graph was
+    complete."""
+
+    nodes: int
+    channels: int
+    graph_s: float
+
+
+def measure_graph_time(cluster: Cluster, say: Say, *, count: int = 10) -> GraphRun:
+    """``count`` nodes in an announced line; seconds from the 6th confirmation of their
+    funding transactions until every node's graph holds every channel and node."""
+    nodes = _start_nodes(cluster, [f"gossip{i:02d}" for i in range(count)])
+    _fund_all(cluster, nodes[:-1], CLASSROOM_CHANNEL_SAT + 20_000)
+    txids = _open_announced(cluster, list(pairwise(nodes)), CLASSROOM_CHANNEL_SAT)
+    took = _announce_and_time(cluster, nodes)
+    say(f"{count} nodes, {len(txids)} announced channels in a line: every graph complete "
+        f"{took:.1f} s after the 6th confirmation ({len(txids)} channel_announcements, "
+        f"{2 * len(txids)} channel_updates, {count} node_announcements at each node)")
+    for node in nodes:
+        node.stop()
+    return GraphRun(nodes=count, channels=len(txids), graph_s=took)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ClassroomRun:
-    """30 nodes on one bitcoind: how long they took, one payment, and each node's memory."""
+    """30 nodes in a ring on one bitcoind: set-up, gossip, one payment across, memory."""
 
     nodes: int
     channels: int
     setup_s: float
+    graph_s: float
     payment_status: str
+    forwarders: int
     rss_kb: tuple[int, ...]
 
     @property
@@ -179,19 +230,27 @@ class ClassroomRun:
 
 
 def measure_classroom(cluster: Cluster, say: Say, *, count: int = 30) -> ClassroomRun:
-    """``count`` nodes in a line on one bitcoind; VmRSS of each once the channels are normal."""
+    """``count`` nodes in an announced ring on one bitcoind: the time to start, fund and open
+    everything, the time until every graph is complete, one payment to the node halfway
+    round, and the VmRSS of each node afterwards."""
     started = time.perf_counter()
     nodes = _start_nodes(cluster, [f"class{i:02d}" for i in range(count)])
-    _fund_all(cluster, nodes[:-1], CLASSROOM_CHANNEL_SAT + 20_000)
-    txids = _open_line(cluster, nodes, CLASSROOM_CHANNEL_SAT)
+    _fund_all(cluster, nodes, CLASSROOM_CHANNEL_SAT + 20_000)
+    pairs = [*pairwise(nodes), (nodes[-1], nodes[0])]
+    txids = _open_announced(cluster, pairs, CLASSROOM_CHANNEL_SAT)
     setup_s = time.perf_counter() - started
-    time.sleep(1.0)
-    invoice = nodes[2].call("invoice", amount_msat=HOP_PAYMENT_MSAT)["invoice"]
-    status = str(nodes[0].call("pay", invoice=invoice, timeout_s=30.0)["status"])
+    graph_s = _announce_and_time(cluster, nodes)
+    payee = nodes[count // 2]   # the farthest node: both ways round are count // 2 hops
+    invoice = payee.call("invoice", amount_msat=HOP_PAYMENT_MSAT)["invoice"]
+    answer = nodes[0].call("pay", invoice=invoice, timeout_s=60.0)
+    status = str(answer["status"])
+    attempts = answer.get("attempts") or [{"route": []}]
+    forwarders = max(0, len(attempts[-1]["route"]) - 1)
     rss = tuple(process_rss_kb(node.pid) for node in nodes)
-    say(f"{count} nodes and {len(txids)} channels in a line on one bitcoind, up in "
-        f"{setup_s:.0f} s; {nodes[0].name} -> {nodes[1].name} -> {nodes[2].name}: {status}")
+    say(f"{count} nodes and {len(txids)} announced channels in a ring on one bitcoind, up in "
+        f"{setup_s:.0f} s; every graph complete {graph_s:.1f} s after the 6th confirmation; "
+        f"{nodes[0].name} -> {payee.name} through {forwarders} forwarders: {status}")
     for node in nodes:
         node.stop()
-    return ClassroomRun(nodes=count, channels=len(txids), setup_s=setup_s,
-                        payment_status=status, rss_kb=rss)
+    return ClassroomRun(nodes=count, channels=len(txids), setup_s=setup_s, graph_s=graph_s,
+                        payment_status=status, forwarders=forwarders, rss_kb=rss)

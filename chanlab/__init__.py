@@ -5,7 +5,7 @@ by pytest through the ``pytest11`` entry point, never imported here).
 """
 
 from chanlab.bitcoind import Bitcoind, TxOutput, TxRecord
-from chanlab.factory import GossipNotImplemented, NodeFactory
+from chanlab.factory import NodeFactory
 from chanlab.lab import Lab, WaitFor
 from chanlab.node import Node
 from chanlab.records import (
@@ -28,7 +28,6 @@ __all__ = [
     "CheatRecord",
     "CloseRecord",
     "ForceCloseRecord",
-    "GossipNotImplemented",
     "InvoiceRecord",
     "Lab",
     "Node",

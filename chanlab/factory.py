@@ -15,22 +15,22 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from chanlab.bitcoind import Bitcoind
 from chanlab.node import Node
-from chanlab.records import ChannelRecord, start_failure
+from chanlab.records import ChannelRecord, NodeError, start_failure
 from channel.errors import ChanlabError
 from regtest.cluster import Cluster
+from regtest.errors import WaitTimeout
+from regtest.network_graph import GraphIncomplete, expected_from_forwarding, wait_graphs_complete
 
-__all__ = ["DEFAULT_TO_SELF_DELAY", "GossipNotImplemented", "NodeFactory"]
+__all__ = ["ANNOUNCE_DEPTH", "DEFAULT_TO_SELF_DELAY", "NodeFactory"]
 
 DEFAULT_TO_SELF_DELAY = 10      # blocks; short, so force-close tests mine little
+ANNOUNCE_DEPTH = 6              # BOLT 7: announcement_signatures once the funding is 6 deep
 _LOG_TAIL_LINES = 300
 _STOP_TIMEOUT_S = 5.0
-
-
-class GossipNotImplemented(ChanlabError, NotImplementedError):
-    """``wait_for_announce=True`` needs BOLT 7 gossip, which chanlab does not implement yet."""
 
 
 def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
@@ -86,12 +86,10 @@ class NodeFactory:
                    to_self_delay: int = DEFAULT_TO_SELF_DELAY,
                    allow_cheating: bool = False) -> list[Node]:
         """``n`` nodes, each opening a channel of ``fundamount`` sat to the next, all confirmed
-        and ``normal``. ``wait_for_announce=True`` (waiting until every node has the whole
-        graph) needs gossip, which chanlab does not implement yet: it raises at once."""
-        if wait_for_announce:
-            raise GossipNotImplemented(
-                "line_graph(wait_for_announce=True) needs gossip (BOLT 7), which chanlab does "
-                "not implement yet: leave it False (each node can still pay its direct peers)")
+        and ``normal``. With ``wait_for_announce=True`` the channels are announced (BOLT 7):
+        6 blocks are mined and this returns once every node's graph holds every channel with
+        both directions' ``channel_update`` and every node's ``node_announcement``, so any node
+        can pay any other along the line."""
         if n < 2:
             raise ValueError(f"a line graph needs at least 2 nodes, got {n}")
         nodes = [self.get_node(to_self_delay=to_self_delay, allow_cheating=allow_cheating)
@@ -101,12 +99,37 @@ class NodeFactory:
             self.bitcoind.fund(node, fundamount + 100_000)
         opened: list[tuple[Node, Node, ChannelRecord]] = []
         for left, right in itertools.pairwise(nodes):
-            opened.append((left, right, left.open_channel(right, fundamount, confirm=False)))
-        self.bitcoind.generate_block(1)
+            opened.append((left, right, left.open_channel(right, fundamount, confirm=False,
+                                                          announce=wait_for_announce)))
+        # BOLT 7: a channel is announced once its funding is 6 deep
+        self.bitcoind.generate_block(ANNOUNCE_DEPTH if wait_for_announce else 1)
         for left, right, record in opened:
             for node in (left, right):
                 node.wait_for_channel(record.funding_txid or record.channel, "normal")
+        if wait_for_announce:
+            self.wait_for_graphs(nodes)
         return nodes
+
+    def wait_for_graphs(self, nodes: list[Node], *, timeout: float = 60.0) -> float:
+        """Wait until each of ``nodes`` knows all of them and every channel between two of
+        them (announced, both ``channel_update``s); the seconds it took. ``WaitTimeout``
+        names what each node still lacks."""
+        forwarding = {node.name: dict(node.call("forwarding")) for node in nodes}
+        expected = expected_from_forwarding({node.name: node.node_id for node in nodes},
+                                            forwarding)
+        by_name = {node.name: node for node in nodes}
+
+        def graph_of(name: str) -> dict[str, Any] | None:
+            try:
+                return by_name[name].graph_info()
+            except NodeError:
+                return None
+
+        try:
+            return wait_graphs_complete(list(by_name), graph_of, expected, timeout_s=timeout,
+                                        hint="the nodes' logs are in the test report")
+        except GraphIncomplete as exc:
+            raise WaitTimeout(str(exc)) from None
 
     def logs(self) -> list[tuple[str, str]]:
         """(title, text) per node: the tail of its ``node.log``, and whatever its process

@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import Protocol, TypeVar
 
 from chanlab.bitcoind import Bitcoind
-from chanlab.factory import DEFAULT_TO_SELF_DELAY, NodeFactory
+from chanlab.factory import ANNOUNCE_DEPTH, DEFAULT_TO_SELF_DELAY, NodeFactory
 from chanlab.node import Node
 from chanlab.records import ChannelRecord
 from regtest.wait import wait_for as _wait_for
@@ -107,10 +107,15 @@ class Lab:
                                allow_cheating=allow_cheating) for name in names)
 
     def channel(self, opener: Node, peer: Node, amount_sat: int, *, push_msat: int = 0,
-                anchors: bool = False) -> ChannelRecord:
-        """Open a channel from ``opener`` to ``peer``, mined and ``normal`` on both sides."""
-        return opener.open_channel(peer, amount_sat, push_msat=push_msat, anchors=anchors,
-                                  confirm=True)
+                anchors: bool = False, announce: bool = False) -> ChannelRecord:
+        """Open a channel from ``opener`` to ``peer``, mined and ``normal`` on both sides.
+        ``announce=True``: a public channel, mined 6 deep so both ends announce it (BOLT 7);
+        ``lab.factory.wait_for_graphs(nodes)`` then waits until every node knows it."""
+        record = opener.open_channel(peer, amount_sat, push_msat=push_msat, anchors=anchors,
+                                     announce=announce, confirm=True)
+        if announce:
+            self.mine(ANNOUNCE_DEPTH - 1)   # open_channel mined the first confirmation
+        return record
 
     def mine(self, n: int = 1) -> list[str]:
         """Mine ``n`` blocks; return their hashes."""

@@ -119,15 +119,18 @@ class Node:
         self.call("connect", peer=address)
 
     def open_channel(self, other: Node, amount_sat: int, *, push_msat: int = 0,
-                     anchors: bool = False, confirm: bool = False,
+                     anchors: bool = False, announce: bool = False, confirm: bool = False,
                      timeout: float = 30.0) -> ChannelRecord:
         """Open a channel of ``amount_sat`` to ``other``, funded from our wallet (connecting
         first if needed). The funding transaction is in the mempool, the channel awaiting
-        lock-in; with ``confirm=True``, mine it and return once both nodes see it ``normal``."""
+        lock-in; with ``confirm=True``, mine it and return once both nodes see it ``normal``.
+        ``announce=True`` makes it public: announced to the network (BOLT 7) once 6 deep."""
         if other.node_id not in self.info().peers:
             self.connect(other)
+        # announce only when asked: the command's default is a private channel
+        extra = {"announce": True} if announce else {}
         opened = self.call("open", peer_id=other.node_id, amount_sat=amount_sat,
-                           push_msat=push_msat, anchors=anchors)
+                           push_msat=push_msat, anchors=anchors, **extra)
         funding_txid = str(opened["funding_txid"])
         if confirm:
             wait_for(lambda: funding_txid in self.bitcoind.rpc.getrawmempool(), timeout=timeout,
@@ -149,6 +152,11 @@ class Node:
         if payment.status != "succeeded":
             raise NodeError(self.name, f"payment {payment.status}: {payment.reason or '?'}")
         return payment
+
+    def graph_info(self) -> dict[str, Any]:
+        """The network as this node knows it (``graph-info``): ``nodes`` and ``channels``, each
+        channel with both directions' fee policies (None until that channel_update came)."""
+        return dict(self.call("graph-info"))
 
     def channels(self) -> tuple[ChannelRecord, ...]:
         return tuple(ChannelRecord.from_answer(c) for c in self.call("channels"))

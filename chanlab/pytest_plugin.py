@@ -14,7 +14,8 @@ Fixtures
     ``get_node(name=None, *, funds_sat=0, to_self_delay=10, allow_cheating=False)``,
     ``get_nodes(n, **options)``, ``line_graph(n, *, fundamount=1_000_000,
     wait_for_announce=False)`` (channels opened along the line, confirmed and ``normal``;
-    ``wait_for_announce=True`` raises ``GossipNotImplemented``: chanlab has no gossip yet).
+    ``wait_for_announce=True`` announces them, mines 6 blocks and waits until every node's
+    graph is complete, so any node pays any other), ``wait_for_graphs(nodes, timeout=60)``.
     After the test, pass or fail, every node is stopped and its folder removed; a failing
     test's report carries each node's log.
 

@@ -153,12 +153,14 @@ class PaymentRecord:
     payment_hash: str
     payment_preimage: str | None
     reason: str | None = None
+    fee_msat: int = 0            # what the forwarders on the route kept, in total
 
     @classmethod
     def from_answer(cls, answer: Mapping[str, Any]) -> PaymentRecord:
         return cls(status=_str(answer, "status"), payment_hash=str(answer.get("payment_hash", "")),
                    payment_preimage=_opt_str(answer, "payment_preimage"),
-                   reason=_opt_str(answer, "reason"))
+                   reason=_opt_str(answer, "reason"),
+                   fee_msat=int(answer.get("fee_msat") or 0))
 
 
 @dataclass(frozen=True)

@@ -173,7 +173,8 @@ NODE_COMMANDS: dict[str, Command] = _table(
             answer="{nodes: [{node_id, alias, addresses, announced}], channels: "
                    "[{short_channel_id, node_1, node_2, capacity_sat, public, policy_1?, "
                    "policy_2?}], public_channels: int, public_channels_with_both_updates: "
-                   "int, node_announcements: int, complete: bool}"),
+                   "int, node_announcements: int, complete: bool, gossip: {lookups, "
+                   "over_budget, rejected}}"),
     Command(name="channels", help="list channels",
             answer="[{channel, peer_id, state, channel_id, funding_sat, funding_outpoint, "
                    "opener, commitment_format, to_self_delay, local_msat?, remote_msat?, "

@@ -9,7 +9,9 @@ The decisions are in :class:`~channel.gossip_public.PublicGossip` (pure). This s
   for: each is its own task, at most :data:`LOOKUP_CONCURRENCY` at once, so a peer's flood of
   announcements waits here and never in the chain watcher or the peers' loops. The answer
   (height → block → tx → ``gettxout``, :meth:`ScidLookup.scid_output`) goes back to the
-  manager in a flight of its own.
+  manager in a flight of its own;
+* sends each peer its gossip (relays, replays, query answers) from a task of that peer's,
+  :data:`RELAY_BATCH` messages per write.
 """
 
 from __future__ import annotations
@@ -34,11 +36,12 @@ from channel.gossip_public import (
 if TYPE_CHECKING:
     from channel.node import Node
 
-__all__ = ["LOOKUP_CONCURRENCY", "GossipShell", "ScidLookup"]
+__all__ = ["LOOKUP_CONCURRENCY", "RELAY_BATCH", "GossipShell", "ScidLookup", "node_identity"]
 
 log = logging.getLogger("chanlab.gossip")
 
 LOOKUP_CONCURRENCY = 4   # chain lookups for strangers' announcements in flight at once
+RELAY_BATCH = 50         # gossip messages per write to one peer
 
 
 @runtime_checkable
@@ -72,6 +75,7 @@ class GossipShell:
     def __init__(self, node: Node, spawn: Callable[[Awaitable[Any]], object]) -> None:
         self._node = node
         self._spawn = spawn   # the node's background tasks (cancelled at stop)
+        self._flushing: set[bytes] = set()   # peers whose relay task runs
         self._limit = asyncio.Semaphore(LOOKUP_CONCURRENCY)
         manager = node.manager
         assert manager is not None
@@ -85,6 +89,10 @@ class GossipShell:
         if public_count:
             log.info("gossip: %d public channels, %d nodes restored from disk", public_count,
                      len(manager.graph.node_aliases))
+            # the chain watcher replays missed blocks to the monitors only: a channel closed
+            # while we were down is found by asking the chain for each funding output
+            for scid in sorted(set(public.funding_outpoints.values()), key=bytes):
+                spawn(self._recheck(scid))
 
     def after_flight(self) -> None:
         """Log gossip's notes; start the lookups it queued (never awaited here)."""
@@ -94,14 +102,55 @@ class GossipShell:
         public = manager.public
         for note in public.notes:
             log.warning("%s", note)
+        if public.notes_suppressed:
+            log.warning("gossip: %d more lines like these not logged", public.notes_suppressed)
         public.notes.clear()
+        public.notes_suppressed = 0
         for scid in public.take_lookups():
             self._spawn(self._lookup(scid))
+        for peer_id in public.peers_with_relays():
+            if peer_id not in self._flushing:
+                self._flushing.add(peer_id)
+                self._spawn(self._flush(peer_id))
+
+    async def _flush(self, peer_id: bytes) -> None:
+        """Send ``peer_id`` its waiting gossip, RELAY_BATCH messages per write: only this task
+        waits for a slow reader; the event loop gets a turn between two writes."""
+        try:
+            while True:
+                manager = self._node.manager
+                batch = [] if manager is None else manager.public.take_relays(peer_id,
+                                                                              RELAY_BATCH)
+                if not batch:
+                    return
+                await self._node.peers.send_many(peer_id, batch)
+                await asyncio.sleep(0)
+        finally:
+            self._flushing.discard(peer_id)
+
+    async def _recheck(self, scid: ShortChannelId) -> None:
+        """Forget restored channel ``scid`` if its funding output is spent by now."""
+        async with self._limit:
+            chain = self._node.chain
+            if not isinstance(chain, ScidLookup):
+                return
+            try:
+                found = await chain.scid_output(scid.block_height, scid.tx_index,
+                                                scid.output_index)
+            except ChainError as exc:
+                log.info("gossip: funding output of %s not checked: %s", scid, exc)
+                return
+            manager = self._node.manager
+            if found is None and manager is not None:
+                fx = Effects()
+                manager.public.channel_gone(manager, scid, fx)
+                await self._node.complete(fx)
 
     async def _lookup(self, scid: ShortChannelId) -> None:
         async with self._limit:
             chain = self._node.chain
             output: FundingOutput | None = None
+            failed = False
             try:
                 if isinstance(chain, ScidLookup):
                     found = await chain.scid_output(scid.block_height, scid.tx_index,
@@ -109,9 +158,10 @@ class GossipShell:
                     if found is not None:
                         output = FundingOutput(*found)
             except ChainError as exc:
+                failed = True
                 log.info("gossip: funding output of %s not looked up: %s", scid, exc)
             fx = Effects()
             manager = self._node.manager
             assert manager is not None
-            manager.public.lookup_done(manager, scid, output, fx)
+            manager.public.lookup_done(manager, scid, output, fx, failed=failed)
             await self._node.complete(fx)

@@ -26,6 +26,7 @@ durability as the channel state it was learnt with, and a deletion is an empty v
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
@@ -43,6 +44,8 @@ from channel.gossip import (
     GossipQuery,
     GossipTimestampFilter,
     NodeAnnouncement,
+    QueryChannelRange,
+    QueryShortChannelIds,
     ShortChannelId,
     announcement_digest,
     check_channel_announcement,
@@ -54,8 +57,9 @@ from channel.gossip import (
 )
 from channel.graph import NetworkGraph
 from channel.keys import PrivateKey, verify
+from channel.messages import encode_message
 from channel.state import ChannelState
-from channel.wire import WarningMessage, decode_with
+from channel.wire import Message, WarningMessage, decode_with, our_features
 
 if TYPE_CHECKING:
     from channel.manager import ChannelManager
@@ -81,8 +85,10 @@ ANNOUNCE_DEPTH: Final = 6
 ANNOUNCE_KV_PREFIX: Final = "announce:"
 GOSSIP_KV_PREFIX: Final = "gossip:"
 #: what a stranger's gossip can make us hold at most
-MAX_GRAPH_CHANNELS: Final = 20_000
-MAX_GRAPH_NODES: Final = 20_000
+MAX_GRAPH_CHANNELS: Final = 5_000
+MAX_GRAPH_NODES: Final = 5_000
+#: gossip waiting for one peer's relay task: a whole graph at its caps fits
+MAX_RELAY_QUEUE: Final = 3 * MAX_GRAPH_CHANNELS + MAX_GRAPH_NODES
 MAX_PENDING_LOOKUPS: Final = 64      # scids waiting for the chain (all peers together)
 MAX_LOOKUP_CACHE: Final = 4096       # answers kept by scid (oldest forgotten first)
 MAX_HELD_PER_SCID: Final = 4         # channel_updates waiting for their channel's lookup
@@ -90,6 +96,11 @@ MAX_HELD_NODES: Final = 256          # node_announcements waiting for a channel 
 #: per peer: announcements needing a chain lookup, per second after a burst
 LOOKUPS_PER_S: Final = 5.0
 LOOKUP_BURST: Final = 50
+MAX_BUDGETS: Final = 1024            # peers whose lookup budget is remembered
+MAX_NOTES: Final = 20                # log lines per flight about bad gossip
+#: per peer: answers that may hold the whole graph (replays on a filter, query answers)
+REPLAY_BURST: Final = 3
+REPLAY_EVERY_S: Final = 10.0
 #: what the manager hands to :meth:`PublicGossip.on_gossip`: BOLT 7's messages and queries
 PUBLIC_GOSSIP_TYPES: Final = (AnnouncementSignatures, ChannelAnnouncement, ChannelUpdate,
                               NodeAnnouncement, GossipTimestampFilter, GossipQuery)
@@ -117,14 +128,17 @@ class NodeIdentity:
 
 @dataclass(slots=True)
 class _Bucket:
-    """A token bucket: LOOKUPS_PER_S, bursts of LOOKUP_BURST."""
+    """A token bucket: ``rate`` tokens a second, bursts of ``burst`` (by default the chain
+    lookups' LOOKUPS_PER_S and LOOKUP_BURST)."""
 
     tokens: float = float(LOOKUP_BURST)
     at: float = 0.0
+    rate: float = LOOKUPS_PER_S
+    burst: int = LOOKUP_BURST
 
     def take(self, now: float) -> bool:
         if self.at:
-            self.tokens = min(float(LOOKUP_BURST), self.tokens + (now - self.at) * LOOKUPS_PER_S)
+            self.tokens = min(float(self.burst), self.tokens + (now - self.at) * self.rate)
         self.at = now
         if self.tokens >= 1:
             self.tokens -= 1
@@ -150,7 +164,13 @@ def restore_records(kv: dict[str, str]) -> list[bytes]:
     prefix), in replay order: channels, then updates, then nodes; deleted rows skipped."""
     order = {"c": 0, "u": 1, "n": 2}
     rows = sorted((order[k[0]], k, v) for k, v in kv.items() if v and k[:1] in order)
-    return [bytes.fromhex(v) for _, _, v in rows]
+    out = []
+    for _, _, value in rows:
+        try:
+            out.append(bytes.fromhex(value))
+        except ValueError:
+            continue   # a damaged row costs its gossip, not the node's start
+    return out
 
 
 class PublicGossip:
@@ -175,11 +195,18 @@ class PublicGossip:
         self._cache: dict[ShortChannelId, FundingOutput | None] = {}
         self._held_nodes: dict[bytes, tuple[bytes, NodeAnnouncement]] = {}
         self._budgets: dict[bytes, _Bucket] = {}
+        self._replay_budgets: dict[bytes, _Bucket] = {}
         self.funding_outpoints: dict[tuple[str, int], ShortChannelId] = {}
         self._spent: list[ShortChannelId] = []
         self._last_node_timestamp = 0
         self._capped = False
-        self.notes: list[str] = []   # warnings for the node's log
+        self.notes: list[str] = []   # warnings for the node's log (MAX_NOTES until drained)
+        self.notes_suppressed = 0
+        # what strangers' gossip cost: chain lookups started, refused over a peer's budget,
+        # announcements rejected (bad signatures, funding output not the 2-of-2)
+        self.counters = {"lookups": 0, "over_budget": 0, "rejected": 0}
+        self._relays: dict[bytes, deque[bytes]] = {}   # peer -> encoded gossip to send
+        self._overflowed: set[bytes] = set()
 
     # -- our channels ------------------------------------------------------------------------
 
@@ -188,15 +215,21 @@ class PublicGossip:
         self.announced.add(key)
         fx.kv.append((ANNOUNCE_KV_PREFIX + key, "1"))
 
-    def peer_connected(self, m: ChannelManager, peer_id: bytes, fx: Effects) -> None:
-        """BOLT 7: ask for the peer's gossip (everything); send our signatures again."""
-        fx.send(peer_id, GossipTimestampFilter(chain_hash=self.chain_hash, first_timestamp=0,
-                                               timestamp_range=ALL_GOSSIP_RANGE))
+    def peer_connected(self, m: ChannelManager, peer_id: bytes, fx: Effects, *,
+                       gossip_queries: bool) -> None:
+        """BOLT 7: ask a peer that negotiated ``gossip_queries`` for its gossip (everything:
+        a fresh node learns the whole graph); send our signatures again."""
+        if gossip_queries:   # others would not know the message (pyln's plain peers)
+            fx.send(peer_id, GossipTimestampFilter(
+                chain_hash=self.chain_hash, first_timestamp=0,
+                timestamp_range=ALL_GOSSIP_RANGE))
         for handle in m.handles_of(peer_id):
             self._sigs_sent.discard(handle.key)
 
     def peer_disconnected(self, peer_id: bytes) -> None:
         self.filters.pop(peer_id, None)
+        self._relays.pop(peer_id, None)   # a reconnection's filter asks for it all again
+        self._overflowed.discard(peer_id)
 
     def tick(self, m: ChannelManager, fx: Effects) -> None:
         """Send ``announcement_signatures`` for our announced channels now deep enough (and
@@ -284,7 +317,7 @@ class PublicGossip:
         return known is not None and known.public
 
     def _warn(self, peer_id: bytes, text: str, fx: Effects) -> None:
-        self.notes.append(f"peer {peer_id.hex()[:16]}: {text} (ignored; warning sent)")
+        self._note(f"peer {peer_id.hex()[:16]}: {text} (ignored; warning sent)")
         fx.send(peer_id, WarningMessage.with_text(bytes(32), text[:500]))
 
     def _assemble(self, m: ChannelManager, handle: ChannelHandle,
@@ -332,6 +365,7 @@ class PublicGossip:
         ours = sign_node_announcement(node_key=self._node_key, timestamp=timestamp,
                                       alias=self.identity.alias,
                                       rgb_color=self.identity.rgb_color,
+                                      features=our_features().to_bytes(),   # BOLT 9 node
                                       addresses=self.identity.addresses)
         self._take_node(m.graph, ours, None, fx, m.connected)
 
@@ -344,7 +378,9 @@ class PublicGossip:
         if isinstance(message, GossipTimestampFilter):
             if message.chain_hash == self.chain_hash:
                 self.filters[peer_id] = message
-                self._replay(m.graph, peer_id, message, fx)
+                # a replay costs the whole graph: a peer re-sending filters spends its budget
+                if self._replays(peer_id).take(self._clock()):
+                    self._replay(m.graph, peer_id, message, fx)
         elif isinstance(message, ChannelAnnouncement):
             self._on_channel_announcement(m, peer_id, message, fx)
         elif isinstance(message, ChannelUpdate):
@@ -353,7 +389,12 @@ class PublicGossip:
             self._on_node_announcement(m, peer_id, message, fx)
         elif isinstance(message, AnnouncementSignatures):
             self.on_announcement_signatures(m, peer_id, message, fx)
-        # BOLT 7 queries (261-264): gossip_queries is not offered, so they are ignored
+        elif isinstance(message, QueryChannelRange | QueryShortChannelIds):
+            from channel.gossip_queries import answer_query
+            if self._replays(peer_id).take(self._clock()):   # an answer may be the graph
+                for reply in answer_query(m.graph, self.chain_hash, message):
+                    self._enqueue_raw(peer_id, reply)
+        # replies to queries (262, 264): we send no queries, so they are ignored
         return None
 
     def _on_channel_announcement(self, m: ChannelManager, peer_id: bytes,
@@ -365,7 +406,8 @@ class PublicGossip:
         try:
             check_channel_announcement(msg, chain_hash=self.chain_hash)
         except InvalidGossip as exc:
-            self.notes.append(f"peer {peer_id.hex()[:16]}: {exc} (ignored)")
+            self.counters["rejected"] += 1
+            self._note(f"peer {peer_id.hex()[:16]}: {exc} (ignored)")
             return
         if self._full(m.graph):
             return
@@ -373,12 +415,35 @@ class PublicGossip:
             self._accept(m, peer_id, msg, self._cache[scid], fx)
             return
         if len(self._pending) >= MAX_PENDING_LOOKUPS or \
-                not self._budgets.setdefault(peer_id, _Bucket()).take(self._clock()):
-            self.notes.append(f"peer {peer_id.hex()[:16]}: channel_announcement {scid} "
-                              "dropped: too many chain lookups at once")
+                not self._budget(peer_id).take(self._clock()):
+            self.counters["over_budget"] += 1
+            self._note(f"peer {peer_id.hex()[:16]}: channel_announcement {scid} dropped: "
+                       "too many chain lookups at once")
             return
         self._pending[scid] = _Pending(peer_id, msg)
         self._lookups.append(scid)
+        self.counters["lookups"] += 1
+
+    def _replays(self, peer_id: bytes) -> _Bucket:
+        """The peer's budget of whole-graph answers (filters, queries): a few at once, then
+        one every REPLAY_EVERY_S; an honest peer sends one filter per connection."""
+        bucket = self._replay_budgets.get(peer_id)
+        if bucket is None:
+            bucket = self._replay_budgets[peer_id] = _Bucket(
+                tokens=float(REPLAY_BURST), rate=1 / REPLAY_EVERY_S, burst=REPLAY_BURST)
+            while len(self._replay_budgets) > MAX_BUDGETS:
+                del self._replay_budgets[next(iter(self._replay_budgets))]
+        return bucket
+
+    def _budget(self, peer_id: bytes) -> _Bucket:
+        """The peer's lookup budget; kept across its reconnections (a reconnection does not
+        refill it), for MAX_BUDGETS peers at most (the oldest forgotten)."""
+        bucket = self._budgets.get(peer_id)
+        if bucket is None:
+            bucket = self._budgets[peer_id] = _Bucket()
+            while len(self._budgets) > MAX_BUDGETS:
+                del self._budgets[next(iter(self._budgets))]
+        return bucket
 
     def take_lookups(self) -> list[ShortChannelId]:
         """The scids whose funding output the node must look up on chain now."""
@@ -386,11 +451,15 @@ class PublicGossip:
         return lookups
 
     def lookup_done(self, m: ChannelManager, scid: ShortChannelId,
-                    output: FundingOutput | None, fx: Effects) -> None:
-        """The chain's answer for ``scid`` (None: no such unspent output)."""
-        self._cache[scid] = output
-        while len(self._cache) > MAX_LOOKUP_CACHE:
-            del self._cache[next(iter(self._cache))]
+                    output: FundingOutput | None, fx: Effects, *, failed: bool = False,
+                    ) -> None:
+        """The chain's answer for ``scid`` (None: no such unspent output; ``failed``: the
+        chain could not be asked, so the answer is not remembered)."""
+        if not failed and (output is not None or scid.block_height <= m.height):
+            # "no such output" in a block we have not seen yet may change: not remembered
+            self._cache[scid] = output
+            while len(self._cache) > MAX_LOOKUP_CACHE:
+                del self._cache[next(iter(self._cache))]
         pending = self._pending.get(scid)
         if pending is not None:
             self._accept(m, pending.peer_id, pending.announcement, output, fx)
@@ -402,7 +471,8 @@ class PublicGossip:
             check_funding_output(msg, None if output is None else output.script_pubkey,
                                  spent=False)
         except InvalidGossip as exc:
-            self.notes.append(f"peer {peer_id.hex()[:16]}: {exc} (ignored)")
+            self.counters["rejected"] += 1
+            self._note(f"peer {peer_id.hex()[:16]}: {exc} (ignored)")
             self._pending.pop(msg.scid, None)
             return
         assert output is not None
@@ -463,16 +533,23 @@ class PublicGossip:
 
     def _take_node(self, graph: NetworkGraph, msg: NodeAnnouncement, source: bytes | None,
                    fx: Effects, connected: Iterable[bytes]) -> None:
-        if not any(c.public and msg.node_id in (c.node_1, c.node_2)
-                   for c in graph.channels.values()):
+        if not graph.has_public_channel(msg.node_id):
             return   # BOLT 7: only nodes with an announced channel
         if not graph.add_node(msg):
             return
         fx.kv.append((f"{GOSSIP_KV_PREFIX}n:{msg.node_id.hex()}", _typed(msg).hex()))
         self._relay(msg, source, fx, connected)
 
+    def _note(self, text: str) -> None:
+        """A line for the node's log; a flood of bad gossip writes MAX_NOTES lines per
+        flight, then a count (``notes_suppressed``), not one line per message."""
+        if len(self.notes) < MAX_NOTES:
+            self.notes.append(text)
+        else:
+            self.notes_suppressed += 1
+
     def _full(self, graph: NetworkGraph) -> bool:
-        if sum(1 for c in graph.channels.values() if c.public) < MAX_GRAPH_CHANNELS:
+        if len(graph.channels) < MAX_GRAPH_CHANNELS:   # private ones count too: O(1)
             return False
         self._cap_note(f"{MAX_GRAPH_CHANNELS} channels")
         return True
@@ -480,7 +557,7 @@ class PublicGossip:
     def _cap_note(self, what: str) -> None:
         if not self._capped:   # one line, not one per message
             self._capped = True
-            self.notes.append(f"gossip: the graph holds {what}, its cap: new ones are ignored")
+            self._note(f"gossip: the graph holds {what}, its cap: new ones are ignored")
 
     # -- relaying ----------------------------------------------------------------------------
 
@@ -493,14 +570,45 @@ class PublicGossip:
                 continue
             wanted = self.filters.get(peer_id)
             if source is None or (wanted is not None and _admits(wanted, msg)):
-                fx.send(peer_id, msg)
+                self._enqueue(peer_id, msg)
+
+    def _enqueue(self, peer_id: bytes, msg: Message) -> None:
+        self._enqueue_raw(peer_id, encode_message(msg))
+
+    def _enqueue_raw(self, peer_id: bytes, encoded: bytes) -> None:
+        """Gossip for ``peer_id`` waits here, encoded, until the node's relay task for that
+        peer takes it (:meth:`take_relays`): a peer that reads slowly delays only its own
+        gossip, never a flight of the chain watcher or of another peer. Bounded: beyond
+        MAX_RELAY_QUEUE the peer misses gossip (one note), as BOLT 7 gossip is best effort."""
+        queue = self._relays.setdefault(peer_id, deque())
+        if len(queue) >= MAX_RELAY_QUEUE:
+            if peer_id not in self._overflowed:
+                self._overflowed.add(peer_id)
+                self._note(f"peer {peer_id.hex()[:16]} reads its gossip too slowly: "
+                           f"{MAX_RELAY_QUEUE} messages wait, newer ones are dropped")
+            return
+        queue.append(encoded)
+
+    def peers_with_relays(self) -> list[bytes]:
+        return [p for p, q in self._relays.items() if q]
+
+    def take_relays(self, peer_id: bytes, limit: int) -> list[bytes]:
+        """Up to ``limit`` encoded gossip messages for ``peer_id``, oldest first."""
+        queue = self._relays.get(peer_id)
+        if not queue:
+            return []
+        batch = [queue.popleft() for _ in range(min(limit, len(queue)))]
+        if not queue:
+            self._overflowed.discard(peer_id)
+        return batch
 
     def _replay(self, graph: NetworkGraph, peer_id: bytes, wanted: GossipTimestampFilter,
                 fx: Effects) -> None:
-        """BOLT 7: on a new filter, send the gossip we hold within its range."""
-        for msg in graph_messages(graph):
-            if _admits(wanted, msg):
-                fx.send(peer_id, msg)
+        """BOLT 7: on a new filter, send the gossip we hold within its range (as stored:
+        a timestamp is read at its offset, nothing is decoded again)."""
+        for typed in graph.typed_records():
+            if _admits_raw(wanted, typed):
+                self._enqueue_raw(peer_id, typed)
 
     # -- the chain ---------------------------------------------------------------------------
 
@@ -517,12 +625,20 @@ class PublicGossip:
                 if scid is not None:
                     self._spent.append(scid)
 
+    def channel_gone(self, m: ChannelManager, scid: ShortChannelId, fx: Effects) -> None:
+        """The chain says ``scid``'s funding output is spent (a block we did not watch,
+        e.g. while the node was down): forget the channel."""
+        for outpoint in [o for o, s in self.funding_outpoints.items() if s == scid]:
+            del self.funding_outpoints[outpoint]
+        if scid in m.graph.channels:
+            self._forget(m.graph, scid, fx)
+
     def _forget(self, graph: NetworkGraph, scid: ShortChannelId, fx: Effects) -> None:
         graph.remove_channel(scid)
         key = bytes(scid).hex()
         for row in (f"c:{key}", f"o:{key}", f"u:{key}00", f"u:{key}01"):
             fx.kv.append((GOSSIP_KV_PREFIX + row, ""))   # an empty value: deleted
-        self.notes.append(f"gossip: channel {scid} closed on chain: forgotten")
+        self._note(f"gossip: channel {scid} closed on chain: forgotten")
 
     def restore(self, graph: NetworkGraph, kv: dict[str, str], announced: Iterable[str],
                 public_scids: set[bytes]) -> None:
@@ -537,6 +653,24 @@ class PublicGossip:
         public_scids.update(bytes(c.short_channel_id) for c in graph.channels.values()
                             if c.public)
         self.announced.update(announced)
+
+
+def _admits_raw(wanted: GossipTimestampFilter, typed: bytes) -> bool:
+    """:func:`_admits` for a stored message (``type ‖ payload``), and never a private update
+    (``dont_forward``). Offsets: BOLT 7 ``channel_update`` timestamp after signature,
+    chain_hash and scid; ``node_announcement``'s after signature and features."""
+    kind = int.from_bytes(typed[:2], "big")
+    if kind == ChannelAnnouncement.TYPE:
+        return wanted.timestamp_range > 0
+    if kind == ChannelUpdate.TYPE:
+        at = 2 + 64 + 32 + 8
+        if typed[at + 4] & MESSAGE_FLAG_DONT_FORWARD:
+            return False
+    elif kind == NodeAnnouncement.TYPE:
+        at = 2 + 64 + 2 + int.from_bytes(typed[66:68], "big")
+    else:
+        return False
+    return wanted.admits(int.from_bytes(typed[at:at + 4], "big"))
 
 
 def _admits(wanted: GossipTimestampFilter,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from channel.codec import MAX_MSAT
-from channel.errors import InvalidGossip, RejectedUpdate
+from channel.errors import ChanlabError, InvalidGossip, RejectedUpdate
 from channel.forwarding import ChannelPolicy
 from channel.gossip import (
     GOSSIP_MESSAGES,
@@ -97,6 +97,33 @@ class NetworkGraph:
     node_addresses: dict[bytes, list[tuple[str, int]]] = field(default_factory=dict)
     node_aliases: dict[bytes, str] = field(default_factory=dict)
     _raw: dict[tuple[str, bytes], bytes] = field(default_factory=dict)
+    # node id -> its channels' scids: a node_announcement's "has a channel" check in O(1),
+    # not a walk over every channel (gossip from strangers pays for each message)
+    _by_node: dict[bytes, set[ShortChannelId]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        for scid, channel in self.channels.items():
+            self._index(scid, channel)
+
+    def _index(self, scid: ShortChannelId, channel: GraphChannel | None) -> None:
+        """Set ``scid``'s entry to ``channel`` (None: remove it), keeping ``_by_node``."""
+        # replaced in place, not popped: callers may be iterating over the channels
+        old = self.channels.get(scid) if channel is not None else self.channels.pop(scid, None)
+        if old is not None:
+            for node in (old.node_1, old.node_2):
+                scids = self._by_node.get(node, set())
+                scids.discard(scid)
+                if not scids:
+                    self._by_node.pop(node, None)
+        if channel is not None:
+            self.channels[scid] = channel
+            for node in (channel.node_1, channel.node_2):
+                self._by_node.setdefault(node, set()).add(scid)
+
+    def has_public_channel(self, node_id: bytes) -> bool:
+        """Whether ``node_id`` has an announced channel (BOLT 7's condition for keeping its
+        ``node_announcement``)."""
+        return any(self.channels[s].public for s in self._by_node.get(node_id, ()))
 
     # --- learning ------------------------------------------------------------------------
 
@@ -109,8 +136,8 @@ class NetworkGraph:
         scid = announcement.scid
         if scid in self.channels and self.channels[scid].public:
             return False
-        self.channels[scid] = GraphChannel(scid, announcement.node_id_1, announcement.node_id_2,
-                                           capacity_sat)
+        self._index(scid, GraphChannel(scid, announcement.node_id_1, announcement.node_id_2,
+                                       capacity_sat))
         self._raw[("c", bytes(scid))] = (capacity_sat.to_bytes(8, "big")
                                          + _typed(announcement))
         return True
@@ -124,8 +151,8 @@ class NetworkGraph:
         first_is_a = node_1 == node_a
         policies = (policy_from_a, policy_from_b) if first_is_a else (policy_from_b,
                                                                        policy_from_a)
-        self.channels[scid] = GraphChannel(scid, node_1, node_2, capacity_sat, policies,
-                                           public=False)
+        self._index(scid, GraphChannel(scid, node_1, node_2, capacity_sat, policies,
+                                       public=False))
 
     def apply_update(self, update: ChannelUpdate) -> bool:
         """Apply a ``channel_update`` (checked here); False when stale, unknown or invalid.
@@ -135,13 +162,13 @@ class NetworkGraph:
         channel = self.channels.get(update.scid)
         if channel is None:
             return False
+        if channel.policies[update.direction] is not None \
+                and channel.timestamps[update.direction] >= update.timestamp:
+            return False   # stale: known before paying for a signature check (gossip floods)
         signer = channel.node_1 if update.direction == 0 else channel.node_2
         try:
             check_channel_update(update, chain_hash=self.chain_hash, node_id=signer)
         except InvalidGossip:
-            return False
-        if channel.policies[update.direction] is not None \
-                and channel.timestamps[update.direction] >= update.timestamp:
             return False
         policies = list(channel.policies)
         policies[update.direction] = policy_of_update(update)
@@ -157,7 +184,7 @@ class NetworkGraph:
 
     def add_node(self, announcement: NodeAnnouncement) -> bool:
         """Apply a ``node_announcement`` for a node that has an announced channel."""
-        if not any(announcement.node_id in (c.node_1, c.node_2) for c in self.channels.values()):
+        if announcement.node_id not in self._by_node:
             return False  # BOLT 7: ignore nodes we know no channel of
         try:
             check_node_announcement(announcement)
@@ -175,7 +202,7 @@ class NetworkGraph:
 
     def remove_channel(self, scid: ShortChannelId) -> None:
         """Forget a closed channel (its funding output was spent)."""
-        self.channels.pop(scid, None)
+        self._index(scid, None)
         self._raw = {k: v for k, v in self._raw.items()
                      if not (k[0] in "cu" and k[1][:8] == bytes(scid))}
 
@@ -198,6 +225,24 @@ class NetworkGraph:
                                                  key=lambda item: (order[item[0][0]],
                                                                    item[0][1]))]
 
+    def typed_records(self) -> list[bytes]:
+        """``records()`` as the typed messages a peer receives (no capacity prefix)."""
+        return [raw[8:] if _is_channel_record(raw) else raw for raw in self.records()]
+
+    def gossip_of(self, scid: ShortChannelId) -> list[bytes]:
+        """The typed gossip of public channel ``scid``: its announcement, then each
+        direction's update held (empty when unknown)."""
+        key = bytes(scid)
+        found = [self._raw.get(("c", key)), self._raw.get(("u", key + b"\x00")),
+                 self._raw.get(("u", key + b"\x01"))]
+        if found[0] is None:
+            return []
+        return [found[0][8:]] + [raw for raw in found[1:] if raw is not None]
+
+    def node_gossip(self, node_id: bytes) -> bytes | None:
+        """The typed ``node_announcement`` of ``node_id`` held, if any."""
+        return self._raw.get(("n", node_id))
+
     @classmethod
     def from_records(cls, chain_hash: bytes, records: Iterable[bytes]) -> NetworkGraph:
         """Rebuild from ``records()`` (each update and node re-checked)."""
@@ -209,7 +254,11 @@ class NetworkGraph:
         """Apply ``records()`` of another graph to this one (each update and node
         re-checked): a restarted node's persisted gossip over its private channels."""
         for raw in records:
-            message = decode_with(GOSSIP_MESSAGES, raw[8:] if _is_channel_record(raw) else raw)
+            try:
+                message = decode_with(GOSSIP_MESSAGES,
+                                      raw[8:] if _is_channel_record(raw) else raw)
+            except ChanlabError:
+                continue   # a damaged row costs its gossip, not the node's start
             if isinstance(message, ChannelAnnouncement):
                 self.add_announced_channel(message, int.from_bytes(raw[:8], "big"))
             elif isinstance(message, ChannelUpdate):

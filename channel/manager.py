@@ -211,8 +211,10 @@ class ChannelManager:
 
     # -- peers -------------------------------------------------------------------------------
 
-    def peer_connected(self, peer_id: bytes, fx: Effects) -> None:
-        """BOLT 2: channel_reestablish first for every channel with this peer."""
+    def peer_connected(self, peer_id: bytes, fx: Effects, *, gossip_queries: bool = True,
+                       ) -> None:
+        """BOLT 2: channel_reestablish first for every channel with this peer (BOLT 7
+        ``gossip_queries``: whether both offered it, and so gossip is asked for)."""
         self.connected.add(peer_id)
         for handle in self.handles_of(peer_id):
             chan = handle.channel
@@ -221,7 +223,7 @@ class ChannelManager:
                 if chan.channel_id is not None and chan.log is not None:
                     fx.send(peer_id, chan.channel_reestablish())
                     fx.touch(handle)
-        self.public.peer_connected(self, peer_id, fx)   # after reestablish: gossip filter
+        self.public.peer_connected(self, peer_id, fx, gossip_queries=gossip_queries)
 
     def peer_disconnected(self, peer_id: bytes, fx: Effects | None = None) -> None:
         """Uncommitted updates die with the connection; so do channels not yet funded (BOLT

@@ -55,7 +55,7 @@ from channel.state import ChannelConfig
 from channel.tasks import BackgroundTasks
 from channel.tower_client import WatchtowerClient
 from channel.trace_log import TraceLog
-from channel.wire import ErrorMessage, WarningMessage
+from channel.wire import ErrorMessage, Feature, WarningMessage
 
 if TYPE_CHECKING:
     from channel.cheat import CheatMode
@@ -332,7 +332,8 @@ class Node:
 
     async def peer_connected(self, peer_id: bytes) -> None:
         fx = Effects()
-        self._m.peer_connected(peer_id, fx)
+        self._m.peer_connected(peer_id, fx, gossip_queries=self.peers.features_of(
+            peer_id).offers(Feature.GOSSIP_QUERIES))
         await self.complete(fx)
 
     async def peer_disconnected(self, peer_id: bytes) -> None:

@@ -306,7 +306,7 @@ class NodeControl:
 
     async def cmd_graph_info(self) -> dict[str, Any]:
         from channel.gossip_local import graph_report
-        return graph_report(self._m.graph)
+        return {**graph_report(self._m.graph), "gossip": dict(self._m.public.counters)}
 
     async def cmd_channels(self) -> list[dict[str, Any]]:
         return channel_list(self._m)

@@ -270,8 +270,9 @@ def our_features() -> Features:
     (every commitment format of ours has it), ``payment_secret`` (we refuse payments without
     one). Optional: ``option_data_loss_protect`` (our ``channel_reestablish`` always carries
     its fields), ``option_anchors`` (we build and claim anchors commitments; a peer that
-    requires it, such as Electrum, refuses us without it) and ``option_channel_type`` (we
-    always send ``channel_type``).
+    requires it, such as Electrum, refuses us without it), ``option_channel_type`` (we
+    always send ``channel_type``) and ``gossip_queries`` (BOLT 7: peers send us
+    ``gossip_timestamp_filter``; ``channel.gossip_queries`` answers their queries).
     """
     return Features.of(
         required=[
@@ -279,8 +280,8 @@ def our_features() -> Features:
             Feature.OPTION_STATIC_REMOTEKEY,
             Feature.PAYMENT_SECRET,
         ],
-        optional=[Feature.OPTION_DATA_LOSS_PROTECT, Feature.OPTION_ANCHORS,
-                  Feature.OPTION_CHANNEL_TYPE],
+        optional=[Feature.OPTION_DATA_LOSS_PROTECT, Feature.GOSSIP_QUERIES,
+                  Feature.OPTION_ANCHORS, Feature.OPTION_CHANNEL_TYPE],
     )
 
 

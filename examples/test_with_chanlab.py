@@ -72,8 +72,16 @@ def test_a_killed_node_comes_back_with_its_channel(node_factory: NodeFactory) ->
     assert bob.channel(channel).local_msat == 2 * PAYMENT_MSAT
 
 
-def test_line_graph_cannot_wait_for_gossip_yet(node_factory: NodeFactory) -> None:
-    """wait_for_announce=True says clearly that chanlab has no gossip yet, before any node."""
-    with pytest.raises(NotImplementedError, match="gossip"):
-        node_factory.line_graph(3, wait_for_announce=True)
-    assert node_factory.nodes == []
+def test_a_payment_crosses_an_announced_line(node_factory: NodeFactory,
+                                            wait_for: WaitFor) -> None:
+    """With wait_for_announce=True every node knows the whole line: the first node pays the
+    last through the middle one, which keeps exactly the fee the payer was charged."""
+    alice, bob, carol = node_factory.line_graph(3, fundamount=CHANNEL_SAT,
+                                                wait_for_announce=True)
+    before = bob.balance().offchain_msat
+    paid = alice.pay(carol.invoice(PAYMENT_MSAT))
+    # bob's default policy, as his channel_update announces it: 1000 msat + 1 ppm
+    assert paid.fee_msat == 1000 + PAYMENT_MSAT // 1_000_000
+    assert carol.balance().offchain_msat == PAYMENT_MSAT
+    wait_for(lambda: bob.balance().offchain_msat == before + paid.fee_msat,
+             what="bob to settle his side of the forward")

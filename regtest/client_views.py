@@ -83,6 +83,8 @@ def human_answer(cmd: str, result: Any) -> str:
                else "") + f"  {c.get('description', '')}" for c in result) or "nothing to claim"
     if cmd == "events":
         return "\n".join(str(e) for e in result) or "no events"
+    if cmd == "graph-info":
+        return _graph(result)
     if cmd == "balance":
         return (f"on chain:  {result['onchain_sat']:,} sat\n"
                 f"off chain: {format_msat(result['offchain_msat'])}")
@@ -96,6 +98,34 @@ def human_answer(cmd: str, result: Any) -> str:
                                         " msat" if k.endswith("_msat") else "")
                          for k, v in result.items())
     return json.dumps(result)
+
+
+def _graph(report: dict[str, Any]) -> str:
+    """``graph-info``: one line per node and per channel (each direction's fee and delta),
+    then whether the public graph is complete."""
+    names = {n["node_id"]: n["alias"] or n["node_id"][:16] for n in report["nodes"]}
+
+    def policy(p: dict[str, int] | None) -> str:
+        return "no update" if p is None else (
+            f"{p['fee_base_msat']} msat + {p['fee_proportional_millionths']} ppm, "
+            f"cltv delta {p['cltv_expiry_delta']}")
+
+    lines = [f"node {names[n['node_id']]:<16} {n['node_id'][:16]}…  "
+             + (", ".join(n["addresses"]) or "no address")
+             + ("" if n.get("announced") else "  (not announced)") for n in report["nodes"]]
+    for c in report["channels"]:
+        one, two = names.get(c["node_1"], c["node_1"][:16]), names.get(c["node_2"],
+                                                                       c["node_2"][:16])
+        capacity = "?" if c["capacity_sat"] is None else f"{c['capacity_sat']:,} sat"
+        lines += [f"channel {c['short_channel_id']} {one} - {two}, {capacity}"
+                  f"{'' if c['public'] else ' (private)'}",
+                  f"  {one} charges {policy(c['policy_1'])}",
+                  f"  {two} charges {policy(c['policy_2'])}"]
+    lines.append(f"public graph {'complete' if report.get('complete') else 'incomplete'}: "
+                 f"{report.get('public_channels_with_both_updates', 0)} of "
+                 f"{report.get('public_channels', 0)} public channels with both updates, "
+                 f"{report.get('node_announcements', 0)} node announcements")
+    return "\n".join(lines)
 
 
 def show_trace(name: str, *, limit: int, follow: bool, as_json: bool) -> int:

@@ -248,13 +248,15 @@ class Cluster:
         a.call("connect", peer=b.address)
 
     def open_channel(self, a: NodeProcess, b: NodeProcess, amount_sat: int, *,
-                     push_msat: int = 0, anchors: bool = False,
+                     push_msat: int = 0, anchors: bool = False, announce: bool = False,
                      timeout: float = 30.0) -> dict[str, Any]:
-        """Open a channel from ``a`` to ``b``, mine it to depth, wait until both see NORMAL."""
+        """Open a channel from ``a`` to ``b``, mine it to depth, wait until both see NORMAL
+        (``announce``: a public channel, announced once 6 blocks deep)."""
         if b.node_id not in a.call("info")["peers"]:
             self.connect(a, b)
         opened: dict[str, Any] = a.call("open", peer_id=b.node_id, amount_sat=amount_sat,
-                                        push_msat=push_msat, anchors=anchors)
+                                        push_msat=push_msat, anchors=anchors,
+                                        announce=announce)
         self.bitcoind.rpc.call("getmempoolentry", opened["funding_txid"])
         self.mine(1)
         funding_txid = str(opened["funding_txid"])

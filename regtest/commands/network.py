@@ -1,8 +1,9 @@
 """I/O: ``chanlab network start|status|stop``: a whole lab network in ``$CHANLAB_HOME``.
 
 ``start --topology line:5`` (or ``star:N``, ``ring:N``, ``bolt7-example``) starts the home's
-bitcoind if none runs, one node process per node, funds and opens every channel and returns when
-all are ``normal``; ``status`` shows nodes, balances and channels (``--json`` for scripts);
+bitcoind if none runs, one node process per node, funds and opens every channel announced,
+mines 6 blocks and returns when all are ``normal`` and every node's graph is complete;
+``status`` shows nodes, balances, graphs and channels (``--json`` for scripts);
 ``stop`` stops the nodes, and bitcoind if the network started it; ``start`` again (without
 ``--topology``) brings the same network back. See ``regtest.network``.
 """
@@ -24,8 +25,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "network", help="start, show or stop a network of nodes in one command")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     start = actions.add_parser(
-        "start", help="start nodes, fund and open the channels of a topology, wait until "
-                      "every channel is normal")
+        "start", help="start nodes, fund and open the announced channels of a topology, "
+                      "wait until every channel is normal and every node's graph complete")
     start.add_argument("--topology", default=None, metavar="SHAPE",
                        help=f"line:N, star:N (first node is the hub), ring:N (N up to "
                             f"{MAX_NODES}) or bolt7-example (BOLT 7's A/B/C/D with its fees); "
@@ -34,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                        help="capacity of every channel in sat; the opener pushes half "
                             f"(default {DEFAULT_CAPACITY_SAT})")
     start.set_defaults(handler=_start)
-    status = actions.add_parser("status", help="nodes, balances and channels at a glance")
+    status = actions.add_parser("status",
+                                help="nodes, balances, graphs and channels at a glance")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=_status)
     stop = actions.add_parser(

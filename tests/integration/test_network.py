@@ -124,7 +124,8 @@ def test_line_of_three_starts_shows_and_stops(tmp_path: Path,
     try:
         assert started.returncode == 0, started.stderr + started.stdout
         assert started.stderr == ""  # the nodes and bitcoind log to their files, not here
-        assert "network line:3 is up: 3 nodes, 2 channels" in started.stdout
+        assert "network line:3 is up: 3 nodes, 2 channels, every graph complete" in \
+            started.stdout
         record = json.loads((home / "network.json").read_text())
         assert record["started_bitcoind"] is True
         assert record["topology"] == parse_topology("line:3").to_json()
@@ -134,6 +135,14 @@ def test_line_of_three_starts_shows_and_stops(tmp_path: Path,
         assert status["topology"] == "line:3"
         assert [n["name"] for n in status["nodes"]] == ["alice", "bob", "carol"]
         _check_channels(home, "line:3", status)
+        # announced: every node knows both channels, both directions' fees, all three nodes
+        assert [(n["graph_complete"], n["graph_gaps"]) for n in status["nodes"]] == \
+            [(True, [])] * 3
+        public = {c["short_channel_id"] for c in
+                  call_node("alice", "graph-info", home=home)["channels"] if c["public"]}
+        assert public == {c["short_channel_id"] for c in
+                          json.loads((home / "network.json").read_text())["channels"]}
+        assert len(public) == 2
         # the rest in-process: the same functions as the CLI, without a Python start each
         table = render_status(network_status(home))
         assert "alice -> bob  1,000,000 sat  alice  normal  500,000,000 msat" in table
@@ -182,6 +191,12 @@ def test_bolt7_example_has_four_channels_and_the_specs_fees_and_starts_again(
             ("C", "carol", 300, 3000, 30), ("D", "dave", 400, 4000, 40)]
         assert len(status["channels"]) == 4
         _check_channels(home, "bolt7-example", status)
+        # each node forwards with the spec's policy, as `network start` told it to
+        assert [(f["fee_base_msat"], f["fee_proportional_millionths"], f["cltv_expiry_delta"])
+                for f in (call_node(n, "forwarding", home=home)
+                          for n in ("alice", "bob", "carol", "dave"))] == [
+            (100, 1000, 10), (200, 2000, 20), (300, 3000, 30), (400, 4000, 40)]
+        assert all(n["graph_complete"] for n in status["nodes"])
         peers = {name: {c["peer_id"] for c in call_node(name, "channels", home=home)}
                  for name in ("bob", "dave")}
         ids = {n["name"]: n["node_id"] for n in status["nodes"]}
@@ -221,6 +236,50 @@ def test_bolt7_example_has_four_channels_and_the_specs_fees_and_starts_again(
         assert [c["channel_id"] for c in again["channels"]] == \
             [c["channel_id"] for c in status["channels"]]
         _check_channels(home, "bolt7-example", again)
+        assert all(n["graph_complete"] for n in again["nodes"])   # graphs kept on disk
+        _stop_and_check_gone(home, pids)
+    finally:
+        _kill_leftovers(pids)
+
+
+def test_a_channel_closed_by_hand_is_not_waited_for_when_the_network_starts_again(
+        tmp_path: Path, bitcoind_binary: BitcoindBinary) -> None:
+    """line:3 with alice-bob closed cooperatively and mined: status counts every graph
+    complete without it (gossip forgot it), and `network start` brings the rest back with
+    bob-carol still public in every graph."""
+    home = tmp_path / "home"
+    started = _run(home, "network", "start", "--topology", "line:3", timeout=180)
+    pids = _pids(home) if (home / "network.json").exists() else {}
+    try:
+        assert started.returncode == 0, started.stderr + started.stdout
+        record = json.loads((home / "network.json").read_text())
+        ab, bc = record["channels"]
+        closing = call_node("alice", "close", {"channel": ab["channel_id"]}, home=home)
+
+        def gossip_forgot() -> bool:
+            # a block at a time until the closing transaction is in one (it reaches the
+            # mempool a moment after `close` answers) and every graph dropped the channel
+            assert _run(home, "bitcoind", "mine", "1").returncode == 0
+            return all(ab["short_channel_id"] not in
+                       {c["short_channel_id"] for c in call_node(n, "graph-info", home=home)
+                        ["channels"] if c["public"]} for n in ("alice", "bob", "carol"))
+
+        wait_for(gossip_forgot, timeout=60, max_interval=1.0,
+                 what=f"every graph to forget alice-bob, closed by {closing['closing_txid']}")
+        assert {c["state"] for n in ("alice", "bob") for c in call_node(n, "channels", home=home)
+                if c["channel_id"] == ab["channel_id"]} <= {"closing", "closed"}
+        status = network_status(home)
+        assert [(n.name, n.graph_gaps) for n in status.nodes] == \
+            [("alice", ()), ("bob", ()), ("carol", ())]
+        _stop_and_check_gone(home, pids)
+        again = _run(home, "network", "start", timeout=180)
+        pids = _pids(home)
+        assert again.returncode == 0, again.stderr + again.stdout
+        assert "network line:3 is up again" in again.stdout
+        for name in ("alice", "bob", "carol"):
+            public = {c["short_channel_id"] for c in
+                      call_node(name, "graph-info", home=home)["channels"] if c["public"]}
+            assert public == {bc["short_channel_id"]}, name
         _stop_and_check_gone(home, pids)
     finally:
         _kill_leftovers(pids)

@@ -14,10 +14,13 @@ from channel.gossip import (
     AnnouncementSignatures,
     ChannelAnnouncement,
     ChannelUpdate,
+    GossipTimestampFilter,
+    NodeAnnouncement,
     ShortChannelId,
     check_channel_announcement,
     sign_node_announcement,
 )
+from channel.gossip_io import node_identity
 from channel.gossip_local import graph_report
 from channel.gossip_public import (
     GOSSIP_KV_PREFIX,
@@ -31,7 +34,7 @@ from channel.keys import PrivateKey
 from channel.manager import ChannelManager
 from channel.messages import decode_message, encode_message
 from channel.state import ChannelState
-from channel.wire import REGTEST_CHAIN_HASH, WarningMessage
+from channel.wire import REGTEST_CHAIN_HASH, WarningMessage, our_features
 from tests.unit.test_manager import FUNDING_SAT, HEIGHT, Net
 
 
@@ -51,11 +54,15 @@ class GossipNet(Net):
         return manager
 
     def complete(self, node_id: bytes, fx: Effects) -> None:
+        super().complete(node_id, fx)   # end_of_batch adds to fx.outgoing: record after
         for peer_id, message in fx.outgoing:
             self.sent.append((node_id, peer_id, message))
-        super().complete(node_id, fx)
-        self.kv[node_id].update(fx.kv)
         manager = self.managers[node_id]
+        for peer_id in manager.public.peers_with_relays():   # what gossip_io's tasks send
+            for raw in manager.public.take_relays(peer_id, 1000):
+                self.sent.append((node_id, peer_id, decode_message(raw)))
+                self.queue.append((node_id, peer_id, raw))
+        self.kv[node_id].update(fx.kv)
         for scid in manager.public.take_lookups():   # what gossip_io does, at once
             answer = Effects()
             manager.public.lookup_done(manager, scid, self.chain.get(scid), answer)
@@ -129,6 +136,8 @@ def test_announcement_signatures_go_out_at_six_confirmations_and_assemble(
         check_channel_announcement(announcement, chain_hash=REGTEST_CHAIN_HASH)
         assert announcement.scid == ShortChannelId(HEIGHT - 4, 1, 0)
         assert manager.graph.node_aliases == {alice.node_id: "alice", bob.node_id: "bob"}
+        nodes = [m for m in graph_messages(manager.graph) if isinstance(m, NodeAnnouncement)]
+        assert [n.features for n in nodes] == [our_features().to_bytes()] * 2
     updates = [m for m in graph_messages(alice.graph) if isinstance(m, ChannelUpdate)]
     assert [u.message_flags for u in updates] == [1, 1]   # public: no dont_forward
     assert alice.handles[key].channel.state is ChannelState.NORMAL
@@ -230,12 +239,31 @@ def test_caps_bound_what_a_peer_can_make_us_hold(gnet: GossipNet,
         "gossip: the graph holds 0 channels, its cap: new ones are ignored"]
 
     monkeypatch.setattr(gossip_public, "MAX_GRAPH_CHANNELS", 10)
-    bucket = carol.public._budgets.setdefault(bob.node_id, gossip_public._Bucket())
+    bucket = carol.public._budget(bob.node_id)
     bucket.tokens = 0.0
     bucket.at = 1000.0
     carol.public.on_gossip(carol, bob.node_id, announcement, fx)
     assert carol.public.take_lookups() == []
     assert "too many chain lookups" in carol.public.notes[-1]
+
+
+def test_a_slow_reader_gets_at_most_the_relay_queue_cap(gnet: GossipNet,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A peer's gossip waits in a bounded queue: a replay larger than the cap keeps the first
+    messages, drops the rest with one note, and the queue accepts again once drained."""
+    bob, carol, _ = _relayed_announcement(gnet)   # Bob's graph: 1 channel, 2 updates, 2 nodes
+    monkeypatch.setattr(gossip_public, "MAX_RELAY_QUEUE", 3)
+    fx = Effects()
+    everything = GossipTimestampFilter(chain_hash=REGTEST_CHAIN_HASH, first_timestamp=0,
+                                       timestamp_range=0xFFFFFFFF)
+    bob.public.on_gossip(bob, carol.node_id, everything, fx)
+    queued = [type(decode_message(raw)).__name__
+              for raw in bob.public.take_relays(carol.node_id, 100)]
+    assert queued == ["ChannelAnnouncement", "ChannelUpdate", "ChannelUpdate"]
+    assert bob.public.notes == [f"peer {carol.node_id.hex()[:16]} reads its gossip too "
+                                "slowly: 3 messages wait, newer ones are dropped"]
+    bob.public.on_gossip(bob, carol.node_id, everything, fx)
+    assert len(bob.public.take_relays(carol.node_id, 100)) == 3
 
 
 def test_a_spent_funding_output_forgets_the_channel_and_its_rows(gnet: GossipNet) -> None:
@@ -256,6 +284,13 @@ def test_a_spent_funding_output_forgets_the_channel_and_its_rows(gnet: GossipNet
         rows = gnet.kv[manager.node_id]
         assert rows[f"{GOSSIP_KV_PREFIX}c:{scid}"] == ""
         assert rows[f"{GOSSIP_KV_PREFIX}u:{scid}00"] == ""
+        assert not manager.graph.has_public_channel(alice.node_id)
+    later = sign_node_announcement(node_key=PrivateKey(hashlib.sha256(b"alice").digest()),
+                                   timestamp=4_000_000_000, alias="alice again")
+    fx = Effects()
+    bob.handle_message(alice.node_id, later, fx)   # no announced channel left: not kept
+    assert bob.graph.node_aliases.get(alice.node_id) != "alice again"
+    assert fx.outgoing == [] == bob.public.take_relays(alice.node_id, 100)
 
 
 def test_the_persisted_rows_rebuild_the_same_graph(gnet: GossipNet) -> None:
@@ -274,17 +309,188 @@ def test_the_persisted_rows_rebuild_the_same_graph(gnet: GossipNet) -> None:
     assert _complete(restored, 2, 3)
 
 
-def test_gossip_queries_and_foreign_gossip_never_fail_a_channel(gnet: GossipNet) -> None:
-    """Query messages are ignored; a node_announcement of a node with no channel is not
-    kept; nothing is sent back and the channel stays open."""
-    bob, carol, _ = _relayed_announcement(gnet)
+def test_gossip_queries_are_answered_and_foreign_gossip_fails_nothing(
+        gnet: GossipNet) -> None:
+    """query_channel_range gets the public scids in range (encoding 0), and
+    query_short_channel_ids the channel's announcement, both updates, both nodes and the end
+    marker; a zlib-encoded query and a node_announcement of a node with no channel get
+    nothing, and the channel stays open."""
+    bob, carol, announcement = _relayed_announcement(gnet)
     gnet.connect(bob, carol)
+    scid = bytes(announcement.scid)
+    chain = REGTEST_CHAIN_HASH
+    fx = Effects()
+    carol.handle_message(bob.node_id, decode_message(
+        bytes.fromhex("0107") + chain + (0).to_bytes(4, "big") + (1000).to_bytes(4, "big")),
+        fx)
+    assert carol.public.take_relays(bob.node_id, 100) == [
+        bytes.fromhex("0108") + chain + (0).to_bytes(4, "big") + (1000).to_bytes(4, "big")
+        + b"\x01" + (9).to_bytes(2, "big") + b"\x00" + scid]
+
+    fx = Effects()
+    carol.handle_message(bob.node_id, decode_message(
+        bytes.fromhex("0105") + chain + (9).to_bytes(2, "big") + b"\x00" + scid), fx)
+    answered = [decode_message(raw) for raw in carol.public.take_relays(bob.node_id, 100)]
+    assert [type(m).__name__ for m in answered] == [
+        "ChannelAnnouncement", "ChannelUpdate", "ChannelUpdate", "NodeAnnouncement",
+        "NodeAnnouncement", "ReplyShortChannelIdsEnd"]
+    assert answered[0] == announcement
+    assert encode_message(answered[-1]) == bytes.fromhex("0106") + chain + b"\x01"
+
+    fx = Effects()
     stranger_key = PrivateKey(hashlib.sha256(b"stranger").digest())
     stranger = sign_node_announcement(node_key=stranger_key, timestamp=5, alias="stranger")
-    fx = Effects()
-    query = decode_message(bytes.fromhex("0107") + REGTEST_CHAIN_HASH + bytes(8))
-    for message in (query, stranger):
+    zlib_query = decode_message(bytes.fromhex("0105") + chain + (9).to_bytes(2, "big")
+                                + b"\x01" + scid)
+    for message in (zlib_query, stranger):
         carol.handle_message(bob.node_id, message, fx)
-    assert fx.outgoing == []
+    assert fx.outgoing == [] == carol.public.take_relays(bob.node_id, 100)
     assert stranger_key.pubkey not in carol.graph.node_aliases
-    assert encode_message(query)[:2] == bytes.fromhex("0107")
+    assert all(h.channel.state is ChannelState.NORMAL for h in bob.handles.values())
+
+
+def test_the_timestamp_filter_goes_only_to_peers_with_gossip_queries(gnet: GossipNet) -> None:
+    """A peer that negotiated gossip_queries is asked for all gossip (first_timestamp 0, the
+    whole range); one that did not gets no gossip_timestamp_filter it may not know."""
+    alice, bob = gnet.add("alice"), gnet.add("bob")
+    fx = Effects()
+    alice.peer_connected(bob.node_id, fx, gossip_queries=True)
+    assert [encode_message(m) for _, m in fx.outgoing] == [
+        bytes.fromhex("0109") + REGTEST_CHAIN_HASH + bytes(4) + b"\xff" * 4]
+    fx = Effects()
+    alice.peer_connected(bob.node_id, fx, gossip_queries=False)
+    assert fx.outgoing == []
+
+
+def test_announcement_signatures_are_sent_again_after_a_reconnection(gnet: GossipNet) -> None:
+    """Signatures sent while the peer is gone are lost with the connection; after the
+    reconnection both sides send theirs again and the channel is announced."""
+    carol, dave = gnet.add("carol"), gnet.add("dave")
+    gnet.connect(carol, dave)
+    gnet.announce(carol, dave, tx_index=2, depth=5)
+    for manager in (carol, dave):
+        manager.block_connected(HEIGHT + 1, [], reorg=False)
+        fx = Effects()
+        manager.dirty_monitors(fx)
+        gnet.complete(manager.node_id, fx)
+    assert sum(isinstance(m, AnnouncementSignatures) for _, _, m in gnet.sent) == 2
+    gnet.queue.clear()   # the connection dropped with both signatures in flight
+    for x, y in ((carol, dave), (dave, carol)):
+        x.peer_disconnected(y.node_id)
+    assert carol.graph.public_channels() == []
+    gnet.connect(carol, dave)
+    assert sum(isinstance(m, AnnouncementSignatures) for _, _, m in gnet.sent) == 4
+    for manager in (carol, dave):
+        assert _complete(manager.graph, 1, 2)
+
+
+def test_a_channel_found_spent_after_a_restart_is_forgotten(gnet: GossipNet) -> None:
+    """A restored channel whose funding output the chain reports spent (closed while the node
+    was down) leaves the graph and its rows, and no later block spend is watched for it."""
+    bob, carol, announcement = _relayed_announcement(gnet)
+    gnet.connect(bob, carol)
+    assert len(carol.graph.public_channels()) == 1
+    fx = Effects()
+    carol.public.channel_gone(carol, announcement.scid, fx)
+    key = bytes(announcement.scid).hex()
+    assert carol.graph.public_channels() == []
+    assert (f"{GOSSIP_KV_PREFIX}c:{key}", "") in fx.kv
+    assert carol.public.funding_outpoints == {}
+
+
+@pytest.mark.parametrize(("host", "port", "addresses"), [
+    ("127.0.0.1", 9735, bytes.fromhex("017f0000012607")),
+    ("0.0.0.0", 9735, b""),
+    ("localhost", 9735, b""),
+    ("::1", 9735, b""),
+])
+def test_our_node_announcement_names_a_routable_ipv4_listen_address_only(
+        host: str, port: int, addresses: bytes) -> None:
+    """BOLT 7 address descriptor type 1 for an IPv4 listen address; nothing for 0.0.0.0, a
+    host name or IPv6 (not announced by chanlab); the alias is the node's name."""
+    identity = node_identity("carol", host, port, b"\x02" * 33)
+    assert (identity.alias, identity.addresses) == ("carol", addresses)
+    assert identity.rgb_color == hashlib.sha256(b"\x02" * 33).digest()[:3]
+
+
+def test_the_cli_open_announce_reaches_the_node_as_the_table_names_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``chanlab alice open PEER 500000 --announce`` sends ``announce: True``; a plain
+    ``open`` keeps today's default, a private channel."""
+    from regtest import client
+    sent: list[dict[str, object]] = []
+
+    def fake_call(name: str, cmd: str, args: dict[str, object]) -> object:
+        sent.append(args)
+        return {"ok": 1}
+
+    monkeypatch.setattr(client, "call_node", fake_call)
+    peer = "02" + "ab" * 32
+    assert client.run_client("alice", ["open", peer, "500000", "--announce"]) == 0
+    assert client.run_client("alice", ["open", peer, "500000"]) == 0
+    assert [args["announce"] for args in sent] == [True, False]
+
+
+def test_graph_info_for_people_names_nodes_fees_and_completeness(gnet: GossipNet) -> None:
+    """``chanlab NAME graph-info`` without --json: a line per node, the channel with each
+    side's fee and delta, and whether the public graph is complete."""
+    from regtest.client_views import human_answer
+    alice, bob = gnet.add("alice"), gnet.add("bob")
+    gnet.connect(alice, bob)
+    gnet.announce(alice, bob, tx_index=1)
+    text = human_answer("graph-info", graph_report(alice.graph)).split("\n")
+    first, second = sorted([("alice", alice.node_id), ("bob", bob.node_id)],
+                           key=lambda named: named[1])
+    assert text[0] == f"node {first[0]:<16} {first[1].hex()[:16]}…  no address"
+    assert text[2] == f"channel {HEIGHT - 5}x1x0 {first[0]} - {second[0]}, 1,000,000 sat"
+    assert text[3:5] == [f"  {first[0]} charges 1000 msat + 1 ppm, cltv delta 40",
+                         f"  {second[0]} charges 1000 msat + 1 ppm, cltv delta 40"]
+    assert text[-1] == ("public graph complete: 1 of 1 public channels with both updates, "
+                        "2 node announcements")
+
+
+def test_damaged_rows_cost_their_gossip_not_the_restore(gnet: GossipNet) -> None:
+    """A row that is not hex, or not a gossip message, is skipped; the others rebuild."""
+    alice, bob = gnet.add("alice"), gnet.add("bob")
+    gnet.connect(alice, bob)
+    gnet.announce(alice, bob, tx_index=1)
+    rows = {k[len(GOSSIP_KV_PREFIX):]: v for k, v in gnet.kv[alice.node_id].items()
+            if k.startswith(GOSSIP_KV_PREFIX)}
+    rows["n:zz"] = "not hex"
+    rows["u:" + "ab" * 9] = "0102ffff"
+    restored = NetworkGraph(REGTEST_CHAIN_HASH)
+    restored.replay(restore_records(rows))
+    assert graph_messages(restored) == graph_messages(alice.graph)
+
+
+@pytest.mark.parametrize(("first", "span", "expected"), [
+    (0, 0xFFFFFFFF, ["ChannelAnnouncement", "ChannelUpdate", "ChannelUpdate",
+                     "NodeAnnouncement", "NodeAnnouncement"]),
+    (0xFFFFFFF0, 15, ["ChannelAnnouncement"]),    # after every timestamp we hold
+    (0xFFFFFFFF, 0, []),                          # BOLT 7's "no gossip, thanks"
+])
+def test_a_filter_replays_what_its_range_admits(gnet: GossipNet, first: int, span: int,
+                                                 expected: list[str]) -> None:
+    """A gossip_timestamp_filter gets the stored gossip whose timestamps fall in its range
+    (announcements go with any range that is not the opt-out), read without decoding."""
+    bob, carol, _ = _relayed_announcement(gnet)
+    fx = Effects()
+    bob.public.on_gossip(bob, carol.node_id, GossipTimestampFilter(
+        chain_hash=REGTEST_CHAIN_HASH, first_timestamp=first, timestamp_range=span), fx)
+    assert [type(decode_message(raw)).__name__
+            for raw in bob.public.take_relays(carol.node_id, 100)] == expected
+
+
+def test_whole_graph_answers_are_rationed_per_peer(gnet: GossipNet) -> None:
+    """A peer re-sending filters gets REPLAY_BURST replays, then none until time passes."""
+    bob, carol, _ = _relayed_announcement(gnet)
+    everything = GossipTimestampFilter(chain_hash=REGTEST_CHAIN_HASH, first_timestamp=0,
+                                       timestamp_range=0xFFFFFFFF)
+    replays = []
+    for _ in range(gossip_public.REPLAY_BURST + 2):
+        bob.public.on_gossip(bob, carol.node_id, everything, Effects())
+        replays.append(len(bob.public.take_relays(carol.node_id, 100)))
+    assert replays == [5] * gossip_public.REPLAY_BURST + [0, 0]
+    bob.public._clock = lambda: 1000.0 + gossip_public.REPLAY_EVERY_S
+    bob.public.on_gossip(bob, carol.node_id, everything, Effects())
+    assert len(bob.public.take_relays(carol.node_id, 100)) == 5

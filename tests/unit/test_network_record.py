@@ -37,7 +37,7 @@ def test_record_round_trips_through_json() -> None:
     assert data["node_pids"] == {"alice": 101, "bob": 102, "carol": 103}
     assert data["channels"][1] == {"opener": "bob", "accepter": "carol", "capacity_sat": 200_000,
                                    "push_msat": 100_000_000, "channel_id": None,
-                                   "funding_txid": None}
+                                   "funding_txid": None, "short_channel_id": None}
     assert NetworkRecord.from_json(data) == record
 
 
@@ -87,13 +87,15 @@ def test_channel_ends_found_by_id_or_funding_and_marked_when_absent() -> None:
 
 
 def test_status_table_names_units_and_down_nodes() -> None:
-    """The table prints every amount with its unit and marks a node that does not answer."""
+    """The table prints every amount with its unit, how much of the network each graph lacks,
+    and marks a node that does not answer."""
     plan = parse_topology("line:2", capacity_sat=200_000).channels[0]
     status = NetworkStatus(
         spec="line:2", started_bitcoind=False,
         nodes=(NodeStatus(name="alice", label="alice", running=True, node_id="02" + "ab" * 32,
                           onchain_sat=9_688, offchain_msat=100_000_000, fee_base_msat=1000,
-                          fee_proportional_millionths=1, cltv_expiry_delta=40),
+                          fee_proportional_millionths=1, cltv_expiry_delta=40,
+                          graph_gaps=("node bob: no node_announcement",)),
                NodeStatus(name="bob", label="bob", running=False, node_id=None,
                           onchain_sat=None, offchain_msat=None, fee_base_msat=1000,
                           fee_proportional_millionths=1, cltv_expiry_delta=40)),
@@ -106,15 +108,19 @@ def test_status_table_names_units_and_down_nodes() -> None:
     assert render_status(status).splitlines() == [
         "network line:2: 1 of 2 nodes running (bitcoind: the home's own)",
         "",
-        "node   label  running  node id           on-chain   off-chain         fee policy",
-        "alice  alice  yes      02ababababababab  9,688 sat  100,000,000 msat  1000 msat + 1 "
-        "ppm, cltv_expiry_delta 40",
-        "bob    bob    NO       -                 -          -                 1000 msat + 1 "
-        "ppm, cltv_expiry_delta 40",
+        "node   label  running  node id           on-chain   off-chain         graph      "
+        "fee policy",
+        "alice  alice  yes      02ababababababab  9,688 sat  100,000,000 msat  1 missing  "
+        "1000 msat + 1 ppm, cltv_expiry_delta 40",
+        "bob    bob    NO       -                 -          -                 -          "
+        "1000 msat + 1 ppm, cltv_expiry_delta 40",
         "",
         "channel       capacity     end    state        local             remote",
         "alice -> bob  200,000 sat  alice  normal       100,000,000 msat  100,000,000 msat",
         "                           bob    unreachable  -                 -",
     ]
+    shown = status.to_json()["nodes"]
+    assert [(n["graph_complete"], n["graph_gaps"]) for n in shown] == [
+        (False, ["node bob: no node_announcement"]), (None, None)]
     assert status.to_json()["channels"][0]["ends"][1] == {
         "node": "bob", "state": "unreachable", "local_msat": None, "remote_msat": None}

@@ -64,11 +64,12 @@ def test_init_spec_example_bit_nine() -> None:
 
 
 def test_our_init_bytes() -> None:
-    """Our init: minimal features (bits 1, 8, 12, 14, 23, 45), networks = the regtest chain."""
+    """Our init: minimal features (bits 1, 7, 8, 12, 14, 23, 45), networks = the regtest
+    chain."""
     encoded = encode_message(Init.ours(our_features()))
-    # bits 45 | 23 | 14, 12, 8 | 1 -> 0x20 00 00 80 51 02 in six bytes
+    # bits 45 | 23 | 14, 12, 8 | 7, 1 -> 0x20 00 00 80 51 82 in six bytes
     assert encoded.hex() == (
-        "0010" "0000" "0006" "200000805102"
+        "0010" "0000" "0006" "200000805182"
         "01" "20" + REGTEST_CHAIN_HASH.hex()
     )
     decoded = decode_message(encoded)
@@ -184,7 +185,7 @@ def test_channel_type_constants() -> None:
 
 def test_our_features_content() -> None:
     """Ours require 8/12/14 and offer 1, 23 (anchors) and 45."""
-    assert our_features().bits == frozenset({1, 8, 12, 14, 23, 45})
+    assert our_features().bits == frozenset({1, 7, 8, 12, 14, 23, 45})
     assert our_features().requires(Feature.OPTION_STATIC_REMOTEKEY)
     assert our_features().offers(Feature.OPTION_CHANNEL_TYPE)
     assert not our_features().requires(Feature.OPTION_CHANNEL_TYPE)
