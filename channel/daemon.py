@@ -84,6 +84,7 @@ def daemon_logging(home: Path, label: str, log_name: str, to_stderr: bool = True
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s {label} %(name)s %(message)s",
         handlers=handlers)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per RPC call otherwise
 
 
 class DaemonShell:

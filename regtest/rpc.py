@@ -1,4 +1,4 @@
-"""I/O: typed JSON-RPC clients for bitcoind, async on asyncio streams (``regtest.rpc_http``).
+"""I/O: typed JSON-RPC clients for bitcoind, on the ``bitcoinrpc`` package (async, httpx).
 
 Two clients with the same methods:
 
@@ -14,7 +14,7 @@ its loop. The methods are written once, in :class:`regtest.rpc_methods.RpcMethod
 ``rpc.wallet("alice")`` returns a client of the same kind scoped to ``/wallet/alice``, sharing the
 parent's connection pool; only the parent needs closing.
 
-Money: JSON numbers are parsed as floats (orjson), so every BTC amount is turned into integer
+Money: bitcoinrpc parses JSON numbers as floats, so every BTC amount is turned into integer
 satoshis here, once, by ``btc_to_sat`` (exact for any amount bitcoind prints), and amounts sent
 to bitcoind are decimal strings from ``sat_to_btc``. Nothing above this module sees BTC.
 
@@ -28,18 +28,18 @@ user/password pair.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Generator
 from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast
 
+import httpx
 import orjson
+from bitcoinrpc import BitcoinRPC, RPCError
 
 from regtest.errors import RegtestError, RpcUnreachable
-from regtest.rpc_http import HttpTimeout, HttpTransportError, JsonRpcHttp, basic_auth_header
 from regtest.rpc_methods import JSON, Request, RpcMethods
 from regtest.rpc_types import (
     SAT_PER_BTC,
@@ -121,28 +121,40 @@ _P = ParamSpec("_P")
 # --- auth ----------------------------------------------------------------------------------------
 
 
-class _Authorization:
-    """HTTP basic auth for bitcoind: a user/password pair, or its ``.cookie`` file, read again
-    when bitcoind rejects it (a restarted bitcoind writes a new one)."""
+class _CookieAuth(httpx.Auth):
+    """HTTP basic auth from bitcoind's ``.cookie``; re-read on 401 (the node restarted)."""
 
-    def __init__(self, auth: RpcAuth) -> None:
-        self._auth = auth
-        self._header = None if isinstance(auth, Path) else basic_auth_header(*auth)
+    def __init__(self, cookie_path: Path) -> None:
+        self._path = cookie_path
+        self._header: str | None = None
 
-    def __call__(self, reread: bool) -> str:
-        if self._header is not None and not (reread and isinstance(self._auth, Path)):
-            return self._header
-        assert isinstance(self._auth, Path)
+    def _read(self) -> str:
         try:
-            user, _, password = self._auth.read_text().strip().partition(":")
+            user, _, password = self._path.read_text().strip().partition(":")
         except OSError as exc:
-            raise RpcUnreachable(f"cannot read the RPC cookie {self._auth}: {exc}") from exc
-        self._header = basic_auth_header(user, password)
+            raise RpcUnreachable(f"cannot read the RPC cookie {self._path}: {exc}") from exc
+        self._header = httpx.BasicAuth(user, password)._auth_header
         return self._header
 
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = self._header or self._read()
+        response = yield request
+        if response.status_code == 401:
+            request.headers["Authorization"] = self._read()
+            yield request
 
-def _make_client(url: str, auth: RpcAuth, timeout_s: float) -> JsonRpcHttp:
-    return JsonRpcHttp(url, authorization=_Authorization(auth), timeout_s=timeout_s)
+
+def _make_client(auth: RpcAuth, timeout_s: float) -> httpx.AsyncClient:
+    http_auth: httpx.Auth = (
+        _CookieAuth(auth) if isinstance(auth, Path) else httpx.BasicAuth(auth[0], auth[1])
+    )
+    return httpx.AsyncClient(
+        auth=http_auth,
+        headers={"content-type": "application/json"},
+        timeout=httpx.Timeout(timeout_s),
+        # bitcoind's RPC is plain HTTP (it has no TLS): no CA bundle to load (~1 MB resident)
+        verify=False,
+    )
 
 
 # --- the clients ---------------------------------------------------------------------------------
@@ -152,14 +164,13 @@ class AsyncRpc(RpcMethods):
     """Async bitcoind client: every method of :class:`RpcMethods`, awaited."""
 
     def __init__(self, url: str, *, auth: RpcAuth, timeout_s: float = 60.0,
-                 _client: JsonRpcHttp | None = None) -> None:
+                 _client: httpx.AsyncClient | None = None) -> None:
         self._owns_client = _client is None
-        self._client = _make_client(url, auth, timeout_s) if _client is None else _client
+        self._client = _make_client(auth, timeout_s) if _client is None else _client
         self._url = url
-        self._path = JsonRpcHttp.path_of(url)
         self._auth = auth
         self._timeout_s = timeout_s
-        self._ids = itertools.count(1)
+        self._rpc = BitcoinRPC(url, client=self._client)
 
     @property
     def url(self) -> str:
@@ -190,26 +201,23 @@ class AsyncRpc(RpcMethods):
 
     async def call(self, method: str, *params: JSON) -> JSON:
         """Call any RPC by name; prefer the named methods."""
-        body = orjson.dumps({"jsonrpc": "2.0", "id": next(self._ids), "method": method,
-                             "params": list(params)})
         try:
-            answer = await self._client.post(self._path, body)
-        except HttpTimeout as exc:
+            result = await self._rpc.acall(method, list(params))
+        except RPCError as exc:
+            error = exc.error
+            raise RpcError.from_code(int(error["code"]), str(error["message"]),
+                                     method=method) from None
+        except httpx.TimeoutException as exc:
             raise RpcUnreachable(
                 f"{method}: no answer from {self._url} within {self._timeout_s:.0f} s") from exc
-        except HttpTransportError as exc:
+        except httpx.HTTPStatusError as exc:
+            status = exc.response.status_code
+            hint = " (credentials rejected)" if status in (401, 403) else ""
+            raise RpcUnreachable(f"{method}: HTTP {status} from {self._url}{hint}") from exc
+        except httpx.TransportError as exc:
             raise RpcUnreachable(f"{method}: cannot reach {self._url}: {exc}") from exc
-        if not answer.body and answer.status >= 400:
-            hint = " (credentials rejected)" if answer.status in (401, 403) else ""
-            raise RpcUnreachable(f"{method}: HTTP {answer.status} from {self._url}{hint}")
-        try:
-            content = orjson.loads(answer.body)
-            error = content.get("error")
-            result = content["result"] if error is None else None
-        except (orjson.JSONDecodeError, AttributeError, KeyError) as exc:
-            raise RpcUnreachable(f"{method}: {self._url} did not answer JSON-RPC") from exc
-        if error is not None:
-            raise RpcError.from_code(int(error["code"]), str(error["message"]), method=method)
+        except orjson.JSONDecodeError as exc:
+            raise RpcUnreachable(f"{method}: {self._url} did not answer JSON") from exc
         return cast(JSON, result)
 
 

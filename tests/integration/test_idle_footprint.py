@@ -4,8 +4,7 @@
 laptop; issue 9 asks for at most 40 MB). Each module loaded at start costs resident memory, and
 a module-level import added anywhere on the start path brings a whole family back: the channel
 monitor (and its sweeps and claims), BOLT 11, the payee's checks, the trace drawer (and the tower's
-codecs), a general HTTP stack (bitcoind's RPC is posted by ``regtest.rpc_http``). The test
-starts a real ``chanlab node start`` process with
+codecs). The test starts a real ``chanlab node start`` process with
 ``PYTHONPROFILEIMPORTTIME=1`` (Python's ``-X importtime``: one stderr line per module the
 process imports, whenever it imports it), let it start and see a block, and read the list.
 """
@@ -19,10 +18,8 @@ from regtest.cluster import Cluster, NodeProcess
 from regtest.wait import wait_for
 
 #: Modules an idle node must not have imported: each is loaded by the first channel, invoice,
-#: HTLC paid to us or trace read that needs it; the HTTP stacks are never needed by a node.
+#: HTLC paid to us or trace read that needs it.
 NOT_WHILE_IDLE = (
-    "anyio",
-    "bitcoinrpc",
     "channel.bech32",
     "channel.bolt11",
     "channel.monitor",
@@ -33,10 +30,6 @@ NOT_WHILE_IDLE = (
     "channel.tower_wire",
     "channel.trace",
     "cryptography",
-    "email",
-    "http.client",
-    "httpcore",
-    "httpx",
 )
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
@@ -123,7 +122,7 @@ def test_unloaded_wallet_is_code_minus_18(bitcoind: LocalBitcoind) -> None:
 
 
 def test_nothing_listening_is_unreachable() -> None:
-    """A port where no bitcoind listens raises RpcUnreachable, not a socket error."""
+    """A port where no bitcoind listens raises RpcUnreachable, not an httpx error."""
     with Rpc(f"http://127.0.0.1:{free_port()}", auth=("u", "p"), timeout_s=5) as client:
         with pytest.raises(RpcUnreachable, match="cannot reach"):
             client.getblockcount()
@@ -134,62 +133,6 @@ def test_wrong_password_is_unreachable_with_hint(bitcoind: LocalBitcoind) -> Non
     with Rpc(bitcoind.rpc_url, auth=("__cookie__", "wrong")) as client:
         with pytest.raises(RpcUnreachable, match="credentials rejected"):
             client.getblockcount()
-
-
-def test_cookie_is_read_again_when_rejected(bitcoind: LocalBitcoind, tmp_path: Path) -> None:
-    """A stale cookie is rejected; once the file holds bitcoind's cookie, the next call reads
-    it again after the 401 and succeeds (a restarted bitcoind writes a new cookie)."""
-    cookie = tmp_path / ".cookie"
-    cookie.write_text("__cookie__:stale")
-    with Rpc(bitcoind.rpc_url, auth=cookie) as client:
-        with pytest.raises(RpcUnreachable, match="credentials rejected"):
-            client.getblockcount()
-        cookie.write_text(bitcoind.cookie_path.read_text())
-        assert client.getblockcount() == bitcoind.rpc.getblockcount()
-
-
-async def _one_shot_http_server(answers: list[bytes], accepted: list[int]) -> asyncio.Server:
-    """A loopback server answering one request per connection with the next of ``answers``,
-    then closing the connection (as bitcoind does to an idle kept-alive one)."""
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        accepted.append(1)
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                      if line.lower().startswith(b"content-length:"))
-        await reader.readexactly(length)
-        writer.write(answers.pop(0))
-        await writer.drain()
-        writer.close()
-
-    return await asyncio.start_server(serve, "127.0.0.1", 0)
-
-
-def test_closed_kept_alive_connection_and_chunked_answer() -> None:
-    """A kept-alive connection the server closed is replaced by a new one for the next call,
-    and a chunked answer is read whole: two calls, two connections, two exact results."""
-    sized = b'{"result": 101, "error": null, "id": 1}'
-    chunked = b'{"result": "00ab", "error": null, "id": 2}'
-    answers = [
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-        + str(len(sized)).encode() + b"\r\n\r\n" + sized,
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-        + b"%x\r\n" % 10 + chunked[:10] + b"\r\n"
-        + b"%x\r\n" % (len(chunked) - 10) + chunked[10:] + b"\r\n0\r\n\r\n",
-    ]
-    accepted: list[int] = []
-
-    async def main() -> tuple[object, object]:
-        server = await _one_shot_http_server(answers, accepted)
-        port = server.sockets[0].getsockname()[1]
-        async with AsyncRpc(f"http://127.0.0.1:{port}", auth=("u", "p"), timeout_s=5) as rpc:
-            first = await rpc.call("getblockcount")
-            second = await rpc.call("getbestblockhash")
-        server.close()
-        return first, second
-
-    assert asyncio.run(main()) == (101, "00ab")
-    assert len(accepted) == 2
 
 
 # --- clients -----------------------------------------------------------------------------------
