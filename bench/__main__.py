@@ -82,11 +82,12 @@ def _node_figures(quick: bool, rounds: int) -> list[Figure]:
                                control=control)
         one, many = pay.unbatched, pay.batched
         say(f"one payment in flight: {one.per_second:7.0f} payments/s  ({one.payments} payments, "
-            f"each begun when the previous preimage arrived; {one.settled_s:.2f} s; alice's "
-            f"CPU {one.payer_cpu_ms:.2f} ms per payment)")
+            f"each begun when the previous preimage arrived; {one.settled_s:.2f} s; CPU "
+            f"{one.cpu_ms:.2f} ms per payment, alice {one.payer_cpu_ms:.2f} + bob)")
         say(f"batched:               {many.per_second:7.0f} payments/s  ({many.payments} "
             f"payments, {many.batch_size} HTLCs per commitment_signed, one batch in flight; "
-            f"{many.settled_s:.2f} s; alice's CPU {many.payer_cpu_ms:.2f} ms per payment)")
+            f"{many.settled_s:.2f} s; CPU {many.cpu_ms:.2f} ms per payment, alice "
+            f"{many.payer_cpu_ms:.2f} + bob)")
         say(f"one control call each: {pay.control_per_second:7.0f} payments/s  "
             f"({pay.control_payments} `pay` calls on alice's control socket from this process,"
             " as `chanlab alice pay` does minus its process start-up)")
@@ -105,6 +106,13 @@ def _node_figures(quick: bool, rounds: int) -> list[Figure]:
             Figure(section="payments, two node processes, durable",
                    name="payer CPU per payment, one in flight", value=one.payer_cpu_ms,
                    unit="ms", how="user+system CPU of alice's process"),
+            Figure(section="payments, two node processes, durable",
+                   name="CPU per payment, both nodes, one in flight", value=one.cpu_ms,
+                   unit="ms", how="user+system CPU of alice and bob from /proc, invoice "
+                                  "reading included (steadier than payments/s when shared)"),
+            Figure(section="payments, two node processes, durable",
+                   name=f"CPU per payment, both nodes, batched {many.batch_size}",
+                   value=many.cpu_ms, unit="ms", how="as above"),
         ]
 
         idle_kb = measure_idle_rss_kb(cluster)

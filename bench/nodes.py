@@ -3,9 +3,10 @@
 * Payments per second through one channel between two ``chanlab node start`` processes on
   loopback, durable state (each node's SQLite in WAL mode, ``synchronous=FULL``, in a folder on
   a real disk): one payment in flight, and batched (many HTLCs per ``commitment_signed``).
-  Timed inside the paying node (control command ``pay-pipeline``; its CPU read from
-  ``/proc``), so this process and the control socket are not in the measurement; the same
-  through one control call per payment is reported beside it.
+  Timed inside the paying node (control command ``pay-pipeline``), so this process and the
+  control socket are not in the measurement; the same through one control call per payment is
+  reported beside it. Both nodes' CPU time (user + system, from ``/proc``) over the run, per
+  payment: on a shared machine it moves far less than payments per second.
 * Breach to penalty: the time from a revoked commitment entering bitcoind's mempool to the
   penalty entering it, with the victim's node online, then with the victim offline and its
   watchtower acting. Both instants are taken from bitcoind's own ZMQ ``rawtx`` feed, on this
@@ -134,6 +135,7 @@ class PaymentRun:
     paid_s: float         # until the last preimage arrived
     settled_s: float      # until every HTLC was removed from both commitments again
     payer_cpu_s: float    # the paying process's user + system CPU over the run
+    payee_cpu_s: float    # the same for the payee's process
 
     def __post_init__(self) -> None:
         if self.payments <= 0 or self.settled_s <= 0:
@@ -148,19 +150,25 @@ class PaymentRun:
     def payer_cpu_ms(self) -> float:
         return self.payer_cpu_s / self.payments * 1e3
 
+    @property
+    def cpu_ms(self) -> float:
+        """Both nodes' CPU per payment (the payer's includes reading each BOLT 11 invoice)."""
+        return (self.payer_cpu_s + self.payee_cpu_s) / self.payments * 1e3
+
 
 def _bench_pay(payer: NodeProcess, payee: NodeProcess, folder: Path, count: int,
                batch_size: int) -> PaymentRun:
     invoices = payee.call("invoices", count=count, amount_msat=PAYMENT_MSAT)["invoices"]
     path = folder / f"invoices-{count}-{batch_size}.txt"
     path.write_text("\n".join(invoices) + "\n")
-    cpu_before = process_cpu_s(payer.pid)
+    payer_before, payee_before = process_cpu_s(payer.pid), process_cpu_s(payee.pid)
     result: dict[str, Any] = payer.call("pay-pipeline", invoices_path=str(path),
                                         batch_size=batch_size)
-    cpu = process_cpu_s(payer.pid) - cpu_before
     run = PaymentRun(payments=int(result["payments"]), succeeded=int(result["succeeded"]),
                      batch_size=int(result["batch_size"]), paid_s=float(result["paid_s"]),
-                     settled_s=float(result["settled_s"]), payer_cpu_s=cpu)
+                     settled_s=float(result["settled_s"]),
+                     payer_cpu_s=process_cpu_s(payer.pid) - payer_before,
+                     payee_cpu_s=process_cpu_s(payee.pid) - payee_before)
     if run.succeeded != run.payments:
         raise RuntimeError(f"only {run.succeeded} of {run.payments} payments succeeded")
     return run

@@ -111,25 +111,32 @@ def peer_add_budget(chan: ChannelCore, *, feerate_per_kw: int | None = None,
     holder_ctn = chan.holder_commitment_number
     counterparty_ctn = chan.counterparty_commitment_number
     balance = log.base_balance_msat[Side.COUNTERPARTY]
-    count = offered = offered_msat = 0
+    offered = offered_msat = ours = 0
+    # the hot loop of a batch of adds (one pass per HTLC added): names bound once, and the
+    # removal's commitment numbers read only for HTLCs being removed
+    holder, counterparty = Side.HOLDER, Side.COUNTERPARTY
+    fulfilled, failed = Removal.FULFILLED, Removal.FAILED
     for h in log.htlcs.values():
-        removed_l, removed_r = h.removed_at[Side.HOLDER], h.removed_at[Side.COUNTERPARTY]
-        committed = h.removal is not None and removed_l is not None and \
-            removed_l <= holder_ctn and removed_r is not None and removed_r <= counterparty_ctn
-        if h.offerer is Side.COUNTERPARTY:
-            if not (h.removal is Removal.FAILED and committed):
-                balance -= h.amount_msat
+        removal = h.removal
+        committed = False
+        if removal is not None:
+            removed_l, removed_r = h.removed_at[holder], h.removed_at[counterparty]
+            committed = removed_l is not None and removed_l <= holder_ctn and \
+                removed_r is not None and removed_r <= counterparty_ctn
+        if h.offerer is counterparty:
             if committed:
+                if removal is not failed:
+                    balance -= h.amount_msat
                 continue        # gone from our next commitment; the sender may have pruned it
+            balance -= h.amount_msat
             offered += 1
             offered_msat += h.amount_msat
-            count += 1
-        else:
-            if h.removal is Removal.FULFILLED and committed:
+        elif committed:
+            if removal is fulfilled:
                 balance += h.amount_msat
-            # ours, not acknowledged by the peer yet: it may not have seen it
-            if not committed and h.added_at[Side.HOLDER] is not None:
-                count += 1
+        elif h.added_at[holder] is not None:
+            ours += 1   # ours, not acknowledged by the peer yet: it may not have seen it
+    count = offered + ours
     reserve_msat = chan.holder_params.channel_reserve_sat * 1000
     if chan.opener is Side.COUNTERPARTY:
         latest = log.fee_updates[-1].feerate_per_kw if log.fee_updates \

@@ -320,6 +320,10 @@ def _timestamp_words(timestamp: int) -> list[int]:
 def _signing_hash(hrp: str, timestamp: int, tagged_fields: Iterable[TaggedField]) -> bytes:
     """SHA256(hrp || data part without the signature, 5-bit words repacked, zero-padded)."""
     words = _timestamp_words(timestamp) + [w for f in tagged_fields for w in f.words()]
+    return _signing_hash_of_words(hrp, words)
+
+
+def _signing_hash_of_words(hrp: str, words: Sequence[int]) -> bytes:
     return hashlib.sha256(hrp.encode() + words_to_bytes(words, pad=True)).digest()
 
 
@@ -335,9 +339,18 @@ def _split_fields(words: Sequence[int]) -> tuple[TaggedField, ...]:
         if len(data) != length:
             raise InvalidInvoice(f"tagged field '{tag}' claims {length} words but only "
                                  f"{len(data)} remain before the signature")
-        fields.append(TaggedField(tag, data))
+        fields.append(_read_field(tag, data))
         i += 3 + length
     return tuple(fields)
+
+
+def _read_field(tag: str, data: tuple[int, ...]) -> TaggedField:
+    # read from bech32 words (each 0-31) after a 10-bit data_length: TaggedField's checks
+    # hold by construction, and decoding is the payer's hot spot
+    tagged = object.__new__(TaggedField)
+    object.__setattr__(tagged, "tag", tag)
+    object.__setattr__(tagged, "data", data)
+    return tagged
 
 
 def _minimal_int(tagged: TaggedField, what: str) -> int:
@@ -471,6 +484,11 @@ class Bolt11Invoice:
     _text: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        self._read(None)
+
+    def _read(self, signed_words: Sequence[int] | None) -> None:
+        """Check the signed parts and set every value read from them; ``signed_words`` is the
+        data part before the signature when :meth:`decode` has it (else rebuilt from fields)."""
         object.__setattr__(self, "_text", "")
         if not 0 <= self.timestamp < 1 << 35:
             raise InvalidInvoice("timestamp does not fit 35 bits")
@@ -485,8 +503,9 @@ class Bolt11Invoice:
             return words_to_bytes(single[tag].data) if tag in single else None
 
         n_field = raw("n")
-        payee = _recover_payee(_signing_hash(self.hrp, self.timestamp, self.tagged_fields),
-                               self.signature, n_field)
+        digest = (_signing_hash(self.hrp, self.timestamp, self.tagged_fields)
+                  if signed_words is None else _signing_hash_of_words(self.hrp, signed_words))
+        payee = _recover_payee(digest, self.signature, n_field)
         payment_hash, payment_secret = raw("p"), raw("s")
         if payment_hash is None:
             raise InvalidInvoice("no payment hash ('p' field)")
@@ -535,9 +554,14 @@ class Bolt11Invoice:
         if len(words) < _TIMESTAMP_WORDS + _SIGNATURE_WORDS:
             raise InvalidInvoice("invoice too short: no room for a timestamp and a signature")
         body, signature = words[:-_SIGNATURE_WORDS], words[-_SIGNATURE_WORDS:]
-        invoice = cls(hrp=hrp, timestamp=words_to_int(body[:_TIMESTAMP_WORDS]),
-                      tagged_fields=_split_fields(body[_TIMESTAMP_WORDS:]),
-                      signature=words_to_bytes(signature))
+        # built without __init__ so that the signature is checked over the words just read
+        # rather than words rebuilt from the fields (the same words: a field is its words)
+        invoice = object.__new__(cls)
+        for name, value in (("hrp", hrp), ("timestamp", words_to_int(body[:_TIMESTAMP_WORDS])),
+                            ("tagged_fields", _split_fields(body[_TIMESTAMP_WORDS:])),
+                            ("signature", words_to_bytes(signature))):
+            object.__setattr__(invoice, name, value)
+        invoice._read(body)
         object.__setattr__(invoice, "_text", text.lower())   # bech32: one case, signed as is
         return invoice
 

@@ -31,7 +31,7 @@ from channel.forwarding import (
     decide_forward,
 )
 from channel.htlc_log import HtlcEntry, Removal
-from channel.onion import PeeledForward, peel_payment_onion
+from channel.onion import OnionRejected, PeeledFinal, PeeledForward, peel_payment_onion
 from channel.onion_failures import (
     FailureFlag,
     OnionFailure,
@@ -153,7 +153,8 @@ class Forwarder:
                              for link in self.links.values()}
         # incoming channels with a forward waiting for its outgoing channel's reestablish
         self._deferred: set[str] = set()
-        self._final: dict[str, set[int]] = {}   # channel key -> incoming HTLC ids not forwards
+        # channel key -> incoming HTLC id -> its peeled onion, for HTLCs that are not forwards
+        self._final: dict[str, dict[int, PeeledFinal | OnionRejected]] = {}
 
     # -- lookups -----------------------------------------------------------------------------
 
@@ -224,22 +225,28 @@ class Forwarder:
         chan = handle.channel
         # HTLCs already found to be ours (a held invoice waits here for many flights): one
         # ECDH each, not one per flight
-        known_final = self._final.get(handle.key, set())
-        still_final: set[int] = set()
+        known_final = self._final.get(handle.key, {})
+        still_final: dict[int, PeeledFinal | OnionRejected] = {}
         for entry in chan.htlcs_to_settle():
             if (handle.key, entry.htlc_id) in self.links:
                 continue
             if entry.htlc_id in known_final:
-                still_final.add(entry.htlc_id)
+                still_final[entry.htlc_id] = known_final[entry.htlc_id]
                 continue
             peeled = peel_payment_onion(onion=entry.onion_routing_packet,
                                         node_key=self._node_secret,
                                         payment_hash=entry.payment_hash)
             if not isinstance(peeled, PeeledForward):
-                still_final.add(entry.htlc_id)
+                still_final[entry.htlc_id] = peeled
                 continue
             self._forward(handles, handle, entry, peeled, height, fx)
         self._final[handle.key] = still_final
+
+    def final_peels(self, key: str) -> Mapping[int, PeeledFinal | OnionRejected]:
+        """The onions of channel ``key``'s incoming HTLCs that end here, as peeled by the last
+        :meth:`forward_incoming`: the payee reads them instead of peeling each onion again
+        (one ECDH per HTLC, not two)."""
+        return self._final.get(key, {})
 
     def _forward(self, handles: Mapping[str, ChannelHandle], handle: ChannelHandle,
                  entry: HtlcEntry, peeled: PeeledForward, height: int, fx: Effects) -> None:

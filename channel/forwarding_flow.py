@@ -29,8 +29,8 @@ def settle_forwards(manager: ChannelManager, fx: Effects,
         forwarder.forward_incoming(manager.handles, handle, manager.height, fx)
     released = forwarder.settle(manager.handles, fx)
     if handle is not None:
-        released += [(handle, preimage) for preimage in
-                     manager.payments.settle_incoming(handle, manager.height, fx)]
+        released += [(handle, preimage) for preimage in manager.payments.settle_incoming(
+            handle, manager.height, fx, peeled=forwarder.final_peels(handle.key))]
     for incoming, preimage in released:
         if incoming.monitor is not None:
             manager.note(incoming, incoming.monitor.provide_payment_preimage(preimage))

@@ -82,14 +82,24 @@ def _fail(shared_secret: bytes, failure: OnionFailure) -> Fail:
 
 def decide_incoming(entry: HtlcEntry, *, node_secret: bytes, payment: PaymentRow | None,
                     hold: str | None, height: int, min_final_cltv_expiry_delta: int,
-                    ) -> Decision:
+                    peeled: PeeledFinal | OnionRejected | None = None) -> Decision:
     """What to do with ``entry``, an HTLC offered to us and irrevocably committed.
 
     ``payment`` is our row for its payment hash (None: no invoice of ours), ``hold`` the hold
-    state of that invoice (``hold``/``settle``/``cancel`` or None), ``height`` our tip.
+    state of that invoice (``hold``/``settle``/``cancel`` or None), ``height`` our tip,
+    ``peeled`` its onion if already peeled (the forwarder peels every incoming HTLC first).
     """
-    peeled = peel_payment_onion(onion=entry.onion_routing_packet, node_key=node_secret,
-                                payment_hash=entry.payment_hash)
+    if peeled is None:
+        return _decide(entry, peel_payment_onion(onion=entry.onion_routing_packet,
+                                                 node_key=node_secret,
+                                                 payment_hash=entry.payment_hash),
+                       payment, hold, height, min_final_cltv_expiry_delta)
+    return _decide(entry, peeled, payment, hold, height, min_final_cltv_expiry_delta)
+
+
+def _decide(entry: HtlcEntry, peeled: PeeledForward | PeeledFinal | OnionRejected,
+            payment: PaymentRow | None, hold: str | None, height: int,
+            min_final_cltv_expiry_delta: int) -> Decision:
     if isinstance(peeled, OnionRejected):
         if peeled.shared_secret is None:
             return FailMalformed(peeled.failure, sha256_of_onion(entry.onion_routing_packet),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ from channel.store import PaymentRow
 
 if TYPE_CHECKING:
     from channel.bolt11 import Bolt11Invoice, Network, RouteHint
+    from channel.onion import OnionRejected, PeeledFinal
     from channel.payee import Fail
     from channel.route import Route
 
@@ -128,9 +129,12 @@ class Payments:
 
     # -- paid to us --------------------------------------------------------------------------
 
-    def settle_incoming(self, handle: ChannelHandle, height: int, fx: Effects) -> list[bytes]:
+    def settle_incoming(self, handle: ChannelHandle, height: int, fx: Effects,
+                        peeled: Mapping[int, PeeledFinal | OnionRejected] | None = None,
+                        ) -> list[bytes]:
         """Fulfil (or fail, with a BOLT 4 failure onion) the HTLCs paid to us that are now
         irrevocably committed; the preimages released (the channel's monitor must learn them).
+        ``peeled``: onions the forwarder already peeled, by HTLC id (the others are peeled here).
 
         The checks are :func:`channel.payee.decide_incoming`'s; a second HTLC for an invoice
         already paid (even in the same batch) is failed, its preimage not released again."""
@@ -152,6 +156,7 @@ class Payments:
                 continue
             decision = decide_incoming(
                 entry, node_secret=self._node_secret, payment=payment,
+                peeled=peeled.get(entry.htlc_id) if peeled is not None else None,
                 hold=self._holds.get(entry.payment_hash.hex()), height=height,
                 min_final_cltv_expiry_delta=FINAL_CLTV_DELTA)
             if isinstance(decision, Forward):

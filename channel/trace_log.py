@@ -7,12 +7,16 @@ An append-only text file in the node's home, one line per message::
 Bounded: when the current file holds :data:`KEEP_MESSAGES` lines it becomes ``trace.log.1``
 (replacing the older one) and a new file starts, so the last ``KEEP_MESSAGES`` messages (and
 at most twice that) are always on disk. The trace is a teaching aid, not channel state: lines
-are written (a ``write``, so ``trace --follow`` sees them at once) but never fsynced, and the
-node's one durable write per flight stays the only one (``channel.store``).
+are buffered and written :data:`FLUSH_AFTER_S` after the first of them (one ``write`` for a
+whole flight of messages, not one per message: the payment path sends thousands a second),
+never fsynced, and the node's one durable write per flight stays the only one
+(``channel.store``). :meth:`TraceLog.read` (``trace``, ``trace --follow``) writes the buffer
+first, so a reader through the node sees every message at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +25,12 @@ from typing import IO, TYPE_CHECKING, Final
 if TYPE_CHECKING:
     from channel.trace import Direction
 
-__all__ = ["KEEP_MESSAGES", "TraceLog", "TraceRecord"]
+__all__ = ["FLUSH_AFTER_S", "KEEP_MESSAGES", "TraceLog", "TraceRecord"]
 
 #: Messages kept at least (at most twice as many are on disk).
 KEEP_MESSAGES: Final = 10_000
+#: How long a recorded line may wait in memory before it is written to the file.
+FLUSH_AFTER_S: Final = 0.05
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,6 +78,8 @@ class TraceLog:
             last = _parse(older[-1]) if older else None
         self._seq = last.seq if last is not None else 0
         self._file: IO[str] | None = None
+        self._flush_due = False
+        self._peer_hex: dict[bytes, str] = {}
 
     @staticmethod
     def _lines(path: Path) -> list[str]:
@@ -90,12 +98,30 @@ class TraceLog:
             self._file = self._path.open("a", encoding="ascii")
         self._seq += 1
         self._count += 1
+        peer_hex = self._peer_hex.get(peer_id)
+        if peer_hex is None:
+            peer_hex = self._peer_hex[peer_id] = peer_id.hex()
         self._file.write(f"{self._seq} {time.time():.6f} {'S' if sent else 'R'} "
-                         f"{peer_id.hex()} {data.hex()}\n")
-        self._file.flush()
+                         f"{peer_hex} {data.hex()}\n")
+        if self._flush_due:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:   # no event loop (a tool or test): write the line now
+            self.flush()
+            return
+        self._flush_due = True
+        loop.call_later(FLUSH_AFTER_S, self.flush)
+
+    def flush(self) -> None:
+        """Write the buffered lines to the file now."""
+        self._flush_due = False
+        if self._file is not None:
+            self._file.flush()
 
     def read(self, limit: int, since: int = 0) -> list[TraceRecord]:
         """The last ``limit`` messages with a sequence number above ``since``, oldest first."""
+        self.flush()
         records = [r for line in self._lines(self._old) + self._lines(self._path)
                    if (r := _parse(line)) is not None and r.seq > since]
         return records[-limit:] if limit > 0 else records

@@ -76,7 +76,8 @@ def test_bench_commands_pay_exactly_and_count_failures(bitcoind: BitcoindNode, m
 
 def test_bench_measurements_on_real_nodes(bitcoind: BitcoindNode, miner: Wallet,
                                           home: Path) -> None:
-    """measure_payments reports every payment it made (its own balance check passes), and
+    """measure_payments reports every payment it made (its own balance check passes) and both
+    nodes' CPU, and
     measure_breach sees the victim node's penalty spend the breach in the mempool, then
     confirm."""
     lines: list[str] = []
@@ -88,6 +89,10 @@ def test_bench_measurements_on_real_nodes(bitcoind: BitcoindNode, miner: Wallet,
             (400, 400, 200)
         assert pay.payee_received_msat == (1 + 5 + 400 + 2) * PAYMENT_MSAT
         assert pay.unbatched.per_second > 0 and pay.control_per_second > 0
+        # 400 payments cost both processes CPU (well over the 10 ms clock tick)
+        assert pay.batched.payer_cpu_s > 0 and pay.batched.payee_cpu_s > 0
+        assert pay.batched.cpu_ms == pytest.approx(
+            (pay.batched.payer_cpu_s + pay.batched.payee_cpu_s) / 400 * 1e3)
 
         with MempoolFeed(zmq_rawtx_endpoint(bitcoind)) as feed:
             run = measure_breach(cluster, feed, lines.append, index=1, tower=None,

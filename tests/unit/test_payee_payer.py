@@ -347,3 +347,35 @@ def test_a_retry_interrupted_by_a_restart_ends_as_failed(net: Net) -> None:
     [done] = fx.resolutions
     assert isinstance(done, PaymentResolved) and done.result["status"] == "failed"
     assert not alice.payments.outgoing[state.payment_hash].attempts_pending
+
+
+def test_payee_decides_on_the_onion_the_forwarder_already_peeled() -> None:
+    """decide_incoming reads a given peel instead of peeling again: with the peel the forwarder
+    made, the HTLC is fulfilled even under a node key that could not peel it; without it, that
+    key fails the HTLC as malformed (so the peel given is the one used)."""
+    from channel.htlc_log import HtlcEntry
+    from channel.onion import peel_payment_onion
+    from channel.payee import FailMalformed, Fulfil, decide_incoming
+    from channel.store import PaymentRow
+
+    node_key = hashlib.sha256(b"payee").digest()
+    payee_id = PrivateKey(node_key).pubkey
+    preimage, secret = bytes(range(32)), bytes([7]) * 32
+    payment_hash = hashlib.sha256(preimage).digest()
+    built = build_route_onion(
+        Route(hops=(RouteHop(node_id=payee_id, short_channel_id=bytes(8)),)),
+        payment_hash=payment_hash, payment_secret=secret, total_msat=AMOUNT_MSAT,
+        final_cltv=HEIGHT + FINAL_CLTV_DELTA, session_key=bytes([9]) * 32)
+    entry = HtlcEntry(offerer=Side.COUNTERPARTY, htlc_id=0, amount_msat=AMOUNT_MSAT,
+                      payment_hash=payment_hash, cltv_expiry=built.cltv_expiry,
+                      onion_routing_packet=built.onion)
+    row = PaymentRow(payment_hash=payment_hash.hex(), direction="in", amount_msat=AMOUNT_MSAT,
+                     status="pending", preimage=preimage.hex(), payment_secret=secret.hex())
+    peeled = peel_payment_onion(onion=built.onion, node_key=node_key, payment_hash=payment_hash)
+    other_key = hashlib.sha256(b"not the payee").digest()
+    given = decide_incoming(entry, node_secret=other_key, payment=row, hold=None, height=HEIGHT,
+                            min_final_cltv_expiry_delta=FINAL_CLTV_DELTA, peeled=peeled)
+    assert given == Fulfil(preimage=preimage, amount_msat=AMOUNT_MSAT)
+    fresh = decide_incoming(entry, node_secret=other_key, payment=row, hold=None, height=HEIGHT,
+                            min_final_cltv_expiry_delta=FINAL_CLTV_DELTA)
+    assert isinstance(fresh, FailMalformed)

@@ -3,6 +3,7 @@ a node exports for its pictures, and the client's printing of amounts."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from channel.errors import RejectedUpdate
 from channel.manager import find_channel
 from channel.messages import encode_message
 from channel.trace import Direction, trace_bytes
-from channel.trace_log import TraceLog
+from channel.trace_log import FLUSH_AFTER_S, TraceLog
 from channel.wire import Ping
 from regtest.client_views import format_msat, human_answer
 
@@ -43,6 +44,32 @@ def test_trace_log_keeps_the_latest_messages_in_order_and_stays_bounded(
     again.record(peer, False, encode_message(Ping(num_pong_bytes=99, ignored=b"")))
     assert [r.seq for r in again.read(0, since=24)] == [25, 26]
     assert again.read(1)[0].direction is Direction.RECEIVED
+
+
+def test_trace_log_in_a_running_node_writes_a_flight_once_and_reads_it_at_once(
+        tmp_path: Path) -> None:
+    """Under an event loop, recorded lines reach the file FLUSH_AFTER_S later in one write,
+    while read() (the node's `trace` command) sees every one of them at once."""
+    path = tmp_path / "trace.log"
+    peer = bytes.fromhex("02" + "22" * 32)
+
+    async def flight() -> tuple[list[int], str, str]:
+        log = TraceLog(path)
+        for n in range(3):
+            log.record(peer, True, encode_message(Ping(num_pong_bytes=n, ignored=b"")))
+        on_disk_at_once = path.read_text()
+        seen = [r.seq for r in log.read(0)]
+        log.record(peer, False, encode_message(Ping(num_pong_bytes=9, ignored=b"")))
+        await asyncio.sleep(FLUSH_AFTER_S * 3)
+        on_disk_later = path.read_text()
+        log.close()
+        return seen, on_disk_at_once, on_disk_later
+
+    seen, at_once, later = asyncio.run(flight())
+    assert seen == [1, 2, 3]
+    assert at_once == ""
+    assert [line.split()[0] for line in later.splitlines()] == ["1", "2", "3", "4"]
+    assert later.splitlines()[3].split()[2:4] == ["R", peer.hex()]
 
 
 def test_a_channel_is_found_by_any_unique_prefix_of_either_id(net: Net) -> None:
