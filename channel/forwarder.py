@@ -24,13 +24,18 @@ from channel.effects import ChannelHandle, Effects
 from channel.errors import RejectedUpdate
 from channel.failure_onion import build_failure_onion, wrap_failure_onion
 from channel.forwarding import (
-    ChannelPolicy,
     ForwardHtlc,
     IncomingHtlc,
     OutgoingChannel,
     decide_forward,
 )
 from channel.htlc_log import HtlcEntry, Removal
+from channel.node_policy import (
+    DEFAULT_CLTV_EXPIRY_DELTA,
+    DEFAULT_FEE_BASE_MSAT,
+    DEFAULT_FEE_PROPORTIONAL_MILLIONTHS,
+    NodePolicy,
+)
 from channel.onion import OnionRejected, PeeledFinal, PeeledForward, peel_payment_onion
 from channel.onion_failures import (
     FailureFlag,
@@ -55,33 +60,6 @@ __all__ = [
     "Forwarder",
     "NodePolicy",
 ]
-
-DEFAULT_FEE_BASE_MSAT = 1000
-DEFAULT_FEE_PROPORTIONAL_MILLIONTHS = 1
-#: regtest-friendly: blocks we keep between the outgoing and the incoming expiry
-DEFAULT_CLTV_EXPIRY_DELTA = 40
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NodePolicy:
-    """The fees and delay this node announces for every channel it forwards over (BOLT 7)."""
-
-    fee_base_msat: int = DEFAULT_FEE_BASE_MSAT
-    fee_proportional_millionths: int = DEFAULT_FEE_PROPORTIONAL_MILLIONTHS
-    cltv_expiry_delta: int = DEFAULT_CLTV_EXPIRY_DELTA
-
-    def for_channel(self, handle: ChannelHandle) -> ChannelPolicy:
-        """Our ``channel_update`` fields for ``handle``: the peer's minimum, the capacity."""
-        chan = handle.channel
-        peer = chan.counterparty_params
-        return ChannelPolicy(
-            fee_base_msat=self.fee_base_msat,
-            fee_proportional_millionths=self.fee_proportional_millionths,
-            cltv_expiry_delta=self.cltv_expiry_delta,
-            htlc_minimum_msat=1 if peer is None else max(1, peer.htlc_minimum_msat),
-            htlc_maximum_msat=chan.funding_sat * 1000,
-            enabled=chan.state is ChannelState.NORMAL)
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ForwardLink:

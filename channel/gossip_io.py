@@ -25,15 +25,15 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from channel.effects import Effects
 from channel.errors import ChainError
-from channel.gossip import ShortChannelId, encode_ipv4_address
-from channel.gossip_public import (
+from channel.gossip import (
     ANNOUNCE_KV_PREFIX,
     GOSSIP_KV_PREFIX,
-    FundingOutput,
-    NodeIdentity,
+    ShortChannelId,
+    encode_ipv4_address,
 )
 
 if TYPE_CHECKING:
+    from channel.gossip_public import NodeIdentity, PublicGossip
     from channel.node import Node
 
 __all__ = ["LOOKUP_CONCURRENCY", "RELAY_BATCH", "GossipShell", "ScidLookup", "node_identity"]
@@ -57,6 +57,8 @@ class ScidLookup(Protocol):
 def node_identity(name: str, host: str, port: int, node_id: bytes) -> NodeIdentity:
     """Our node_announcement's content: the node's name as alias, a colour from its id, its
     listen address when it is a routable IPv4 one (not 0.0.0.0)."""
+    # (idle node RSS, see tests/integration/test_idle_footprint.py)
+    from channel.gossip_public import NodeIdentity
     addresses = b""
     try:
         address = ipaddress.ip_address(host)
@@ -79,12 +81,14 @@ class GossipShell:
         self._limit = asyncio.Semaphore(LOOKUP_CONCURRENCY)
         manager = node.manager
         assert manager is not None
-        public = manager.public
-        public.identity = node_identity(node.settings.name, node.settings.host, node.port,
-                                        node.node_id)
+        manager.when_public(self._set_identity)
         announced = node.store.kv_with_prefix(ANNOUNCE_KV_PREFIX)
-        public.restore(manager.graph, node.store.kv_with_prefix(GOSSIP_KV_PREFIX),
-                       (k for k, v in announced.items() if v), manager.gossip.public_scids)
+        persisted = node.store.kv_with_prefix(GOSSIP_KV_PREFIX)
+        if not announced and not persisted:
+            return   # nothing to restore: gossip stays unloaded until a peer or channel needs it
+        manager.public.restore(manager.graph, persisted, (k for k, v in announced.items() if v),
+                               manager.gossip.public_scids)
+        public = manager.public
         public_count = len(manager.graph.public_channels())
         if public_count:
             log.info("gossip: %d public channels, %d nodes restored from disk", public_count,
@@ -94,12 +98,17 @@ class GossipShell:
             for scid in sorted(set(public.funding_outpoints.values()), key=bytes):
                 spawn(self._recheck(scid))
 
+    def _set_identity(self, public: PublicGossip) -> None:
+        node = self._node
+        public.identity = node_identity(node.settings.name, node.settings.host, node.port,
+                                        node.node_id)
+
     def after_flight(self) -> None:
         """Log gossip's notes; start the lookups it queued (never awaited here)."""
         manager = self._node.manager
-        if manager is None:
-            return
-        public = manager.public
+        public = None if manager is None else manager.public_if_built
+        if public is None:
+            return   # not built yet: nothing noted, nothing queued
         for note in public.notes:
             log.warning("%s", note)
         if public.notes_suppressed:
@@ -149,6 +158,8 @@ class GossipShell:
     async def _lookup(self, scid: ShortChannelId) -> None:
         async with self._limit:
             chain = self._node.chain
+            # (idle node RSS, see tests/integration/test_idle_footprint.py)
+            from channel.gossip_public import FundingOutput
             output: FundingOutput | None = None
             failed = False
             try:

@@ -18,9 +18,9 @@ from typing import Any
 
 from channel.effects import ChannelHandle, Effects
 from channel.errors import InvalidGossip
-from channel.forwarder import NodePolicy
 from channel.gossip import (
     GOSSIP_MESSAGES,
+    PEER_UPDATE_KV_PREFIX,
     ChannelUpdate,
     ShortChannelId,
     check_channel_update,
@@ -28,13 +28,12 @@ from channel.gossip import (
 )
 from channel.graph import NetworkGraph
 from channel.keys import PrivateKey
+from channel.node_policy import NodePolicy
 from channel.payer import local_short_channel_id
 from channel.state import ChannelState
 from channel.wire import decode_with
 
 __all__ = ["PEER_UPDATE_KV_PREFIX", "LocalGossip", "graph_report"]
-
-PEER_UPDATE_KV_PREFIX = "peer_update:"
 
 
 def _scid_of(handle: ChannelHandle) -> bytes | None:

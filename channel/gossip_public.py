@@ -36,6 +36,8 @@ from bitcoin.core import CTransaction
 from channel.effects import ChannelHandle, Effects
 from channel.errors import InvalidGossip
 from channel.gossip import (
+    ANNOUNCE_KV_PREFIX,
+    GOSSIP_KV_PREFIX,
     GOSSIP_MESSAGES,
     MESSAGE_FLAG_DONT_FORWARD,
     AnnouncementSignatures,
@@ -82,8 +84,6 @@ __all__ = [
 ANNOUNCE_CHANNEL: Final = 0x01
 #: BOLT 7: no channel_announcement before the funding tx has 6 confirmations
 ANNOUNCE_DEPTH: Final = 6
-ANNOUNCE_KV_PREFIX: Final = "announce:"
-GOSSIP_KV_PREFIX: Final = "gossip:"
 #: what a stranger's gossip can make us hold at most
 MAX_GRAPH_CHANNELS: Final = 5_000
 MAX_GRAPH_NODES: Final = 5_000

@@ -31,12 +31,9 @@ from channel.effects import (
     ShutdownResolved,
 )
 from channel.errors import PeerProtocolError, RejectedUpdate
-from channel.forwarder import Forwarder
 from channel.forwarding_flow import settle_forwards
-from channel.gossip_local import LocalGossip
-from channel.gossip_public import ANNOUNCE_CHANNEL, PUBLIC_GOSSIP_TYPES, PublicGossip
-from channel.graph import NetworkGraph
 from channel.keys import ChannelKeys
+from channel.manager_parts import ManagerParts
 from channel.messages import (
     AcceptChannel,
     ChannelReady,
@@ -59,7 +56,6 @@ from channel.onchain_htlcs import (
     fail_channels_at_deadline,
     resolve_sent_on_chain,
 )
-from channel.payer import Payer
 from channel.payments import Payments
 from channel.pending import UNPERSISTED_STATES, check_room_for, forget_unfunded
 from channel.state import (
@@ -72,10 +68,11 @@ from channel.state import (
 )
 from channel.store import ChannelRow, ForwardRow, PaymentRow
 from channel.types import CommitmentFormat, OutPoint, Side
-from channel.wire import REGTEST_CHAIN_HASH, ErrorMessage, WarningMessage
+from channel.wire import ErrorMessage, WarningMessage
 
 if TYPE_CHECKING:
     from channel.bolt11 import Bolt11Invoice
+    from channel.forwarder import Forwarder
     from channel.monitor import ChannelMonitor, MonitorEvent
 
 __all__ = [
@@ -146,31 +143,28 @@ def refuse_close(handle: ChannelHandle, reason: str, fx: Effects) -> None:
         fx.resolutions.append(ShutdownResolved(handle.key, "", error=reason))
 
 
-class ChannelManager:
-    """Every channel of one node, its payments, and its reactions to peers and the chain."""
+class ChannelManager(ManagerParts):
+    """Every channel of one node, its payments, and its reactions to peers and the chain
+    (its payer, forwarder, graph and gossip: :class:`~channel.manager_parts.ManagerParts`)."""
 
     def __init__(self, *, node_id: bytes, config: ChannelConfig,
                  sweep_script: bytes, payments: Payments,
                  handles: Iterable[ChannelHandle] = (),
                  entropy: Entropy = secrets.token_bytes,
-                 forwarder: Forwarder | None = None) -> None:
+                 forwarder: Forwarder | None = None,
+                 make_forwarder: Callable[[], Forwarder] | None = None) -> None:
+        super().__init__(node_secret=payments.node_secret, forwarder=forwarder,
+                         make_forwarder=make_forwarder)
         self.node_id = node_id
         self.config = config
         self.sweep_script = sweep_script
         self.payments = payments
-        self.forwarder = forwarder or Forwarder(node_secret=payments.node_secret)
-        self.gossip = LocalGossip(node_secret=payments.node_secret, chain_hash=REGTEST_CHAIN_HASH)
-        self.forwarder.channel_update = self.gossip.failure_update
-        self.public = PublicGossip(node_secret=payments.node_secret,
-                                   chain_hash=REGTEST_CHAIN_HASH)
         self.handles: dict[str, ChannelHandle] = {h.key: h for h in handles}
         self.height = 0
         self.events: list[str] = []   # what the monitors said, for `events` and narration
         self._closes_lost: list[str] = []   # closes under way when a commitment spent the funding
         self._entropy = entropy
         self.connected: set[bytes] = set()   # peers with a live connection (routes start there)
-        self.graph = NetworkGraph(REGTEST_CHAIN_HASH)   # what gossip taught us: routes
-        self.payer = Payer(self)
 
     # -- lookups -----------------------------------------------------------------------------
 
@@ -250,7 +244,10 @@ class ChannelManager:
         handler = self._HANDLERS.get(type(message))
         if handler is not None:
             handler(self, peer_id, message, fx, fresh_script)
-        elif isinstance(message, PUBLIC_GOSSIP_TYPES):   # a private update comes back
+            return
+        # (idle node RSS, see tests/integration/test_idle_footprint.py)
+        from channel.gossip_public import PUBLIC_GOSSIP_TYPES
+        if isinstance(message, PUBLIC_GOSSIP_TYPES):   # a private update comes back
             private = self.public.on_gossip(self, peer_id, message, fx)
             if private is not None:
                 self.gossip.on_peer_update(self.graph, self.handles.values(), peer_id, private,
@@ -299,6 +296,7 @@ class ChannelManager:
         handle = ChannelHandle(key=chan.temporary_channel_id.hex(), peer_id=peer_id, channel=chan)
         self.handles[handle.key] = handle
         if announce:   # BOLT 2 open_channel channel_flags bit 0: announce_channel
+            from channel.gossip_public import ANNOUNCE_CHANNEL  # with the first announced one
             msg = dataclasses.replace(msg, channel_flags=ANNOUNCE_CHANNEL)
             self.public.mark_announced(handle.key, fx)
         fx.touch(handle)
@@ -307,6 +305,7 @@ class ChannelManager:
 
     def _on_open_channel(self, peer_id: bytes, msg: OpenChannel, fx: Effects,
                          _: bytes | None) -> None:
+        from channel.gossip_public import ANNOUNCE_CHANNEL  # a peer is connected by now
         check_room_for(self.handles.values(), peer_id)
         chan, reply = Channel.accept_inbound(keys=ChannelKeys.from_seed(self._entropy(32)),
                                              config=self.config, msg=msg)
@@ -589,7 +588,8 @@ class ChannelManager:
     def block_connected(self, height: int, txs: list[CTransaction], *, reorg: bool) -> None:
         """A block at ``height`` (``reorg``: it replaces the block we had there)."""
         self.height = height
-        self.public.block_connected(txs)
+        if self.public_if_built is not None:   # else it knows no funding output to forget
+            self.public_if_built.block_connected(txs)
         for handle, monitor in self.live_monitors():
             if reorg:
                 self.note(handle, monitor.block_disconnected(height))
@@ -611,11 +611,13 @@ class ChannelManager:
         for handle in self.handles.values():
             if handle.monitor_dirty:
                 fx.touch(handle)
-        self.public.tick(self, fx)   # a block: announcement depth, spent funding outputs
+        if self.public_if_built is not None:   # a block: announcement depth, spent funding
+            self.public_if_built.tick(self, fx)
         fail_channels_at_deadline(self, fx)   # BOLT 2: HTLCs past their deadline go on chain
         claim_paid_on_chain(self, fx)
         resolve_sent_on_chain(self, fx)
-        settle_forwards(self, fx)   # a preimage learnt on chain downstream goes up (BOLT 5)
+        if self.handles:   # a preimage learnt on chain downstream goes up (BOLT 5)
+            settle_forwards(self, fx)
         for handle in list(fx.touched):   # a fulfil or fail sent upstream is signed at once
             self._sign_if_needed(handle, fx)
 

@@ -34,7 +34,6 @@ from channel.control_api import NODE_COMMANDS
 from channel.daemon import DaemonShell
 from channel.effects import Effects, OpenResolved, PaymentResolved, PipelineDone, ShutdownResolved
 from channel.errors import ChainError, PeerProtocolError, RejectedUpdate
-from channel.forwarder import NodePolicy
 from channel.gossip_io import GossipShell
 from channel.manager import (
     COMMITMENT_FEERATE_PER_KW,
@@ -45,6 +44,7 @@ from channel.manager import (
 )
 from channel.messages import Shutdown, encode_message
 from channel.node_control import NodeControl
+from channel.node_policy import NodePolicy
 from channel.node_restore import open_store, restore_manager
 from channel.outbox import Outbox
 from channel.payments import FINAL_CLTV_DELTA

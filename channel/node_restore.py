@@ -10,20 +10,22 @@ every start, so nothing it signs is ever drawn twice.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from channel.daemon import DaemonShell
 from channel.effects import ChannelHandle, Effects
 from channel.errors import StartRefused
-from channel.forwarder import Forwarder, ForwardLink, NodePolicy
-from channel.gossip import ShortChannelId
-from channel.gossip_local import PEER_UPDATE_KV_PREFIX
+from channel.gossip import PEER_UPDATE_KV_PREFIX, ShortChannelId
 from channel.manager import ChannelManager
 from channel.payment_attempts import ATTEMPT_KV_PREFIX
 from channel.payments import Payments
 from channel.seeded import seeded_entropy
 from channel.state import ChannelConfig, channel_from_record, monitor_update_from_record
 from channel.store import NodeStore, holds_state
+
+if TYPE_CHECKING:
+    from channel.forwarder import Forwarder
+    from channel.node_policy import NodePolicy
 
 __all__ = ["open_store", "restore_manager"]
 
@@ -82,15 +84,27 @@ def restore_manager(store: NodeStore, *, node_id: bytes, secret: bytes, config: 
                         holds=store.kv_with_prefix("hold:"),
                         outgoing=store.kv_with_prefix(ATTEMPT_KV_PREFIX),
                         **({"entropy": entropy["payments"]} if entropy else {}))
+    forward_rows = store.forwards()
+
+    def make_forwarder() -> Forwarder:
+        # (idle node RSS, see tests/integration/test_idle_footprint.py)
+        from channel.forwarder import Forwarder, ForwardLink
+        return Forwarder(node_secret=secret, policy=policy,
+                         links=[ForwardLink.from_record(r) for r in forward_rows])
+
+    # the forwarder, the payer and the graph load with their first need: here only if the
+    # database has something for them (forwards in flight, peers' updates, payments retrying)
     manager = ChannelManager(node_id=node_id, config=config, sweep_script=sweep_script,
                              payments=payments, handles=_handles(store),
-                             forwarder=Forwarder(node_secret=secret, policy=policy, links=[
-                                 ForwardLink.from_record(r) for r in store.forwards()]),
+                             forwarder=make_forwarder() if forward_rows else None,
+                             make_forwarder=make_forwarder,
                              **({"entropy": entropy["channels"]} if entropy else {}))
-    manager.gossip.restore(manager.graph, manager.handles.values(),
-                           store.kv_with_prefix(PEER_UPDATE_KV_PREFIX).values())
+    peer_updates = store.kv_with_prefix(PEER_UPDATE_KV_PREFIX)
+    if peer_updates:
+        manager.gossip.restore(manager.graph, manager.handles.values(), peer_updates.values())
     manager.height = height
     stopped = Effects()   # payments whose next route was never tried: say so, not hang
-    manager.payer.end_interrupted_retries(stopped)
+    if payments.outgoing:
+        manager.payer.end_interrupted_retries(stopped)
     store.commit_flight(payments=stopped.payments, kv=stopped.kv)
     return manager

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from channel.errors import StartRefused
-from channel.forwarder import (
+from channel.node import Node, NodeSettings
+from channel.node_policy import (
     DEFAULT_CLTV_EXPIRY_DELTA,
     DEFAULT_FEE_BASE_MSAT,
     DEFAULT_FEE_PROPORTIONAL_MILLIONTHS,
     NodePolicy,
 )
-from channel.node import Node, NodeSettings
 from channel.seeded import seed_from_text
 from channel.state import ChannelConfig
 from regtest.chain import BitcoindChain, BitcoindEndpoint
