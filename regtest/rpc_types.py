@@ -7,11 +7,13 @@ Pure (no I/O): :mod:`regtest.rpc` does the calls and re-exports everything here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from channel.errors import ChainError
 from regtest.errors import RegtestError
+
+if TYPE_CHECKING:
+    from decimal import Decimal
 
 SAT_PER_BTC = 100_000_000
 
@@ -26,6 +28,8 @@ def btc_to_sat(amount_btc: float | int | str | Decimal) -> int:
     bitcoind prints (at most 8 decimals) is that amount exactly: 0.1 -> "0.1" -> 10_000_000.
     Raises ``ValueError`` for a value that is not a whole number of satoshis.
     """
+    # an idle node reads no amount (idle node RSS, see tests/integration/test_idle_footprint.py)
+    from decimal import Decimal, InvalidOperation
     if isinstance(amount_btc, bool):
         raise ValueError(f"not a BTC amount: {amount_btc!r}")
     try:
