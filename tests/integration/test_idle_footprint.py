@@ -18,18 +18,31 @@ from regtest.cluster import Cluster, NodeProcess
 from regtest.wait import wait_for
 
 #: Modules an idle node must not have imported: each is loaded by the first channel, invoice,
-#: HTLC paid to us or trace read that needs it.
+#: HTLC paid to us or trace read that needs it; the payer, forwarder, graph and gossip
+#: (``channel.manager_parts``) by the first peer, channel, payment or persisted graph; decimal
+#: by the first BTC amount read from bitcoind.
 NOT_WHILE_IDLE = (
     "channel.bech32",
     "channel.bolt11",
+    "channel.failure_onion",
+    "channel.forwarder",
+    "channel.forwarding",
+    "channel.gossip_local",
+    "channel.gossip_public",
+    "channel.graph",
     "channel.monitor",
     "channel.monitor_claims",
+    "channel.onion",
+    "channel.onion_failures",
     "channel.payee",
+    "channel.payer",
+    "channel.route",
     "channel.sweeps",
     "channel.tower",
     "channel.tower_wire",
     "channel.trace",
     "cryptography",
+    "decimal",
 )
 
 
@@ -58,7 +71,7 @@ def _idle_node(cluster: Cluster) -> NodeProcess:
     return node
 
 
-def test_idle_node_imports_no_monitor_payee_or_trace_module(cluster: Cluster) -> None:
+def test_idle_node_imports_no_monitor_payee_routing_or_trace_module(cluster: Cluster) -> None:
     """A node that started, answered control calls and saw a block imported none of the
     modules of NOT_WHILE_IDLE (and the log read is the node's: it names channel.node)."""
     node = _idle_node(cluster)
