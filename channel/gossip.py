@@ -42,11 +42,8 @@ from channel.transactions import funding_script_pubkey
 from channel.wire import Fields, Message
 
 __all__ = [
-    "ANNOUNCE_KV_PREFIX",
-    "GOSSIP_KV_PREFIX",
     "GOSSIP_MESSAGES",
     "GOSSIP_QUERY_MESSAGES",
-    "PEER_UPDATE_KV_PREFIX",
     "AnnouncementSignatures",
     "ChannelAnnouncement",
     "ChannelUpdate",
@@ -66,13 +63,6 @@ __all__ = [
 ]
 
 #: ``channel_update.message_flags`` bit 0: ``must_be_one`` (``htlc_maximum_msat`` present).
-#: the node's kv rows of gossip, here (not in ``channel.gossip_public``/``gossip_local``) so
-#: that a node restores an empty graph without loading them (idle node RSS, see
-#: tests/integration/test_idle_footprint.py): the public graph as raw messages, our channels
-#: opened to be announced, the peers' private channel_updates
-GOSSIP_KV_PREFIX: Final = "gossip:"
-ANNOUNCE_KV_PREFIX: Final = "announce:"
-PEER_UPDATE_KV_PREFIX: Final = "peer_update:"
 MESSAGE_FLAG_MUST_BE_ONE: Final = 0x01
 #: ``channel_update.message_flags`` bit 1: ``dont_forward`` (a private channel's update).
 MESSAGE_FLAG_DONT_FORWARD: Final = 0x02

@@ -25,14 +25,10 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from channel.effects import Effects
 from channel.errors import ChainError
-from channel.gossip import (
-    ANNOUNCE_KV_PREFIX,
-    GOSSIP_KV_PREFIX,
-    ShortChannelId,
-    encode_ipv4_address,
-)
+from channel.gossip_kv import ANNOUNCE_KV_PREFIX, GOSSIP_KV_PREFIX
 
 if TYPE_CHECKING:
+    from channel.gossip import ShortChannelId
     from channel.gossip_public import NodeIdentity, PublicGossip
     from channel.node import Node
 
@@ -58,6 +54,7 @@ def node_identity(name: str, host: str, port: int, node_id: bytes) -> NodeIdenti
     """Our node_announcement's content: the node's name as alias, a colour from its id, its
     listen address when it is a routable IPv4 one (not 0.0.0.0)."""
     # (idle node RSS, see tests/integration/test_idle_footprint.py)
+    from channel.gossip import encode_ipv4_address
     from channel.gossip_public import NodeIdentity
     addresses = b""
     try:

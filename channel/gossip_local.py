@@ -20,12 +20,12 @@ from channel.effects import ChannelHandle, Effects
 from channel.errors import InvalidGossip
 from channel.gossip import (
     GOSSIP_MESSAGES,
-    PEER_UPDATE_KV_PREFIX,
     ChannelUpdate,
     ShortChannelId,
     check_channel_update,
     sign_channel_update,
 )
+from channel.gossip_kv import PEER_UPDATE_KV_PREFIX
 from channel.graph import NetworkGraph
 from channel.keys import PrivateKey
 from channel.node_policy import NodePolicy

@@ -36,8 +36,6 @@ from bitcoin.core import CTransaction
 from channel.effects import ChannelHandle, Effects
 from channel.errors import InvalidGossip
 from channel.gossip import (
-    ANNOUNCE_KV_PREFIX,
-    GOSSIP_KV_PREFIX,
     GOSSIP_MESSAGES,
     MESSAGE_FLAG_DONT_FORWARD,
     AnnouncementSignatures,
@@ -57,6 +55,7 @@ from channel.gossip import (
     unsigned_channel_announcement,
     with_channel_announcement_signatures,
 )
+from channel.gossip_kv import ANNOUNCE_KV_PREFIX, GOSSIP_KV_PREFIX
 from channel.graph import NetworkGraph
 from channel.keys import PrivateKey, verify
 from channel.messages import encode_message

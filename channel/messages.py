@@ -18,7 +18,7 @@ to the channel state machine; here only the shape of each field is enforced.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Final
 
@@ -41,7 +41,6 @@ from channel.codec import (
     VarBytes16,
 )
 from channel.errors import MalformedMessage
-from channel.gossip import GOSSIP_MESSAGES, GOSSIP_QUERY_MESSAGES
 from channel.wire import (
     BOLT1_MESSAGES,
     Fields,
@@ -500,15 +499,39 @@ BOLT2_MESSAGES: Final[Mapping[int, type[Message]]] = {
     )
 }
 
+class _MessageTypes(Mapping[int, type[Message]]):
+    """:data:`MESSAGE_TYPES`, made on first use: a node that never met a peer does not load
+    :mod:`channel.gossip` (idle node RSS, see tests/integration/test_idle_footprint.py)."""
+
+    def __init__(self) -> None:
+        self._table: dict[int, type[Message]] | None = None
+
+    @property
+    def table(self) -> dict[int, type[Message]]:
+        if self._table is None:
+            from channel.gossip import GOSSIP_MESSAGES, GOSSIP_QUERY_MESSAGES
+            self._table = {**BOLT1_MESSAGES, **BOLT2_MESSAGES, **GOSSIP_MESSAGES,
+                           **GOSSIP_QUERY_MESSAGES}
+        return self._table
+
+    def __getitem__(self, msg_type: int) -> type[Message]:
+        return self.table[msg_type]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.table)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
 #: Every message type chanlab understands: BOLT 1, BOLT 2 and BOLT 7 (gossip; the queries
 #: only so that their even types never close a connection).
-MESSAGE_TYPES: Final[Mapping[int, type[Message]]] = {
-    **BOLT1_MESSAGES, **BOLT2_MESSAGES, **GOSSIP_MESSAGES, **GOSSIP_QUERY_MESSAGES}
+MESSAGE_TYPES: Final = _MessageTypes()
 
 
 def decode_message(data: bytes) -> Message | UnknownMessage:
     """Decode ``type ‖ payload`` into its message; see the module docstring for the errors."""
-    return decode_with(MESSAGE_TYPES, data)
+    return decode_with(MESSAGE_TYPES.table, data)
 
 
 def encode_message(message: Message | UnknownMessage) -> bytes:

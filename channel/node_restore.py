@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from channel.daemon import DaemonShell
 from channel.effects import ChannelHandle, Effects
 from channel.errors import StartRefused
-from channel.gossip import PEER_UPDATE_KV_PREFIX, ShortChannelId
+from channel.gossip_kv import PEER_UPDATE_KV_PREFIX
 from channel.manager import ChannelManager
 from channel.payment_attempts import ATTEMPT_KV_PREFIX
 from channel.payments import Payments
@@ -58,6 +58,7 @@ def _handles(store: NodeStore) -> list[ChannelHandle]:
                                funding_tx=bytes.fromhex(raw) if raw else None)
         scid = store.get(f"scid:{row.key}")
         if scid is not None:
+            from channel.gossip import ShortChannelId  # a channel's (idle node RSS)
             handle.short_channel_id = bytes(ShortChannelId.parse(scid))
         if row.key in snapshots:
             from channel.monitor import ChannelMonitor  # with the first channel: idle node RSS

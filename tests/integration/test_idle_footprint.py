@@ -19,14 +19,15 @@ from regtest.wait import wait_for
 
 #: Modules an idle node must not have imported: each is loaded by the first channel, invoice,
 #: HTLC paid to us or trace read that needs it; the payer, forwarder, graph and gossip
-#: (``channel.manager_parts``) by the first peer, channel, payment or persisted graph; decimal
-#: by the first BTC amount read from bitcoind.
+#: (``channel.manager_parts``) by the first peer, channel, payment or persisted graph, the BOLT 7
+#: messages by the first message decoded; decimal by the first BTC amount read from bitcoind.
 NOT_WHILE_IDLE = (
     "channel.bech32",
     "channel.bolt11",
     "channel.failure_onion",
     "channel.forwarder",
     "channel.forwarding",
+    "channel.gossip",
     "channel.gossip_local",
     "channel.gossip_public",
     "channel.graph",
