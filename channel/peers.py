@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from channel.effects import Effects
 from channel.errors import (
@@ -35,7 +35,6 @@ from channel.errors import (
 from channel.messages import decode_message, encode_message
 from channel.redial import Redialer
 from channel.tasks import BackgroundTasks
-from channel.transport import Transport, accept, connect
 from channel.wire import (
     REGTEST_CHAIN_HASH,
     Features,
@@ -48,6 +47,9 @@ from channel.wire import (
     our_features,
     pong_for,
 )
+
+if TYPE_CHECKING:
+    from channel.transport import Transport
 
 __all__ = ["PeerHandler", "PeerManager"]
 
@@ -196,6 +198,9 @@ class PeerManager:
             self._unauthenticated.pop(key, None)
 
         try:
+            # BOLT 8 loads with the first connection (idle node RSS, see
+            # tests/integration/test_idle_footprint.py)
+            from channel.transport import accept
             try:
                 transport = await accept(reader, writer, local_static=self._secret)
             except HandshakeFailed as exc:
@@ -209,6 +214,8 @@ class PeerManager:
         """Dial a peer, exchange ``init``, and keep reading from it in the background."""
         if node_id in self.peers:
             return
+        # (idle node RSS, see tests/integration/test_idle_footprint.py)
+        from channel.transport import connect
         transport = await connect(host, port, local_static=self._secret,
                                   remote_static_pubkey=node_id)
         address = f"{host}:{port}"

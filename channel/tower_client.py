@@ -33,7 +33,6 @@ from channel.messages import decode_message, encode_message
 from channel.state import CounterpartySecretRevealed, MonitorUpdate
 from channel.store import NodeStore
 from channel.tasks import cancel_and_wait
-from channel.transport import Transport, connect
 from channel.wire import REGTEST_CHAIN_HASH, Features, Init
 
 if TYPE_CHECKING:   # the monitor loads with the first channel (idle node RSS)
@@ -42,6 +41,7 @@ if TYPE_CHECKING:   # the monitor loads with the first channel (idle node RSS)
     from channel.monitor import ChannelMonitor
     from channel.tower import TowerClient
     from channel.tower_wire import TowerAck
+    from channel.transport import Transport
 
 
 # ``channel.tower`` and ``channel.tower_wire`` load with the first tower: about 1 MB resident
@@ -227,6 +227,9 @@ class WatchtowerClient:
             delay = min(delay * 2, RETRY_MAX_S)
 
     async def _open(self, link: _Link) -> Transport:
+        # BOLT 8 loads with the first tower (idle node RSS, see
+        # tests/integration/test_idle_footprint.py)
+        from channel.transport import connect
         a = link.address
         transport = await connect(a.host, a.port, local_static=self._secret,
                                   remote_static_pubkey=a.tower_id)

@@ -20,7 +20,8 @@ from regtest.wait import wait_for
 #: Modules an idle node must not have imported: each is loaded by the first channel, invoice,
 #: HTLC paid to us or trace read that needs it; the payer, forwarder, graph and gossip
 #: (``channel.manager_parts``) by the first peer, channel, payment or persisted graph, the BOLT 7
-#: messages by the first message decoded; decimal by the first BTC amount read from bitcoind.
+#: messages by the first message decoded, BOLT 8 (noise, transport) by the first connection;
+#: decimal by the first BTC amount read from bitcoind.
 NOT_WHILE_IDLE = (
     "channel.bech32",
     "channel.bolt11",
@@ -33,6 +34,7 @@ NOT_WHILE_IDLE = (
     "channel.graph",
     "channel.monitor",
     "channel.monitor_claims",
+    "channel.noise",
     "channel.onion",
     "channel.onion_failures",
     "channel.payee",
@@ -42,6 +44,7 @@ NOT_WHILE_IDLE = (
     "channel.tower",
     "channel.tower_wire",
     "channel.trace",
+    "channel.transport",
     "cryptography",
     "decimal",
 )
