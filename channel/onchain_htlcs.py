@@ -49,13 +49,15 @@ def claim_paid_on_chain(manager: ChannelManager, fx: Effects) -> None:
     """Give the monitor of each channel gone to chain the preimages of the HTLCs on it that
     pay invoices of ours we would fulfil (checked as off chain by
     :func:`channel.payee.decide_incoming`)."""
-    from channel.payee import Fulfil, decide_incoming
-    from channel.payments import FINAL_CLTV_DELTA
     for handle in manager.handles.values():
         monitor, log = handle.monitor, handle.channel.log
         if monitor is None or log is None or handle.channel.state is not \
                 ChannelState.FORCE_CLOSING:
             continue
+        # imported only for a channel gone to chain: this runs at every block, and an idle
+        # node does not load the payee (idle node RSS, see tests/integration/test_idle_footprint.py)
+        from channel.payee import Fulfil, decide_incoming
+        from channel.payments import FINAL_CLTV_DELTA
         known: dict[bytes, bytes] | None = None
         for entry in list(log.entries()):
             if entry.offerer is not Side.COUNTERPARTY or entry.removal is not None or \
