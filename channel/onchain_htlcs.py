@@ -54,7 +54,8 @@ def claim_paid_on_chain(manager: ChannelManager, fx: Effects) -> None:
         if monitor is None or log is None or handle.channel.state is not \
                 ChannelState.FORCE_CLOSING:
             continue
-        # on a channel gone to chain (idle node RSS, see tests/integration/test_idle_footprint.py)
+        # imported only for a channel gone to chain: this runs at every block, and an idle
+        # node does not load the payee (idle node RSS, see tests/integration/test_idle_footprint.py)
         from channel.payee import Fulfil, decide_incoming
         from channel.payments import FINAL_CLTV_DELTA
         known: dict[bytes, bytes] | None = None

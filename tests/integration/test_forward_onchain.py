@@ -72,10 +72,14 @@ def _funding(cluster: Cluster, node: NodeProcess, funding_txid: str) -> OutPoint
 def _held(line: Line, wait_for: WaitFor) -> dict[str, Any]:
     """Alice pays Carol's hold invoice; returns it once the HTLC is on both channels."""
     hold: dict[str, Any] = line.carol.call("invoice", amount_msat=AMOUNT_MSAT, hold=True)
-    line.alice.call("pay", invoice=hold["invoice"], wait=False)
+    sent = line.alice.call("pay", invoice=hold["invoice"], wait=False)
+    assert sent["status"] == "pending", f"Alice's payment did not go out: {sent}"
     cluster = line.cluster
 
     def in_flight() -> bool:
+        [row] = [p for p in line.alice.call("payments")
+                 if p["payment_hash"] == hold["payment_hash"]]
+        assert row["status"] == "pending", f"Alice's payment ended early: {row}"
         return all(int(cluster.channel(n, t)["htlcs"]) == 1 for n, t in (
             (line.alice, line.ab), (line.bob, line.ab), (line.bob, line.bc),
             (line.carol, line.bc)))
