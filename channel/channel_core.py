@@ -10,11 +10,11 @@ transitions are in the classes built on it: opening (:mod:`channel.channel_open`
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 
 from bitcoin.core import CTransaction
 
+from channel.channel_basics import ChannelState
 from channel.channel_params import ChannelConfig
 from channel.commitment import assemble_commitment
 from channel.errors import (
@@ -44,22 +44,6 @@ from channel.transactions import (
 from channel.types import CommitmentFormat, OutPoint, Side
 
 __all__ = ["ChannelCore", "ChannelState", "ForceCloseTransactions"]
-
-
-class ChannelState(enum.Enum):
-    """Where a channel is in its life (BOLT 2 sections in brackets)."""
-
-    AWAITING_ACCEPT = "awaiting_accept"                      # opener sent open_channel
-    AWAITING_FUNDING_CREATED = "awaiting_funding_created"    # accepter sent accept_channel
-    AWAITING_FUNDING_TX = "awaiting_funding_tx"              # opener got accept, builds funding
-    AWAITING_FUNDING_SIGNED = "awaiting_funding_signed"      # opener sent funding_created
-    AWAITING_LOCKIN = "awaiting_lockin"                      # funding signed, waiting for depth
-    NORMAL = "normal"                                        # [Normal Operation]
-    SHUTTING_DOWN = "shutting_down"                          # shutdown sent or received
-    NEGOTIATING_CLOSE = "negotiating_close"                  # closing_signed exchange
-    CLOSING = "closing"                                      # closing tx signed by both
-    FORCE_CLOSING = "force_closing"                          # a commitment went on chain
-    CLOSED = "closed"                                        # all outputs resolved
 
 
 _FUNDED_STATES = frozenset({

@@ -15,7 +15,6 @@ from typing import Any
 
 from channel.effects import ChannelHandle
 from channel.errors import RejectedUpdate
-from channel.records import basepoints_to_record, htlcs_to_record
 from channel.types import Side
 
 __all__ = ["channel_facts"]
@@ -29,6 +28,7 @@ def channel_facts(handle: ChannelHandle, *, holder_scripts: tuple[bytes, ...] = 
                   ) -> dict[str, Any]:
     """The facts of ``handle``'s channel; ``holder_scripts`` are scriptPubKeys of our wallet
     (sweep destinations) so their outputs read as ours. Txids are in bitcoind's order."""
+    from channel.records import basepoints_to_record, htlcs_to_record  # idle node RSS
     monitor = handle.monitor
     chan = handle.channel
     if monitor is None:

@@ -7,8 +7,7 @@ Message" requirements). A failed check of the peer's values raises ``PeerProtoco
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from channel.channel_basics import ChannelConfig
 from channel.errors import PeerProtocolError, RejectedUpdate
 from channel.keys import (
     Basepoints,
@@ -69,29 +68,6 @@ def format_from_channel_type(value: bytes | None) -> CommitmentFormat:
     if bits == (1 << 12) | (1 << 22):
         return CommitmentFormat.ANCHORS
     raise PeerProtocolError(f"unsupported channel_type {value.hex()}")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ChannelConfig:
-    """Our policy for a channel: what we announce in open_channel / accept_channel.
-
-    ``to_self_delay`` is the delay we impose on the *peer's* to_local outputs;
-    ``channel_reserve_sat`` the balance we require the *peer* to keep.
-    """
-
-    dust_limit_sat: int = 546
-    max_htlc_value_in_flight_msat: int = 2**63 - 1
-    channel_reserve_sat: int | None = None     # None: 1% of the funding, at least the dust limit
-    htlc_minimum_msat: int = 1
-    to_self_delay: int = 144
-    max_accepted_htlcs: int = MAX_HTLC_COUNT
-    minimum_depth: int = 1
-    max_to_self_delay: int = 2016               # the most we accept from a peer
-
-    def reserve_for(self, funding_sat: int) -> int:
-        if self.channel_reserve_sat is not None:
-            return self.channel_reserve_sat
-        return max(funding_sat // 100, self.dust_limit_sat)
 
 
 def our_params(keys: ChannelKeys, config: ChannelConfig, funding_sat: int) -> PartyParams:

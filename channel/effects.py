@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from channel.state import Channel
 from channel.store import ForwardRow, PaymentRow
 
-if TYPE_CHECKING:   # the monitor loads with the first channel (idle node RSS)
+if TYPE_CHECKING:   # the monitor and state machine load with the first channel (idle node RSS)
     from channel.monitor import ChannelMonitor
+    from channel.state import Channel
 
 __all__ = [
     "ChannelHandle",

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from channel.channel_basics import ChannelState
 from channel.effects import ChannelHandle, Effects
-from channel.state import ChannelState
 
 if TYPE_CHECKING:
     from channel.manager import ChannelManager

@@ -19,10 +19,11 @@ import dataclasses
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from bitcoin.core import CTransaction
 
+from channel.channel_basics import ChannelConfig, ChannelState
 from channel.effects import (
     ChannelHandle,
     Effects,
@@ -32,25 +33,7 @@ from channel.effects import (
 )
 from channel.errors import PeerProtocolError, RejectedUpdate
 from channel.forwarding_flow import settle_forwards
-from channel.keys import ChannelKeys
 from channel.manager_parts import ManagerParts
-from channel.messages import (
-    AcceptChannel,
-    ChannelReady,
-    ChannelReestablish,
-    ClosingSigned,
-    CommitmentSigned,
-    FundingCreated,
-    FundingSigned,
-    OpenChannel,
-    RevokeAndAck,
-    Shutdown,
-    UpdateAddHtlc,
-    UpdateFailHtlc,
-    UpdateFailMalformedHtlc,
-    UpdateFee,
-    UpdateFulfillHtlc,
-)
 from channel.onchain_htlcs import (
     claim_paid_on_chain,
     fail_channels_at_deadline,
@@ -58,22 +41,34 @@ from channel.onchain_htlcs import (
 )
 from channel.payments import Payments
 from channel.pending import UNPERSISTED_STATES, check_room_for, forget_unfunded
-from channel.state import (
-    Channel,
-    ChannelConfig,
-    ChannelState,
-    MonitorUpdate,
-    channel_to_record,
-    monitor_update_to_record,
-)
 from channel.store import ChannelRow, ForwardRow, PaymentRow
 from channel.types import CommitmentFormat, OutPoint, Side
 from channel.wire import ErrorMessage, WarningMessage
 
+# the state machine and the BOLT 2 messages load with the first channel, peer message or
+# restored channel (idle node RSS, see tests/integration/test_idle_footprint.py)
 if TYPE_CHECKING:
     from channel.bolt11 import Bolt11Invoice
     from channel.forwarder import Forwarder
+    from channel.messages import (
+        AcceptChannel,
+        ChannelReady,
+        ChannelReestablish,
+        ClosingSigned,
+        CommitmentSigned,
+        FundingCreated,
+        FundingSigned,
+        OpenChannel,
+        RevokeAndAck,
+        Shutdown,
+        UpdateAddHtlc,
+        UpdateFailHtlc,
+        UpdateFailMalformedHtlc,
+        UpdateFee,
+        UpdateFulfillHtlc,
+    )
     from channel.monitor import ChannelMonitor, MonitorEvent
+    from channel.state import MonitorUpdate
 
 __all__ = [
     "COMMITMENT_FEERATE_PER_KW",
@@ -241,7 +236,7 @@ class ChannelManager(ManagerParts):
                        fresh_script: bytes | None = None) -> None:
         """One decoded message from ``peer_id`` (``fresh_script``: for a ``shutdown``, the
         wallet script our side of the close pays to)."""
-        handler = self._HANDLERS.get(type(message))
+        handler = _message_handlers().get(type(message))
         if handler is not None:
             handler(self, peer_id, message, fx, fresh_script)
             return
@@ -287,6 +282,8 @@ class ChannelManager(ManagerParts):
 
     def open_channel(self, peer_id: bytes, *, funding_sat: int, push_msat: int, anchors: bool,
                      fx: Effects, announce: bool = False) -> ChannelHandle:
+        from channel.keys import ChannelKeys  # with the first channel (idle node RSS)
+        from channel.state import Channel
         fmt = CommitmentFormat.ANCHORS if anchors else CommitmentFormat.STATIC_REMOTEKEY
         chan, msg = Channel.open_outbound(
             keys=ChannelKeys.from_seed(self._entropy(32)), config=self.config,
@@ -306,6 +303,8 @@ class ChannelManager(ManagerParts):
     def _on_open_channel(self, peer_id: bytes, msg: OpenChannel, fx: Effects,
                          _: bytes | None) -> None:
         from channel.gossip_public import ANNOUNCE_CHANNEL  # a peer is connected by now
+        from channel.keys import ChannelKeys  # with the first channel (idle node RSS)
+        from channel.state import Channel
         check_room_for(self.handles.values(), peer_id)
         chan, reply = Channel.accept_inbound(keys=ChannelKeys.from_seed(self._entropy(32)),
                                              config=self.config, msg=msg)
@@ -405,6 +404,7 @@ class ChannelManager(ManagerParts):
                                        fx: Effects, _: bytes | None) -> None:
         if not msg.failure_code & 0x8000:  # BOLT 2: fail the channel
             raise PeerProtocolError(f"update_fail_malformed_htlc code {msg.failure_code:#06x}")
+        from channel.messages import UpdateFailHtlc  # loaded by the message decoded
         handle = self._require(peer_id, msg.channel_id)
         entry = handle.channel.on_update_fail_htlc(UpdateFailHtlc(
             channel_id=msg.channel_id, id=msg.id, reason=b"malformed onion"))
@@ -627,21 +627,51 @@ class ChannelManager(ManagerParts):
         """The rows that make ``fx`` durable; monitors take the channels' updates here."""
         return _flight_records(self, fx)
 
-    _HANDLERS: ClassVar[dict[type, Callable[[ChannelManager, bytes, Any, Effects, bytes | None],
-                                   None]]] = {
-        OpenChannel: _on_open_channel, AcceptChannel: _on_accept_channel,
-        FundingCreated: _on_funding_created, FundingSigned: _on_funding_signed,
-        ChannelReady: _on_channel_ready, UpdateAddHtlc: _on_update_add_htlc,
-        UpdateFulfillHtlc: _on_update_fulfill_htlc, UpdateFailHtlc: _on_update_fail_htlc,
-        UpdateFailMalformedHtlc: _on_update_fail_malformed_htlc, UpdateFee: _on_update_fee,
-        CommitmentSigned: _on_commitment_signed, RevokeAndAck: _on_revoke_and_ack,
-        Shutdown: _on_shutdown, ClosingSigned: _on_closing_signed,
-        ChannelReestablish: _on_channel_reestablish,
-    }
+
+_HANDLERS: dict[type, Callable[[ChannelManager, bytes, Any, Effects, bytes | None], None]] = {}
+
+
+def _message_handlers() -> dict[type, Callable[[ChannelManager, bytes, Any, Effects,
+                                                bytes | None], None]]:
+    """The manager's handler of each BOLT 2 message class, built on the first message (the
+    classes' module loads then: idle node RSS, see tests/integration/test_idle_footprint.py)."""
+    if not _HANDLERS:
+        from channel.messages import (
+            AcceptChannel,
+            ChannelReady,
+            ChannelReestablish,
+            ClosingSigned,
+            CommitmentSigned,
+            FundingCreated,
+            FundingSigned,
+            OpenChannel,
+            RevokeAndAck,
+            Shutdown,
+            UpdateAddHtlc,
+            UpdateFailHtlc,
+            UpdateFailMalformedHtlc,
+            UpdateFee,
+            UpdateFulfillHtlc,
+        )
+        m = ChannelManager
+        _HANDLERS.update({
+            OpenChannel: m._on_open_channel, AcceptChannel: m._on_accept_channel,
+            FundingCreated: m._on_funding_created, FundingSigned: m._on_funding_signed,
+            ChannelReady: m._on_channel_ready, UpdateAddHtlc: m._on_update_add_htlc,
+            UpdateFulfillHtlc: m._on_update_fulfill_htlc,
+            UpdateFailHtlc: m._on_update_fail_htlc,
+            UpdateFailMalformedHtlc: m._on_update_fail_malformed_htlc,
+            UpdateFee: m._on_update_fee, CommitmentSigned: m._on_commitment_signed,
+            RevokeAndAck: m._on_revoke_and_ack, Shutdown: m._on_shutdown,
+            ClosingSigned: m._on_closing_signed, ChannelReestablish: m._on_channel_reestablish,
+        })
+    return _HANDLERS
 
 
 def _flight_records(manager: ChannelManager, fx: Effects) -> FlightRecords:
     """The rows that make ``fx`` durable; monitors take the channels' updates here."""
+    # a touched channel loaded the state machine already: a dict lookup (idle node RSS)
+    from channel.state import channel_to_record, monitor_update_to_record
     # a channel before funding_created has nothing to lose: a stranger's open_channel
     # costs the database nothing
     rows = [ChannelRow(key=h.key, peer_id=h.peer_id.hex(),

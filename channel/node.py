@@ -30,6 +30,7 @@ import coincurve
 from channel.chain import ChainBackend, require_regtest
 from channel.chain_view import ChainView, ChainViewStatus, default_max_tip_age_s
 from channel.chain_watcher import ChainWatcher
+from channel.channel_basics import ChannelConfig
 from channel.control_api import NODE_COMMANDS
 from channel.daemon import DaemonShell
 from channel.effects import Effects, OpenResolved, PaymentResolved, PipelineDone, ShutdownResolved
@@ -42,7 +43,6 @@ from channel.manager import (
     closes_under_way,
     txid_hex,
 )
-from channel.messages import Shutdown, encode_message
 from channel.node_control import NodeControl
 from channel.node_policy import NodePolicy
 from channel.node_restore import open_store, restore_manager
@@ -50,7 +50,6 @@ from channel.outbox import Outbox
 from channel.payments import FINAL_CLTV_DELTA
 from channel.peers import PeerManager
 from channel.seeded import seeded_secret
-from channel.state import ChannelConfig
 from channel.tasks import BackgroundTasks
 from channel.tower_client import WatchtowerClient
 from channel.trace_log import TraceLog
@@ -227,6 +226,8 @@ class Node:
             log.warning("test hook %s: dying after the persist, before the send", crash_at)
             os._exit(CRASH_EXIT_CODE)
         by_peer: dict[bytes, list[bytes]] = {}
+        if fx.outgoing:   # a message built or answered: its module is loaded (idle node RSS)
+            from channel.messages import encode_message
         for peer_id, message in fx.outgoing:
             by_peer.setdefault(peer_id, []).append(encode_message(message))
         for peer_id, encoded in by_peer.items():
@@ -345,6 +346,7 @@ class Node:
                 "peer reconnects); try `close` again, or `force-close`")))
 
     async def deliver(self, peer_id: bytes, message: Any, fx: Effects) -> None:
+        from channel.messages import Shutdown  # loaded by the decoder: a dict lookup
         if isinstance(message, WarningMessage | ErrorMessage):
             log.warning("peer %s sent %s: %s", peer_id.hex()[:16],
                         type(message).__name__, message.text)

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from channel.chain import require_regtest
+from channel.channel_basics import ChannelState
 from channel.channel_facts import channel_facts
 from channel.daemon import ControlHandler
 from channel.effects import Effects, OpenResolved, PipelineDone, ShutdownResolved
 from channel.errors import RejectedUpdate, UnsafeOperation
 from channel.manager import ChannelManager, txid_hex
 from channel.payment_attempts import route_text
-from channel.state import ChannelState
 from channel.types import Side
 from channel.wire import Feature
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from channel.state import ChannelState
+from channel.channel_basics import ChannelState
 
 if TYPE_CHECKING:
     from channel.effects import ChannelHandle

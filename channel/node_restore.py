@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from channel.channel_basics import ChannelConfig
 from channel.daemon import DaemonShell
 from channel.effects import ChannelHandle, Effects
 from channel.errors import StartRefused
@@ -20,7 +21,6 @@ from channel.manager import ChannelManager
 from channel.payment_attempts import ATTEMPT_KV_PREFIX
 from channel.payments import Payments
 from channel.seeded import seeded_entropy
-from channel.state import ChannelConfig, channel_from_record, monitor_update_from_record
 from channel.store import NodeStore, holds_state
 
 if TYPE_CHECKING:
@@ -51,6 +51,8 @@ def _handles(store: NodeStore) -> list[ChannelHandle]:
     handles = []
     snapshots = store.monitors()
     for row in store.channels():
+        # the state machine loads with the first restored channel (idle node RSS)
+        from channel.state import channel_from_record, monitor_update_from_record
         chan = channel_from_record(row.record)
         chan.on_disconnect()  # uncommitted updates die with the connection
         raw = store.get(f"funding_tx:{row.key}")

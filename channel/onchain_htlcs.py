@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from channel.channel_basics import ChannelState
 from channel.effects import Effects
-from channel.state import ChannelState
 from channel.types import Side
 
 if TYPE_CHECKING:

@@ -32,7 +32,6 @@ from channel.errors import (
     StartRefused,
     UnknownEvenMessage,
 )
-from channel.messages import decode_message, encode_message
 from channel.redial import Redialer
 from channel.tasks import BackgroundTasks
 from channel.wire import (
@@ -238,6 +237,9 @@ class PeerManager:
         node_id = transport.remote_pubkey
         if self._tap is not None:
             transport.tap = functools.partial(self._tap, node_id)
+        # BOLT 1/2 messages load with the first connection (idle node RSS, see
+        # tests/integration/test_idle_footprint.py)
+        from channel.messages import decode_message, encode_message
         try:
             await transport.send(encode_message(Init.ours(our_features())))
             first = decode_message(await asyncio.wait_for(transport.recv(), INIT_TIMEOUT_S))
@@ -305,6 +307,7 @@ class PeerManager:
 
     async def _handle_one(self, peer: Peer, raw: bytes, fx: Effects) -> bool:
         """One message into ``fx``; False once the peer must be dropped."""
+        from channel.messages import decode_message, encode_message  # loaded by _run
         try:
             message = decode_message(raw)
             if isinstance(message, Ping):
@@ -328,6 +331,7 @@ class PeerManager:
 
     async def _drop(self, peer: Peer, fx: Effects, text: str) -> None:
         """BOLT 1: ``warning`` then disconnect, once what ``fx`` holds so far is completed."""
+        from channel.messages import encode_message  # loaded by _run
         log.warning("peer %s: %s", peer.node_id.hex()[:16], text)
         await self._handler.flush(fx)
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from channel.channel_core import ChannelState
+from channel.channel_basics import ChannelState
 from channel.effects import ChannelHandle, Effects, OpenResolved
 from channel.errors import PeerProtocolError
 

@@ -28,9 +28,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from channel.errors import ChanlabError, HandshakeFailed, MalformedMessage
-from channel.keys import PrivateKey
-from channel.messages import decode_message, encode_message
-from channel.state import CounterpartySecretRevealed, MonitorUpdate
 from channel.store import NodeStore
 from channel.tasks import cancel_and_wait
 from channel.wire import REGTEST_CHAIN_HASH, Features, Init
@@ -39,6 +36,7 @@ if TYPE_CHECKING:   # the monitor loads with the first channel (idle node RSS)
     from types import ModuleType
 
     from channel.monitor import ChannelMonitor
+    from channel.state import MonitorUpdate
     from channel.tower import TowerClient
     from channel.tower_wire import TowerAck
     from channel.transport import Transport
@@ -132,6 +130,7 @@ class WatchtowerClient:
     @property
     def _client(self) -> TowerClient:
         if self._tower_client is None:
+            from channel.keys import PrivateKey  # with the first tower (idle node RSS)
             self._tower_client = _tower().TowerClient(PrivateKey(self._secret))
         client: TowerClient = self._tower_client
         return client
@@ -181,6 +180,8 @@ class WatchtowerClient:
     def note_updates(self, channel_key: str, updates: Iterable[MonitorUpdate]) -> None:
         """Pick the revocations out of a flight's monitor updates (cheap: no kit built here)."""
         for update in updates:
+            # an update's maker loaded the state machine: a dict lookup (idle node RSS)
+            from channel.state import CounterpartySecretRevealed
             if isinstance(update, CounterpartySecretRevealed):
                 self.revoked(channel_key, update.commitment_number)
 
@@ -229,6 +230,7 @@ class WatchtowerClient:
     async def _open(self, link: _Link) -> Transport:
         # BOLT 8 loads with the first tower (idle node RSS, see
         # tests/integration/test_idle_footprint.py)
+        from channel.messages import decode_message, encode_message
         from channel.transport import connect
         a = link.address
         transport = await connect(a.host, a.port, local_static=self._secret,
@@ -295,6 +297,7 @@ class WatchtowerClient:
             raise MalformedMessage("the tower sent a message nobody asked for")
 
     async def _recv_ack(self, transport: Transport) -> TowerAck:
+        from channel.messages import decode_message  # loaded by _open: a dict lookup
         while True:
             raw = await asyncio.wait_for(transport.recv(), ACK_TIMEOUT_S)
             msg_type = int.from_bytes(raw[:2], "big") if len(raw) >= 2 else -1

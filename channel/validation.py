@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
+from channel.channel_basics import MAX_HTLC_COUNT
 from channel.errors import PeerProtocolError, PeerWarning, RejectedUpdate
 from channel.messages import AcceptChannel, ChannelReestablish, OpenChannel
 
@@ -42,8 +43,6 @@ __all__ = [
     "check_reestablished",
 ]
 
-#: BOLT 2: ``max_accepted_htlcs`` above 483 would make a commitment non-standard.
-MAX_HTLC_COUNT: Final = 483
 #: BOLT 2 (since 2021): a ``dust_limit_satoshis`` below 354 sat makes outputs non-standard.
 MIN_DUST_LIMIT_SAT: Final = 354
 #: "Unreasonably large": far above every standard dust threshold (546 sat for P2PKH).

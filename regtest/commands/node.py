@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from channel.channel_basics import ChannelConfig
 from channel.errors import StartRefused
 from channel.node import Node, NodeSettings
 from channel.node_policy import (
@@ -22,7 +23,6 @@ from channel.node_policy import (
     NodePolicy,
 )
 from channel.seeded import seed_from_text
-from channel.state import ChannelConfig
 from regtest.chain import BitcoindChain, BitcoindEndpoint
 from regtest.control import daemon_logging, load_endpoint, node_home
 from regtest.errors import NodeStartError
