@@ -43,7 +43,6 @@ from channel.payments import Payments
 from channel.pending import UNPERSISTED_STATES, check_room_for, forget_unfunded
 from channel.store import ChannelRow, ForwardRow, PaymentRow
 from channel.types import CommitmentFormat, OutPoint, Side
-from channel.wire import ErrorMessage, WarningMessage
 
 # the state machine and the BOLT 2 messages load with the first channel, peer message or
 # restored channel (idle node RSS, see tests/integration/test_idle_footprint.py)
@@ -242,6 +241,7 @@ class ChannelManager(ManagerParts):
             return
         # (idle node RSS, see tests/integration/test_idle_footprint.py)
         from channel.gossip_public import PUBLIC_GOSSIP_TYPES
+        from channel.wire import ErrorMessage, WarningMessage
         if isinstance(message, PUBLIC_GOSSIP_TYPES):   # a private update comes back
             private = self.public.on_gossip(self, peer_id, message, fx)
             if private is not None:
@@ -270,6 +270,7 @@ class ChannelManager(ManagerParts):
     def fail_channel(self, peer_id: bytes, channel_id: bytes | None, text: str,
                      fx: Effects) -> None:
         """BOLT 2: the peer broke the protocol on a channel: ``error`` it and force-close."""
+        from channel.wire import ErrorMessage  # idle node RSS
         fx.send(peer_id, ErrorMessage.with_text(channel_id or bytes(32), text[:500]))
         handle = self.handle_for(peer_id, channel_id) if channel_id else None
         if handle is not None:

@@ -13,8 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
-from channel.wire import REGTEST_CHAIN_HASH
-
 if TYPE_CHECKING:
     from channel.forwarder import Forwarder
     from channel.gossip_local import LocalGossip
@@ -63,6 +61,7 @@ class ManagerParts:
         if self._gossip is None:
             # (idle node RSS, see tests/integration/test_idle_footprint.py)
             from channel.gossip_local import LocalGossip
+            from channel.wire import REGTEST_CHAIN_HASH
             self._gossip = LocalGossip(node_secret=self._node_secret,
                                        chain_hash=REGTEST_CHAIN_HASH)
         return self._gossip
@@ -73,6 +72,7 @@ class ManagerParts:
         if self._public is None:
             # (idle node RSS, see tests/integration/test_idle_footprint.py)
             from channel.gossip_public import PublicGossip
+            from channel.wire import REGTEST_CHAIN_HASH
             self._public = PublicGossip(node_secret=self._node_secret,
                                         chain_hash=REGTEST_CHAIN_HASH)
             for setup in self._public_setups:
@@ -96,6 +96,7 @@ class ManagerParts:
         if self._graph is None:
             # (idle node RSS, see tests/integration/test_idle_footprint.py)
             from channel.graph import NetworkGraph
+            from channel.wire import REGTEST_CHAIN_HASH
             self._graph = NetworkGraph(REGTEST_CHAIN_HASH)
         return self._graph
 

@@ -53,7 +53,6 @@ from channel.seeded import seeded_secret
 from channel.tasks import BackgroundTasks
 from channel.tower_client import WatchtowerClient
 from channel.trace_log import TraceLog
-from channel.wire import ErrorMessage, Feature, WarningMessage
 
 if TYPE_CHECKING:
     from channel.cheat import CheatMode
@@ -330,6 +329,7 @@ class Node:
         self.store.commit_flight(kv=[(f"peer:{peer_id.hex()}", address)])
 
     async def peer_connected(self, peer_id: bytes) -> None:
+        from channel.wire import Feature  # loaded by the connection (idle node RSS)
         fx = Effects()
         self._m.peer_connected(peer_id, fx, gossip_queries=self.peers.features_of(
             peer_id).offers(Feature.GOSSIP_QUERIES))
@@ -347,6 +347,7 @@ class Node:
 
     async def deliver(self, peer_id: bytes, message: Any, fx: Effects) -> None:
         from channel.messages import Shutdown  # loaded by the decoder: a dict lookup
+        from channel.wire import ErrorMessage, WarningMessage
         if isinstance(message, WarningMessage | ErrorMessage):
             log.warning("peer %s sent %s: %s", peer_id.hex()[:16],
                         type(message).__name__, message.text)

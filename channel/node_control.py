@@ -23,7 +23,6 @@ from channel.errors import RejectedUpdate, UnsafeOperation
 from channel.manager import ChannelManager, txid_hex
 from channel.payment_attempts import route_text
 from channel.types import Side
-from channel.wire import Feature
 
 if TYPE_CHECKING:
     from channel.bolt11 import Bolt11Invoice, Network
@@ -153,6 +152,7 @@ class NodeControl:
                        anchors: bool, announce: bool = False) -> dict[str, Any]:
         node_id = bytes.fromhex(peer_id)
         async with self._connected(node_id, f"not connected to {peer_id[:16]}…: connect first"):
+            from channel.wire import Feature  # loaded by the connection (idle node RSS)
             fx = Effects()
             # BOLT 2: propose a channel_type both support; a peer that requires anchors
             # (Electrum) refuses any other, so it gets anchors even when not asked for

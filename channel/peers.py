@@ -34,21 +34,10 @@ from channel.errors import (
 )
 from channel.redial import Redialer
 from channel.tasks import BackgroundTasks
-from channel.wire import (
-    REGTEST_CHAIN_HASH,
-    Features,
-    Init,
-    Ping,
-    Pong,
-    UnknownMessage,
-    WarningMessage,
-    check_compatible,
-    our_features,
-    pong_for,
-)
 
 if TYPE_CHECKING:
     from channel.transport import Transport
+    from channel.wire import Features
 
 __all__ = ["PeerHandler", "PeerManager"]
 
@@ -110,7 +99,7 @@ class PingBudget:
 class Peer:
     node_id: bytes
     transport: Transport
-    features: Features = field(default_factory=Features)   # from the peer's ``init``
+    features: Features   # from the peer's ``init``
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     pings: PingBudget = field(default_factory=PingBudget)
 
@@ -158,7 +147,10 @@ class PeerManager:
     def features_of(self, peer_id: bytes) -> Features:
         """The feature vector a connected peer sent in ``init`` (empty if not connected)."""
         peer = self.peers.get(peer_id)
-        return peer.features if peer is not None else Features()
+        if peer is not None:
+            return peer.features
+        from channel.wire import Features  # BOLT 1 loads with the first connection
+        return Features()
 
     def lock_of(self, peer_id: bytes) -> asyncio.Lock:
         """The peer's turn lock (a fresh one, uncontended, for a peer not connected)."""
@@ -240,6 +232,7 @@ class PeerManager:
         # BOLT 1/2 messages load with the first connection (idle node RSS, see
         # tests/integration/test_idle_footprint.py)
         from channel.messages import decode_message, encode_message
+        from channel.wire import REGTEST_CHAIN_HASH, Init, check_compatible, our_features
         try:
             await transport.send(encode_message(Init.ours(our_features())))
             first = decode_message(await asyncio.wait_for(transport.recv(), INIT_TIMEOUT_S))
@@ -308,6 +301,7 @@ class PeerManager:
     async def _handle_one(self, peer: Peer, raw: bytes, fx: Effects) -> bool:
         """One message into ``fx``; False once the peer must be dropped."""
         from channel.messages import decode_message, encode_message  # loaded by _run
+        from channel.wire import Ping, Pong, UnknownMessage, pong_for
         try:
             message = decode_message(raw)
             if isinstance(message, Ping):
@@ -332,6 +326,7 @@ class PeerManager:
     async def _drop(self, peer: Peer, fx: Effects, text: str) -> None:
         """BOLT 1: ``warning`` then disconnect, once what ``fx`` holds so far is completed."""
         from channel.messages import encode_message  # loaded by _run
+        from channel.wire import WarningMessage
         log.warning("peer %s: %s", peer.node_id.hex()[:16], text)
         await self._handler.flush(fx)
         try:

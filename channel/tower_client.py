@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 from channel.errors import ChanlabError, HandshakeFailed, MalformedMessage
 from channel.store import NodeStore
 from channel.tasks import cancel_and_wait
-from channel.wire import REGTEST_CHAIN_HASH, Features, Init
 
 if TYPE_CHECKING:   # the monitor loads with the first channel (idle node RSS)
     from types import ModuleType
@@ -232,6 +231,7 @@ class WatchtowerClient:
         # tests/integration/test_idle_footprint.py)
         from channel.messages import decode_message, encode_message
         from channel.transport import connect
+        from channel.wire import REGTEST_CHAIN_HASH, Features, Init
         a = link.address
         transport = await connect(a.host, a.port, local_static=self._secret,
                                   remote_static_pubkey=a.tower_id)

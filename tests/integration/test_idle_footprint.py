@@ -23,7 +23,8 @@ from regtest.wait import wait_for
 #: messages by the first message decoded, BOLT 8 (noise, transport) by the first connection;
 #: decimal by the first BTC amount read from bitcoind; the channel state machine (state and the
 #: modules under it: keys, scripts, transactions, commitments, records) and the BOLT 2 messages
-#: by the first channel opened or restored, or the first peer message.
+#: by the first channel opened or restored, or the first peer message; BOLT 1 (wire, codec)
+#: by the first connection or channel.
 NOT_WHILE_IDLE = (
     "channel.add_budget",
     "channel.bech32",
@@ -33,6 +34,7 @@ NOT_WHILE_IDLE = (
     "channel.channel_open",
     "channel.channel_params",
     "channel.channel_record",
+    "channel.codec",
     "channel.commitment",
     "channel.failure_onion",
     "channel.forwarder",
@@ -62,6 +64,7 @@ NOT_WHILE_IDLE = (
     "channel.transactions",
     "channel.transport",
     "channel.validation",
+    "channel.wire",
     "cryptography",
     "decimal",
 )
