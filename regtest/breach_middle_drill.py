@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from channel.gossip import ShortChannelId
 from channel.types import OutPoint
 from regtest.cluster import Cluster, NodeProcess
 from regtest.demo import DemoContext, Narrator, sat, scenario
@@ -29,6 +28,7 @@ from regtest.drills import (
     Settlement,
     _cluster,
     mine_synced,
+    policy_known,
     settlement,
     wait_all_spent,
 )
@@ -58,26 +58,10 @@ def _check(condition: bool, message: str) -> None:
 
 
 def _start(cluster: Cluster, name: str, funds_sat: int, cheat: bool = False) -> NodeProcess:
-    node = NodeProcess(cluster, name, allow_cheating=cheat, to_self_delay=TO_SELF_DELAY)
-    node.start_args = ["--fee-base-msat", str(FEE_BASE_MSAT), "--fee-proportional-millionths",
-                       str(FEE_PPM)]
-    node.start()
-    cluster.nodes[name] = node
-    if funds_sat:
-        cluster.fund(node, funds_sat)
-    return node
-
-
-def _policy_known(payee: NodeProcess, forwarder: NodeProcess) -> bool:
-    forwarder_id = forwarder.node_id
-    scids = [str(ShortChannelId.from_bytes(bytes.fromhex(c["short_channel_id"])))
-             for c in payee.call("forwarding")["channels"]
-             if c["peer_id"] == forwarder_id and c["short_channel_id"]]
-    for channel in payee.call("graph-info")["channels"]:
-        if channel["short_channel_id"] in scids:
-            key = "policy_1" if channel["node_1"] == forwarder_id else "policy_2"
-            return channel[key] is not None
-    return False
+    return cluster.start_node(name, funds_sat=funds_sat, allow_cheating=cheat,
+                              to_self_delay=TO_SELF_DELAY,
+                              start_args=["--fee-base-msat", str(FEE_BASE_MSAT),
+                                          "--fee-proportional-millionths", str(FEE_PPM)])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,7 +101,7 @@ def breach_in_the_middle(cluster: Cluster, say: Narrator, *, tag: str = ""
     carol = _start(cluster, f"carol{tag}", 2 * CHANNEL_SAT, cheat=True)
     ab = str(cluster.open_channel(alice, bob, CHANNEL_SAT, push_msat=PUSH_MSAT)["funding_txid"])
     cb = str(cluster.open_channel(carol, bob, CHANNEL_SAT, push_msat=PUSH_MSAT)["funding_txid"])
-    wait_for(lambda: _policy_known(alice, bob) and _policy_known(carol, bob), timeout=30,
+    wait_for(lambda: policy_known(alice, bob) and policy_known(carol, bob), timeout=30,
              what="Alice and Carol to learn Bob's policy")
     say.detail(f"two channels of {sat(CHANNEL_SAT)}, each pushing {PUSH_MSAT // 1000:,} sat to "
                "Bob so he can forward both ways")

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -207,12 +207,15 @@ class Cluster:
         (home / "bitcoind.json").write_text(json.dumps(endpoint.to_json()))
 
     def start_node(self, name: str, *, funds_sat: int = 0, allow_cheating: bool = False,
-                   to_self_delay: int = 10, towers: tuple[TowerProcess, ...] = ()
-                   ) -> NodeProcess:
-        """Start a node; with ``towers``, registered with each and uploading to them."""
+                   to_self_delay: int = 10, towers: tuple[TowerProcess, ...] = (),
+                   start_args: Sequence[str] = ()) -> NodeProcess:
+        """Start a node (``start_args``: more ``node start`` options, e.g. its fee policy);
+        with ``towers``, registered with each and uploading to them."""
         node = NodeProcess(self, name, allow_cheating=allow_cheating,
                            to_self_delay=to_self_delay,
-                           towers=tuple(t.address for t in towers)).start()
+                           towers=tuple(t.address for t in towers))
+        node.start_args = list(start_args)
+        node.start()
         for tower in towers:
             tower.register(node)
         self.nodes[name] = node

@@ -31,6 +31,7 @@ from typing import Any
 from bitcoin.core import CBlock, CTransaction
 from bitcoin.wallet import CBitcoinAddressError
 
+from channel.gossip import ShortChannelId
 from channel.types import OutPoint
 from regtest.chain import address_of
 from regtest.cluster import Cluster, NodeProcess
@@ -55,6 +56,7 @@ __all__ = [
     "mine_synced",
     "owned_by",
     "peer_down",
+    "policy_known",
     "restart_reorg",
     "settlement",
     "stage_channel",
@@ -68,6 +70,20 @@ PAYMENTS_SAT = (300_000, 200_000)   # Alice pays Bob twice: states #2 and #4 hol
 TO_SELF_DELAY = 6                   # both sides; Alice's to_local waits Bob's
 ALICE_FUNDS_SAT = 2_000_000
 _BLOCK_PAUSE_S = 0.2                # lets nodes answer a block before the next one
+
+
+def policy_known(payee: NodeProcess, forwarder: NodeProcess) -> bool:
+    """``payee`` knows ``forwarder``'s policy under the real scid of their channel: its
+    invoices' route hints carry the forwarder's fee."""
+    forwarder_id = forwarder.node_id
+    scids = [str(ShortChannelId.from_bytes(bytes.fromhex(c["short_channel_id"])))
+             for c in payee.call("forwarding")["channels"]
+             if c["peer_id"] == forwarder_id and c["short_channel_id"]]
+    for channel in payee.call("graph-info")["channels"]:
+        if channel["short_channel_id"] in scids:
+            key = "policy_1" if channel["node_1"] == forwarder_id else "policy_2"
+            return channel[key] is not None
+    return False
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,10 +27,9 @@ from typing import Any
 from bitcoin.core import CBlock, CTransaction
 
 from channel.errors import ChanlabError
-from channel.gossip import ShortChannelId
 from regtest.cluster import Cluster, NodeProcess
 from regtest.demo import DemoContext, Narrator, sat, scenario
-from regtest.drills import _cluster, mine_synced, owned_by
+from regtest.drills import _cluster, mine_synced, owned_by, policy_known
 from regtest.errors import RegtestError
 from regtest.wait import wait_for
 
@@ -65,14 +64,10 @@ def _check(condition: bool, message: str) -> None:
 
 
 def _start(cluster: Cluster, name: str, fee_base_msat: int, funds_sat: int) -> NodeProcess:
-    node = NodeProcess(cluster, name, allow_cheating=False, to_self_delay=TO_SELF_DELAY)
-    node.start_args = ["--fee-base-msat", str(fee_base_msat), "--fee-proportional-millionths",
-                       str(FEE_PPM), "--cltv-expiry-delta", str(CLTV_DELTA)]
-    node.start()
-    cluster.nodes[name] = node
-    if funds_sat:
-        cluster.fund(node, funds_sat)
-    return node
+    return cluster.start_node(name, funds_sat=funds_sat, to_self_delay=TO_SELF_DELAY,
+                              start_args=["--fee-base-msat", str(fee_base_msat),
+                                          "--fee-proportional-millionths", str(FEE_PPM),
+                                          "--cltv-expiry-delta", str(CLTV_DELTA)])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,19 +114,6 @@ class Star:
                 return False
         return True
 
-    def policy_known(self, payee: NodeProcess, forwarder: NodeProcess) -> bool:
-        """``payee`` knows ``forwarder``'s policy under the real scid: its invoices' hints
-        carry the forwarder's fee."""
-        forwarder_id = forwarder.node_id
-        scids = [str(ShortChannelId.from_bytes(bytes.fromhex(c["short_channel_id"])))
-                 for c in payee.call("forwarding")["channels"]
-                 if c["peer_id"] == forwarder_id and c["short_channel_id"]]
-        for channel in payee.call("graph-info")["channels"]:
-            if channel["short_channel_id"] in scids:
-                key = "policy_1" if channel["node_1"] == forwarder_id else "policy_2"
-                return channel[key] is not None
-        return False
-
 
 def stage_star(cluster: Cluster, say: Narrator, *, tag: str = "") -> Star:
     """Start the hub, four leaves and Dave's second path; open every channel."""
@@ -154,7 +136,7 @@ def stage_star(cluster: Cluster, say: Narrator, *, tag: str = "") -> Star:
         channels[key] = str(opened["funding_txid"])
     star = Star(cluster=cluster, hub=hub, alice=alice, bob=bob, carol=carol, dave=dave,
                 hub_id=hub.node_id, channels=channels)
-    wait_for(lambda: star.policy_known(carol, hub) and star.policy_known(carol, dave),
+    wait_for(lambda: policy_known(carol, hub) and policy_known(carol, dave),
              timeout=30, what="Carol to learn the hub's and Dave's policies")
     say.detail(f"six channels of {sat(CHANNEL_SAT)}; the hub pushed half of each of its own to "
                "the leaf")

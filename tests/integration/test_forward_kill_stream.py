@@ -12,8 +12,8 @@ from __future__ import annotations
 import secrets
 
 from channel.errors import ChanlabError
-from channel.gossip import ShortChannelId
 from regtest.cluster import Cluster, NodeProcess
+from regtest.drills import policy_known
 from regtest.wait import wait_for
 
 PAYMENTS = 50
@@ -22,17 +22,57 @@ FEE_MSAT = 1000 + AMOUNT_MSAT // 1_000_000     # Bob's default policy (BOLT 7 "H
 
 
 def _node(cluster: Cluster, role: str, funds_sat: int = 0) -> NodeProcess:
-    node = NodeProcess(cluster, f"{role}-{secrets.token_hex(3)}", allow_cheating=False,
-                       to_self_delay=10).start()
-    cluster.nodes[node.name] = node
-    if funds_sat:
-        cluster.fund(node, funds_sat)
-    return node
+    return cluster.start_node(f"{role}-{secrets.token_hex(3)}", funds_sat=funds_sat,
+                              to_self_delay=10)
 
 
 def _status(node: NodeProcess) -> dict[str, str]:
     return {row["payment_hash"]: row["status"] for row in node.call("payments")
             if row["direction"] == "sent"}
+
+
+def _pay_while_killing(payer: NodeProcess, invoices: list[dict[str, object]],
+                       victim: NodeProcess) -> tuple[set[str], int]:
+    """Pay each invoice without waiting, kill -9 ``victim`` halfway (mid-stream: some payments
+    through, some in flight, some not sent), then restart it. Returns the hashes ``payer``
+    sent and how many it refused at once (no route while ``victim`` was down)."""
+    hashes: set[str] = set()
+    refused = 0
+    for number, invoice in enumerate(invoices):
+        answer = payer.call("pay", invoice=invoice["invoice"], wait=False)
+        if answer["status"] == "failed":   # no route while the victim is down: nothing sent
+            refused += 1
+        else:
+            hashes.add(str(invoice["payment_hash"]))
+        if number == len(invoices) // 2:
+            victim.kill()
+    victim.start()
+    return hashes, refused
+
+
+def _wait_relinked(node: NodeProcess, neighbours: tuple[NodeProcess, ...]) -> None:
+    """Wait until the restarted ``node`` is connected to each neighbour again (each redials)."""
+
+    def relinked() -> bool:
+        peers = node.call("info")["peers"]
+        for other in neighbours:
+            if other.node_id not in peers:
+                try:
+                    other.call("connect", peer=node.address)
+                except ChanlabError:
+                    pass
+        return all(other.node_id in peers for other in neighbours)
+
+    wait_for(relinked, timeout=30, what=f"{node.name} to be back with its neighbours")
+
+
+def _outcomes(payer: NodeProcess, hashes: set[str]) -> tuple[int, int]:
+    """Once every payment in ``hashes`` ended at ``payer``: how many succeeded, how many failed."""
+    wait_for(lambda: all(_status(payer).get(h) in ("succeeded", "failed") for h in hashes),
+             timeout=60, what="every payment to end succeeded or failed at the payer")
+    statuses = _status(payer)
+    return (sum(1 for h in hashes if statuses[h] == "succeeded"),
+            sum(1 for h in hashes if statuses[h] == "failed"))
 
 
 def test_fifty_payments_in_flight_through_a_killed_forwarder_all_resolve_exactly(
@@ -50,16 +90,8 @@ def test_fifty_payments_in_flight_through_a_killed_forwarder_all_resolve_exactly
     def local(node: NodeProcess, txid: str) -> int:
         return int(cluster.channel(node, txid)["local_msat"])
 
-    def hint_ready() -> bool:
-        """Carol knows Bob's fee under the real scid: her invoices' hints carry it."""
-        scids = {str(ShortChannelId.from_bytes(bytes.fromhex(c["short_channel_id"])))
-                 for c in carol.call("forwarding")["channels"] if c["short_channel_id"]}
-        return any(c["short_channel_id"] in scids and
-                   (c["policy_1"] if c["node_1"] == bob_id else c["policy_2"]) is not None
-                   for c in carol.call("graph-info")["channels"])
-
-    bob_id = bob.node_id
-    wait_for(hint_ready, timeout=30, what="Carol to know Bob's policy under the real scid")
+    wait_for(lambda: policy_known(carol, bob), timeout=30,
+             what="Carol to know Bob's policy under the real scid")
     probe = alice.call("pay", invoice=carol.call("invoice", amount_msat=AMOUNT_MSAT)["invoice"],
                        timeout_s=30.0)
     assert probe["status"] == "succeeded" and probe["fee_msat"] == FEE_MSAT, probe
@@ -75,35 +107,10 @@ def test_fifty_payments_in_flight_through_a_killed_forwarder_all_resolve_exactly
     wait_for(settled, timeout=15, what="the probe to settle")
     start = (local(alice, ab), local(bob, ab) + local(bob, bc), local(carol, bc))
     invoices = [carol.call("invoice", amount_msat=AMOUNT_MSAT) for _ in range(PAYMENTS)]
-    hashes: set[str] = set()     # payments Alice sent: the others she refused at once
-    refused = 0
-    for number, invoice in enumerate(invoices):
-        answer = alice.call("pay", invoice=invoice["invoice"], wait=False)
-        if answer["status"] == "failed":   # no route while Bob is down: nothing sent
-            refused += 1
-        else:
-            hashes.add(str(invoice["payment_hash"]))
-        if number == PAYMENTS // 2:
-            bob.kill()    # mid-stream: some payments are through, some in flight, some not sent
-    bob.start()
-
-    def relinked() -> bool:
-        peers = bob.call("info")["peers"]
-        for other in (alice, carol):
-            if other.node_id not in peers:
-                try:
-                    other.call("connect", peer=bob.address)
-                except ChanlabError:
-                    pass
-        return alice.node_id in peers and carol.node_id in peers
-
-    wait_for(relinked, timeout=30, what="Bob to be back with Alice and Carol")
+    hashes, refused = _pay_while_killing(alice, invoices, bob)
+    _wait_relinked(bob, (alice, carol))
     wait_for(settled, timeout=60, what="every HTLC resolved after Bob's restart")
-    wait_for(lambda: all(_status(alice).get(h) in ("succeeded", "failed") for h in hashes),
-             timeout=60, what="every payment to end succeeded or failed at Alice")
-    statuses = _status(alice)
-    succeeded = sum(1 for h in hashes if statuses[h] == "succeeded")
-    failed = sum(1 for h in hashes if statuses[h] == "failed")
+    succeeded, failed = _outcomes(alice, hashes)
     assert succeeded + failed + refused == PAYMENTS and succeeded > 0
     assert local(carol, bc) - start[2] == succeeded * AMOUNT_MSAT
     assert local(bob, ab) + local(bob, bc) - start[1] == succeeded * FEE_MSAT

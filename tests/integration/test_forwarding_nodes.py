@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from channel.errors import ChanlabError
-from channel.gossip import ShortChannelId
 from regtest.cluster import Cluster, NodeProcess
+from regtest.drills import policy_known
 from regtest.wait import wait_for
 
 WaitFor = Callable[..., object]
@@ -55,23 +55,9 @@ class Line:
     ab: str     # funding txids
     bc: str
 
-    def bc_scid(self) -> str | None:
-        """The real scid of Bob-Carol as Bob knows it (text form), once the funding confirmed."""
-        carol_id = self.carol.node_id
-        for channel in self.bob.call("forwarding")["channels"]:
-            if channel["peer_id"] == carol_id and channel["short_channel_id"]:
-                return str(ShortChannelId.from_bytes(bytes.fromhex(channel["short_channel_id"])))
-        return None
-
     def hint_ready(self) -> bool:
         """Carol knows Bob's policy under the real scid: her invoices' hints carry his fee."""
-        scid = self.bc_scid()
-        bob_id = self.bob.node_id
-        for channel in self.carol.call("graph-info")["channels"]:
-            if channel["short_channel_id"] == scid:
-                key = "policy_1" if channel["node_1"] == bob_id else "policy_2"
-                return channel[key] is not None
-        return False
+        return policy_known(self.carol, self.bob)
 
     def local_msat(self, node: NodeProcess, funding_txid: str) -> int:
         return int(self.cluster.channel(node, funding_txid)["local_msat"])

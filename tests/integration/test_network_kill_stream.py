@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import itertools
 
-from test_forward_kill_stream import _node, _status
+from test_forward_kill_stream import _node, _outcomes, _pay_while_killing, _wait_relinked
 
-from channel.errors import ChanlabError
 from regtest.cluster import Cluster, NodeProcess
 from regtest.network_graph import (
     direction_policy,
@@ -105,35 +104,10 @@ def test_fifty_payments_across_two_forwarders_survive_a_kill_of_the_second(
     start = {"alice": local(alice, ab), "bob": local(bob, ab) + local(bob, bc),
              "carol": local(carol, bc) + local(carol, cd), "dave": local(dave, cd)}
     invoices = [dave.call("invoice", amount_msat=AMOUNT_MSAT) for _ in range(PAYMENTS)]
-    hashes: set[str] = set()     # payments Alice sent: the others she refused at once
-    refused = 0
-    for number, invoice in enumerate(invoices):
-        answer = alice.call("pay", invoice=invoice["invoice"], wait=False)
-        if answer["status"] == "failed":   # no route left to try: nothing sent
-            refused += 1
-        else:
-            hashes.add(str(invoice["payment_hash"]))
-        if number == PAYMENTS // 2:
-            carol.kill()    # mid-stream: some through, some in flight on either side of her
-    carol.start()
-
-    def relinked() -> bool:
-        peers = carol.call("info")["peers"]
-        for other in (bob, dave):
-            if other.node_id not in peers:
-                try:
-                    other.call("connect", peer=carol.address)
-                except ChanlabError:
-                    pass
-        return bob.node_id in peers and dave.node_id in peers
-
-    wait_for(relinked, timeout=30, what="Carol to be back with Bob and Dave")
+    hashes, refused = _pay_while_killing(alice, invoices, carol)
+    _wait_relinked(carol, (bob, dave))
     wait_for(settled, timeout=90, what="every HTLC resolved after Carol's restart")
-    wait_for(lambda: all(_status(alice).get(h) in ("succeeded", "failed") for h in hashes),
-             timeout=60, what="every payment to end succeeded or failed at Alice")
-    statuses = _status(alice)
-    succeeded = sum(1 for h in hashes if statuses[h] == "succeeded")
-    failed = sum(1 for h in hashes if statuses[h] == "failed")
+    succeeded, failed = _outcomes(alice, hashes)
     assert succeeded + failed + refused == PAYMENTS and succeeded > 0
     now = {"alice": local(alice, ab), "bob": local(bob, ab) + local(bob, bc),
            "carol": local(carol, bc) + local(carol, cd), "dave": local(dave, cd)}
