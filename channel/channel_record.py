@@ -18,6 +18,7 @@ from channel.keys import PerCommitmentPoint
 from channel.records import (
     channel_keys_from_record,
     channel_keys_to_record,
+    memo_record,
     outpoint_from_record,
     outpoint_to_record,
     party_params_from_record,
@@ -91,14 +92,17 @@ def _log_from(lrec: dict[str, Any]) -> UpdateLog:
         next_htlc_id={s: int(v or 0) for s, v in next_id.items()})
 
 
+def _config_record(config: ChannelConfig) -> dict[str, Any]:
+    return {name: getattr(config, name) for name in ChannelConfig.__dataclass_fields__}
+
+
 def channel_to_record(chan: ChannelCore) -> dict[str, Any]:
     """Everything needed to resume ``chan`` after a restart (contains secrets: store 0600)."""
     return {
         "version": _RECORD_VERSION,
         "state": chan.state.value, "opener": chan.opener.value,
         "keys": channel_keys_to_record(chan.keys),
-        "config": {name: getattr(chan.config, name)
-                   for name in ChannelConfig.__dataclass_fields__},
+        "config": memo_record(chan.config, _config_record),
         "commitment_format": chan.commitment_format.value, "funding_sat": chan.funding_sat,
         "push_msat": chan.push_msat, "temporary_channel_id": chan.temporary_channel_id.hex(),
         "holder_params": party_params_to_record(chan.holder_params),

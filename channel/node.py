@@ -114,6 +114,7 @@ class Node:
         self.store = open_store(self.shell, settings.home / "node.db",
                                 allow_fresh=settings.allow_fresh_db or seeded_new)
         self.outbox = Outbox(chain, self.store)
+        self._crash_before = os.environ.get(CRASH_BEFORE_SEND_ENV)   # a test hook, read once
         self._tasks = BackgroundTasks(log)
         self.trace = TraceLog(settings.home / "trace.log")
         self.peers = PeerManager(node_secret=self._secret, handler=self, tasks=self._tasks,
@@ -220,7 +221,7 @@ class Node:
                                  payments=records.payments, kv=kv,
                                  forget=[key for key, _ in fx.forgotten],
                                  forwards=records.forwards)
-        crash_at = os.environ.get(CRASH_BEFORE_SEND_ENV)
+        crash_at = self._crash_before
         if crash_at and any(getattr(m, "NAME", "") == crash_at for _, m in fx.outgoing):
             log.warning("test hook %s: dying after the persist, before the send", crash_at)
             os._exit(CRASH_EXIT_CODE)

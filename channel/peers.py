@@ -295,8 +295,10 @@ class PeerManager:
                 finally:
                     await self._handler.end_batch(fx)
             # a peer whose bytes are already buffered never makes recv() wait: give the chain
-            # watcher and other peers their turn after every batch
-            await asyncio.sleep(0)
+            # watcher and other peers their turn after such a batch (otherwise recv() waits,
+            # and that is their turn; a yield there would cost every payment a loop pass)
+            if peer.transport.has_buffered_data():
+                await asyncio.sleep(0)
 
     async def _handle_one(self, peer: Peer, raw: bytes, fx: Effects) -> bool:
         """One message into ``fx``; False once the peer must be dropped."""

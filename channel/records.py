@@ -12,8 +12,9 @@ directions), so records written before the codecs were unified still load.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from channel.keys import (
     Basepoints,
@@ -27,6 +28,8 @@ from channel.keys import (
     RevocationBasepoint,
 )
 from channel.types import CommitmentFormat, CommitmentHtlc, HtlcDirection, OutPoint, Side
+
+_R = TypeVar("_R")
 
 __all__ = [
     "CommitmentState",
@@ -42,6 +45,7 @@ __all__ = [
     "channel_keys_to_record",
     "htlcs_from_record",
     "htlcs_to_record",
+    "memo_record",
     "monitor_update_from_record",
     "monitor_update_to_record",
     "outpoint_from_record",
@@ -158,6 +162,24 @@ _DIRECTION_FROM = {**{v: k for k, v in _DIRECTION_CODE.items()},
                    **{d.value: d for d in HtlcDirection}}     # the older, spelled-out form
 
 
+_MEMO: dict[int, tuple[object, Any]] = {}
+_MEMO_MAX = 4096
+
+
+def memo_record(obj: object, build: Callable[[Any], _R]) -> _R:
+    """``build(obj)`` for a frozen ``obj``, built once per object: a channel's static parts
+    (keys, parameters) go into every flight's channel record, and rebuilding them was a tenth
+    of a payment's bookkeeping. The answer is shared: callers must not change it."""
+    hit = _MEMO.get(id(obj))
+    if hit is not None and hit[0] is obj:
+        return cast(_R, hit[1])
+    built = build(obj)
+    if len(_MEMO) >= _MEMO_MAX:
+        _MEMO.clear()
+    _MEMO[id(obj)] = (obj, built)   # holding obj keeps its id from being reused
+    return built
+
+
 def basepoints_to_record(bp: Basepoints) -> dict[str, str]:
     return {name: getattr(bp, name).hex() for name in _BASEPOINT_NAMES}
 
@@ -172,6 +194,10 @@ def basepoints_from_record(rec: dict[str, str] | list[str]) -> Basepoints:
 
 
 def party_params_to_record(params: PartyParams) -> dict[str, Any]:
+    return memo_record(params, _party_params_record)
+
+
+def _party_params_record(params: PartyParams) -> dict[str, Any]:
     rec: dict[str, Any] = {name: getattr(params, name)
                            for name in PartyParams.__dataclass_fields__}
     rec["basepoints"] = basepoints_to_record(params.basepoints)
@@ -184,6 +210,10 @@ def party_params_from_record(rec: dict[str, Any]) -> PartyParams:
 
 def channel_keys_to_record(keys: ChannelKeys) -> dict[str, str]:
     """The channel's secrets (store the record 0600)."""
+    return memo_record(keys, _channel_keys_record)
+
+
+def _channel_keys_record(keys: ChannelKeys) -> dict[str, str]:
     rec = {name: getattr(keys, name).secret.hex() for name in _KEY_NAMES}
     rec["per_commitment_seed"] = keys.per_commitment_seed.hex()
     return rec

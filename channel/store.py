@@ -154,26 +154,36 @@ class NodeStore:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
+            # an empty executemany still costs a statement lookup: a payment's flight writes
+            # one channel row and a monitor update or two, so only those run
             gone = [(k,) for k in forget]
-            for table in ("channels", "monitors", "monitor_updates"):
-                db.executemany(f"DELETE FROM {table} WHERE key = ?", gone)
-            db.executemany("DELETE FROM kv WHERE key = ?",
-                           [(f"funding_tx:{k}",) for (k,) in gone] + [(k,) for k in kv_delete])
-            db.executemany("INSERT OR REPLACE INTO channels VALUES (?, ?, ?)",
-                           [(c.key, c.peer_id, _dumps(c.record))
-                            for c in channels])
+            if gone:
+                for table in ("channels", "monitors", "monitor_updates"):
+                    db.executemany(f"DELETE FROM {table} WHERE key = ?", gone)
+            kv_gone = [(f"funding_tx:{k}",) for (k,) in gone] + [(k,) for k in kv_delete]
+            if kv_gone:
+                db.executemany("DELETE FROM kv WHERE key = ?", kv_gone)
+            channel_rows = [(c.key, c.peer_id, _dumps(c.record)) for c in channels]
+            if channel_rows:
+                db.executemany("INSERT OR REPLACE INTO channels VALUES (?, ?, ?)", channel_rows)
             snapshots = [(k, _dumps(r)) for k, r in monitors]
-            db.executemany("INSERT OR REPLACE INTO monitors VALUES (?, ?)", snapshots)
-            # a snapshot includes every update before it
-            db.executemany("DELETE FROM monitor_updates WHERE key = ?",
-                           [(k,) for k, _ in snapshots])
-            db.executemany("INSERT OR REPLACE INTO monitor_updates VALUES (?, ?, ?)",
-                           [(k, seq, _dumps(r))
-                            for k, seq, r in monitor_updates])
-            db.executemany("INSERT OR REPLACE INTO payments VALUES (?, ?, ?, ?, ?, ?, ?)",
-                           [(p.payment_hash, p.direction, p.amount_msat, p.status, p.preimage,
-                             p.payment_secret, p.detail) for p in payments])
-            db.executemany("INSERT OR REPLACE INTO kv VALUES (?, ?)", list(kv))
+            if snapshots:
+                db.executemany("INSERT OR REPLACE INTO monitors VALUES (?, ?)", snapshots)
+                # a snapshot includes every update before it
+                db.executemany("DELETE FROM monitor_updates WHERE key = ?",
+                               [(k,) for k, _ in snapshots])
+            update_rows = [(k, seq, _dumps(r)) for k, seq, r in monitor_updates]
+            if update_rows:
+                db.executemany("INSERT OR REPLACE INTO monitor_updates VALUES (?, ?, ?)",
+                               update_rows)
+            payment_rows = [(p.payment_hash, p.direction, p.amount_msat, p.status, p.preimage,
+                             p.payment_secret, p.detail) for p in payments]
+            if payment_rows:
+                db.executemany("INSERT OR REPLACE INTO payments VALUES (?, ?, ?, ?, ?, ?, ?)",
+                               payment_rows)
+            kv_rows = list(kv)
+            if kv_rows:
+                db.executemany("INSERT OR REPLACE INTO kv VALUES (?, ?)", kv_rows)
             for f in forwards:   # in order: a link may be written, then deleted, in one flight
                 if f.record is None:
                     db.execute("DELETE FROM forwards WHERE incoming_key = ? AND "

@@ -80,6 +80,7 @@ class TraceLog:
         self._file: IO[str] | None = None
         self._flush_due = False
         self._peer_hex: dict[bytes, str] = {}
+        self._pending: list[tuple[float, bool, bytes, bytes]] = []
 
     @staticmethod
     def _lines(path: Path) -> list[str]:
@@ -90,19 +91,11 @@ class TraceLog:
 
     def record(self, peer_id: bytes, sent: bool, data: bytes) -> None:
         """Append one message (``type ‖ payload``) sent to or received from ``peer_id``."""
-        if self._file is None or self._count >= self._keep:
-            if self._file is not None:
-                self._file.close()
-                self._path.replace(self._old)
-                self._count = 0
+        # kept as bytes and written as text at the flush: the hex and the write of a flight
+        # happen after it, while the peer works on its answer, not on the payment's path
+        self._pending.append((time.time(), sent, peer_id, data))
+        if self._file is None:   # the file exists from the first message on
             self._file = self._path.open("a", encoding="ascii")
-        self._seq += 1
-        self._count += 1
-        peer_hex = self._peer_hex.get(peer_id)
-        if peer_hex is None:
-            peer_hex = self._peer_hex[peer_id] = peer_id.hex()
-        self._file.write(f"{self._seq} {time.time():.6f} {'S' if sent else 'R'} "
-                         f"{peer_hex} {data.hex()}\n")
         if self._flush_due:
             return
         try:
@@ -114,8 +107,23 @@ class TraceLog:
         loop.call_later(FLUSH_AFTER_S, self.flush)
 
     def flush(self) -> None:
-        """Write the buffered lines to the file now."""
+        """Write the recorded messages to the file now."""
         self._flush_due = False
+        pending, self._pending = self._pending, []
+        for when, sent, peer_id, data in pending:
+            if self._file is None or self._count >= self._keep:
+                if self._file is not None:
+                    self._file.close()
+                    self._path.replace(self._old)
+                    self._count = 0
+                self._file = self._path.open("a", encoding="ascii")
+            self._seq += 1
+            self._count += 1
+            peer_hex = self._peer_hex.get(peer_id)
+            if peer_hex is None:
+                peer_hex = self._peer_hex[peer_id] = peer_id.hex()
+            self._file.write(f"{self._seq} {when:.6f} {'S' if sent else 'R'} "
+                             f"{peer_hex} {data.hex()}\n")
         if self._file is not None:
             self._file.flush()
 
@@ -127,6 +135,7 @@ class TraceLog:
         return records[-limit:] if limit > 0 else records
 
     def close(self) -> None:
+        self.flush()
         if self._file is not None:
             self._file.close()
             self._file = None
