@@ -10,6 +10,8 @@ transitions are in the classes built on it: opening (:mod:`channel.channel_open`
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from bitcoin.core import CTransaction
@@ -43,7 +45,10 @@ from channel.transactions import (
 )
 from channel.types import CommitmentFormat, OutPoint, Side
 
-__all__ = ["ChannelCore", "ChannelState", "ForceCloseTransactions"]
+__all__ = ["CHECK_BUDGET_MEMO", "ChannelCore", "ChannelState", "ForceCloseTransactions"]
+
+#: Tests set this: every use of a batch's kept budget is checked against a full count.
+CHECK_BUDGET_MEMO = False
 
 
 _FUNDED_STATES = frozenset({
@@ -105,6 +110,9 @@ class ChannelCore:
     monitor_updates: list[MonitorUpdate] = field(default_factory=list)
     # transient (never persisted): from a disconnection until the peer's channel_reestablish
     reestablish_pending: bool = False
+    # transient: our add budget's parts while a batch of our adds is under way (adding_batch)
+    holder_budget_memo: list[int] | None = field(default=None, repr=False, compare=False)
+    in_add_batch: bool = field(default=False, repr=False, compare=False)
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -247,8 +255,32 @@ class ChannelCore:
         return self._add_budget(side)[2]
 
     def _add_budget(self, side: Side) -> tuple[int, int, int]:
+        """(HTLCs ``side`` offers, their msat, what ``side`` can still spend)."""
+        parts = self.holder_budget_memo if side is Side.HOLDER else None
+        if parts is None:
+            parts = self._budget_parts(side)
+            if side is Side.HOLDER and self.in_add_batch:
+                self.holder_budget_memo = parts
+        elif CHECK_BUDGET_MEMO:
+            assert parts == self._budget_parts(side), (parts, self._budget_parts(side))
+        count, offered, offered_msat, balance = parts
+        reserve_msat = (self._peer.channel_reserve_sat if side is Side.HOLDER
+                        else self.holder_params.channel_reserve_sat) * 1000
+        if self.opener is side:
+            log = self._log
+            feerate = max(log.base_feerate_per_kw,
+                          *(u.feerate_per_kw for u in log.fee_updates)) if log.fee_updates \
+                else log.base_feerate_per_kw
+            fee = commitment_fee_sat(feerate, count + 1, self.commitment_format)
+            if self.commitment_format is CommitmentFormat.ANCHORS:
+                fee += 2 * ANCHOR_OUTPUT_SAT
+            balance -= fee * 1000
+        return offered, offered_msat, balance - reserve_msat
+
+    def _budget_parts(self, side: Side) -> list[int]:
         """One pass over the log (adds are checked per HTLC, so this is the hot loop of a
-        batch): (HTLCs ``side`` offers, their msat, what ``side`` can still spend)."""
+        batch): [HTLCs in the log, HTLCs ``side`` offers, their msat, ``side``'s balance
+        with every pending debit but only irrevocable credits]."""
         log = self._log
         balance = log.base_balance_msat[side]
         count = offered = offered_msat = 0
@@ -272,17 +304,27 @@ class ChannelCore:
                     balance -= h.amount_msat
             elif removal is fulfilled and committed:
                 balance += h.amount_msat
-        reserve_msat = (self._peer.channel_reserve_sat if side is Side.HOLDER
-                        else self.holder_params.channel_reserve_sat) * 1000
-        if self.opener is side:
-            feerate = max(log.base_feerate_per_kw,
-                          *(u.feerate_per_kw for u in log.fee_updates)) if log.fee_updates \
-                else log.base_feerate_per_kw
-            fee = commitment_fee_sat(feerate, count + 1, self.commitment_format)
-            if self.commitment_format is CommitmentFormat.ANCHORS:
-                fee += 2 * ANCHOR_OUTPUT_SAT
-            balance -= fee * 1000
-        return offered, offered_msat, balance - reserve_msat
+        return [count, offered, offered_msat, balance]
+
+    @contextlib.contextmanager
+    def adding_batch(self) -> Iterator[None]:
+        """A batch of our adds (a payment pipeline's): inside, nothing but ``add_htlc`` may
+        change the channel. Our budget is then counted once and kept up to date by each add,
+        not recounted over the whole log per HTLC (which made a batch quadratic)."""
+        self.in_add_batch, self.holder_budget_memo = True, None
+        try:
+            yield
+        finally:
+            self.in_add_batch, self.holder_budget_memo = False, None
+
+    def _note_holder_add(self, amount_msat: int) -> None:
+        """Our HTLC of ``amount_msat`` is in the log: the batch's budget follows."""
+        memo = self.holder_budget_memo
+        if memo is not None:
+            memo[0] += 1
+            memo[1] += 1
+            memo[2] += amount_msat
+            memo[3] -= amount_msat
 
     def removal_committed(self, h: HtlcEntry) -> bool:
         """The HTLC's removal is in both sides' current commitments (final for a forwarder)."""

@@ -256,12 +256,13 @@ class Payments:
         fx.touch(handle)
         hop = RouteHop(node_id=handle.peer_id,
                        short_channel_id=handle.short_channel_id or bytes(8))
-        for inv in decoded:
-            refused = self.refusal(inv)
-            if refused is None:
-                refused = self.send_on_route(handle, inv, self.new_outgoing(inv),
-                                             Route(hops=(hop,)), height, fx)
-            outcomes.append(refused)
+        with handle.channel.adding_batch():   # only adds until the batch is out
+            for inv in decoded:
+                refused = self.refusal(inv)
+                if refused is None:
+                    refused = self.send_on_route(handle, inv, self.new_outgoing(inv),
+                                                 Route(hops=(hop,)), height, fx)
+                outcomes.append(refused)
         return outcomes
 
     def on_fulfilled(self, handle: ChannelHandle, entry: HtlcEntry, preimage: bytes,

@@ -165,6 +165,7 @@ class Channel(ChannelClosing):
         entry.added_at[Side.COUNTERPARTY] = self.counterparty_commitment_number + 1
         log.htlcs[(Side.HOLDER, htlc_id)] = entry
         log.next_htlc_id[Side.HOLDER] = htlc_id + 1
+        self._note_holder_add(amount_msat)
         return self._add_message(entry)
 
     def _add_message(self, entry: HtlcEntry) -> UpdateAddHtlc:

@@ -9,6 +9,7 @@ record byte-for-byte unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -1713,3 +1714,40 @@ def test_monitor_updates_rebuild_every_commitment(fmt: CommitmentFormat) -> None
                             c.to_countersignatory_msat, c.feerate_per_kw, c.htlcs)
             assert txid == c.txid
         assert theirs[-1].txid == peer.holder_transactions().commitment.txid
+
+
+def test_a_batch_of_adds_refuses_exactly_what_single_adds_refuse(fmt: CommitmentFormat) -> None:
+    """Inside ``adding_batch`` (the budget counted once, then kept by each add) a channel with
+    settled, failed and pending HTLCs accepts and refuses the same adds, with the same reasons,
+    as the same adds made one by one (each checked against a full count: CHECK_BUDGET_MEMO)."""
+    import channel.channel_core as core
+    assert core.CHECK_BUDGET_MEMO   # tests/conftest.py: every kept budget is cross-checked
+
+    def outcomes(batched: bool) -> tuple[list[str], int]:
+        strict = ChannelConfig(to_self_delay=10, htlc_minimum_msat=1000, max_accepted_htlcs=12)
+        a, b = open_pair(fmt, config_b=strict)
+        pay(a, b, 50_000_000, n=1)                 # settled: a's balance is lower for good
+        failed = add(a, b, 30_000_000, 2)          # failed back and committed: money returns
+        flush(a, b)
+        a.on_update_fail_htlc(b.fail_htlc(failed, b"\x00" * 32))
+        flush(b, a)
+        add(a, b, 20_000_000, 3)                   # pending
+        seen: list[str] = []
+        amounts = [100_000_000] * 9 + [10**12, 999, 5_000_000, 5_000_000, 5_000_000]
+        context = a.adding_batch() if batched else contextlib.nullcontext()
+        with context:
+            for n, amount in enumerate(amounts, start=10):
+                try:
+                    a.add_htlc(amount_msat=amount, payment_hash=payment_hash(n), cltv_expiry=CLTV,
+                               onion_routing_packet=ONION)
+                    seen.append("added")
+                except RejectedUpdate as exc:
+                    seen.append(str(exc))
+        return seen, a.available_to_send_msat()
+
+    one_by_one, batch = outcomes(batched=False), outcomes(batched=True)
+    assert batch == one_by_one
+    seen = one_by_one[0]
+    assert seen.count("added") == 11
+    assert [s.split()[0] for s in seen if s != "added"] == ["amount_msat", "amount_msat", "more"]
+    assert "can spend" in seen[9] and "below" in seen[10] and "max_accepted_htlcs" in seen[13]
