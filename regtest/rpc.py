@@ -28,6 +28,8 @@ user/password pair.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import sys
 import threading
 from collections.abc import Coroutine, Generator
 from concurrent.futures import Future
@@ -116,6 +118,12 @@ RpcAuth = Path | tuple[str, str]
 
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
+
+# httpcore asks for sniffio on every request (five imports per RPC) and, where it is not
+# installed (it is optional), searches every sys.path entry for it each time: settle its
+# absence once, so a failed import costs a dict lookup (a poll's RPCs were mostly that search)
+if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
+    sys.modules["sniffio"] = None  # type: ignore[assignment]  # None: "not installed"
 
 
 # --- auth ----------------------------------------------------------------------------------------
