@@ -366,7 +366,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="breaches per watcher")
     parser.add_argument("--network-only", action="store_true",
                         help="only section 6 (forwarding and a 30-node classroom)")
+    parser.add_argument("--compare", metavar="REV",
+                        help="only the payment rates, today's against revision REV's, in turns "
+                             "on this machine (see bench/compare.py)")
     args = parser.parse_args(argv)
+    if args.compare:
+        from bench.compare import compare_with
+        for line in compare_with(args.compare, say, chunks=4 if args.quick else 8):
+            say(line)
+        return 0
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     bitcoin.SelectParams("regtest")
