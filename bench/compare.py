@@ -54,7 +54,8 @@ def summarise(rows: list[dict[str, Any]], batches: tuple[int, ...] = (1, 200)) -
         today = statistics.median(r["payments_per_s"] for r in ours.values())
         then = statistics.median(r["payments_per_s"] for r in theirs.values())
         lines.append(
-            f"{what}: today {today:.0f} payments/s, REV {then:.0f}; today/REV rate {statistics.median(rate):.3f}, CPU per payment "
+            f"{what}: today {today:.0f} payments/s, REV {then:.0f}; today/REV rate "
+            f"{statistics.median(rate):.3f}, CPU per payment "
             f"{statistics.median(cpu):.3f} (median of {len(chunks)} adjacent pairs; rates "
             f"{min(rate):.2f}..{max(rate):.2f})")
     return lines
