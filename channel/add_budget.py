@@ -30,8 +30,15 @@ from channel.types import CommitmentFormat, Side
 if TYPE_CHECKING:
     from channel.channel_core import ChannelCore
 
-__all__ = ["FEE_SPIKE_MULTIPLE", "check_fee_spike_buffer", "fee_spike_room_msat",
-           "opener_charge_msat", "peer_add_budget"]
+#: Tests set this: every use of a kept budget (a batch of adds, ours or the peer's) is checked
+#: against a full count over the log.
+CHECK_BUDGET_MEMO = False
+#: In a node process's environment (the test suite sets it), turns CHECK_BUDGET_MEMO on.
+CHECK_BUDGET_ENV = "CHANLAB_TEST_CHECK_BUDGET"
+
+__all__ = ["CHECK_BUDGET_ENV", "CHECK_BUDGET_MEMO", "FEE_SPIKE_MULTIPLE",
+           "check_fee_spike_buffer", "fee_spike_room_msat", "opener_charge_msat",
+           "peer_add_budget"]
 
 #: BOLT 2 recommends a buffer for "twice the current feerate_per_kw".
 FEE_SPIKE_MULTIPLE = 2
@@ -108,12 +115,39 @@ def peer_add_budget(chan: ChannelCore, *, feerate_per_kw: int | None = None,
     that feerate with the HTLCs it knew of?"""
     log = chan.log
     assert log is not None
+    parts: list[int] | None = None
+    keep = chan.in_peer_adds and feerate_per_kw is None and new_htlcs == 1
+    if keep and chan.peer_budget_memo is not None:
+        marker, kept = chan.peer_budget_memo
+        if marker == chan.budget_marker():
+            parts = kept
+            if CHECK_BUDGET_MEMO:
+                assert parts == _peer_budget_parts(chan), (parts, _peer_budget_parts(chan))
+    if parts is None:
+        parts = _peer_budget_parts(chan)
+        if keep:
+            chan.peer_budget_memo = (chan.budget_marker(), parts)
+    offered, offered_msat, balance, ours = parts
+    count = offered + ours
+    reserve_msat = chan.holder_params.channel_reserve_sat * 1000
+    if chan.opener is Side.COUNTERPARTY:
+        latest = log.fee_updates[-1].feerate_per_kw if log.fee_updates \
+            else log.base_feerate_per_kw
+        balance -= opener_charge_msat(chan.commitment_format, feerate_per_kw or latest,
+                                      count + new_htlcs)
+    return offered, offered_msat, balance - reserve_msat
+
+
+def _peer_budget_parts(chan: ChannelCore) -> list[int]:
+    """One pass over the log (the hot loop of a batch of the peer's adds): [HTLCs the peer
+    offers that still count, their msat, its balance, our HTLCs it may not have seen]."""
+    log = chan.log
+    assert log is not None
     holder_ctn = chan.holder_commitment_number
     counterparty_ctn = chan.counterparty_commitment_number
     balance = log.base_balance_msat[Side.COUNTERPARTY]
     offered = offered_msat = ours = 0
-    # the hot loop of a batch of adds (one pass per HTLC added): names bound once, and the
-    # removal's commitment numbers read only for HTLCs being removed
+    # names bound once, and the removal's commitment numbers read only for HTLCs being removed
     holder, counterparty = Side.HOLDER, Side.COUNTERPARTY
     fulfilled, failed = Removal.FULFILLED, Removal.FAILED
     for h in log.htlcs.values():
@@ -136,11 +170,4 @@ def peer_add_budget(chan: ChannelCore, *, feerate_per_kw: int | None = None,
                 balance += h.amount_msat
         elif h.added_at[holder] is not None:
             ours += 1   # ours, not acknowledged by the peer yet: it may not have seen it
-    count = offered + ours
-    reserve_msat = chan.holder_params.channel_reserve_sat * 1000
-    if chan.opener is Side.COUNTERPARTY:
-        latest = log.fee_updates[-1].feerate_per_kw if log.fee_updates \
-            else log.base_feerate_per_kw
-        balance -= opener_charge_msat(chan.commitment_format, feerate_per_kw or latest,
-                                      count + new_htlcs)
-    return offered, offered_msat, balance - reserve_msat
+    return [offered, offered_msat, balance, ours]

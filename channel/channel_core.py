@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from bitcoin.core import CTransaction
 
+from channel import add_budget
 from channel.channel_basics import ChannelState
 from channel.channel_params import ChannelConfig
 from channel.commitment import assemble_commitment
@@ -45,10 +46,7 @@ from channel.transactions import (
 )
 from channel.types import CommitmentFormat, OutPoint, Side
 
-__all__ = ["CHECK_BUDGET_MEMO", "ChannelCore", "ChannelState", "ForceCloseTransactions"]
-
-#: Tests set this: every use of a batch's kept budget is checked against a full count.
-CHECK_BUDGET_MEMO = False
+__all__ = ["ChannelCore", "ChannelState", "ForceCloseTransactions"]
 
 
 _FUNDED_STATES = frozenset({
@@ -113,6 +111,10 @@ class ChannelCore:
     # transient: our add budget's parts while a batch of our adds is under way (adding_batch)
     holder_budget_memo: list[int] | None = field(default=None, repr=False, compare=False)
     in_add_batch: bool = field(default=False, repr=False, compare=False)
+    # transient: the peer's add budget during a run of its update_add_htlcs (peer_adds_begin)
+    peer_budget_memo: tuple[tuple[int, ...], list[int]] | None = field(
+        default=None, repr=False, compare=False)
+    in_peer_adds: bool = field(default=False, repr=False, compare=False)
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -168,9 +170,7 @@ class ChannelCore:
     def available_to_send_msat(self) -> int:
         """What we can still offer: balance minus HTLCs pending, reserve and (opener) fees,
         and the fee spike buffer (see ``channel.add_budget``)."""
-        from channel.add_budget import fee_spike_room_msat  # add_budget reads this class
-
-        return min(self._spendable_msat(Side.HOLDER), fee_spike_room_msat(self))
+        return min(self._spendable_msat(Side.HOLDER), add_budget.fee_spike_room_msat(self))
 
     # -- commitments -----------------------------------------------------------------------
 
@@ -261,7 +261,7 @@ class ChannelCore:
             parts = self._budget_parts(side)
             if side is Side.HOLDER and self.in_add_batch:
                 self.holder_budget_memo = parts
-        elif CHECK_BUDGET_MEMO:
+        elif add_budget.CHECK_BUDGET_MEMO:
             assert parts == self._budget_parts(side), (parts, self._budget_parts(side))
         count, offered, offered_msat, balance = parts
         reserve_msat = (self._peer.channel_reserve_sat if side is Side.HOLDER
@@ -316,6 +316,32 @@ class ChannelCore:
             yield
         finally:
             self.in_add_batch, self.holder_budget_memo = False, None
+
+    def peer_adds_begin(self) -> None:
+        """A run of the peer's ``update_add_htlc``s starts (the manager ends it at any other
+        message and at the end of the batch): the peer's budget is counted once for the run."""
+        self.in_peer_adds, self.peer_budget_memo = True, None
+
+    def peer_adds_end(self) -> None:
+        self.in_peer_adds, self.peer_budget_memo = False, None
+
+    def budget_marker(self) -> tuple[int, ...]:
+        """What a kept budget must find unchanged (a second guard besides the run's bounds):
+        the log's size and ids, both commitment numbers, the fee updates."""
+        log = self._log
+        return (len(log.htlcs), log.next_htlc_id[Side.HOLDER],
+                log.next_htlc_id[Side.COUNTERPARTY], self.holder_commitment_number,
+                self.counterparty_commitment_number, len(log.fee_updates))
+
+    def _note_peer_add(self, amount_msat: int) -> None:
+        """The peer's HTLC of ``amount_msat`` is in the log: the run's kept budget follows."""
+        memo = self.peer_budget_memo
+        if memo is not None:
+            parts = memo[1]
+            parts[0] += 1
+            parts[1] += amount_msat
+            parts[2] -= amount_msat
+            self.peer_budget_memo = (self.budget_marker(), parts)
 
     def _note_holder_add(self, amount_msat: int) -> None:
         """Our HTLC of ``amount_msat`` is in the log: the batch's budget follows."""

@@ -159,6 +159,7 @@ class ChannelManager(ManagerParts):
         self._closes_lost: list[str] = []   # closes under way when a commitment spent the funding
         self._entropy = entropy
         self.connected: set[bytes] = set()   # peers with a live connection (routes start there)
+        self._add_run: ChannelHandle | None = None   # the channel in a run of peer adds
 
     # -- lookups -----------------------------------------------------------------------------
 
@@ -221,6 +222,7 @@ class ChannelManager(ManagerParts):
     def peer_disconnected(self, peer_id: bytes, fx: Effects | None = None) -> None:
         """Uncommitted updates die with the connection; so do channels not yet funded (BOLT
         2: forget a channel on disconnect before funding_signed)."""
+        _end_add_run(self)
         self.gossip.peer_disconnected(self.handles_of(peer_id))
         self.public.peer_disconnected(peer_id)
         self.connected.discard(peer_id)
@@ -236,6 +238,8 @@ class ChannelManager(ManagerParts):
         """One decoded message from ``peer_id`` (``fresh_script``: for a ``shutdown``, the
         wallet script our side of the close pays to)."""
         handler = _message_handlers().get(type(message))
+        if handler is not ChannelManager._on_update_add_htlc:
+            _end_add_run(self)
         if handler is not None:
             handler(self, peer_id, message, fx, fresh_script)
             return
@@ -262,6 +266,7 @@ class ChannelManager(ManagerParts):
     def end_of_batch(self, fx: Effects) -> None:
         """Updates queued while a batch was handled (a pipeline's next HTLCs) ride in the
         batch's commitment_signed."""
+        _end_add_run(self)
         for handle in list(fx.touched):
             self._sign_if_needed(handle, fx)
         self.gossip.send_updates(fx.touched, self.forwarder.policy, fx)
@@ -378,7 +383,9 @@ class ChannelManager(ManagerParts):
 
     def _on_update_add_htlc(self, peer_id: bytes, msg: UpdateAddHtlc, fx: Effects,
                             _: bytes | None) -> None:
-        self._require(peer_id, msg.channel_id).channel.on_update_add_htlc(msg)
+        # a run of the peer's adds: its budget is counted once for the run
+        _in_add_run(self, self._require(peer_id, msg.channel_id)).channel.on_update_add_htlc(msg)
+
 
     def _on_update_fulfill_htlc(self, peer_id: bytes, msg: UpdateFulfillHtlc, fx: Effects,
                                 _: bytes | None) -> None:
@@ -667,6 +674,22 @@ def _message_handlers() -> dict[type, Callable[[ChannelManager, bytes, Any, Effe
             ClosingSigned: m._on_closing_signed, ChannelReestablish: m._on_channel_reestablish,
         })
     return _HANDLERS
+
+
+def _in_add_run(manager: ChannelManager, handle: ChannelHandle) -> ChannelHandle:
+    """``handle``, in the run of its peer's adds (a new run if another was open)."""
+    if manager._add_run is not handle:
+        _end_add_run(manager)
+        handle.channel.peer_adds_begin()
+        manager._add_run = handle
+    return handle
+
+
+def _end_add_run(manager: ChannelManager) -> None:
+    """End the run of a peer's adds, if one is open (see ``ChannelCore.peer_adds_begin``)."""
+    if manager._add_run is not None:
+        manager._add_run.channel.peer_adds_end()
+        manager._add_run = None
 
 
 def _flight_records(manager: ChannelManager, fx: Effects) -> FlightRecords:

@@ -189,6 +189,7 @@ class Channel(ChannelClosing):
         entry.added_at[Side.HOLDER] = self.holder_commitment_number + 1
         log.htlcs[(Side.COUNTERPARTY, msg.id)] = entry
         log.next_htlc_id[Side.COUNTERPARTY] = msg.id + 1
+        self._note_peer_add(msg.amount_msat)
         return entry
 
     def _removable(self, offerer: Side, htlc_id: int,
@@ -404,6 +405,7 @@ class Channel(ChannelClosing):
 
         A closing fee negotiation in progress restarts after the reconnection (BOLT 2).
         """
+        self.peer_adds_end()
         if self.state is ChannelState.NEGOTIATING_CLOSE:
             self.state = ChannelState.SHUTTING_DOWN
             self.closing_fee_sent_sat = None

@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from channel import add_budget
 from channel.channel_basics import ChannelConfig
 from channel.errors import StartRefused
 from channel.node import Node, NodeSettings
@@ -121,6 +122,8 @@ def _start_detached(args: argparse.Namespace) -> int:
 def _start(args: argparse.Namespace) -> int:
     if args.detach:
         return _start_detached(args)
+    if os.environ.get(add_budget.CHECK_BUDGET_ENV):   # the test suite: check kept budgets
+        add_budget.CHECK_BUDGET_MEMO = True
     endpoint = load_endpoint(args.bitcoind)
     home = node_home(args.name)
     home.mkdir(parents=True, exist_ok=True)

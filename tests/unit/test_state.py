@@ -1720,7 +1720,7 @@ def test_a_batch_of_adds_refuses_exactly_what_single_adds_refuse(fmt: Commitment
     """Inside ``adding_batch`` (the budget counted once, then kept by each add) a channel with
     settled, failed and pending HTLCs accepts and refuses the same adds, with the same reasons,
     as the same adds made one by one (each checked against a full count: CHECK_BUDGET_MEMO)."""
-    import channel.channel_core as core
+    import channel.add_budget as core
     assert core.CHECK_BUDGET_MEMO   # tests/conftest.py: every kept budget is cross-checked
 
     def outcomes(batched: bool) -> tuple[list[str], int]:
@@ -1751,3 +1751,38 @@ def test_a_batch_of_adds_refuses_exactly_what_single_adds_refuse(fmt: Commitment
     assert seen.count("added") == 11
     assert [s.split()[0] for s in seen if s != "added"] == ["amount_msat", "amount_msat", "more"]
     assert "can spend" in seen[9] and "below" in seen[10] and "max_accepted_htlcs" in seen[13]
+
+
+def test_a_run_of_peer_adds_refuses_exactly_what_single_adds_refuse(
+        fmt: CommitmentFormat) -> None:
+    """Inside a run of the peer's adds (``peer_adds_begin``: its budget counted once, then kept
+    by each add) the receiver accepts and refuses the same forged adds, for the same reasons,
+    as the same adds taken one by one (every kept budget checked: CHECK_BUDGET_MEMO)."""
+    def outcomes(run: bool) -> list[str]:
+        strict = ChannelConfig(to_self_delay=10, htlc_minimum_msat=1000, max_accepted_htlcs=12)
+        a, b = open_pair(fmt, config_b=strict)
+        pay(a, b, 50_000_000, n=1)
+        failed = add(a, b, 30_000_000, 2)
+        flush(a, b)
+        a.on_update_fail_htlc(b.fail_htlc(failed, b"\x00" * 32))
+        flush(b, a)
+        add(a, b, 20_000_000, 3)                     # pending, not yet signed
+        if run:
+            b.peer_adds_begin()
+        seen: list[str] = []
+        next_id = 3
+        for amount in [100_000_000] * 9 + [10**12, 999, 5_000_000, 5_000_000, 5_000_000]:
+            try:
+                b.on_update_add_htlc(_forged_add(a, htlc_id=next_id, amount_msat=amount))
+                seen.append("added")
+                next_id += 1
+            except PeerProtocolError as exc:
+                seen.append(str(exc))
+        b.peer_adds_end()
+        return seen
+
+    one_by_one = outcomes(run=False)
+    assert outcomes(run=True) == one_by_one
+    assert one_by_one.count("added") == 11
+    assert "can spend" in one_by_one[9] and "below" in one_by_one[10]
+    assert "max_accepted_htlcs" in one_by_one[13]
