@@ -16,6 +16,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -1722,6 +1723,9 @@ def test_a_batch_of_adds_refuses_exactly_what_single_adds_refuse(fmt: Commitment
     as the same adds made one by one (each checked against a full count: CHECK_BUDGET_MEMO)."""
     import channel.add_budget as core
     assert core.CHECK_BUDGET_MEMO   # tests/conftest.py: every kept budget is cross-checked
+    # node processes too: the node command reads the variable by name (idle node RSS)
+    node_command = Path(core.__file__).parents[1] / "regtest" / "commands" / "node.py"
+    assert f'os.environ.get("{core.CHECK_BUDGET_ENV}")' in node_command.read_text()
 
     def outcomes(batched: bool) -> tuple[list[str], int]:
         strict = ChannelConfig(to_self_delay=10, htlc_minimum_msat=1000, max_accepted_htlcs=12)
