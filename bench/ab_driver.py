@@ -6,7 +6,7 @@ directory, so it imports that tree's ``bench.nodes``; it therefore uses only wha
 since the first benchmark has (``bench_cluster``, ``start_node``, ``open_channel``, the
 ``invoices`` command, and ``pay-pipeline`` or its older name ``bench-pay``). Two drivers take
 turns through a turn file: each waits for its name, runs one chunk (a one-in-flight run, then a
-batched run), prints a JSON line per run, and hands the turn over. Adjacent chunks of the two
+batched run; the payer changes every chunk, so the channel never drains), prints a JSON line per run, and hands the turn over. Adjacent chunks of the two
 trees thus see the same machine (a shared machine's speed drifts by ±20% within minutes).
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -42,6 +43,7 @@ def _your_turn(turn: Path, me: str) -> bool:
 
 def _pay(alice: Any, bob: Any, folder: Path, count: int, batch: int, command: str,
          ) -> dict[str, Any]:
+    """``alice`` pays ``bob`` ``count`` invoices (``batch`` per commitment_signed)."""
     invoices = bob.call("invoices", count=count, amount_msat=nodes.PAYMENT_MSAT)["invoices"]
     path = folder / f"invoices-{time.monotonic_ns()}.txt"
     path.write_text("\n".join(invoices) + "\n")
@@ -55,6 +57,8 @@ def _pay(alice: Any, bob: Any, folder: Path, count: int, batch: int, command: st
 
 
 def main() -> int:
+    # stopped by bench.compare when the other side failed: clean up (bitcoind, nodes) on the way
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     me, other, turn_path, chunks, one, batched = sys.argv[1:7]
     turn = Path(turn_path)
     command = "pay-pipeline" if "pay-pipeline" in Path("bench/nodes.py").read_text() \
@@ -71,8 +75,10 @@ def main() -> int:
         for chunk in range(int(chunks)):
             while not _your_turn(turn, me):
                 time.sleep(0.05)
+            # the money goes back and forth: a long comparison never drains the channel
+            payer, payee = (alice, bob) if chunk % 2 == 0 else (bob, alice)
             for count, batch in ((int(one), 1), (int(batched), nodes.BATCH_SIZE)):
-                row = _pay(alice, bob, folder, count, batch, command)
+                row = _pay(payer, payee, folder, count, batch, command)
                 print(json.dumps({"tree": me, "chunk": chunk, **row}), flush=True)
             turn.write_text(other + "\n")
         alice.stop()

@@ -89,11 +89,17 @@ def compare_with(rev: str, say: Say, *, chunks: int = 8, one_in_flight: int = 30
             f"{batched} batched, in turns")
         turn.write_text("today\n")
         rows = []
-        for proc in procs:
-            out, _ = proc.communicate()
-            if proc.returncode != 0:
-                raise RuntimeError(f"a benchmark side exited with {proc.returncode}")
-            rows += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        try:
+            for proc in procs:
+                out, _ = proc.communicate()
+                if proc.returncode != 0:
+                    raise RuntimeError(f"a benchmark side exited with {proc.returncode}")
+                rows += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        finally:
+            for proc in procs:   # one side failed: the other must not wait for its turn forever
+                if proc.poll() is None:
+                    proc.terminate()
+                    proc.wait(timeout=60)
         return summarise(rows)
     finally:
         subprocess.run(["git", "-C", str(_REPO), "worktree", "remove", "--force", str(tree)],
