@@ -6,8 +6,9 @@ directory, so it imports that tree's ``bench.nodes``; it therefore uses only wha
 since the first benchmark has (``bench_cluster``, ``start_node``, ``open_channel``, the
 ``invoices`` command, and ``pay-pipeline`` or its older name ``bench-pay``). Two drivers take
 turns through a turn file: each waits for its name, runs one chunk (a one-in-flight run, then a
-batched run; the payer changes every chunk, so the channel never drains), prints a JSON line per run, and hands the turn over. Adjacent chunks of the two
-trees thus see the same machine (a shared machine's speed drifts by ±20% within minutes).
+batched run; the payer changes every chunk, so the channel never drains), prints a JSON line per
+run, and hands the turn over. Adjacent chunks of the two trees thus see the same machine (a
+shared machine's speed drifts by ±20% within minutes).
 """
 
 from __future__ import annotations
