@@ -25,12 +25,14 @@ from typing import IO, TYPE_CHECKING, Final
 if TYPE_CHECKING:
     from channel.trace import Direction
 
-__all__ = ["FLUSH_AFTER_S", "KEEP_MESSAGES", "TraceLog", "TraceRecord"]
+__all__ = ["FLUSH_AFTER_S", "KEEP_MESSAGES", "MAX_PENDING", "TraceLog", "TraceRecord"]
 
 #: Messages kept at least (at most twice as many are on disk).
 KEEP_MESSAGES: Final = 10_000
 #: How long a recorded line may wait in memory before it is written to the file.
 FLUSH_AFTER_S: Final = 0.05
+#: At most this many recorded messages wait in memory (a flood is written as it comes).
+MAX_PENDING: Final = 2_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,6 +98,8 @@ class TraceLog:
         self._pending.append((time.time(), sent, peer_id, data))
         if self._file is None:   # the file exists from the first message on
             self._file = self._path.open("a", encoding="ascii")
+        if len(self._pending) >= MAX_PENDING:   # a flood: memory stays bounded
+            self.flush()
         if self._flush_due:
             return
         try:

@@ -134,3 +134,21 @@ def test_the_client_prints_amounts_with_units_and_the_invoice_hash() -> None:
     assert "sent     succeeded 7,000 msat (7 sat)  fee 0 msat (0 sat)" in human_answer(
         "payments", [{"payment_hash": "cd" * 32, "direction": "sent", "status": "succeeded",
                       "amount_msat": 7_000, "fee_msat": 0}])
+
+
+def test_trace_log_writes_a_flood_before_its_flush_is_due(tmp_path: Path) -> None:
+    """Under an event loop, MAX_PENDING recorded messages are written at once, not held in
+    memory until the flush timer (a flood of messages keeps memory bounded)."""
+    from channel.trace_log import MAX_PENDING
+    path = tmp_path / "trace.log"
+    peer = bytes.fromhex("02" + "22" * 32)
+
+    async def flood() -> int:
+        log = TraceLog(path)
+        for n in range(MAX_PENDING):
+            log.record(peer, True, encode_message(Ping(num_pong_bytes=n % 100, ignored=b"")))
+        written = len(path.read_text().splitlines())
+        log.close()
+        return written
+
+    assert asyncio.run(flood()) == MAX_PENDING   # the last one filled the buffer: all written
