@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from channel import self_checks
 from channel.errors import RejectedUpdate
 from channel.htlc_log import Removal
 from channel.transactions import ANCHOR_OUTPUT_SAT, commitment_fee_sat
@@ -30,15 +31,8 @@ from channel.types import CommitmentFormat, Side
 if TYPE_CHECKING:
     from channel.channel_core import ChannelCore
 
-#: Tests set this: every use of a kept budget (a batch of adds, ours or the peer's) is checked
-#: against a full count over the log.
-CHECK_BUDGET_MEMO = False
-#: In a node process's environment (the test suite sets it), turns CHECK_BUDGET_MEMO on.
-CHECK_BUDGET_ENV = "CHANLAB_TEST_CHECK_BUDGET"
-
-__all__ = ["CHECK_BUDGET_ENV", "CHECK_BUDGET_MEMO", "FEE_SPIKE_MULTIPLE",
-           "check_fee_spike_buffer", "fee_spike_room_msat", "opener_charge_msat",
-           "peer_add_budget"]
+__all__ = ["FEE_SPIKE_MULTIPLE", "check_fee_spike_buffer", "fee_spike_room_msat",
+           "opener_charge_msat", "peer_add_budget"]
 
 #: BOLT 2 recommends a buffer for "twice the current feerate_per_kw".
 FEE_SPIKE_MULTIPLE = 2
@@ -121,7 +115,7 @@ def peer_add_budget(chan: ChannelCore, *, feerate_per_kw: int | None = None,
         marker, kept = chan.peer_budget_memo
         if marker == chan.budget_marker():
             parts = kept
-            if CHECK_BUDGET_MEMO:
+            if self_checks.CHECK_BUDGET_MEMO:
                 assert parts == _peer_budget_parts(chan), (parts, _peer_budget_parts(chan))
     if parts is None:
         parts = _peer_budget_parts(chan)

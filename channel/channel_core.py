@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from bitcoin.core import CTransaction
 
-from channel import add_budget
+from channel import add_budget, self_checks
 from channel.channel_basics import ChannelState
 from channel.channel_params import ChannelConfig
 from channel.commitment import assemble_commitment
@@ -261,7 +261,7 @@ class ChannelCore:
             parts = self._budget_parts(side)
             if side is Side.HOLDER and self.in_add_batch:
                 self.holder_budget_memo = parts
-        elif add_budget.CHECK_BUDGET_MEMO:
+        elif self_checks.CHECK_BUDGET_MEMO:
             assert parts == self._budget_parts(side), (parts, self._budget_parts(side))
         count, offered, offered_msat, balance = parts
         reserve_msat = (self._peer.channel_reserve_sat if side is Side.HOLDER

@@ -3,7 +3,7 @@
 * python-bitcoinlib's chain parameters are set to regtest once, here, for the whole run
   (``bitcoin.SelectParams`` mutates module state, so it is never done on import).
 * A payment batch's kept add budget is checked against a full count at every use
-  (``channel.add_budget.CHECK_BUDGET_MEMO``).
+  (``channel.self_checks.CHECK_BUDGET_MEMO``).
 * Every test under ``tests/integration/`` gets the ``regtest`` marker automatically, so
   ``pytest -m 'not regtest'`` runs the pure layer alone. The ``docker`` marker is set by hand on
   the few tests that need a Docker engine (they skip, with the reason, where none answers).
@@ -22,13 +22,13 @@ from pathlib import Path
 import bitcoin
 import pytest
 
-import channel.add_budget
+import channel.self_checks
 
 bitcoin.SelectParams("regtest")
 # a payment batch keeps its budget instead of recounting the log per HTLC: in tests, every
 # use of the kept budget is checked against a full count
-channel.add_budget.CHECK_BUDGET_MEMO = True
-os.environ[channel.add_budget.CHECK_BUDGET_ENV] = "1"   # and in every node process
+channel.self_checks.CHECK_BUDGET_MEMO = True
+os.environ[channel.self_checks.CHECK_BUDGET_ENV] = "1"   # and in every node process
 
 _INTEGRATION = Path(__file__).parent / "integration"
 

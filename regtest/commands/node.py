@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from channel import self_checks
 from channel.channel_basics import ChannelConfig
 from channel.errors import StartRefused
 from channel.node import Node, NodeSettings
@@ -121,11 +122,8 @@ def _start_detached(args: argparse.Namespace) -> int:
 def _start(args: argparse.Namespace) -> int:
     if args.detach:
         return _start_detached(args)
-    # the test suite: check kept budgets (add_budget.CHECK_BUDGET_ENV, spelled out so that an
-    # idle node does not load add_budget)
-    if os.environ.get("CHANLAB_TEST_CHECK_BUDGET"):
-        from channel import add_budget
-        add_budget.CHECK_BUDGET_MEMO = True
+    if os.environ.get(self_checks.CHECK_BUDGET_ENV):   # the test suite: check kept budgets
+        self_checks.CHECK_BUDGET_MEMO = True
     endpoint = load_endpoint(args.bitcoind)
     home = node_home(args.name)
     home.mkdir(parents=True, exist_ok=True)
