@@ -641,38 +641,13 @@ _HANDLERS: dict[type, Callable[[ChannelManager, bytes, Any, Effects, bytes | Non
 
 def _message_handlers() -> dict[type, Callable[[ChannelManager, bytes, Any, Effects,
                                                 bytes | None], None]]:
-    """The manager's handler of each BOLT 2 message class, built on the first message (the
-    classes' module loads then: idle node RSS, see tests/integration/test_idle_footprint.py)."""
+    """The manager's handler of each BOLT 2 message class, its ``_on_<message name>``, built
+    on the first message (the classes' module loads then: idle node RSS, see
+    tests/integration/test_idle_footprint.py)."""
     if not _HANDLERS:
-        from channel.messages import (
-            AcceptChannel,
-            ChannelReady,
-            ChannelReestablish,
-            ClosingSigned,
-            CommitmentSigned,
-            FundingCreated,
-            FundingSigned,
-            OpenChannel,
-            RevokeAndAck,
-            Shutdown,
-            UpdateAddHtlc,
-            UpdateFailHtlc,
-            UpdateFailMalformedHtlc,
-            UpdateFee,
-            UpdateFulfillHtlc,
-        )
-        m = ChannelManager
-        _HANDLERS.update({
-            OpenChannel: m._on_open_channel, AcceptChannel: m._on_accept_channel,
-            FundingCreated: m._on_funding_created, FundingSigned: m._on_funding_signed,
-            ChannelReady: m._on_channel_ready, UpdateAddHtlc: m._on_update_add_htlc,
-            UpdateFulfillHtlc: m._on_update_fulfill_htlc,
-            UpdateFailHtlc: m._on_update_fail_htlc,
-            UpdateFailMalformedHtlc: m._on_update_fail_malformed_htlc,
-            UpdateFee: m._on_update_fee, CommitmentSigned: m._on_commitment_signed,
-            RevokeAndAck: m._on_revoke_and_ack, Shutdown: m._on_shutdown,
-            ClosingSigned: m._on_closing_signed, ChannelReestablish: m._on_channel_reestablish,
-        })
+        from channel.messages import BOLT2_MESSAGES  # loaded by the decoder: a dict lookup
+        _HANDLERS.update({cls: getattr(ChannelManager, f"_on_{cls.NAME}")
+                          for cls in BOLT2_MESSAGES.values()})
     return _HANDLERS
 
 

@@ -64,6 +64,22 @@ def _mempool_spender(cluster: Cluster, txid: str, vout: int) -> str | None:
     return None if spender is None else str(spender)
 
 
+def _claimed_by_mining(cluster: Cluster, wait_for: WaitFor, txid: str, vout: int,
+                       what: str) -> str:
+    """Mine a block at a time until ``txid:vout`` is spent (a claim goes out at its maker's
+    next chain event); the claim's txid, as seen in the mempool before it confirmed."""
+    claims: list[str] = []
+
+    def claimed() -> bool:
+        mine_synced(cluster, 1)
+        claims[:] = [t for t in [_mempool_spender(cluster, txid, vout)] if t]
+        return cluster.miner.get_tx_out(OutPoint.from_txid_hex(txid, vout)) is None
+
+    wait_for(claimed, timeout=30, what=what)
+    [claim_txid] = claims
+    return claim_txid
+
+
 def _funding(cluster: Cluster, node: NodeProcess, funding_txid: str) -> OutPoint:
     txid, vout = str(cluster.channel(node, funding_txid)["funding_outpoint"]).split(":")
     return OutPoint.from_txid_hex(txid, int(vout))
@@ -141,15 +157,8 @@ def test_a_preimage_carol_reveals_on_chain_fulfils_alice_off_chain(
     assert _payment_status(line.alice, hold["payment_hash"]) == "pending"
 
     line.carol.call("settle", payment_hash=hold["payment_hash"])
-    claims: list[str] = []
-
-    def claimed() -> bool:
-        mine_synced(cluster, 1)   # Carol's claim goes out at her next chain event
-        claims[:] = [t for t in [_mempool_spender(cluster, commitment_txid, htlc_vout)] if t]
-        return chain.get_tx_out(OutPoint.from_txid_hex(commitment_txid, htlc_vout)) is None
-
-    wait_for(claimed, timeout=30, what="Carol's claim of the HTLC output with the preimage")
-    [claim_txid] = claims
+    claim_txid = _claimed_by_mining(cluster, wait_for, commitment_txid, htlc_vout,
+                                    "Carol's claim of the HTLC output with the preimage")
     mine_synced(cluster, 1)
     claim = tx_of(chain, claim_txid)
     assert [(bytes(i.prevout.hash)[::-1].hex(), i.prevout.n) for i in claim.vin] == \
@@ -299,15 +308,8 @@ def test_a_preimage_bob_learns_after_alice_went_on_chain_is_claimed_on_chain(
             b["local_msat"] == bob_bc_msat - AMOUNT_MSAT
 
     wait_for(bc_settled, timeout=20, what="Carol to be paid off chain")
-    claims: list[str] = []
-
-    def claimed() -> bool:
-        mine_synced(cluster, 1)   # Bob's claim goes out at his next chain event
-        claims[:] = [t for t in [_mempool_spender(cluster, commitment_txid, htlc_vout)] if t]
-        return chain.get_tx_out(OutPoint.from_txid_hex(commitment_txid, htlc_vout)) is None
-
-    wait_for(claimed, timeout=30, what="Bob's preimage claim of Alice's HTLC output")
-    [claim_txid] = claims
+    claim_txid = _claimed_by_mining(cluster, wait_for, commitment_txid, htlc_vout,
+                                    "Bob's preimage claim of Alice's HTLC output")
     mine_synced(cluster, 1)
     preimage = witness(tx_of(chain, claim_txid), 0)[1]
     assert hashlib.sha256(preimage).hexdigest() == hold["payment_hash"]
