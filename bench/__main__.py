@@ -369,10 +369,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare", metavar="REV",
                         help="only the payment rates, today's against revision REV's, in turns "
                              "on this machine (see bench/compare.py)")
+    parser.add_argument("--rows", metavar="FILE", type=Path,
+                        help="with --compare: also write every chunk's figures (JSON lines)")
     args = parser.parse_args(argv)
     if args.compare:
         from bench.compare import compare_with
-        for line in compare_with(args.compare, say, chunks=4 if args.quick else 8):
+        for line in compare_with(args.compare, say, chunks=4 if args.quick else 8,
+                                 rows_path=args.rows):
             say(line)
         return 0
     if args.rounds < 1:

@@ -62,8 +62,9 @@ def summarise(rows: list[dict[str, Any]], batches: tuple[int, ...] = (1, 200)) -
 
 
 def compare_with(rev: str, say: Say, *, chunks: int = 8, one_in_flight: int = 300,
-                 batched: int = 1000) -> list[str]:
-    """Run today's tree and ``rev`` in turns; return the summary lines."""
+                 batched: int = 1000, rows_path: Path | None = None) -> list[str]:
+    """Run today's tree and ``rev`` in turns; return the summary lines (and write every
+    chunk's row to ``rows_path``: a drift over the chunks shows there)."""
     commit = _git("rev-parse", "--verify", f"{rev}^{{commit}}")
     work = Path(tempfile.mkdtemp(prefix="chanlab-compare-"))
     tree = work / "rev"
@@ -100,6 +101,8 @@ def compare_with(rev: str, say: Say, *, chunks: int = 8, one_in_flight: int = 30
                 if proc.poll() is None:
                     proc.terminate()
                     proc.wait(timeout=60)
+        if rows_path is not None:
+            rows_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
         return summarise(rows)
     finally:
         subprocess.run(["git", "-C", str(_REPO), "worktree", "remove", "--force", str(tree)],

@@ -39,6 +39,7 @@ from channel.records import (
 from channel.shachain import RevocationStore
 from channel.transactions import (
     ANCHOR_OUTPUT_SAT,
+    CommitmentKeys,
     CommitmentTransaction,
     build_htlc_transactions,
     commitment_fee_sat,
@@ -199,6 +200,28 @@ class ChannelCore:
             side=side, state=state, point=point, funding_outpoint=self.funding_outpoint,
             funding_sat=self.funding_sat, commitment_format=self.commitment_format,
             opener=self.opener, holder_params=self.holder_params, counterparty_params=peer)
+
+    def warm_next_commitments(self) -> None:
+        """Derive the keys of the next commitment each side will sign, and our next
+        per-commitment point, ahead of the messages that need them (both are memoised).
+
+        Called by the node once a flight is sent: the curve arithmetic then runs while the
+        peer works on its answer, not between the answer's arrival and ours (in a payment one
+        in flight, that wait is the payment rate)."""
+        if self.state is not ChannelState.NORMAL or self.counterparty_params is None:
+            return
+        holder = self.holder_commitment_number
+        self.keys.per_commitment_point(holder + 2)   # our next revoke_and_ack announces it
+        wanted = [(Side.HOLDER, holder + 1)]
+        if self.counterparty_commitment_number + 1 in self.counterparty_points:
+            wanted.append((Side.COUNTERPARTY, self.counterparty_commitment_number + 1))
+        peer = self.counterparty_params
+        for side, number in wanted:
+            broadcaster, countersignatory = ((self.holder_params, peer) if side is Side.HOLDER
+                                             else (peer, self.holder_params))
+            CommitmentKeys.derive(per_commitment_point=self._point(side, number),
+                                  broadcaster=broadcaster.basepoints,
+                                  countersignatory=countersignatory.basepoints)
 
     def monitor_setup(self) -> MonitorSetup:
         """What a new monitor of this (funded) channel starts from: the plain static records."""

@@ -217,10 +217,9 @@ class Node:
         for key, updates in records.revealed:
             self.towers.note_updates(key, updates)  # uploads happen in the background
         self.store.commit_flight(channels=records.channels, monitors=records.monitors,
-                                 monitor_updates=records.monitor_updates,
-                                 payments=records.payments, kv=kv,
-                                 forget=[key for key, _ in fx.forgotten],
-                                 forwards=records.forwards)
+                                 monitor_updates=records.monitor_updates, kv=kv,
+                                 payments=records.payments, forwards=records.forwards,
+                                 forget=[key for key, _ in fx.forgotten])
         crash_at = self._crash_before
         if crash_at and any(getattr(m, "NAME", "") == crash_at for _, m in fx.outgoing):
             log.warning("test hook %s: dying after the persist, before the send", crash_at)
@@ -232,6 +231,8 @@ class Node:
             by_peer.setdefault(peer_id, []).append(encode_message(message))
         for peer_id, encoded in by_peer.items():
             await self.peers.send_many(peer_id, encoded)
+        for handle in fx.touched if by_peer else ():  # next commitments' keys as peers answer
+            asyncio.get_running_loop().call_soon(handle.channel.warm_next_commitments)
         for raw in fx.broadcasts:   # durable in the outbox: a failure is retried
             await self.outbox.send(raw)
         for key, funding_tx in fx.forgotten:

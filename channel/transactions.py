@@ -265,19 +265,29 @@ class CommitmentKeys:
         keys from the broadcaster's basepoints; remote htlc key from the countersignatory's
         htlc_basepoint; remotepubkey = countersignatory's payment_basepoint (static_remotekey).
         """
-        pcp = per_commitment_point
-        return cls(
-            per_commitment_point=pcp,
-            revocation_pubkey=derive_revocation_pubkey(countersignatory.revocation_basepoint, pcp),
-            broadcaster_delayed_pubkey=derive_delayed_pubkey(
-                broadcaster.delayed_payment_basepoint, pcp),
-            broadcaster_htlc_pubkey=derive_htlc_pubkey(broadcaster.htlc_basepoint, pcp),
-            countersignatory_htlc_pubkey=derive_htlc_pubkey(countersignatory.htlc_basepoint, pcp),
-            countersignatory_payment_pubkey=static_payment_pubkey(
-                countersignatory.payment_basepoint),
-            broadcaster_funding_pubkey=broadcaster.funding_pubkey,
-            countersignatory_funding_pubkey=countersignatory.funding_pubkey,
-        )
+        return _derive_commitment_keys(per_commitment_point, broadcaster, countersignatory)
+
+
+# Memoised: each commitment's keys are wanted again (a signature checked, then recorded; the
+# node derives the next commitments' keys while it waits for the peer, see
+# ``ChannelCore.warm_next_commitments``), and the five curve operations are most of the cost of
+# building a commitment. Keyed by the (frozen, hashable) point and basepoints; a few channels'
+# next commitments fit.
+@functools.lru_cache(maxsize=256)
+def _derive_commitment_keys(pcp: PerCommitmentPoint, broadcaster: Basepoints,
+                            countersignatory: Basepoints) -> CommitmentKeys:
+    return CommitmentKeys(
+        per_commitment_point=pcp,
+        revocation_pubkey=derive_revocation_pubkey(countersignatory.revocation_basepoint, pcp),
+        broadcaster_delayed_pubkey=derive_delayed_pubkey(
+            broadcaster.delayed_payment_basepoint, pcp),
+        broadcaster_htlc_pubkey=derive_htlc_pubkey(broadcaster.htlc_basepoint, pcp),
+        countersignatory_htlc_pubkey=derive_htlc_pubkey(countersignatory.htlc_basepoint, pcp),
+        countersignatory_payment_pubkey=static_payment_pubkey(
+            countersignatory.payment_basepoint),
+        broadcaster_funding_pubkey=broadcaster.funding_pubkey,
+        countersignatory_funding_pubkey=countersignatory.funding_pubkey,
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
