@@ -268,11 +268,9 @@ class CommitmentKeys:
         return _derive_commitment_keys(per_commitment_point, broadcaster, countersignatory)
 
 
-# Memoised: each commitment's keys are wanted again (a signature checked, then recorded; the
-# node derives the next commitments' keys while it waits for the peer, see
-# ``ChannelCore.warm_next_commitments``), and the five curve operations are most of the cost of
-# building a commitment. Keyed by the (frozen, hashable) point and basepoints; a few channels'
-# next commitments fit.
+# Memoised so a node can derive the next commitments' keys ahead, while it waits for the peer
+# (``ChannelCore.warm_next_commitments``): the five curve operations are most of what building
+# a commitment costs. Keyed by the (frozen, hashable) point and basepoints; bounded.
 @functools.lru_cache(maxsize=256)
 def _derive_commitment_keys(pcp: PerCommitmentPoint, broadcaster: Basepoints,
                             countersignatory: Basepoints) -> CommitmentKeys:
