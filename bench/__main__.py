@@ -371,7 +371,20 @@ def main(argv: list[str] | None = None) -> int:
                              "on this machine (see bench/compare.py)")
     parser.add_argument("--rows", metavar="FILE", type=Path,
                         help="with --compare: also write every chunk's figures (JSON lines)")
+    parser.add_argument("--instructions", action="store_true",
+                        help="with --compare: count both nodes' instructions per payment under "
+                             "valgrind's callgrind instead of timing them (machine-independent)")
     args = parser.parse_args(argv)
+    if args.compare and args.instructions:
+        from bench.compare import instructions_with
+        try:
+            lines = instructions_with(args.compare, say)
+        except RuntimeError as exc:
+            say(f"error: {exc}")
+            return 2
+        for line in lines:
+            say(line)
+        return 0
     if args.compare:
         from bench.compare import compare_with
         for line in compare_with(args.compare, say, chunks=4 if args.quick else 8,

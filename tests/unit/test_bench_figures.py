@@ -145,3 +145,21 @@ def test_parse_tower_output() -> None:
         "hit_ms": 0.93,
     }
     assert parse_tower_output("nothing here") == {}
+
+
+def test_callgrind_dump_total_and_instruction_lines() -> None:
+    """A callgrind dump's total is read from its summary line (a file without one is refused),
+    and --instructions prints each batch size's counts and ratio."""
+    from bench.compare import instruction_lines
+    from bench.instructions_driver import dumped_instructions
+    dump = "version: 1\ncreator: callgrind-3.22.0\nevents: Ir\nsummary: 1242127635\n\nfn=x\n"
+    assert dumped_instructions(dump) == 1_242_127_635
+    with pytest.raises(ValueError):
+        dumped_instructions("version: 1\nevents: Ir\n")
+    lines = instruction_lines({"today": {1: 33_180_000.0, 200: 7_770_000.0},
+                               "rev": {1: 29_390_000.0, 200: 6_970_000.0}})
+    assert lines == [
+        "one in flight: today 33.18 M instructions per payment (both nodes), REV 29.39 M; "
+        "today/REV 1.129",
+        "batched (200 per commitment): today 7.77 M instructions per payment (both nodes), "
+        "REV 6.97 M; today/REV 1.115"]
