@@ -10,7 +10,7 @@ adjacent runs. REV is checked out in a temporary worktree with its own venv (``m
 .venv/.installed`` there: the revision's own dependencies).
 
 ``--instructions`` counts instead of timing: both nodes run under valgrind's callgrind and the
-figure is their user-space instructions per payment (:mod:`bench.instructions_driver`), which no
+figure is their user-space instructions per payment (:mod:`bench.ab_driver`), which no
 other load on the machine changes. It leaves out kernel time (the fsync of each flight, the
 sockets), and an interpreted Python instruction costs more time than one of libsecp256k1's, so
 it complements the rate rather than replacing it.
@@ -34,7 +34,6 @@ __all__ = ["compare_with", "instruction_lines", "instructions_with"]
 
 _REPO = Path(__file__).resolve().parent.parent
 _DRIVER = Path(__file__).resolve().parent / "ab_driver.py"
-_INSTRUCTIONS_DRIVER = Path(__file__).resolve().parent / "instructions_driver.py"
 
 Say = Callable[[str], None]
 
@@ -128,7 +127,7 @@ def compare_with(rev: str, say: Say, *, chunks: int = 8, one_in_flight: int = 30
 def instructions_with(rev: str, say: Say, *, one_in_flight: int = 60,
                       batched: int = 400) -> list[str]:
     """Both nodes' user-space instructions per payment, today's and ``rev``'s, counted by
-    callgrind (:mod:`bench.instructions_driver`): one after the other, since a count does not
+    callgrind (:mod:`bench.ab_driver`): one after the other, since a count does not
     depend on what else the machine runs. Needs valgrind."""
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise RuntimeError("--instructions needs valgrind (callgrind): install it, or compare "
@@ -142,7 +141,7 @@ def instructions_with(rev: str, say: Say, *, one_in_flight: int = 60,
             say(f"{name}: {one_in_flight} payments one in flight and {batched} batched, "
                 "both nodes under callgrind")
             done = subprocess.run(
-                [str(python), str(_INSTRUCTIONS_DRIVER), str(folder), str(one_in_flight),
+                [str(python), str(_DRIVER), "--instructions", str(folder), str(one_in_flight),
                  str(batched)], cwd=root, stdout=subprocess.PIPE, text=True, check=False)
             if done.returncode != 0:
                 raise RuntimeError(f"the {name} side exited with {done.returncode}")

@@ -150,8 +150,8 @@ def test_parse_tower_output() -> None:
 def test_callgrind_dump_total_and_instruction_lines() -> None:
     """A callgrind dump's total is read from its summary line (a file without one is refused),
     and --instructions prints each batch size's counts and ratio."""
+    from bench.ab_driver import dumped_instructions
     from bench.compare import instruction_lines
-    from bench.instructions_driver import dumped_instructions
     dump = "version: 1\ncreator: callgrind-3.22.0\nevents: Ir\nsummary: 1242127635\n\nfn=x\n"
     assert dumped_instructions(dump) == 1_242_127_635
     with pytest.raises(ValueError):
