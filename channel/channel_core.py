@@ -19,7 +19,7 @@ from bitcoin.core import CTransaction
 from channel import add_budget, self_checks
 from channel.channel_basics import ChannelState
 from channel.channel_params import ChannelConfig
-from channel.commitment import assemble_commitment
+from channel.commitment import assemble_commitment, commitment_keys
 from channel.errors import (
     InvalidSignature,
     InvalidStateTransition,
@@ -39,7 +39,6 @@ from channel.records import (
 from channel.shachain import RevocationStore
 from channel.transactions import (
     ANCHOR_OUTPUT_SAT,
-    CommitmentKeys,
     CommitmentTransaction,
     build_htlc_transactions,
     commitment_fee_sat,
@@ -215,13 +214,9 @@ class ChannelCore:
         wanted = [(Side.HOLDER, holder + 1)]
         if self.counterparty_commitment_number + 1 in self.counterparty_points:
             wanted.append((Side.COUNTERPARTY, self.counterparty_commitment_number + 1))
-        peer = self.counterparty_params
         for side, number in wanted:
-            broadcaster, countersignatory = ((self.holder_params, peer) if side is Side.HOLDER
-                                             else (peer, self.holder_params))
-            CommitmentKeys.derive(per_commitment_point=self._point(side, number),
-                                  broadcaster=broadcaster.basepoints,
-                                  countersignatory=countersignatory.basepoints)
+            commitment_keys(side, self._point(side, number), self.holder_params,
+                            self.counterparty_params)
 
     def monitor_setup(self) -> MonitorSetup:
         """What a new monitor of this (funded) channel starts from: the plain static records."""

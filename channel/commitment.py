@@ -19,7 +19,7 @@ from channel.transactions import (
 )
 from channel.types import CommitmentFormat, OutPoint, Side
 
-__all__ = ["assemble_commitment", "channel_obscuring_factor"]
+__all__ = ["assemble_commitment", "channel_obscuring_factor", "commitment_keys"]
 
 
 def channel_obscuring_factor(opener: Side, holder_params: PartyParams,
@@ -30,6 +30,16 @@ def channel_obscuring_factor(opener: Side, holder_params: PartyParams,
     if opener is Side.HOLDER:
         return obscuring_factor(ours, theirs)
     return obscuring_factor(theirs, ours)
+
+
+def commitment_keys(side: Side, point: PerCommitmentPoint, holder_params: PartyParams,
+                    counterparty_params: PartyParams) -> CommitmentKeys:
+    """The keys of ``side``'s commitment built on ``point`` (BOLT 3 "Keys"): ``side`` is the
+    broadcaster, the other party the countersignatory (memoised, see ``CommitmentKeys``)."""
+    broadcaster, countersignatory = ((holder_params, counterparty_params) if side is Side.HOLDER
+                                     else (counterparty_params, holder_params))
+    return CommitmentKeys.derive(per_commitment_point=point, broadcaster=broadcaster.basepoints,
+                                 countersignatory=countersignatory.basepoints)
 
 
 def assemble_commitment(*, side: Side, state: CommitmentState, point: PerCommitmentPoint,
@@ -46,8 +56,7 @@ def assemble_commitment(*, side: Side, state: CommitmentState, point: PerCommitm
     """
     broadcaster, countersignatory = ((holder_params, counterparty_params) if side is Side.HOLDER
                                      else (counterparty_params, holder_params))
-    keys = CommitmentKeys.derive(per_commitment_point=point, broadcaster=broadcaster.basepoints,
-                                 countersignatory=countersignatory.basepoints)
+    keys = commitment_keys(side, point, holder_params, counterparty_params)
     if obscuring is None:
         obscuring = channel_obscuring_factor(opener, holder_params, counterparty_params)
     return build_commitment_transaction(

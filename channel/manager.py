@@ -386,7 +386,6 @@ class ChannelManager(ManagerParts):
         # a run of the peer's adds: its budget is counted once for the run
         _in_add_run(self, self._require(peer_id, msg.channel_id)).channel.on_update_add_htlc(msg)
 
-
     def _on_update_fulfill_htlc(self, peer_id: bytes, msg: UpdateFulfillHtlc, fx: Effects,
                                 _: bytes | None) -> None:
         handle = self._require(peer_id, msg.channel_id)
